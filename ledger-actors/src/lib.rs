@@ -1,1 +1,34 @@
-//! placeholder
+//! The AVL ledger's moving parts: actors, stores, configuration and metrics.
+//!
+//! A host holds a [`Ledger`]. Each append goes to the anchor's [`chain::ChainActor`] (one per
+//! anchor, started on demand by the [`router::ChainRouter`] and spread over one worker thread
+//! per core), which links and hashes the record and hands it to a persistence actor; the
+//! append is answered when the persistence actor confirms.
+//!
+//! # Layout
+//! - [`ledger`]: [`Ledger`], the handle: start, append, read, verify, shut down.
+//! - [`chain`]: [`chain::ChainActor`] and its [`chain::Append`] message.
+//! - [`router`]: [`router::ChainRouter`], anchor → actor, passivation-safe resends.
+//! - [`persistence`]: the persistence actors' messages and the memory persistence actor.
+//! - [`store`]: the [`store::LedgerStore`] trait and [`store::MemoryLedgerStore`].
+//! - [`verify`]: chain verification.
+//! - [`config`]: [`LedgerConfig`], the YAML `ledger:` section and `LEDGER_*` variables.
+//! - [`metrics`]: metric names and recording.
+//! - [`error`]: [`LedgerError`], the one error type of this crate.
+
+pub mod chain;
+pub mod config;
+pub mod error;
+pub mod ledger;
+pub mod metrics;
+pub mod persistence;
+pub mod router;
+pub mod store;
+pub mod verify;
+
+pub use chain::{Append, AppendAck};
+pub use config::{Backend, Dsn, LedgerConfig};
+pub use error::LedgerError;
+pub use ledger::Ledger;
+pub use persistence::Durability;
+pub use store::{Head, LedgerStore, RecordRange};

@@ -1,1 +1,66 @@
-fn main() {}
+//! `ledger`: the AVL command line — load test, verification, migrations.
+//!
+//! # Layout
+//! - `main.rs`: argument parsing and dispatch.
+//! - `loadtest.rs`: `ledger loadtest`.
+//! - `verify.rs`: `ledger verify`.
+
+mod loadtest;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ledger_actors::LedgerConfig;
+
+/// AVL — the Autonomous Verification Ledger.
+#[derive(Parser)]
+#[command(name = "ledger", version, about)]
+struct Cli {
+    /// YAML file with a `ledger:` section (else $LEDGER_CONFIG; LEDGER_* variables override).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Append N×M records with C in flight, verify every chain, print throughput and latency.
+    Loadtest(loadtest::Args),
+    /// Verify every chain (or one): exit 0 when intact, 1 with each break listed.
+    Verify(verify::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LEDGER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match LedgerConfig::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ledger: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let system = actix::System::new();
+    let result = system.block_on(async move {
+        match cli.command {
+            Command::Loadtest(args) => loadtest::run(config, args).await,
+            Command::Verify(args) => verify::run(config, args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ledger: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -124,6 +124,33 @@ impl LedgerRecord {
         Ok(record)
     }
 
+    /// Like [`LedgerRecord::seal`] with the payload's canonical (JCS) bytes already computed,
+    /// as [`crate::validate::validate_new_record`] returns them; `canonical` must be the
+    /// canonical form of `new.payload`.
+    pub fn seal_canonical(
+        new: NewRecord,
+        rid: Uuid,
+        ts: DateTime<Utc>,
+        prev_hash: Option<String>,
+        canonical: &[u8],
+    ) -> Result<Self, Error> {
+        let mut record = LedgerRecord {
+            rid,
+            anchor_id: new.anchor_id,
+            slot: new.slot,
+            kind: new.kind,
+            ts: truncate_to_micros(ts),
+            prev_hash,
+            hash: String::new(),
+            payload: new.payload,
+            sig: new.sig,
+            producer: new.producer,
+            version: RECORD_VERSION.to_owned(),
+        };
+        record.hash = hash::record_hash_with_canonical(&record, canonical)?;
+        Ok(record)
+    }
+
     /// `ts` as microseconds since the Unix epoch (the value that is hashed).
     pub fn ts_micros(&self) -> i64 {
         self.ts.timestamp_micros()

@@ -1,0 +1,426 @@
+//! [`ChainActor`]: one per anchor; it serializes that anchor's appends.
+//!
+//! The actor owns the anchor's head. For each [`Append`] it validates the record, assigns
+//! `ts = max(now, last_ts + 1 µs)` and `prev_hash = head`, hashes it, hands it to the
+//! persistence actor and moves its head forward at once, so appends to one anchor pipeline
+//! while earlier ones are being written. The append is answered only when the persistence
+//! actor confirms. If a record is refused, the actor bumps its epoch, reloads its head from
+//! the store before the next append, and records still in flight behind the refused one are
+//! answered [`LedgerError::Aborted`] (the store refuses them too: their predecessor is missing).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use ledger_entities::validate::{Limits, validate_new_record};
+use ledger_entities::{LedgerRecord, NewRecord};
+use uuid::Uuid;
+
+use crate::error::LedgerError;
+use crate::persistence::{Durability, Persist};
+use crate::router::ChainRouter;
+use crate::store::{Head, LedgerStore};
+
+// ---------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------
+
+/// Append one record to the actor's anchor.
+///
+/// The record sits in a take-once slot shared by every clone of the message: if the actor
+/// stops before taking it (passivation raced the send), the sender still holds it and can
+/// resend it to the anchor's next actor without copying the payload.
+#[derive(Clone)]
+pub struct Append {
+    slot: Arc<Mutex<Option<NewRecord>>>,
+}
+
+impl Append {
+    /// A message carrying `record`.
+    pub fn new(record: NewRecord) -> Self {
+        Self {
+            slot: Arc::new(Mutex::new(Some(record))),
+        }
+    }
+
+    /// Takes the record out; `None` once an actor (or another taker) has it.
+    pub fn take(&self) -> Option<NewRecord> {
+        // The lock is only held for a `take`; a poisoned lock still holds a valid Option.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// True while no actor has taken the record.
+    pub fn is_pending(&self) -> bool {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
+impl Message for Append {
+    type Result = Result<AppendAck, LedgerError>;
+}
+
+/// Answer to an [`Append`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendAck {
+    /// The record as hashed and stored.
+    pub record: Arc<LedgerRecord>,
+    /// How durable it is now.
+    pub durability: Durability,
+    /// True when the append repeated a stored client rid and the stored record is returned.
+    pub replayed: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Actor
+// ---------------------------------------------------------------------------------------
+
+/// Settings shared by every chain actor of a ledger.
+#[derive(Clone)]
+pub struct ChainSettings {
+    /// Where heads are loaded from and idempotency is checked.
+    pub store: Arc<dyn LedgerStore>,
+    /// The persistence actor (or the supervisor in front of it).
+    pub persist: Recipient<Persist>,
+    /// Validation limits.
+    pub limits: Limits,
+    /// Mailbox capacity (back-pressure on senders).
+    pub mailbox_capacity: usize,
+    /// Idle time after which the actor stops.
+    pub passivate_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    /// Loading the head; the mailbox waits.
+    Loading,
+    Ready,
+    /// A refusal moved the head back; reload it from the store before the next append.
+    NeedsReload,
+    /// The head could not be loaded; appends get this error and the actor retires.
+    Failed(LedgerError),
+    /// Removed from the router and stopping; appends are bounced back to the router.
+    Passivating,
+}
+
+type Outcome = Shared<BoxFuture<'static, Result<Durability, LedgerError>>>;
+
+/// The per-anchor actor. Create it through [`ChainRouter`], which guarantees at most one
+/// live actor per anchor.
+pub struct ChainActor {
+    anchor_id: Uuid,
+    settings: ChainSettings,
+    router: Option<std::sync::Weak<ChainRouter>>,
+    state: State,
+    head: Option<String>,
+    /// `ts` of the last record sent, in µs since the epoch.
+    last_ts: i64,
+    /// Bumped whenever the head is reset; outcomes of older epochs do not touch the head.
+    epoch: u64,
+    /// Appends accepted and not yet answered (including rid look-ups).
+    busy: usize,
+    /// In-flight records with a client rid, so a repeat can wait for the original.
+    pending: HashMap<Uuid, (Arc<LedgerRecord>, Outcome)>,
+    last_active: Instant,
+}
+
+impl ChainActor {
+    /// An actor for `anchor_id`. `router` is the registry it removes itself from when it
+    /// passivates (none: it never passivates).
+    pub fn new(
+        anchor_id: Uuid,
+        settings: ChainSettings,
+        router: Option<std::sync::Weak<ChainRouter>>,
+    ) -> Self {
+        Self {
+            anchor_id,
+            settings,
+            router,
+            state: State::Loading,
+            head: None,
+            last_ts: i64::MIN,
+            epoch: 0,
+            busy: 0,
+            pending: HashMap::new(),
+            last_active: Instant::now(),
+        }
+    }
+
+    /// Loads the head from the store while the mailbox waits.
+    fn load_head(&mut self, ctx: &mut Context<Self>) {
+        self.state = State::Loading;
+        let store = Arc::clone(&self.settings.store);
+        let anchor = self.anchor_id;
+        ctx.wait(
+            fut::wrap_future(async move { store.head(anchor).await }).map(
+                |res: Result<Option<Head>, LedgerError>, act: &mut Self, _ctx| match res {
+                    Ok(head) => {
+                        act.last_ts = act
+                            .last_ts
+                            .max(head.as_ref().map_or(i64::MIN, |h| h.ts.timestamp_micros()));
+                        act.head = head.map(|h| h.hash);
+                        act.state = State::Ready;
+                    }
+                    Err(e) => act.state = State::Failed(e),
+                },
+            ),
+        );
+    }
+
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        if let Some(router) = self.router.as_ref().and_then(std::sync::Weak::upgrade) {
+            router.forget(self.anchor_id, &ctx.address());
+        }
+        self.state = State::Passivating;
+        ctx.stop();
+    }
+
+    fn maybe_passivate(&mut self, ctx: &mut Context<Self>) {
+        if self.state == State::Ready
+            && self.busy == 0
+            && self.last_active.elapsed() >= self.settings.passivate_after
+        {
+            crate::metrics::anchor_passivated();
+            self.retire(ctx);
+        }
+    }
+
+    /// Hashes `new` onto the head, sends it to persistence and moves the head.
+    fn commit(
+        &mut self,
+        new: NewRecord,
+        rid: Uuid,
+        canonical: &[u8],
+    ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
+        let now = chrono::Utc::now().timestamp_micros();
+        let ts = now.max(self.last_ts.saturating_add(1));
+        let has_client_rid = new.rid.is_some();
+        let record = match LedgerRecord::seal_canonical(
+            new,
+            rid,
+            ledger_entities::record::micros_to_datetime(ts),
+            self.head.clone(),
+            canonical,
+        ) {
+            Ok(r) => Arc::new(r),
+            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.settings.persist.do_send(Persist {
+            record: Arc::clone(&record),
+            reply,
+        });
+        self.head = Some(record.hash.clone());
+        self.last_ts = ts;
+        self.busy += 1;
+        let epoch = self.epoch;
+        let outcome = async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(LedgerError::Internal(
+                    "persistence actor dropped a record without answering".into(),
+                ))
+            })
+        }
+        .boxed()
+        .shared();
+        if has_client_rid {
+            self.pending
+                .insert(rid, (Arc::clone(&record), outcome.clone()));
+        }
+        Box::pin(fut::wrap_future(outcome).map(move |res, act: &mut Self, _ctx| {
+            act.busy -= 1;
+            act.last_active = Instant::now();
+            if has_client_rid {
+                act.pending.remove(&record.rid);
+            }
+            match res {
+                Ok(durability) => Ok(AppendAck {
+                    record,
+                    durability,
+                    replayed: false,
+                }),
+                Err(e) if epoch == act.epoch => {
+                    // The first refusal of this epoch: everything sent after it is doomed
+                    // (its predecessor is missing), so start a new epoch from the store.
+                    act.epoch += 1;
+                    act.head = record.prev_hash.clone();
+                    act.state = State::NeedsReload;
+                    Err(e)
+                }
+                Err(_) => Err(LedgerError::Aborted {
+                    anchor_id: record.anchor_id,
+                }),
+            }
+        }))
+    }
+
+    /// The append continues once the actor is ready: either now or after a head reload.
+    fn process(
+        &mut self,
+        new: NewRecord,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
+        let canonical = match validate_new_record(&new, &self.settings.limits) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+        };
+        if new.anchor_id != self.anchor_id {
+            return Box::pin(fut::ready(Err(LedgerError::Internal(format!(
+                "record for anchor {} sent to the actor of {}",
+                new.anchor_id, self.anchor_id
+            )))));
+        }
+        if self.state == State::NeedsReload {
+            self.load_head(ctx);
+            // The wait above holds the mailbox and every spawned future, so this continuation
+            // runs after the reload.
+            return Box::pin(ActorFutureExt::then(
+                fut::ready(()),
+                move |(), act: &mut Self, ctx| act.process_ready(new, canonical, ctx),
+            ));
+        }
+        self.process_ready(new, canonical, ctx)
+    }
+
+    fn process_ready(
+        &mut self,
+        new: NewRecord,
+        canonical: Vec<u8>,
+        _ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
+        if let State::Failed(e) = &self.state {
+            return Box::pin(fut::ready(Err(e.clone())));
+        }
+        let Some(rid) = new.rid else {
+            return self.commit(new, Uuid::now_v7(), &canonical);
+        };
+        if let Some(replay) = self.replay_pending(rid, &new) {
+            return replay;
+        }
+        // A client rid: look it up in the store before committing (idempotency).
+        self.busy += 1;
+        let store = Arc::clone(&self.settings.store);
+        Box::pin(
+            fut::wrap_future(async move { store.get(rid).await }).then(
+                move |found, act: &mut Self, _ctx| -> ResponseActFuture<Self, _> {
+                    act.busy -= 1;
+                    match found {
+                        Err(e) => Box::pin(fut::ready(Err(e))),
+                        Ok(Some(stored)) => {
+                            let durability = crate::store::durability_of(act.settings.store.backend());
+                            Box::pin(fut::ready(replay_stored(stored, &new, durability)))
+                        }
+                        Ok(None) => match act.replay_pending(rid, &new) {
+                            Some(replay) => replay,
+                            None => act.commit(new, rid, &canonical),
+                        },
+                    }
+                },
+            ),
+        )
+    }
+
+    /// An in-flight record with this rid answers the repeat once it is settled.
+    fn replay_pending(
+        &self,
+        rid: Uuid,
+        new: &NewRecord,
+    ) -> Option<ResponseActFuture<Self, Result<AppendAck, LedgerError>>> {
+        let (record, outcome) = self.pending.get(&rid)?;
+        let record = Arc::clone(record);
+        match record.same_content(new) {
+            Ok(true) => Some(Box::pin(fut::wrap_future(outcome.clone()).map(
+                move |res: Result<Durability, LedgerError>, _act: &mut Self, _ctx| {
+                    res.map(|durability| AppendAck {
+                        record,
+                        durability,
+                        replayed: true,
+                    })
+                },
+            ))),
+            Ok(false) => Some(Box::pin(fut::ready(Err(LedgerError::Conflict {
+                rid,
+                reason: "an in-flight record has this rid with different content".into(),
+            })))),
+            Err(e) => Some(Box::pin(fut::ready(Err(e.into())))),
+        }
+    }
+}
+
+/// Answer for a repeated client rid that is already stored.
+fn replay_stored(
+    stored: Arc<LedgerRecord>,
+    new: &NewRecord,
+    durability: Durability,
+) -> Result<AppendAck, LedgerError> {
+    if stored.same_content(new)? {
+        Ok(AppendAck {
+            record: stored,
+            durability,
+            replayed: true,
+        })
+    } else {
+        Err(LedgerError::Conflict {
+            rid: stored.rid,
+            reason: if stored.anchor_id == new.anchor_id {
+                "stored with different content".into()
+            } else {
+                format!("stored in anchor {}", stored.anchor_id)
+            },
+        })
+    }
+}
+
+impl Actor for ChainActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+        crate::metrics::anchor_started();
+        self.load_head(ctx);
+        if self.router.is_some() {
+            let every = (self.settings.passivate_after / 4)
+                .clamp(Duration::from_millis(5), Duration::from_secs(5));
+            ctx.run_interval(every, |act, ctx| act.maybe_passivate(ctx));
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        crate::metrics::anchor_stopped();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------------------
+
+/// Validates, hashes and persists one record; answers when persistence confirms. A stored or
+/// in-flight client rid with the same content returns that record (`replayed`); with other
+/// content it is a [`LedgerError::Conflict`].
+impl Handler<Append> for ChainActor {
+    type Result = ResponseActFuture<Self, Result<AppendAck, LedgerError>>;
+
+    fn handle(&mut self, msg: Append, ctx: &mut Context<Self>) -> Self::Result {
+        self.last_active = Instant::now();
+        match &self.state {
+            State::Passivating => {
+                return Box::pin(fut::ready(Err(LedgerError::Retired)));
+            }
+            State::Failed(e) => {
+                // Leave the record with the sender and retire, so the next append starts a
+                // fresh actor that tries to load the head again.
+                let e = e.clone();
+                self.retire(ctx);
+                return Box::pin(fut::ready(Err(e)));
+            }
+            State::Loading | State::Ready | State::NeedsReload => {}
+        }
+        let Some(new) = msg.take() else {
+            return Box::pin(fut::ready(Err(LedgerError::Internal(
+                "append withdrawn by its sender".into(),
+            ))));
+        };
+        self.process(new, ctx)
+    }
+}

@@ -1,0 +1,103 @@
+//! The one error type of this crate.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+/// Everything an append, a read, a verification or start-up can fail with. Each variant says
+/// how a caller should handle it. The type is `Clone` so one persistence outcome can answer
+/// several waiters (an idempotent re-append waits on the original).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LedgerError {
+    /// The record was refused by validation; nothing was written. Handle: fix the input; a
+    /// retry with the same input fails the same way.
+    #[error("invalid record: {0}")]
+    Invalid(#[from] ledger_entities::Error),
+    /// A client rid is already stored (or in flight) with different content. Nothing was
+    /// written. Handle: use a fresh rid, or fetch the stored record with `Ledger::get`.
+    #[error("rid {rid} is already used by a different record: {reason}")]
+    Conflict {
+        /// The conflicting rid.
+        rid: Uuid,
+        /// What differs.
+        reason: String,
+    },
+    /// A read named an anchor that has no records. Handle: check the anchor id.
+    #[error("anchor {0} has no records")]
+    UnknownAnchor(Uuid),
+    /// The ledger could not take the append within the configured timeout (too many appends
+    /// in flight). Nothing was written. Handle: back off and retry.
+    #[error("ledger overloaded: no capacity for the append within {waited:?}")]
+    Overloaded {
+        /// How long the append waited for capacity.
+        waited: Duration,
+    },
+    /// The append was handed to the ledger but its outcome did not arrive within the
+    /// timeout: it may or may not be committed. Handle: re-append with the same client rid
+    /// (idempotent) to learn the outcome.
+    #[error("append outcome unknown after {waited:?}; re-append with the same rid to find out")]
+    Timeout {
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// The record was not written because an earlier record of the same anchor, still in
+    /// flight, was refused; the chain continues from before that record. Handle: retry the
+    /// append as is.
+    #[error("not written: an earlier in-flight record of anchor {anchor_id} was refused; retry")]
+    Aborted {
+        /// The anchor whose in-flight suffix was abandoned.
+        anchor_id: Uuid,
+    },
+    /// The database refused a record that would fork a chain (another writer extended the
+    /// anchor). Nothing was written. Handle: retry; the chain actor has rebased on the
+    /// database's head.
+    #[error("fork refused for anchor {anchor_id}: another record already follows {prev_hash:?}")]
+    ForkRefused {
+        /// The anchor.
+        anchor_id: Uuid,
+        /// The predecessor that already has a successor (`None`: genesis exists).
+        prev_hash: Option<String>,
+    },
+    /// The database cannot be reached (connection refused or reset, pool timeout, server
+    /// shutting down, statement timeout). Handle: retry later; the supervisor fails over to
+    /// memory where it is running.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused data (a constraint or type error not caused by connectivity).
+    /// Retrying the same data fails again. Handle: report it; do not treat it as an outage.
+    #[error("database refused the data: {0}")]
+    Database(String),
+    /// The database schema is missing or out of date. Handle: run `ledger migrate up` (or set
+    /// `auto_migrate: true`).
+    #[error("database schema is not up to date ({0}); run `ledger migrate up`")]
+    SchemaMissing(String),
+    /// Configuration is malformed; the message names the key or line. Handle: fix the
+    /// configuration file or environment variable.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The ledger is shutting down and takes no more appends. Handle: stop appending.
+    #[error("the ledger is shutting down")]
+    ShuttingDown,
+    /// The anchor's chain actor stopped (passivated) before it took the append; nothing was
+    /// written. Handle: [`crate::Ledger`] resends by itself; a host sending to actors
+    /// directly resends to the router's current actor for the anchor.
+    #[error("the anchor's chain actor retired before taking the append; resend it")]
+    Retired,
+    /// An actor stopped unexpectedly or an invariant failed. Handle: report it as a bug;
+    /// the append's outcome is unknown (re-append with the same rid to learn it).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl LedgerError {
+    /// A short, bounded label for metrics (`ledger_appends_total{outcome=...}`).
+    pub fn outcome_label(&self) -> &'static str {
+        match self {
+            LedgerError::Invalid(_) => "validation",
+            LedgerError::Conflict { .. } | LedgerError::ForkRefused { .. } => "conflict",
+            LedgerError::Overloaded { .. } => "overloaded",
+            LedgerError::Unavailable(_) | LedgerError::Timeout { .. } => "unavailable",
+            _ => "error",
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! [`ChainRouter`]: starts chain actors on demand and finds the one for an anchor.
+//!
+//! At most one live actor per anchor: the map entry is created under the shard lock, and an
+//! actor leaves the map (passivation, failed head load) before it stops and after its last
+//! record is settled, so its successor loads a head that nothing in flight can change.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use ledger_entities::NewRecord;
+use uuid::Uuid;
+
+use crate::chain::{Append, AppendAck, ChainActor, ChainSettings};
+use crate::error::LedgerError;
+
+/// How often an append is resent after racing an actor's passivation. Each resend finds a
+/// fresh actor, so more than a couple means something is wrong.
+const MAX_ATTEMPTS: usize = 8;
+
+/// The anchor → chain actor registry.
+pub struct ChainRouter {
+    actors: DashMap<Uuid, Addr<ChainActor>>,
+    workers: Vec<ArbiterHandle>,
+    next: AtomicUsize,
+    settings: ChainSettings,
+}
+
+impl ChainRouter {
+    /// A router spreading new chain actors round-robin over `workers`.
+    pub fn new(settings: ChainSettings, workers: Vec<ArbiterHandle>) -> Arc<Self> {
+        Arc::new(Self {
+            actors: DashMap::new(),
+            workers,
+            next: AtomicUsize::new(0),
+            settings,
+        })
+    }
+
+    /// The anchor's actor, started if there is none.
+    pub fn addr(self: &Arc<Self>, anchor_id: Uuid) -> Addr<ChainActor> {
+        if let Some(addr) = self.actors.get(&anchor_id) {
+            return addr.clone();
+        }
+        self.actors
+            .entry(anchor_id)
+            .or_insert_with(|| {
+                let settings = self.settings.clone();
+                let router = Arc::downgrade(self);
+                let make = move |_: &mut Context<ChainActor>| {
+                    ChainActor::new(anchor_id, settings, Some(router))
+                };
+                if self.workers.is_empty() {
+                    ChainActor::create(make)
+                } else {
+                    let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+                    ChainActor::start_in_arbiter(&self.workers[i], make)
+                }
+            })
+            .clone()
+    }
+
+    /// Removes `addr` as the anchor's actor (no-op if another actor has replaced it).
+    pub fn forget(&self, anchor_id: Uuid, addr: &Addr<ChainActor>) {
+        self.actors.remove_if(&anchor_id, |_, a| a == addr);
+    }
+
+    /// Number of live chain actors.
+    pub fn active(&self) -> usize {
+        self.actors.len()
+    }
+
+    /// Drops every actor address; idle actors then stop.
+    pub fn clear(&self) {
+        self.actors.clear();
+    }
+
+    /// Sends an append to the anchor's actor, resending when the actor retired before
+    /// taking it. After `timeout`: [`LedgerError::Overloaded`] if no actor took the record
+    /// (it is withdrawn, so it is certainly not written), else [`LedgerError::Timeout`].
+    pub async fn append(
+        self: &Arc<Self>,
+        record: NewRecord,
+        timeout: Duration,
+    ) -> Result<AppendAck, LedgerError> {
+        let anchor_id = record.anchor_id;
+        let msg = Append::new(record);
+        let deadline = tokio::time::Instant::now() + timeout;
+        for _ in 0..MAX_ATTEMPTS {
+            let addr = self.addr(anchor_id);
+            match tokio::time::timeout_at(deadline, addr.send(msg.clone())).await {
+                Err(_elapsed) => {
+                    return Err(if msg.take().is_some() {
+                        LedgerError::Overloaded { waited: timeout }
+                    } else {
+                        LedgerError::Timeout { waited: timeout }
+                    });
+                }
+                Ok(Ok(Err(LedgerError::Retired))) if msg.is_pending() => {
+                    self.forget(anchor_id, &addr);
+                }
+                Ok(Ok(result)) => return result,
+                Ok(Err(MailboxError::Closed)) if msg.is_pending() => {
+                    self.forget(anchor_id, &addr);
+                }
+                Ok(Err(_)) => {
+                    return Err(LedgerError::Internal(
+                        "chain actor stopped while handling the append; outcome unknown".into(),
+                    ));
+                }
+            }
+        }
+        Err(LedgerError::Internal(format!(
+            "no chain actor of anchor {anchor_id} took the append in {MAX_ATTEMPTS} attempts"
+        )))
+    }
+}

@@ -1,0 +1,238 @@
+//! `ledger loadtest`: append N×M records with C in flight, then verify every chain written.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use ledger_actors::{Ledger, LedgerConfig};
+use ledger_entities::NewRecord;
+use serde_json::json;
+use uuid::Uuid;
+
+/// Arguments of `ledger loadtest`.
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// Number of anchors (chains) written.
+    #[arg(long, default_value_t = 1000)]
+    anchors: usize,
+    /// Appends per anchor (ignored with --duration, which runs until time is up).
+    #[arg(long, default_value_t = 100)]
+    appends_per_anchor: u64,
+    /// Appends in flight at once, spread over the anchors.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Size of the filler string in each payload.
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
+    /// Print exactly one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Keep appending for this long instead of N×M appends (e.g. 90s, 10m, 1h).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (try 30s, 10m, 1h)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit in {s:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+struct Shared {
+    ledger: Ledger,
+    anchors: Vec<Uuid>,
+    acked: Vec<AtomicU32>,
+    next: AtomicU64,
+    done: AtomicU64,
+    errors: AtomicU64,
+    total: u64,
+    deadline: Option<Instant>,
+    filler: String,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+/// Runs the load test; exit 1 when any append failed or any chain broke.
+pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.anchors > 0, "--anchors must be at least 1");
+    anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    let backend = config.backend;
+    let ledger = Ledger::start(config).await.context("starting the ledger")?;
+    let total = if args.duration.is_some() {
+        u64::MAX
+    } else {
+        args.anchors as u64 * args.appends_per_anchor
+    };
+    let shared = Arc::new(Shared {
+        ledger: ledger.clone(),
+        anchors: (0..args.anchors).map(|_| Uuid::new_v4()).collect(),
+        acked: (0..args.anchors).map(|_| AtomicU32::new(0)).collect(),
+        next: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        total,
+        deadline: args.duration.map(|d| Instant::now() + d),
+        filler: "x".repeat(args.payload_bytes),
+        first_error: std::sync::Mutex::new(None),
+    });
+
+    let show_progress = !args.json && std::io::stdout().is_terminal();
+    let finished = Arc::new(AtomicBool::new(false));
+    let progress = show_progress.then(|| spawn_progress(&shared, &finished, args.duration));
+
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| actix_rt::spawn(worker(Arc::clone(&shared))))
+        .collect();
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for w in workers {
+        latency.add(w.await?)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    finished.store(true, Ordering::Release);
+    if let Some(p) = progress {
+        p.await?;
+    }
+
+    // Verify every chain written and compare its length with the acknowledged appends.
+    let mut verified = 0u64;
+    let mut breaks = 0u64;
+    let mut missing = 0u64;
+    for (anchor, acked) in shared.anchors.iter().zip(&shared.acked) {
+        let acked = u64::from(acked.load(Ordering::Acquire));
+        if acked == 0 {
+            continue;
+        }
+        let report = ledger.verify(*anchor).await?;
+        verified += 1;
+        if let Some(b) = &report.broken {
+            breaks += 1;
+            if !args.json {
+                eprintln!("BROKEN anchor {anchor} at {} : {}", b.rid, b.reason);
+            }
+        }
+        missing += acked.saturating_sub(report.records);
+    }
+    ledger.shutdown().await?;
+
+    let appends = shared.done.load(Ordering::Acquire);
+    let errors = shared.errors.load(Ordering::Acquire);
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    let result = json!({
+        "backend": backend.as_str(),
+        "anchors": args.anchors,
+        "appends": appends,
+        "errors": errors,
+        "seconds": seconds,
+        "appends_per_sec": appends as f64 / seconds,
+        "latency_ms": { "p50": ms(0.50), "p95": ms(0.95), "p99": ms(0.99), "max": latency.max() as f64 / 1000.0 },
+        "anchors_verified": verified,
+        "continuity_breaks": breaks,
+        "records_missing": missing,
+    });
+    if args.json {
+        println!("{result}");
+    } else {
+        println!(
+            "backend {}: {} appends to {} anchors in {:.2} s = {:.0} appends/s, {} errors",
+            backend.as_str(),
+            appends,
+            args.anchors,
+            seconds,
+            appends as f64 / seconds,
+            errors
+        );
+        println!(
+            "latency ms: p50 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3}",
+            ms(0.50),
+            ms(0.95),
+            ms(0.99),
+            latency.max() as f64 / 1000.0
+        );
+        println!("verified {verified} anchors: {breaks} continuity breaks, {missing} acknowledged records missing");
+        if let Some(e) = shared.first_error.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            println!("first error: {e}");
+        }
+    }
+    Ok(if errors == 0 && breaks == 0 && missing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn worker(shared: Arc<Shared>) -> Histogram<u64> {
+    // Bounds cover 1 µs .. 60 s at 3 significant digits; constant arguments cannot fail.
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+    loop {
+        let i = shared.next.fetch_add(1, Ordering::Relaxed);
+        if i >= shared.total || shared.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let a = (i % shared.anchors.len() as u64) as usize;
+        let record = NewRecord::new(
+            shared.anchors[a],
+            "loadtest",
+            "event",
+            json!({ "seq": i, "data": shared.filler }),
+            "ledger-loadtest",
+        );
+        let t = Instant::now();
+        match shared.ledger.append(record).await {
+            Ok(_) => {
+                shared.acked[a].fetch_add(1, Ordering::AcqRel);
+            }
+            Err(e) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                let mut first = shared.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+        hist.saturating_record(t.elapsed().as_micros().max(1) as u64);
+        shared.done.fetch_add(1, Ordering::Relaxed);
+    }
+    hist
+}
+
+fn spawn_progress(
+    shared: &Arc<Shared>,
+    finished: &Arc<AtomicBool>,
+    duration: Option<Duration>,
+) -> actix_rt::task::JoinHandle<()> {
+    let shared = Arc::clone(shared);
+    let finished = Arc::clone(finished);
+    actix_rt::spawn(async move {
+        let bar = match duration {
+            Some(d) => indicatif::ProgressBar::new(d.as_secs()),
+            None => indicatif::ProgressBar::new(shared.total),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let started = Instant::now();
+        while !finished.load(Ordering::Acquire) {
+            match duration {
+                Some(_) => bar.set_position(started.elapsed().as_secs()),
+                None => bar.set_position(shared.done.load(Ordering::Relaxed)),
+            }
+            bar.set_message(format!("{} errors", shared.errors.load(Ordering::Relaxed)));
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        bar.finish_and_clear();
+    })
+}
