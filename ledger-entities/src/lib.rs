@@ -12,6 +12,7 @@
 //! - [`error`]: [`Error`], the one error type of this crate.
 //! - [`entity`]: SeaORM entities for the `ledger_records` and `ledger_checkpoints` tables.
 
+pub mod entity;
 pub mod error;
 pub mod hash;
 pub mod record;
