@@ -1,14 +1,526 @@
-//! Metric names and recording helpers (the `metrics` facade: no-ops until an exporter is
-//! installed).
+//! Metric names, descriptions and the Prometheus exporter.
+//!
+//! Every metric the ledger emits is named by a `pub const` in this module; nothing else in the
+//! workspace may spell a metric name as a string literal. [`ALL`] lists every name and is what the
+//! dashboard/alert consistency test (`tests/dashboard_metrics.rs`) checks against, so adding a
+//! metric here without a dashboard panel (or referencing an unknown metric from the dashboard or
+//! the alert rules) fails the build.
+//!
+//! Labels are always bounded: the permitted values are the `pub const`s in [`labels`]. Never
+//! label a metric with an anchor, a record id or anything else that grows with the data.
+//!
+//! Names are rendered exactly as written (the exporter's "recommended naming" is left off, so no
+//! unit or `_total` suffix is appended): counters already end in `_total` and time histograms in
+//! `_seconds`.
+//!
+//! [`install`] starts the HTTP listener (the text exposition on every path, conventionally
+//! `/metrics`; `/health` answers a bare liveness check) on a dedicated thread with
+//! its own single-threaded Tokio runtime, so scrapes never compete with the actors and the
+//! exporter keeps working whatever happens to the actix `System` that called it.
 
-/// Chain actors alive.
-pub const ANCHORS_ACTIVE: &str = "ledger_anchors_active";
-/// Chain actors stopped for idleness.
-pub const ANCHORS_PASSIVATED_TOTAL: &str = "ledger_anchors_passivated_total";
-/// Appends by outcome.
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::thread;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+// ---------------------------------------------------------------------------------------------
+// Appends
+// ---------------------------------------------------------------------------------------------
+
+/// Counter: appends completed, by outcome (label [`labels::OUTCOME`]).
 pub const APPENDS_TOTAL: &str = "ledger_appends_total";
-/// End-to-end append latency.
+/// Histogram (seconds): end-to-end append latency as the host sees it, from the append request
+/// to its acknowledgement (or rejection).
 pub const APPEND_DURATION_SECONDS: &str = "ledger_append_duration_seconds";
+/// Gauge: appends accepted but not yet acknowledged or rejected.
+pub const IN_FLIGHT_APPENDS: &str = "ledger_in_flight_appends";
+
+// ---------------------------------------------------------------------------------------------
+// Actors
+// ---------------------------------------------------------------------------------------------
+
+/// Gauge: mailbox depth aggregated over all chain actors (label [`labels::STAT`]: sum or max).
+pub const CHAIN_MAILBOX_DEPTH: &str = "ledger_chain_mailbox_depth";
+/// Gauge: messages queued in the persistence actor's mailbox.
+pub const PERSISTENCE_MAILBOX_DEPTH: &str = "ledger_persistence_mailbox_depth";
+/// Gauge: messages queued in the supervisor's mailbox.
+pub const SUPERVISOR_MAILBOX_DEPTH: &str = "ledger_supervisor_mailbox_depth";
+/// Gauge: chain actors currently alive (one per active anchor).
+pub const ANCHORS_ACTIVE: &str = "ledger_anchors_active";
+/// Counter: chain actors stopped after being idle (passivated).
+pub const ANCHORS_PASSIVATED_TOTAL: &str = "ledger_anchors_passivated_total";
+
+// ---------------------------------------------------------------------------------------------
+// Database
+// ---------------------------------------------------------------------------------------------
+
+/// Histogram (records): records per committed database batch.
+pub const DB_BATCH_SIZE: &str = "ledger_db_batch_size";
+/// Histogram (seconds): duration of one batch transaction, begin to commit.
+pub const DB_WRITE_DURATION_SECONDS: &str = "ledger_db_write_duration_seconds";
+/// Counter: database errors, by class (label [`labels::CLASS`]).
+pub const DB_ERRORS_TOTAL: &str = "ledger_db_errors_total";
+/// Gauge: database pool connections, by state (label [`labels::STATE`]).
+pub const DB_POOL_CONNECTIONS: &str = "ledger_db_pool_connections";
+
+// ---------------------------------------------------------------------------------------------
+// Failover and drain
+// ---------------------------------------------------------------------------------------------
+
+/// Gauge: 1 for the backend currently taking writes, 0 for the other (label
+/// [`labels::BACKEND`]).
+pub const BACKEND_ACTIVE: &str = "ledger_backend_active";
+/// Counter: switches from PostgreSQL to the in-memory fallback.
+pub const FAILOVERS_TOTAL: &str = "ledger_failovers_total";
+/// Gauge: records acknowledged on the memory fallback and not yet written to PostgreSQL.
+pub const BUFFERED_RECORDS: &str = "ledger_buffered_records";
+/// Counter: records drained from the fallback into PostgreSQL.
+pub const DRAIN_RECORDS_TOTAL: &str = "ledger_drain_records_total";
+/// Histogram (seconds): duration of one complete drain of the fallback into PostgreSQL.
+pub const DRAIN_DURATION_SECONDS: &str = "ledger_drain_duration_seconds";
+/// Gauge: bytes currently held in the on-disk spool.
+pub const SPOOL_BYTES: &str = "ledger_spool_bytes";
+
+// ---------------------------------------------------------------------------------------------
+// Integrity
+// ---------------------------------------------------------------------------------------------
+
+/// Counter: records whose hash link was recomputed when they were moved onto the PostgreSQL
+/// chain during a drain.
+pub const RECORDS_RECHAINED_TOTAL: &str = "ledger_records_rechained_total";
+/// Counter: chain breaks found by verification.
+pub const CHAIN_BREAKS_TOTAL: &str = "ledger_chain_breaks_total";
+
+/// Every metric name, without the `_bucket`/`_sum`/`_count` series suffixes of histograms.
+pub const ALL: &[&str] = &[
+    APPENDS_TOTAL,
+    APPEND_DURATION_SECONDS,
+    IN_FLIGHT_APPENDS,
+    CHAIN_MAILBOX_DEPTH,
+    PERSISTENCE_MAILBOX_DEPTH,
+    SUPERVISOR_MAILBOX_DEPTH,
+    ANCHORS_ACTIVE,
+    ANCHORS_PASSIVATED_TOTAL,
+    DB_BATCH_SIZE,
+    DB_WRITE_DURATION_SECONDS,
+    DB_ERRORS_TOTAL,
+    DB_POOL_CONNECTIONS,
+    BACKEND_ACTIVE,
+    FAILOVERS_TOTAL,
+    BUFFERED_RECORDS,
+    DRAIN_RECORDS_TOTAL,
+    DRAIN_DURATION_SECONDS,
+    SPOOL_BYTES,
+    RECORDS_RECHAINED_TOTAL,
+    CHAIN_BREAKS_TOTAL,
+];
+
+/// Bucket upper bounds (seconds) for [`APPEND_DURATION_SECONDS`] and
+/// [`DB_WRITE_DURATION_SECONDS`]: 100 µs to 5 s, with 25 ms (the latency objective) as a bound.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+/// Bucket upper bounds (records) for [`DB_BATCH_SIZE`].
+pub const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
+/// Bucket upper bounds (seconds) for [`DRAIN_DURATION_SECONDS`].
+pub const DRAIN_DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Every histogram with its bucket bounds; [`builder`] configures each of them so that they
+/// render as Prometheus histograms (`_bucket` series), not summaries.
+pub const HISTOGRAMS: &[(&str, &[f64])] = &[
+    (APPEND_DURATION_SECONDS, LATENCY_BUCKETS),
+    (DB_WRITE_DURATION_SECONDS, LATENCY_BUCKETS),
+    (DB_BATCH_SIZE, BATCH_SIZE_BUCKETS),
+    (DRAIN_DURATION_SECONDS, DRAIN_DURATION_BUCKETS),
+];
+
+/// Label keys and their permitted (bounded) values.
+pub mod labels {
+    /// Label key on [`APPENDS_TOTAL`](super::APPENDS_TOTAL): how an append ended.
+    pub const OUTCOME: &str = "outcome";
+    /// Outcome: the record was appended and acknowledged.
+    pub const OUTCOME_OK: &str = "ok";
+    /// Outcome: the request was rejected as invalid.
+    pub const OUTCOME_VALIDATION: &str = "validation";
+    /// Outcome: the request conflicted with the current chain head.
+    pub const OUTCOME_CONFLICT: &str = "conflict";
+    /// Outcome: the request was shed because a mailbox or the in-flight limit was full.
+    pub const OUTCOME_OVERLOADED: &str = "overloaded";
+    /// Outcome: no backend could accept the record.
+    pub const OUTCOME_UNAVAILABLE: &str = "unavailable";
+    /// Outcome: any other internal error.
+    pub const OUTCOME_ERROR: &str = "error";
+    /// Every value of [`OUTCOME`].
+    pub const OUTCOMES: &[&str] = &[
+        OUTCOME_OK,
+        OUTCOME_VALIDATION,
+        OUTCOME_CONFLICT,
+        OUTCOME_OVERLOADED,
+        OUTCOME_UNAVAILABLE,
+        OUTCOME_ERROR,
+    ];
+
+    /// Label key on [`CHAIN_MAILBOX_DEPTH`](super::CHAIN_MAILBOX_DEPTH): which aggregate.
+    pub const STAT: &str = "stat";
+    /// Stat: sum over all chain actors.
+    pub const STAT_SUM: &str = "sum";
+    /// Stat: maximum over all chain actors.
+    pub const STAT_MAX: &str = "max";
+
+    /// Label key on [`DB_ERRORS_TOTAL`](super::DB_ERRORS_TOTAL): error class.
+    pub const CLASS: &str = "class";
+    /// Class: the database could not be reached or the connection broke.
+    pub const CLASS_CONNECTIVITY: &str = "connectivity";
+    /// Class: the database rejected the data (constraint violation, bad value, ...).
+    pub const CLASS_DATA: &str = "data";
+    /// Every value of [`CLASS`].
+    pub const CLASSES: &[&str] = &[CLASS_CONNECTIVITY, CLASS_DATA];
+
+    /// Label key on [`DB_POOL_CONNECTIONS`](super::DB_POOL_CONNECTIONS): connection state.
+    pub const STATE: &str = "state";
+    /// State: connections checked out of the pool.
+    pub const STATE_IN_USE: &str = "in_use";
+    /// State: open connections waiting in the pool.
+    pub const STATE_IDLE: &str = "idle";
+    /// State: the configured pool maximum.
+    pub const STATE_MAX: &str = "max";
+
+    /// Label key on [`BACKEND_ACTIVE`](super::BACKEND_ACTIVE): which backend.
+    pub const BACKEND: &str = "backend";
+    /// Backend: PostgreSQL.
+    pub const BACKEND_POSTGRES: &str = "postgres";
+    /// Backend: the in-memory fallback.
+    pub const BACKEND_MEMORY: &str = "memory";
+}
+
+/// Why the metrics exporter could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The HTTP listener could not bind its address (in use, not a local address, no
+    /// permission).
+    #[error("cannot bind the metrics listener on {addr}: {reason}")]
+    Bind {
+        /// The address that was requested.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// A global metrics recorder is already installed in this process (`install` was called
+    /// twice, or another library installed one).
+    #[error("a metrics recorder is already installed in this process")]
+    AlreadyInstalled,
+    /// The exporter's thread or Tokio runtime could not be started.
+    #[error("cannot start the metrics exporter thread: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The exporter rejected its configuration.
+    #[error("invalid metrics exporter configuration: {0}")]
+    Build(#[source] BuildError),
+}
+
+impl From<BuildError> for MetricsError {
+    fn from(err: BuildError) -> Self {
+        match err {
+            BuildError::FailedToSetGlobalRecorder(_) => MetricsError::AlreadyInstalled,
+            other => MetricsError::Build(other),
+        }
+    }
+}
+
+/// A [`PrometheusBuilder`] with the bucket bounds of every histogram in [`HISTOGRAMS`] set, and
+/// no listener. [`install`] adds the listener; tests use it to build a local recorder.
+pub fn builder() -> Result<PrometheusBuilder, MetricsError> {
+    HISTOGRAMS
+        .iter()
+        .try_fold(PrometheusBuilder::new(), |builder, (name, buckets)| {
+            builder.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
+        })
+        .map_err(MetricsError::from)
+}
+
+/// Installs the Prometheus exporter as the process-wide metrics recorder and starts its HTTP
+/// listener on `addr` (the ledger defaults to loopback, `127.0.0.1:9464`).
+///
+/// The listener runs on a dedicated thread with its own single-threaded Tokio runtime, so this
+/// can be called from inside an actix `System` (or from plain synchronous code); it blocks only
+/// until the socket is bound. The exporter then serves for the life of the process.
+///
+/// After installing it calls [`describe`] and registers every unlabelled counter, and every
+/// bounded label combination of the labelled ones, at zero, so that `increase()`/`rate()` see
+/// the first event (a counter series that first appears at 1 has no increase).
+///
+/// # Errors
+/// [`MetricsError::Bind`] if the address cannot be bound, [`MetricsError::AlreadyInstalled`] if
+/// a recorder is already installed, [`MetricsError::Runtime`] if the exporter thread cannot be
+/// started.
+pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, MetricsError> {
+    let builder = builder()?.with_http_listener(addr);
+    let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<PrometheusHandle, MetricsError>>(1);
+
+    // Everything runtime-related (building the exporter spawns its upkeep task, and dropping a
+    // runtime is forbidden inside an async context) happens on the exporter thread.
+    thread::Builder::new()
+        .name("metrics-exporter".to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    let _ = ready_tx.send(Err(MetricsError::Runtime(err)));
+                    return;
+                }
+            };
+            let built = {
+                let _guard = runtime.enter();
+                builder.build()
+            };
+            let (recorder, exporter) = match built {
+                Ok(pair) => pair,
+                Err(BuildError::FailedToCreateHTTPListener(reason)) => {
+                    let _ = ready_tx.send(Err(MetricsError::Bind { addr, reason }));
+                    return;
+                }
+                Err(err) => {
+                    let _ = ready_tx.send(Err(err.into()));
+                    return;
+                }
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                let _ = ready_tx.send(Err(MetricsError::AlreadyInstalled));
+                return;
+            }
+            if ready_tx.send(Ok(handle)).is_err() {
+                return;
+            }
+            if let Err(err) = runtime.block_on(exporter) {
+                tracing::error!(error = ?err, %addr, "metrics exporter stopped");
+            }
+        })
+        .map_err(MetricsError::Runtime)?;
+
+    let handle = ready_rx.recv().map_err(|_| {
+        MetricsError::Runtime(std::io::Error::other(
+            "the metrics exporter thread exited before it was ready",
+        ))
+    })??;
+    describe();
+    register_counters();
+    Ok(handle)
+}
+
+/// Registers every counter series at zero (all bounded label combinations of the labelled
+/// ones) on the current recorder.
+pub fn register_counters() {
+    for outcome in labels::OUTCOMES {
+        counter!(APPENDS_TOTAL, labels::OUTCOME => *outcome).increment(0);
+    }
+    for class in labels::CLASSES {
+        counter!(DB_ERRORS_TOTAL, labels::CLASS => *class).increment(0);
+    }
+    for name in [
+        ANCHORS_PASSIVATED_TOTAL,
+        FAILOVERS_TOTAL,
+        DRAIN_RECORDS_TOTAL,
+        RECORDS_RECHAINED_TOTAL,
+        CHAIN_BREAKS_TOTAL,
+    ] {
+        counter!(name).increment(0);
+    }
+}
+
+/// Registers help text and unit for every metric on the current recorder. [`install`] calls it;
+/// it is idempotent.
+pub fn describe() {
+    describe_counter!(
+        APPENDS_TOTAL,
+        Unit::Count,
+        "Appends completed, by outcome (ok, validation, conflict, overloaded, unavailable, error)."
+    );
+    describe_histogram!(
+        APPEND_DURATION_SECONDS,
+        Unit::Seconds,
+        "End-to-end append latency as the host sees it, request to acknowledgement or rejection."
+    );
+    describe_gauge!(
+        IN_FLIGHT_APPENDS,
+        Unit::Count,
+        "Appends accepted but not yet acknowledged or rejected."
+    );
+    describe_gauge!(
+        CHAIN_MAILBOX_DEPTH,
+        Unit::Count,
+        "Mailbox depth over all chain actors: stat=sum is the total, stat=max the deepest."
+    );
+    describe_gauge!(
+        PERSISTENCE_MAILBOX_DEPTH,
+        Unit::Count,
+        "Messages queued in the persistence actor's mailbox."
+    );
+    describe_gauge!(
+        SUPERVISOR_MAILBOX_DEPTH,
+        Unit::Count,
+        "Messages queued in the supervisor's mailbox."
+    );
+    describe_gauge!(
+        ANCHORS_ACTIVE,
+        Unit::Count,
+        "Chain actors currently alive (one per active anchor)."
+    );
+    describe_counter!(
+        ANCHORS_PASSIVATED_TOTAL,
+        Unit::Count,
+        "Chain actors stopped after being idle."
+    );
+    describe_histogram!(
+        DB_BATCH_SIZE,
+        Unit::Count,
+        "Records per committed database batch."
+    );
+    describe_histogram!(
+        DB_WRITE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one batch transaction, begin to commit."
+    );
+    describe_counter!(
+        DB_ERRORS_TOTAL,
+        Unit::Count,
+        "Database errors, by class (connectivity, data)."
+    );
+    describe_gauge!(
+        DB_POOL_CONNECTIONS,
+        Unit::Count,
+        "Database pool connections, by state (in_use, idle, max)."
+    );
+    describe_gauge!(
+        BACKEND_ACTIVE,
+        Unit::Count,
+        "1 for the backend currently taking writes (postgres or memory), 0 for the other."
+    );
+    describe_counter!(
+        FAILOVERS_TOTAL,
+        Unit::Count,
+        "Switches from PostgreSQL to the in-memory fallback."
+    );
+    describe_gauge!(
+        BUFFERED_RECORDS,
+        Unit::Count,
+        "Records acknowledged on the memory fallback and not yet written to PostgreSQL."
+    );
+    describe_counter!(
+        DRAIN_RECORDS_TOTAL,
+        Unit::Count,
+        "Records drained from the memory fallback into PostgreSQL."
+    );
+    describe_histogram!(
+        DRAIN_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one complete drain of the memory fallback into PostgreSQL."
+    );
+    describe_gauge!(
+        SPOOL_BYTES,
+        Unit::Bytes,
+        "Bytes currently held in the on-disk spool."
+    );
+    describe_counter!(
+        RECORDS_RECHAINED_TOTAL,
+        Unit::Count,
+        "Records whose hash link was recomputed when moved onto the PostgreSQL chain."
+    );
+    describe_counter!(
+        CHAIN_BREAKS_TOTAL,
+        Unit::Count,
+        "Chain breaks found by verification."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics::{gauge, histogram};
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for name in ALL {
+            assert!(seen.insert(*name), "duplicate metric name {name}");
+            assert!(
+                name.starts_with("ledger_"),
+                "{name} lacks the ledger_ prefix"
+            );
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{name} is not snake_case"
+            );
+            for suffix in ["_bucket", "_sum", "_count"] {
+                assert!(!name.ends_with(suffix), "{name} ends with a series suffix");
+            }
+        }
+        for (name, buckets) in HISTOGRAMS {
+            assert!(ALL.contains(name), "histogram {name} missing from ALL");
+            assert!(
+                buckets.windows(2).all(|w| w[0] < w[1]),
+                "{name} buckets not increasing"
+            );
+        }
+        assert_eq!(ALL.len(), 20);
+    }
+
+    #[test]
+    fn histograms_render_as_buckets_with_help() {
+        let recorder = builder()
+            .expect("valid exporter configuration")
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            register_counters();
+            histogram!(APPEND_DURATION_SECONDS).record(0.003);
+            histogram!(DB_WRITE_DURATION_SECONDS).record(0.02);
+            histogram!(DB_BATCH_SIZE).record(42.0);
+            histogram!(DRAIN_DURATION_SECONDS).record(3.0);
+            gauge!(BACKEND_ACTIVE, labels::BACKEND => labels::BACKEND_MEMORY).set(1.0);
+        });
+        let text = handle.render();
+        for (name, buckets) in HISTOGRAMS {
+            assert!(
+                text.contains(&format!("# TYPE {name} histogram")),
+                "{name} is not a histogram:\n{text}"
+            );
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} has no help"
+            );
+            let rendered = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+                .count();
+            // One line per bound plus +Inf.
+            assert_eq!(rendered, buckets.len() + 1, "{name} buckets:\n{text}");
+        }
+        assert!(text.contains("ledger_append_duration_seconds_bucket{le=\"0.025\"} 1"));
+        assert!(text.contains("ledger_appends_total{outcome=\"unavailable\"} 0"));
+        assert!(text.contains("ledger_db_errors_total{class=\"data\"} 0"));
+        assert!(text.contains("ledger_chain_breaks_total 0"));
+        assert!(text.contains("ledger_backend_active{backend=\"memory\"} 1"));
+        assert!(
+            !text.contains("quantile="),
+            "a histogram rendered as a summary"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Recording: the only places the ledger's code touches the `metrics` facade.
+// ---------------------------------------------------------------------------------------
 
 pub(crate) fn anchor_started() {
     metrics::gauge!(ANCHORS_ACTIVE).increment(1.0);
@@ -23,12 +535,9 @@ pub(crate) fn anchor_passivated() {
 }
 
 pub(crate) fn append_finished(outcome: &'static str, seconds: f64) {
-    metrics::counter!(APPENDS_TOTAL, "outcome" => outcome).increment(1);
+    metrics::counter!(APPENDS_TOTAL, labels::OUTCOME => outcome).increment(1);
     metrics::histogram!(APPEND_DURATION_SECONDS).record(seconds);
 }
-
-/// Chain breaks found by verification.
-pub const CHAIN_BREAKS_TOTAL: &str = "ledger_chain_breaks_total";
 
 pub(crate) fn chain_break_found() {
     metrics::counter!(CHAIN_BREAKS_TOTAL).increment(1);

@@ -7,9 +7,7 @@
 pub mod ledger_checkpoints;
 pub mod ledger_records;
 
-// Conversions between `crate::record::LedgerRecord` and `ledger_records`. Not declared yet:
-// the `record` module (and the `error`/`hash` modules it uses) are wired into the crate on
-// `main`; enable this line there.
+// Conversions between `crate::record::LedgerRecord` and `ledger_records` rows.
 pub mod convert;
 
 pub mod prelude {
