@@ -53,7 +53,10 @@ impl Append {
 
     /// True while no actor has taken the record.
     pub fn is_pending(&self) -> bool {
-        self.slot.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 }
 
@@ -221,38 +224,44 @@ impl ChainActor {
                     "persistence actor dropped a record without answering".into(),
                 ))
             })
-        }
-        .boxed()
-        .shared();
-        if has_client_rid {
+        };
+        // Only a client rid can be repeated while in flight; a shared outcome costs an
+        // allocation and a lock, so generated rids await the plain one.
+        let outcome: BoxFuture<'static, Result<Durability, LedgerError>> = if has_client_rid {
+            let shared = outcome.boxed().shared();
             self.pending
-                .insert(rid, (Arc::clone(&record), outcome.clone()));
-        }
-        Box::pin(fut::wrap_future(outcome).map(move |res, act: &mut Self, _ctx| {
-            act.busy -= 1;
-            act.last_active = Instant::now();
-            if has_client_rid {
-                act.pending.remove(&record.rid);
-            }
-            match res {
-                Ok(durability) => Ok(AppendAck {
-                    record,
-                    durability,
-                    replayed: false,
-                }),
-                Err(e) if epoch == act.epoch => {
-                    // The first refusal of this epoch: everything sent after it is doomed
-                    // (its predecessor is missing), so start a new epoch from the store.
-                    act.epoch += 1;
-                    act.head = record.prev_hash.clone();
-                    act.state = State::NeedsReload;
-                    Err(e)
+                .insert(rid, (Arc::clone(&record), shared.clone()));
+            shared.boxed()
+        } else {
+            outcome.boxed()
+        };
+        Box::pin(
+            fut::wrap_future(outcome).map(move |res, act: &mut Self, _ctx| {
+                act.busy -= 1;
+                act.last_active = Instant::now();
+                if has_client_rid {
+                    act.pending.remove(&record.rid);
                 }
-                Err(_) => Err(LedgerError::Aborted {
-                    anchor_id: record.anchor_id,
-                }),
-            }
-        }))
+                match res {
+                    Ok(durability) => Ok(AppendAck {
+                        record,
+                        durability,
+                        replayed: false,
+                    }),
+                    Err(e) if epoch == act.epoch => {
+                        // The first refusal of this epoch: everything sent after it is doomed
+                        // (its predecessor is missing), so start a new epoch from the store.
+                        act.epoch += 1;
+                        act.head = record.prev_hash.clone();
+                        act.state = State::NeedsReload;
+                        Err(e)
+                    }
+                    Err(_) => Err(LedgerError::Aborted {
+                        anchor_id: record.anchor_id,
+                    }),
+                }
+            }),
+        )
     }
 
     /// The append continues once the actor is ready: either now or after a head reload.
@@ -301,24 +310,22 @@ impl ChainActor {
         // A client rid: look it up in the store before committing (idempotency).
         self.busy += 1;
         let store = Arc::clone(&self.settings.store);
-        Box::pin(
-            fut::wrap_future(async move { store.get(rid).await }).then(
-                move |found, act: &mut Self, _ctx| -> ResponseActFuture<Self, _> {
-                    act.busy -= 1;
-                    match found {
-                        Err(e) => Box::pin(fut::ready(Err(e))),
-                        Ok(Some(stored)) => {
-                            let durability = crate::store::durability_of(act.settings.store.backend());
-                            Box::pin(fut::ready(replay_stored(stored, &new, durability)))
-                        }
-                        Ok(None) => match act.replay_pending(rid, &new) {
-                            Some(replay) => replay,
-                            None => act.commit(new, rid, &canonical),
-                        },
+        Box::pin(fut::wrap_future(async move { store.get(rid).await }).then(
+            move |found, act: &mut Self, _ctx| -> ResponseActFuture<Self, _> {
+                act.busy -= 1;
+                match found {
+                    Err(e) => Box::pin(fut::ready(Err(e))),
+                    Ok(Some(stored)) => {
+                        let durability = crate::store::durability_of(act.settings.store.backend());
+                        Box::pin(fut::ready(replay_stored(stored, &new, durability)))
                     }
-                },
-            ),
-        )
+                    Ok(None) => match act.replay_pending(rid, &new) {
+                        Some(replay) => replay,
+                        None => act.commit(new, rid, &canonical),
+                    },
+                }
+            },
+        ))
     }
 
     /// An in-flight record with this rid answers the repeat once it is settled.

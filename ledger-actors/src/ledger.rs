@@ -34,6 +34,7 @@ struct Inner {
     permits: Arc<Semaphore>,
     closing: AtomicBool,
     arbiters: std::sync::Mutex<Vec<Arbiter>>,
+    workers: Vec<ArbiterHandle>,
 }
 
 /// What [`Ledger::shutdown`] left behind.
@@ -64,9 +65,10 @@ impl Ledger {
         config.check()?;
         let persistence_arbiter = Arbiter::new();
         let memory = Arc::clone(&store);
-        let persistence = MemoryPersistence::start_in_arbiter(&persistence_arbiter.handle(), |_| {
-            MemoryPersistence::new(memory, Durability::Volatile)
-        });
+        let persistence =
+            MemoryPersistence::start_in_arbiter(&persistence_arbiter.handle(), |_| {
+                MemoryPersistence::new(memory, Durability::Volatile)
+            });
         let store: Arc<dyn LedgerStore> = store;
         Ok(Self::assemble(
             config,
@@ -85,7 +87,7 @@ impl Ledger {
         mut arbiters: Vec<Arbiter>,
     ) -> Self {
         let workers: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
-        let handles = workers.iter().map(Arbiter::handle).collect();
+        let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
         arbiters.extend(workers);
         let settings = ChainSettings {
             store: Arc::clone(&store),
@@ -94,7 +96,7 @@ impl Ledger {
             mailbox_capacity: config.mailbox_capacity,
             passivate_after: config.passivate_after,
         };
-        let router = ChainRouter::new(settings, handles);
+        let router = ChainRouter::new(settings, handles.clone());
         Self {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -104,6 +106,7 @@ impl Ledger {
                 flush,
                 closing: AtomicBool::new(false),
                 arbiters: std::sync::Mutex::new(arbiters),
+                workers: handles,
             }),
         }
     }
@@ -116,6 +119,12 @@ impl Ledger {
     /// The store reads go to.
     pub fn store(&self) -> &Arc<dyn LedgerStore> {
         &self.inner.store
+    }
+
+    /// The worker threads chain actors run on (one per core unless configured). A host may
+    /// spawn its own futures there to keep appends and actors on the same cores.
+    pub fn workers(&self) -> &[ArbiterHandle] {
+        &self.inner.workers
     }
 
     /// The router of chain actors, for hosts that talk to the actors directly.
@@ -222,7 +231,11 @@ impl Ledger {
         self.inner.permits.close();
         self.inner.router.clear();
         let arbiters = std::mem::take(
-            &mut *self.inner.arbiters.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut *self
+                .inner
+                .arbiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
         );
         for arbiter in arbiters {
             arbiter.stop();

@@ -38,8 +38,13 @@ pub struct Args {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (try 30s, 10m, 1h)"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 30s, 10m, 1h)"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -92,12 +97,24 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     let progress = show_progress.then(|| spawn_progress(&shared, &finished, args.duration));
 
     let started = Instant::now();
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|_| actix_rt::spawn(worker(Arc::clone(&shared))))
-        .collect();
+    // Appenders run on the ledger's worker threads, beside the chain actors, so both cores
+    // work and most hand-offs stay on one thread.
+    let threads = ledger.workers().to_vec();
+    let mut results = Vec::with_capacity(args.concurrency);
+    for i in 0..args.concurrency {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = Arc::clone(&shared);
+        let task = async move {
+            let _ = tx.send(worker(shared).await);
+        };
+        if threads.is_empty() || !threads[i % threads.len()].spawn(task) {
+            anyhow::bail!("the ledger's worker threads are gone");
+        }
+        results.push(rx);
+    }
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    for w in workers {
-        latency.add(w.await?)?;
+    for r in results {
+        latency.add(r.await.context("an appender task died")?)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     finished.store(true, Ordering::Release);
@@ -160,8 +177,15 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             ms(0.99),
             latency.max() as f64 / 1000.0
         );
-        println!("verified {verified} anchors: {breaks} continuity breaks, {missing} acknowledged records missing");
-        if let Some(e) = shared.first_error.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        println!(
+            "verified {verified} anchors: {breaks} continuity breaks, {missing} acknowledged records missing"
+        );
+        if let Some(e) = shared
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             println!("first error: {e}");
         }
     }

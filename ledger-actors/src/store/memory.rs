@@ -42,41 +42,64 @@ impl MemoryLedgerStore {
         for r in records {
             self.by_rid.insert(r.rid, Arc::clone(r));
             self.by_hash.insert(r.hash.clone(), r.rid);
-            self.chains.entry(r.anchor_id).or_default().push(Arc::clone(r));
+            self.chains
+                .entry(r.anchor_id)
+                .or_default()
+                .push(Arc::clone(r));
         }
-        self.count.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.count
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
     fn check_batch(&self, records: &[Arc<LedgerRecord>]) -> Result<(), LedgerError> {
-        // Heads as they will be after the earlier records of this batch.
+        let stored_head = |anchor: &Uuid| {
+            self.chains
+                .get(anchor)
+                .and_then(|c| c.last().map(|l| l.hash.clone()))
+        };
+        if let [r] = records {
+            // One record (the persistence actor's case): no bookkeeping maps needed.
+            return self.check_one(r, stored_head(&r.anchor_id).as_ref());
+        }
+        // Heads and rids as they will be after the earlier records of this batch.
         let mut heads: HashMap<Uuid, Option<String>> = HashMap::new();
         let mut rids = std::collections::HashSet::new();
         for r in records {
-            let head = heads.entry(r.anchor_id).or_insert_with(|| {
-                self.chains
-                    .get(&r.anchor_id)
-                    .and_then(|c| c.last().map(|l| l.hash.clone()))
-            });
-            if *head != r.prev_hash {
-                return Err(LedgerError::ForkRefused {
-                    anchor_id: r.anchor_id,
-                    prev_hash: r.prev_hash.clone(),
-                });
-            }
-            if self.by_rid.contains_key(&r.rid) || !rids.insert(r.rid) {
+            let head = heads
+                .entry(r.anchor_id)
+                .or_insert_with(|| stored_head(&r.anchor_id));
+            self.check_one(r, head.as_ref())?;
+            if !rids.insert(r.rid) {
                 return Err(LedgerError::Conflict {
                     rid: r.rid,
-                    reason: "rid already stored".into(),
-                });
-            }
-            if self.by_hash.contains_key(&r.hash) {
-                return Err(LedgerError::Conflict {
-                    rid: r.rid,
-                    reason: format!("hash {} already stored", r.hash),
+                    reason: "rid appears twice in one batch".into(),
                 });
             }
             *head = Some(r.hash.clone());
+        }
+        Ok(())
+    }
+
+    /// The fork guard and uniqueness checks for one record given its anchor's head.
+    fn check_one(&self, r: &LedgerRecord, head: Option<&String>) -> Result<(), LedgerError> {
+        if head != r.prev_hash.as_ref() {
+            return Err(LedgerError::ForkRefused {
+                anchor_id: r.anchor_id,
+                prev_hash: r.prev_hash.clone(),
+            });
+        }
+        if self.by_rid.contains_key(&r.rid) {
+            return Err(LedgerError::Conflict {
+                rid: r.rid,
+                reason: "rid already stored".into(),
+            });
+        }
+        if self.by_hash.contains_key(&r.hash) {
+            return Err(LedgerError::Conflict {
+                rid: r.rid,
+                reason: format!("hash {} already stored", r.hash),
+            });
         }
         Ok(())
     }

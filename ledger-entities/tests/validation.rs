@@ -1,0 +1,186 @@
+//! Validation: every kind of bad input gets its own typed error naming the field.
+
+use ledger_entities::validate::{
+    Limits, MAX_LABEL_BYTES, MAX_SIG_BYTES, parse_payload, validate_new_record,
+};
+use ledger_entities::{Error, NewRecord};
+use serde_json::json;
+use uuid::Uuid;
+
+fn rec(payload: serde_json::Value) -> NewRecord {
+    NewRecord::new(Uuid::nil(), "slot", "kind", payload, "producer")
+}
+
+fn check(r: &NewRecord) -> Result<Vec<u8>, Error> {
+    validate_new_record(r, &Limits::default())
+}
+
+/// A NUL in any label, payload string or payload key is refused, naming where.
+#[test]
+fn nul_characters_are_refused_everywhere() {
+    let mut r = rec(json!({}));
+    r.slot = "a\0b".into();
+    assert_eq!(
+        check(&r),
+        Err(Error::NulCharacter {
+            field: "slot".into()
+        })
+    );
+    let mut r = rec(json!({}));
+    r.kind = "\0".into();
+    assert_eq!(
+        check(&r),
+        Err(Error::NulCharacter {
+            field: "kind".into()
+        })
+    );
+    let mut r = rec(json!({}));
+    r.producer = "p\0".into();
+    assert_eq!(
+        check(&r),
+        Err(Error::NulCharacter {
+            field: "producer".into()
+        })
+    );
+    assert_eq!(
+        check(&rec(json!({"a": [1, "x\u{0}y"]}))),
+        Err(Error::NulCharacter {
+            field: "payload/a/1".into()
+        })
+    );
+    assert_eq!(
+        check(&rec(json!({"k\u{0}": 1}))),
+        Err(Error::NulCharacter {
+            field: "payload/k\u{0} (key)".into()
+        })
+    );
+}
+
+/// Integers JCS cannot represent exactly are refused; the limits themselves pass.
+#[test]
+fn integers_beyond_2_pow_53_are_refused() {
+    assert!(check(&rec(json!(9_007_199_254_740_991_i64))).is_ok());
+    assert!(check(&rec(json!(-9_007_199_254_740_991_i64))).is_ok());
+    assert!(matches!(
+        check(&rec(json!({"n": 9_007_199_254_740_992_i64}))),
+        Err(Error::IntegerOutOfRange { field, value }) if field == "payload/n" && value == "9007199254740992"
+    ));
+    assert!(matches!(
+        check(&rec(json!([-9_007_199_254_740_992_i64]))),
+        Err(Error::IntegerOutOfRange { field, .. }) if field == "payload/0"
+    ));
+    assert!(matches!(
+        check(&rec(json!(u64::MAX))),
+        Err(Error::IntegerOutOfRange { .. })
+    ));
+    // Floats are doubles already: JCS prints them exactly.
+    assert!(check(&rec(json!(1e300))).is_ok());
+}
+
+/// Payload text with a duplicate key is refused; valid text parses; junk is InvalidJson.
+#[test]
+fn duplicate_keys_in_payload_text_are_refused() {
+    assert_eq!(
+        parse_payload(r#"{"a": {"b": 1, "b": 2}}"#),
+        Err(Error::DuplicateKey {
+            field: "payload/a".into(),
+            key: "b".into()
+        })
+    );
+    assert_eq!(
+        parse_payload(r#"{"a":1,"b":[1,{"c":null}]}"#).unwrap(),
+        json!({"a":1,"b":[1,{"c":null}]})
+    );
+    assert!(matches!(
+        parse_payload("{\"a\":"),
+        Err(Error::InvalidJson(_))
+    ));
+    assert!(matches!(parse_payload("{} {}"), Err(Error::InvalidJson(_))));
+}
+
+/// The canonical size limit applies, configurable, and the message gives both numbers.
+#[test]
+fn oversized_payloads_are_refused() {
+    let big = rec(json!("x".repeat(1 << 20)));
+    assert!(matches!(check(&big), Err(Error::PayloadTooLarge { limit, .. }) if limit == 1 << 20));
+    let limits = Limits {
+        max_payload_bytes: 10,
+        ..Limits::default()
+    };
+    assert_eq!(
+        validate_new_record(&rec(json!("0123456789")), &limits),
+        Err(Error::PayloadTooLarge {
+            size: 12,
+            limit: 10
+        })
+    );
+    assert!(validate_new_record(&rec(json!("01234567")), &limits).is_ok());
+}
+
+/// Nesting deeper than the limit is refused before the canonicalizer recurses.
+#[test]
+fn deep_nesting_is_refused() {
+    let mut v = json!(1);
+    for _ in 0..100 {
+        v = json!([v]);
+    }
+    assert!(matches!(
+        check(&rec(v)),
+        Err(Error::NestingTooDeep { limit: 64, .. })
+    ));
+}
+
+/// Empty and over-long labels and signatures are refused, naming the field.
+#[test]
+fn labels_and_signatures_have_bounds() {
+    let mut r = rec(json!({}));
+    r.slot = String::new();
+    assert_eq!(check(&r), Err(Error::EmptyField { field: "slot" }));
+    let mut r = rec(json!({}));
+    r.kind = String::new();
+    assert_eq!(check(&r), Err(Error::EmptyField { field: "kind" }));
+    let mut r = rec(json!({}));
+    r.producer = String::new();
+    assert_eq!(check(&r), Err(Error::EmptyField { field: "producer" }));
+    let mut r = rec(json!({}));
+    r.producer = "p".repeat(MAX_LABEL_BYTES + 1);
+    assert_eq!(
+        check(&r),
+        Err(Error::FieldTooLong {
+            field: "producer",
+            len: MAX_LABEL_BYTES + 1,
+            max: MAX_LABEL_BYTES
+        })
+    );
+    let r = rec(json!({})).with_sig(vec![0; MAX_SIG_BYTES + 1]);
+    assert!(matches!(
+        check(&r),
+        Err(Error::FieldTooLong { field: "sig", .. })
+    ));
+    let r = rec(json!({})).with_sig(vec![0; MAX_SIG_BYTES]);
+    assert!(check(&r).is_ok());
+}
+
+/// Malformed hashes and unknown versions cannot be hashed.
+#[test]
+fn malformed_prev_hash_and_unknown_version_are_typed_errors() {
+    let mut r =
+        ledger_entities::LedgerRecord::seal(rec(json!(1)), Uuid::nil(), chrono::Utc::now(), None)
+            .unwrap();
+    r.prev_hash = Some("ABC".into());
+    assert!(matches!(
+        r.hash_matches(),
+        Err(Error::MalformedHash {
+            field: "prev_hash",
+            ..
+        })
+    ));
+    r.prev_hash = Some("A".repeat(64));
+    assert!(matches!(r.hash_matches(), Err(Error::MalformedHash { .. })));
+    r.prev_hash = None;
+    r.version = "v2".into();
+    assert_eq!(
+        r.hash_matches(),
+        Err(Error::UnsupportedVersion("v2".into()))
+    );
+}
