@@ -185,6 +185,9 @@ impl ChainActor {
             && self.last_active.elapsed() >= self.settings.passivate_after
         {
             crate::metrics::anchor_passivated();
+            if let Some(router) = self.router.as_ref().and_then(std::sync::Weak::upgrade) {
+                router.note_passivated();
+            }
             self.retire(ctx);
         }
     }
@@ -388,7 +391,7 @@ impl Actor for ChainActor {
         self.load_head(ctx);
         if self.router.is_some() {
             let every = (self.settings.passivate_after / 4)
-                .clamp(Duration::from_millis(5), Duration::from_secs(5));
+                .clamp(Duration::from_millis(1), Duration::from_secs(5));
             ctx.run_interval(every, |act, ctx| act.maybe_passivate(ctx));
         }
     }

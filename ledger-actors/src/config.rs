@@ -147,7 +147,7 @@ pub struct LedgerConfig {
     pub pool_size: u32,
     /// Seconds to wait for capacity, an append's outcome, or the database. Env:
     /// `LEDGER_TIMEOUT`.
-    #[serde(deserialize_with = "de_seconds")]
+    #[serde(deserialize_with = "de_timeout")]
     pub timeout: Duration,
     /// Largest canonical payload accepted, in bytes (default 1 MiB).
     pub max_payload_bytes: usize,
@@ -157,14 +157,14 @@ pub struct LedgerConfig {
     /// Mailbox capacity of each chain actor.
     pub mailbox_capacity: usize,
     /// Seconds an anchor may stay idle before its chain actor is stopped (passivated).
-    #[serde(deserialize_with = "de_seconds")]
+    #[serde(deserialize_with = "de_passivate_after")]
     pub passivate_after: Duration,
     /// Worker threads (actix Arbiters) for chain actors; 0 means one per core.
     pub workers: usize,
     /// Most records in one PostgreSQL batch (multi-row INSERT, one transaction).
     pub batch_size: usize,
     /// Milliseconds a partial batch may wait for more records before it is written.
-    #[serde(deserialize_with = "de_millis")]
+    #[serde(deserialize_with = "de_batch_linger")]
     pub batch_linger: Duration,
     /// Run pending migrations at start instead of refusing to start.
     pub auto_migrate: bool,
@@ -195,22 +195,34 @@ impl Default for LedgerConfig {
     }
 }
 
-fn de_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let secs = f64::deserialize(d)?;
-    Duration::try_from_secs_f64(secs).map_err(|_| {
+/// A duration given as a number of `unit_secs`-long units, with the key named in errors
+/// (serde's custom errors do not carry the field name).
+fn duration_field<'de, D: Deserializer<'de>>(
+    d: D,
+    key: &str,
+    unit: &str,
+    unit_secs: f64,
+) -> Result<Duration, D::Error> {
+    let n = f64::deserialize(d).map_err(|e| {
+        serde::de::Error::custom(format!("{key}: expected a number of {unit} ({e})"))
+    })?;
+    Duration::try_from_secs_f64(n * unit_secs).map_err(|_| {
         serde::de::Error::custom(format!(
-            "expected a non-negative number of seconds, got {secs}"
+            "{key}: expected a non-negative number of {unit}, got {n}"
         ))
     })
 }
 
-fn de_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let ms = f64::deserialize(d)?;
-    Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| {
-        serde::de::Error::custom(format!(
-            "expected a non-negative number of milliseconds, got {ms}"
-        ))
-    })
+fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_field(d, "timeout", "seconds", 1.0)
+}
+
+fn de_passivate_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_field(d, "passivate_after", "seconds", 1.0)
+}
+
+fn de_batch_linger<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_field(d, "batch_linger", "milliseconds", 0.001)
 }
 
 #[derive(Deserialize)]

@@ -441,6 +441,31 @@ pub fn describe() {
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// Recording: the only places the ledger's code touches the `metrics` facade.
+// ---------------------------------------------------------------------------------------
+
+pub(crate) fn anchor_started() {
+    metrics::gauge!(ANCHORS_ACTIVE).increment(1.0);
+}
+
+pub(crate) fn anchor_stopped() {
+    metrics::gauge!(ANCHORS_ACTIVE).decrement(1.0);
+}
+
+pub(crate) fn anchor_passivated() {
+    metrics::counter!(ANCHORS_PASSIVATED_TOTAL).increment(1);
+}
+
+pub(crate) fn append_finished(outcome: &'static str, seconds: f64) {
+    metrics::counter!(APPENDS_TOTAL, labels::OUTCOME => outcome).increment(1);
+    metrics::histogram!(APPEND_DURATION_SECONDS).record(seconds);
+}
+
+pub(crate) fn chain_break_found() {
+    metrics::counter!(CHAIN_BREAKS_TOTAL).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,29 +541,4 @@ mod tests {
             "a histogram rendered as a summary"
         );
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Recording: the only places the ledger's code touches the `metrics` facade.
-// ---------------------------------------------------------------------------------------
-
-pub(crate) fn anchor_started() {
-    metrics::gauge!(ANCHORS_ACTIVE).increment(1.0);
-}
-
-pub(crate) fn anchor_stopped() {
-    metrics::gauge!(ANCHORS_ACTIVE).decrement(1.0);
-}
-
-pub(crate) fn anchor_passivated() {
-    metrics::counter!(ANCHORS_PASSIVATED_TOTAL).increment(1);
-}
-
-pub(crate) fn append_finished(outcome: &'static str, seconds: f64) {
-    metrics::counter!(APPENDS_TOTAL, labels::OUTCOME => outcome).increment(1);
-    metrics::histogram!(APPEND_DURATION_SECONDS).record(seconds);
-}
-
-pub(crate) fn chain_break_found() {
-    metrics::counter!(CHAIN_BREAKS_TOTAL).increment(1);
 }

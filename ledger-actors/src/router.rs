@@ -26,6 +26,7 @@ pub struct ChainRouter {
     workers: Vec<ArbiterHandle>,
     next: AtomicUsize,
     settings: ChainSettings,
+    passivated: std::sync::atomic::AtomicU64,
 }
 
 impl ChainRouter {
@@ -36,6 +37,7 @@ impl ChainRouter {
             workers,
             next: AtomicUsize::new(0),
             settings,
+            passivated: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -65,6 +67,16 @@ impl ChainRouter {
     /// Removes `addr` as the anchor's actor (no-op if another actor has replaced it).
     pub fn forget(&self, anchor_id: Uuid, addr: &Addr<ChainActor>) {
         self.actors.remove_if(&anchor_id, |_, a| a == addr);
+    }
+
+    /// Records that an actor left the map because it was idle.
+    pub(crate) fn note_passivated(&self) {
+        self.passivated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Chain actors passivated since start.
+    pub fn passivated(&self) -> u64 {
+        self.passivated.load(Ordering::Relaxed)
     }
 
     /// Number of live chain actors.

@@ -1,5 +1,7 @@
 //! Property tests of the hash: invariant under JSON formatting, sensitive to every field.
 
+#![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
+
 use chrono::{TimeZone, Utc};
 use ledger_entities::record::truncate_to_micros;
 use ledger_entities::{LedgerRecord, NewRecord};

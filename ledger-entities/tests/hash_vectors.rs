@@ -1,5 +1,7 @@
 //! The test vectors of `docs/HASHING.md` (kept in `docs/hash-vectors.json`).
 
+#![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
+
 use chrono::{DateTime, Utc};
 use ledger_entities::{LedgerRecord, hash};
 use serde_json::Value;

@@ -1,5 +1,7 @@
 //! Validation: every kind of bad input gets its own typed error naming the field.
 
+#![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
+
 use ledger_entities::validate::{
     Limits, MAX_LABEL_BYTES, MAX_SIG_BYTES, parse_payload, validate_new_record,
 };
