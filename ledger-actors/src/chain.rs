@@ -19,6 +19,7 @@ use ledger_entities::{LedgerRecord, NewRecord};
 use uuid::Uuid;
 
 use crate::error::LedgerError;
+use crate::observe::{ChainMailboxes, QueueDepth, QueueTicket};
 use crate::persistence::{Durability, Persist};
 use crate::router::ChainRouter;
 use crate::store::{Head, LedgerStore};
@@ -32,9 +33,21 @@ use crate::store::{Head, LedgerStore};
 /// The record sits in a take-once slot shared by every clone of the message: if the actor
 /// stops before taking it (passivation raced the send), the sender still holds it and can
 /// resend it to the anchor's next actor without copying the payload.
-#[derive(Clone)]
 pub struct Append {
     slot: Arc<Mutex<Option<NewRecord>>>,
+    /// Counts this message in the chain mailbox depth until it is handled or dropped.
+    queued: Option<QueueTicket>,
+}
+
+/// A clone shares the record slot but not the mailbox ticket: each sent copy gets its own
+/// through [`Append::counted`].
+impl Clone for Append {
+    fn clone(&self) -> Self {
+        Self {
+            slot: Arc::clone(&self.slot),
+            queued: None,
+        }
+    }
 }
 
 impl Append {
@@ -42,7 +55,15 @@ impl Append {
     pub fn new(record: NewRecord) -> Self {
         Self {
             slot: Arc::new(Mutex::new(Some(record))),
+            queued: None,
         }
+    }
+
+    /// This message, counted in the chain mailbox depth by `ticket` until the handler has
+    /// taken it (or it is dropped unhandled).
+    pub fn counted(mut self, ticket: QueueTicket) -> Self {
+        self.queued = Some(ticket);
+        self
     }
 
     /// Takes the record out; `None` once an actor (or another taker) has it.
@@ -92,6 +113,11 @@ pub struct ChainSettings {
     pub mailbox_capacity: usize,
     /// Idle time after which the actor stops.
     pub passivate_after: Duration,
+    /// Mailbox depth of every chain actor (the router counts each [`Append`] it sends).
+    pub mailboxes: Arc<ChainMailboxes>,
+    /// Mailbox counter of the memory persistence actor behind `persist`, pushed before each
+    /// [`Persist`]; `None` when the persistence actor reports its own depth.
+    pub persistence_queue: Option<QueueDepth>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +239,9 @@ impl ChainActor {
             Err(e) => return Box::pin(fut::ready(Err(e.into()))),
         };
         let (reply, rx) = tokio::sync::oneshot::channel();
+        if let Some(queue) = &self.settings.persistence_queue {
+            queue.push();
+        }
         self.settings.persist.do_send(Persist {
             record: Arc::clone(&record),
             reply,

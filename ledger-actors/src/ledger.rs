@@ -12,6 +12,8 @@ use uuid::Uuid;
 use crate::chain::{AppendAck, ChainSettings};
 use crate::config::{Backend, LedgerConfig};
 use crate::error::LedgerError;
+use crate::health::Health;
+use crate::observe::{ChainMailboxes, FailoverState, Observer, QueueDepth, Sampler};
 use crate::persistence::{Durability, Flush, MemoryPersistence, Persist};
 use crate::router::ChainRouter;
 use crate::store::{Head, LedgerStore, MemoryLedgerStore, RecordRange};
@@ -35,6 +37,8 @@ struct Inner {
     closing: AtomicBool,
     arbiters: std::sync::Mutex<Vec<Arbiter>>,
     workers: Vec<ArbiterHandle>,
+    /// Depths, in-flight appends and failover state, for the gauges and [`Ledger::health`].
+    observer: Arc<Observer>,
 }
 
 /// What [`Ledger::shutdown`] left behind.
@@ -65,41 +69,79 @@ impl Ledger {
         config.check()?;
         let persistence_arbiter = Arbiter::new();
         let memory = Arc::clone(&store);
+        let queue = QueueDepth::new();
+        let actor_queue = queue.clone();
         let persistence =
             MemoryPersistence::start_in_arbiter(&persistence_arbiter.handle(), |_| {
-                MemoryPersistence::new(memory, Durability::Volatile)
+                MemoryPersistence::new(memory, Durability::Volatile).with_queue(actor_queue)
             });
         let store: Arc<dyn LedgerStore> = store;
-        Ok(Self::assemble(
+        Ok(Self::assemble_observed(
             config,
             store,
             persistence.clone().recipient(),
             persistence.recipient(),
             vec![persistence_arbiter],
+            Some(queue),
         ))
     }
 
+    /// [`Ledger::assemble_observed`] for a persistence actor that reports its own mailbox
+    /// depth (through `metrics::persistence_depth`).
+    #[allow(dead_code, reason = "the postgres backend's start calls it")]
     fn assemble(
         config: LedgerConfig,
         store: Arc<dyn LedgerStore>,
         persist: Recipient<Persist>,
         flush: Recipient<Flush>,
+        arbiters: Vec<Arbiter>,
+    ) -> Self {
+        Self::assemble_observed(config, store, persist, flush, arbiters, None)
+    }
+
+    /// Starts the chain workers, the router and the metrics sampler around a running
+    /// persistence actor. `persistence_queue` is the persistence actor's mailbox counter when
+    /// it is a [`MemoryPersistence`] built with it.
+    fn assemble_observed(
+        config: LedgerConfig,
+        store: Arc<dyn LedgerStore>,
+        persist: Recipient<Persist>,
+        flush: Recipient<Flush>,
         mut arbiters: Vec<Arbiter>,
+        persistence_queue: Option<QueueDepth>,
     ) -> Self {
         let workers: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
         let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
         arbiters.extend(workers);
+        let permits = Arc::new(Semaphore::new(config.max_in_flight));
+        let mailboxes = Arc::new(ChainMailboxes::new());
+        let observer = Arc::new(Observer::new(
+            config.backend,
+            store.backend(),
+            Arc::clone(&permits),
+            config.max_in_flight,
+            Arc::clone(&mailboxes),
+            persistence_queue.clone(),
+        ));
+        // The sampler runs beside the persistence actor (the first Arbiter) and stops with it.
+        if let Some(home) = arbiters.first() {
+            let sampled = Arc::clone(&observer);
+            Sampler::start_in_arbiter(&home.handle(), move |_| Sampler::new(sampled));
+        }
         let settings = ChainSettings {
             store: Arc::clone(&store),
             persist,
             limits: config.limits(),
             mailbox_capacity: config.mailbox_capacity,
             passivate_after: config.passivate_after,
+            mailboxes,
+            persistence_queue,
         };
         let router = ChainRouter::new(settings, handles.clone());
         Self {
             inner: Arc::new(Inner {
-                permits: Arc::new(Semaphore::new(config.max_in_flight)),
+                permits,
+                observer,
                 config,
                 store,
                 router,
@@ -130,6 +172,35 @@ impl Ledger {
     /// The router of chain actors, for hosts that talk to the actors directly.
     pub fn router(&self) -> &Arc<ChainRouter> {
         &self.inner.router
+    }
+
+    /// The ledger's health report; see [`crate::health`] for what is checked and the rules
+    /// that make it healthy, degraded or down. Takes at most [`crate::health::PROBE_TIMEOUT`]
+    /// (or the configured timeout, if shorter) per probe.
+    pub async fn health(&self) -> Health {
+        crate::health::assess(crate::health::Probe {
+            config: &self.inner.config,
+            store: self.inner.store.as_ref(),
+            observer: &self.inner.observer,
+            persistence: &self.inner.flush,
+            workers: self.inner.router.workers(),
+            closing: self.inner.closing.load(Ordering::Acquire),
+        })
+        .await
+    }
+
+    /// Which backend takes the writes and how many records wait on the memory fallback. The
+    /// supervisor updates it on failover, failback and drain; the gauges and
+    /// [`Ledger::health`] read it.
+    pub fn failover_state(&self) -> &Arc<FailoverState> {
+        self.inner.observer.failover()
+    }
+
+    /// Publishes the sampled gauges (in-flight appends, mailbox depths, active backend) now.
+    /// A sampler does it every [`crate::observe::SAMPLE_EVERY`]; call this to read current
+    /// values from the exporter without waiting for it.
+    pub fn sample_metrics(&self) {
+        self.inner.observer.publish();
     }
 
     /// Appends a record to its anchor's chain and answers once it is stored. Waits at most
@@ -240,6 +311,7 @@ impl Ledger {
         for arbiter in arbiters {
             arbiter.stop();
         }
+        self.inner.observer.finish();
         flushed?;
         Ok(ShutdownReport { unanswered })
     }
