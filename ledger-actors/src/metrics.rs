@@ -559,6 +559,8 @@ mod tests {
     use super::*;
     use metrics::{gauge, histogram};
 
+    /// Every name is unique, `ledger_`-prefixed snake case without a series suffix, and every
+    /// histogram is in `ALL` with increasing buckets.
     #[test]
     fn names_are_unique_and_well_formed() {
         let mut seen = std::collections::HashSet::new();
@@ -587,6 +589,8 @@ mod tests {
         assert_eq!(ALL.len(), 20);
     }
 
+    /// Histograms render as `_bucket` series with help text, and counters are pre-registered
+    /// at 0.
     #[test]
     fn histograms_render_as_buckets_with_help() {
         let recorder = builder()

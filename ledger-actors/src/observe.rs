@@ -14,6 +14,11 @@
 //! messages queued or sent to since the last sample: the sampler prunes idle ones, so the map
 //! stays bounded by the live actors however many anchors exist, and metrics always aggregate it
 //! into two series (`stat="sum"` and `stat="max"`).
+//!
+//! # Several ledgers in one process
+//! Metrics are process-wide. Counters and `ledger_anchors_active` add up over the ledgers of a
+//! process; the sampled gauges show whichever ledger sampled last. Run one ledger per process
+//! when its gauges matter (the CLI and a typical host do).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
