@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::chain::{AppendAck, ChainSettings};
 use crate::config::{Backend, LedgerConfig};
 use crate::error::LedgerError;
-use crate::persistence::{Durability, Flush, MemoryPersistence, Persist};
+use crate::persistence::{Durability, Flush, MemoryPersistence, Persist, PostgresPersistence};
 use crate::router::ChainRouter;
 use crate::store::{Head, LedgerStore, MemoryLedgerStore, RecordRange};
 use crate::verify::{self, ChainReport, VerifySummary};
@@ -50,9 +50,7 @@ impl Ledger {
         config.check()?;
         match config.backend {
             Backend::Memory => Self::start_memory(config, Arc::new(MemoryLedgerStore::new())),
-            Backend::Postgres => Err(LedgerError::Config(
-                "backend: postgres is not built yet in this version".into(),
-            )),
+            Backend::Postgres => Self::start_postgres(config).await,
         }
     }
 
@@ -73,6 +71,35 @@ impl Ledger {
         Ok(Self::assemble(
             config,
             store,
+            persistence.clone().recipient(),
+            persistence.recipient(),
+            vec![persistence_arbiter],
+        ))
+    }
+
+    /// Starts a postgres-backend ledger: connects, checks (or, with `auto_migrate`, applies)
+    /// the schema and runs [`PostgresPersistence`] on its own Arbiter. If the database cannot
+    /// be reached it logs a warning and starts on a fresh memory store instead (records then
+    /// acknowledged as [`Durability::Volatile`]); a missing schema is an error.
+    async fn start_postgres(config: LedgerConfig) -> Result<Self, LedgerError> {
+        let store = match crate::store::postgres::open(&config).await {
+            Ok(store) => store,
+            Err(LedgerError::Unavailable(reason)) => {
+                let dsn = config.dsn.as_ref().map(|d| d.redacted()).unwrap_or_default();
+                tracing::warn!(%dsn, %reason, "PostgreSQL unreachable at start; falling back to the memory backend (appends are NOT durable)");
+                return Self::start_memory(config, Arc::new(MemoryLedgerStore::new()));
+            }
+            Err(e) => return Err(e),
+        };
+        let persistence_arbiter = Arbiter::new();
+        let db = store.connection().clone();
+        let settings = config.clone();
+        let persistence = PostgresPersistence::start_in_arbiter(&persistence_arbiter.handle(), move |_| {
+            PostgresPersistence::new(&db, &settings)
+        });
+        Ok(Self::assemble(
+            config,
+            Arc::new(store),
             persistence.clone().recipient(),
             persistence.recipient(),
             vec![persistence_arbiter],

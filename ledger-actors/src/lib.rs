@@ -9,8 +9,10 @@
 //! - [`ledger`]: [`Ledger`], the handle: start, append, read, verify, shut down.
 //! - [`chain`]: [`chain::ChainActor`] and its [`chain::Append`] message.
 //! - [`router`]: [`router::ChainRouter`], anchor → actor, passivation-safe resends.
-//! - [`persistence`]: the persistence actors' messages and the memory persistence actor.
-//! - [`store`]: the [`store::LedgerStore`] trait and [`store::MemoryLedgerStore`].
+//! - [`persistence`]: the persistence actors' messages, the memory persistence actor and the
+//!   group-committing [`persistence::PostgresPersistence`].
+//! - [`store`]: the [`store::LedgerStore`] trait, [`store::MemoryLedgerStore`] and
+//!   [`store::PostgresLedgerStore`].
 //! - [`verify`]: chain verification.
 //! - [`config`]: [`LedgerConfig`], the YAML `ledger:` section and `LEDGER_*` variables.
 //! - [`metrics`]: metric names and recording.
@@ -31,4 +33,4 @@ pub use config::{Backend, Dsn, LedgerConfig};
 pub use error::LedgerError;
 pub use ledger::Ledger;
 pub use persistence::Durability;
-pub use store::{Head, LedgerStore, RecordRange};
+pub use store::{Head, LedgerStore, RecordRange, create_ledger_store};

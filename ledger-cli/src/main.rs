@@ -4,8 +4,10 @@
 //! - `main.rs`: argument parsing and dispatch.
 //! - `loadtest.rs`: `ledger loadtest`.
 //! - `verify.rs`: `ledger verify`.
+//! - `migrate.rs`: `ledger migrate up|down|status|fresh`.
 
 mod loadtest;
+mod migrate;
 mod verify;
 
 use std::path::PathBuf;
@@ -36,6 +38,9 @@ enum Command {
     Loadtest(loadtest::Args),
     /// Verify every chain (or one): exit 0 when intact, 1 with each break listed.
     Verify(verify::Args),
+    /// Database schema against LEDGER_DSN: up, down [-n N | --all], status, fresh
+    /// (destructive: drops every table). Exit 0 done, 2 on error.
+    Migrate(migrate::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Loadtest(args) => loadtest::run(config, args).await,
             Command::Verify(args) => verify::run(config, args).await,
+            Command::Migrate(args) => migrate::run(config, args).await,
         }
     });
     match result {

@@ -13,8 +13,10 @@ use tokio::sync::oneshot;
 use crate::error::LedgerError;
 
 pub mod memory;
+pub mod postgres;
 
 pub use memory::MemoryPersistence;
+pub use postgres::PostgresPersistence;
 
 /// How durable an acknowledged record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
