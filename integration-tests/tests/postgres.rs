@@ -595,6 +595,7 @@ async fn persist_all(
             actor.do_send(Persist {
                 record: Arc::new(r.clone()),
                 reply,
+                wait_committed: false,
             });
             rx
         })

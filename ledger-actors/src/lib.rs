@@ -13,6 +13,8 @@
 //!   group-committing [`persistence::PostgresPersistence`].
 //! - [`store`]: the [`store::LedgerStore`] trait, [`store::MemoryLedgerStore`] and
 //!   [`store::PostgresLedgerStore`].
+//! - [`supervisor`]: [`supervisor::Supervisor`], PostgreSQL failover to the in-memory outage
+//!   buffer and the drain back; the spool.
 //! - [`verify`]: chain verification.
 //! - [`config`]: [`LedgerConfig`], the YAML `ledger:` section and `LEDGER_*` variables.
 //! - [`metrics`]: metric names and recording.
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod persistence;
 pub mod router;
 pub mod store;
+pub mod supervisor;
 pub mod verify;
 
 pub use chain::{Append, AppendAck};

@@ -500,6 +500,48 @@ pub(crate) fn persistence_depth(records: usize) {
     metrics::gauge!(PERSISTENCE_MAILBOX_DEPTH).set(records as f64);
 }
 
+/// The active backend: `postgres` when true, the memory fallback when false.
+pub(crate) fn backend_active(postgres: bool) {
+    let (on, off) = if postgres {
+        (labels::BACKEND_POSTGRES, labels::BACKEND_MEMORY)
+    } else {
+        (labels::BACKEND_MEMORY, labels::BACKEND_POSTGRES)
+    };
+    metrics::gauge!(BACKEND_ACTIVE, labels::BACKEND => on).set(1.0);
+    metrics::gauge!(BACKEND_ACTIVE, labels::BACKEND => off).set(0.0);
+}
+
+/// The supervisor swapped to the memory fallback.
+pub(crate) fn failover() {
+    metrics::counter!(FAILOVERS_TOTAL).increment(1);
+}
+
+/// Records acknowledged on the fallback and not yet in PostgreSQL.
+pub(crate) fn buffered(records: usize) {
+    metrics::gauge!(BUFFERED_RECORDS).set(records as f64);
+}
+
+/// A drain batch settled `records` records in `seconds`.
+pub(crate) fn drained(records: usize, seconds: f64) {
+    metrics::counter!(DRAIN_RECORDS_TOTAL).increment(records as u64);
+    metrics::histogram!(DRAIN_DURATION_SECONDS).record(seconds);
+}
+
+/// The spool file holds `bytes` bytes.
+pub(crate) fn spool_bytes(bytes: u64) {
+    metrics::gauge!(SPOOL_BYTES).set(bytes as f64);
+}
+
+/// A buffered record was written under a new hash (its anchor moved).
+pub(crate) fn rechained() {
+    metrics::counter!(RECORDS_RECHAINED_TOTAL).increment(1);
+}
+
+/// Records the supervisor holds waiting for PostgreSQL's answer.
+pub(crate) fn supervisor_depth(records: usize) {
+    metrics::gauge!(SUPERVISOR_MAILBOX_DEPTH).set(records as f64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

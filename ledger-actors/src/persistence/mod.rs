@@ -42,6 +42,9 @@ pub struct Persist {
     pub record: Arc<LedgerRecord>,
     /// Receives the outcome exactly once.
     pub reply: PersistReply,
+    /// Answer only once the record is committed in PostgreSQL, even during an outage
+    /// (`Ledger::append_durable`). Memory persistence answers at once regardless.
+    pub wait_committed: bool,
 }
 
 impl Message for Persist {

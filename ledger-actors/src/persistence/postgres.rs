@@ -66,6 +66,14 @@ const INSERT_UNNEST: &str = "INSERT INTO ledger_records \
      $5::timestamptz[], $6::text[], $7::text[], $8::jsonb[], $9::bytea[], $10::text[], \
      $11::text[])";
 
+/// [`INSERT_UNNEST`] that skips rows whose rid is already stored and returns the inserted
+/// rids (sqlx takes only static SQL text, hence the repetition).
+const INSERT_UNNEST_SKIP_EXISTING: &str = "INSERT INTO ledger_records \
+     (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, sig, producer, version) \
+     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
+     $5::timestamptz[], $6::text[], $7::text[], $8::jsonb[], $9::bytea[], $10::text[], \
+     $11::text[]) ON CONFLICT (rid) DO NOTHING RETURNING rid";
+
 /// A record waiting in the actor, with its arrival number and time.
 struct Queued {
     seq: u64,
@@ -516,6 +524,37 @@ async fn write_one_by_one(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> Batch
 
 /// `INSERT ... SELECT * FROM UNNEST(...)`: one statement, so one transaction.
 async fn insert_rows(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> Result<(), DbErr> {
+    unnest_query(INSERT_UNNEST, records)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
+}
+
+/// Like [`insert_rows`], but a record whose rid is already stored is skipped instead of
+/// failing the statement; returns the rids actually inserted. The outage drain uses it: a
+/// record whose batch committed just before the connection died must not be written twice.
+pub(crate) async fn insert_rows_skip_existing(
+    pool: &PgPool,
+    records: &[Arc<LedgerRecord>],
+) -> Result<HashSet<Uuid>, DbErr> {
+    let rows = unnest_query(INSERT_UNNEST_SKIP_EXISTING, records)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))?;
+    rows.iter()
+        .map(|row| {
+            sqlx::Row::try_get::<Uuid, _>(row, 0)
+                .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
+        })
+        .collect()
+}
+
+/// Binds the 11 column arrays of `records` to an `UNNEST` insert statement.
+fn unnest_query<'q>(
+    sql: &'static str,
+    records: &'q [Arc<LedgerRecord>],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let rid: Vec<Uuid> = records.iter().map(|r| r.rid).collect();
     let anchor: Vec<Uuid> = records.iter().map(|r| r.anchor_id).collect();
     let slot: Vec<&str> = records.iter().map(|r| r.slot.as_str()).collect();
@@ -530,7 +569,7 @@ async fn insert_rows(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> Result<(),
     let sig: Vec<Option<&[u8]>> = records.iter().map(|r| r.sig.as_deref()).collect();
     let producer: Vec<&str> = records.iter().map(|r| r.producer.as_str()).collect();
     let version: Vec<&str> = records.iter().map(|r| r.version.as_str()).collect();
-    sqlx::query(INSERT_UNNEST)
+    sqlx::query(sql)
         .bind(rid)
         .bind(anchor)
         .bind(slot)
@@ -542,8 +581,4 @@ async fn insert_rows(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> Result<(),
         .bind(sig)
         .bind(producer)
         .bind(version)
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
 }

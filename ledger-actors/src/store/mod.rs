@@ -16,6 +16,7 @@ use crate::error::LedgerError;
 
 pub mod memory;
 pub mod postgres;
+pub mod supervised;
 
 pub use memory::MemoryLedgerStore;
 pub use postgres::PostgresLedgerStore;
@@ -135,7 +136,9 @@ pub trait LedgerStore: Send + Sync + 'static {
 /// Errors: [`LedgerError::Config`] (bad configuration), [`LedgerError::Unavailable`] (the
 /// database cannot be reached), [`LedgerError::SchemaMissing`] (run `ledger migrate up`).
 /// Unlike [`crate::Ledger::start`] it never falls back to memory.
-pub async fn create_ledger_store(config: &LedgerConfig) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+pub async fn create_ledger_store(
+    config: &LedgerConfig,
+) -> Result<Arc<dyn LedgerStore>, LedgerError> {
     config.check()?;
     match config.backend {
         Backend::Memory => Ok(Arc::new(MemoryLedgerStore::new())),
