@@ -35,6 +35,7 @@ use crate::store::{Head, LedgerStore};
 /// resend it to the anchor's next actor without copying the payload.
 pub struct Append {
     slot: Arc<Mutex<Option<NewRecord>>>,
+    wait_committed: bool,
     /// Counts this message in the chain mailbox depth until it is handled or dropped.
     queued: Option<QueueTicket>,
 }
@@ -45,6 +46,7 @@ impl Clone for Append {
     fn clone(&self) -> Self {
         Self {
             slot: Arc::clone(&self.slot),
+            wait_committed: self.wait_committed,
             queued: None,
         }
     }
@@ -55,7 +57,17 @@ impl Append {
     pub fn new(record: NewRecord) -> Self {
         Self {
             slot: Arc::new(Mutex::new(Some(record))),
+            wait_committed: false,
             queued: None,
+        }
+    }
+
+    /// A message whose answer waits until the record is committed in PostgreSQL, even
+    /// through an outage (not merely buffered).
+    pub fn durable(record: NewRecord) -> Self {
+        Self {
+            wait_committed: true,
+            ..Self::new(record)
         }
     }
 
@@ -83,6 +95,14 @@ impl Append {
 
 impl Message for Append {
     type Result = Result<AppendAck, LedgerError>;
+}
+
+/// The anchor's records were moved (re-chained) by the supervisor: reload the head from the
+/// store before the next append.
+pub struct Rebase;
+
+impl Message for Rebase {
+    type Result = ();
 }
 
 /// Answer to an [`Append`].
@@ -113,6 +133,9 @@ pub struct ChainSettings {
     pub mailbox_capacity: usize,
     /// Idle time after which the actor stops.
     pub passivate_after: Duration,
+    /// While set (a PostgreSQL outage), actors do not passivate: a revived actor would need
+    /// its head from the unreachable database.
+    pub suspend_passivation: Arc<std::sync::atomic::AtomicBool>,
     /// Mailbox depth of every chain actor (the router counts each [`Append`] it sends).
     pub mailboxes: Arc<ChainMailboxes>,
     /// Mailbox counter of the memory persistence actor behind `persist`, pushed before each
@@ -208,6 +231,10 @@ impl ChainActor {
     fn maybe_passivate(&mut self, ctx: &mut Context<Self>) {
         if self.state == State::Ready
             && self.busy == 0
+            && !self
+                .settings
+                .suspend_passivation
+                .load(std::sync::atomic::Ordering::Acquire)
             && self.last_active.elapsed() >= self.settings.passivate_after
         {
             crate::metrics::anchor_passivated();
@@ -224,6 +251,7 @@ impl ChainActor {
         new: NewRecord,
         rid: Uuid,
         canonical: &[u8],
+        wait_committed: bool,
     ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
         let now = chrono::Utc::now().timestamp_micros();
         let ts = now.max(self.last_ts.saturating_add(1));
@@ -245,6 +273,7 @@ impl ChainActor {
         self.settings.persist.do_send(Persist {
             record: Arc::clone(&record),
             reply,
+            wait_committed,
         });
         self.head = Some(record.hash.clone());
         self.last_ts = ts;
@@ -300,6 +329,7 @@ impl ChainActor {
     fn process(
         &mut self,
         new: NewRecord,
+        wait_committed: bool,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
         let canonical = match validate_new_record(&new, &self.settings.limits) {
@@ -318,23 +348,26 @@ impl ChainActor {
             // runs after the reload.
             return Box::pin(ActorFutureExt::then(
                 fut::ready(()),
-                move |(), act: &mut Self, ctx| act.process_ready(new, canonical, ctx),
+                move |(), act: &mut Self, ctx| {
+                    act.process_ready(new, canonical, wait_committed, ctx)
+                },
             ));
         }
-        self.process_ready(new, canonical, ctx)
+        self.process_ready(new, canonical, wait_committed, ctx)
     }
 
     fn process_ready(
         &mut self,
         new: NewRecord,
         canonical: Vec<u8>,
+        wait_committed: bool,
         _ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
         if let State::Failed(e) = &self.state {
             return Box::pin(fut::ready(Err(e.clone())));
         }
         let Some(rid) = new.rid else {
-            return self.commit(new, Uuid::now_v7(), &canonical);
+            return self.commit(new, Uuid::now_v7(), &canonical, wait_committed);
         };
         if let Some(replay) = self.replay_pending(rid, &new) {
             return replay;
@@ -353,7 +386,7 @@ impl ChainActor {
                     }
                     Ok(None) => match act.replay_pending(rid, &new) {
                         Some(replay) => replay,
-                        None => act.commit(new, rid, &canonical),
+                        None => act.commit(new, rid, &canonical, wait_committed),
                     },
                 }
             },
@@ -460,6 +493,20 @@ impl Handler<Append> for ChainActor {
                 "append withdrawn by its sender".into(),
             ))));
         };
-        self.process(new, ctx)
+        self.process(new, msg.wait_committed, ctx)
+    }
+}
+
+/// Starts a new epoch and reloads the head from the store before the next append: the
+/// supervisor moved this anchor's records. Outcomes of records already in flight no longer
+/// move the head.
+impl Handler<Rebase> for ChainActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Rebase, _ctx: &mut Context<Self>) {
+        self.epoch += 1;
+        if self.state == State::Ready {
+            self.state = State::NeedsReload;
+        }
     }
 }

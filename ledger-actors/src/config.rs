@@ -170,6 +170,10 @@ pub struct LedgerConfig {
     pub auto_migrate: bool,
     /// Most records held on the memory fallback during a PostgreSQL outage.
     pub buffer_capacity: usize,
+    /// Seconds a record may wait for PostgreSQL before the supervisor declares an outage
+    /// (catches black-holed connections that never error).
+    #[serde(deserialize_with = "de_failover_after")]
+    pub failover_after: Duration,
     /// Directory for the outage spool file (fsynced before acknowledging); none: no spool.
     pub spool_dir: Option<PathBuf>,
 }
@@ -190,6 +194,7 @@ impl Default for LedgerConfig {
             batch_linger: Duration::from_millis(2),
             auto_migrate: false,
             buffer_capacity: 1_000_000,
+            failover_after: Duration::from_secs(1),
             spool_dir: None,
         }
     }
@@ -219,6 +224,10 @@ fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn de_passivate_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     duration_field(d, "passivate_after", "seconds", 1.0)
+}
+
+fn de_failover_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_field(d, "failover_after", "seconds", 1.0)
 }
 
 fn de_batch_linger<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

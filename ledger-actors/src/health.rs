@@ -1,12 +1,14 @@
 //! [`Health`]: what [`crate::Ledger::health`] reports, and the rules that grade it.
 //!
 //! # What is probed
-//! - the persistence actor: a [`Flush`] must be answered within the probe timeout;
+//! - the persistence side: for a supervised (`postgres`) ledger the [`Supervisor`] must answer
+//!   [`GetStatus`] (which also gives its mode and the buffered records), otherwise the
+//!   persistence actor must answer a [`Flush`], within the probe timeout;
 //! - every chain worker thread: a no-op task must run within the probe timeout;
 //! - the database, for a ledger configured for `postgres` whose store is PostgreSQL:
 //!   [`LedgerStore::ping`] within the probe timeout;
 //! - from [`Observer`]: in-flight appends, chain and memory-persistence mailbox depths, the
-//!   active backend and the buffered records (kept by the supervisor; 0 until it exists).
+//!   active backend.
 //!
 //! The probe timeout is [`PROBE_TIMEOUT`], or the configured `timeout` if that is shorter. The
 //! probes run concurrently, so a report takes at most one probe timeout.
@@ -14,7 +16,8 @@
 //! # Rules
 //! **Down** (the ledger cannot take appends), if any of:
 //! - the ledger is shutting down or shut down;
-//! - the persistence actor is gone (its mailbox is closed) or does not answer in time;
+//! - the persistence actor (or the supervisor) is gone (its mailbox is closed) or does not
+//!   answer in time;
 //! - a chain worker thread is gone or does not run the probe in time.
 //!
 //! **Degraded** (appends work, but not as configured or close to the limit), if not down and
@@ -22,7 +25,7 @@
 //! - the `postgres` backend is configured but the memory fallback takes the writes;
 //! - the `postgres` backend is configured and the database does not answer the ping;
 //! - records are buffered on the memory fallback, waiting for PostgreSQL;
-//! - the persistence actor answered the flush with an error;
+//! - the memory persistence actor answered the flush with an error;
 //! - in-flight appends are at or above [`SATURATION`] of `max_in_flight` (new appends are
 //!   about to wait for capacity and then be shed as `overloaded`).
 //!
@@ -33,13 +36,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use actix::{ArbiterHandle, MailboxError, Recipient};
+use actix::{Addr, ArbiterHandle, MailboxError, Recipient};
 use serde::{Serialize, Serializer};
 
 use crate::config::{Backend, LedgerConfig};
 use crate::observe::{MailboxDepth, Observer};
 use crate::persistence::Flush;
 use crate::store::LedgerStore;
+use crate::supervisor::{GetStatus, Mode, Supervisor};
 
 /// The longest a single probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -107,14 +111,15 @@ pub struct Health {
     /// fallback).
     #[serde(serialize_with = "backend_name")]
     pub backend_active: Backend,
-    /// Whether the database answered the ping: `None` for the `memory` backend. For a
-    /// `postgres` ledger that started on the memory fallback there is no database connection
-    /// to ping until the supervisor exists, and this is `Some(false)`.
+    /// Whether the database answered the ping: `None` for the `memory` backend. A `postgres`
+    /// ledger that started on the memory fallback (the database was unreachable at start)
+    /// has no database connection to ping: `Some(false)`.
     pub database_reachable: Option<bool>,
-    /// Records acknowledged on the memory fallback and not yet in PostgreSQL. Kept by the
-    /// supervisor in [`crate::observe::FailoverState`]; 0 until the supervisor exists.
+    /// Records acknowledged on the memory fallback and not yet in PostgreSQL, as the
+    /// supervisor reports them (0 without a supervisor).
     pub buffered_records: u64,
-    /// Whether the persistence actor answered a flush in time (with success or an error).
+    /// Whether the persistence side answered in time: the supervisor its status request, or
+    /// the memory persistence actor a flush (with success or an error).
     pub persistence_responding: bool,
     /// Chain worker threads that ran the probe in time.
     pub workers_responding: usize,
@@ -192,6 +197,7 @@ pub(crate) struct Probe<'a> {
     pub(crate) store: &'a dyn LedgerStore,
     pub(crate) observer: &'a Observer,
     pub(crate) persistence: &'a Recipient<Flush>,
+    pub(crate) supervisor: Option<&'a Addr<Supervisor>>,
     pub(crate) workers: &'a [ArbiterHandle],
     pub(crate) closing: bool,
 }
@@ -215,6 +221,8 @@ struct Observation {
     closing: bool,
     configured: Backend,
     active: Backend,
+    /// The supervisor's mode, when there is a supervisor and it answered.
+    mode: Option<Mode>,
     database_reachable: Option<bool>,
     buffered_records: u64,
     persistence: PersistenceProbe,
@@ -228,19 +236,27 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
     let timeout = PROBE_TIMEOUT.min(probe.config.timeout);
     let observer = probe.observer;
     let configured = observer.configured();
-    let active = observer.failover().active();
     let persistence = async {
         if probe.closing {
             // The actors are being stopped; a flush now would race the shutdown's own.
-            return PersistenceProbe::Gone;
+            return (PersistenceProbe::Gone, None);
         }
-        match tokio::time::timeout(timeout, probe.persistence.send(Flush)).await {
-            Err(_elapsed) => PersistenceProbe::Silent,
+        if let Some(supervisor) = probe.supervisor {
+            // A status request, not a flush: a flush waits for PostgreSQL, which is what
+            // the supervisor's failover is for.
+            return match tokio::time::timeout(timeout, supervisor.send(GetStatus)).await {
+                Err(_) | Ok(Err(MailboxError::Timeout)) => (PersistenceProbe::Silent, None),
+                Ok(Err(MailboxError::Closed)) => (PersistenceProbe::Gone, None),
+                Ok(Ok(status)) => (PersistenceProbe::Ok, Some(status)),
+            };
+        }
+        let probe = match tokio::time::timeout(timeout, probe.persistence.send(Flush)).await {
+            Err(_) | Ok(Err(MailboxError::Timeout)) => PersistenceProbe::Silent,
             Ok(Err(MailboxError::Closed)) => PersistenceProbe::Gone,
-            Ok(Err(MailboxError::Timeout)) => PersistenceProbe::Silent,
             Ok(Ok(Ok(()))) => PersistenceProbe::Ok,
             Ok(Ok(Err(e))) => PersistenceProbe::Failed(e.to_string()),
-        }
+        };
+        (probe, None)
     };
     let workers = async {
         let probes = probe.workers.iter().map(|worker| async move {
@@ -268,14 +284,21 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
             )),
         }
     };
-    let (persistence, workers_responding, database_reachable) =
+    let ((persistence, status), workers_responding, database_reachable) =
         futures::join!(persistence, workers, database);
+    let mode = status.as_ref().map(|s| s.mode);
+    let active = match mode {
+        Some(Mode::Primary) => Backend::Postgres,
+        Some(Mode::Fallback | Mode::Draining) => Backend::Memory,
+        None => observer.active(),
+    };
     grade(Observation {
         closing: probe.closing,
         configured,
         active,
+        mode,
         database_reachable,
-        buffered_records: observer.failover().buffered(),
+        buffered_records: status.map_or(0, |s| s.buffered as u64),
         persistence,
         workers_responding,
         workers: probe.workers.len(),
@@ -314,7 +337,13 @@ fn grade(o: Observation) -> Health {
         ));
     }
     if o.configured == Backend::Postgres && o.active == Backend::Memory {
-        degraded.push("postgres is configured but the memory fallback takes the writes".into());
+        degraded.push(match o.mode {
+            Some(Mode::Draining) => {
+                "postgres is back; the memory fallback takes the writes until the drain ends".into()
+            }
+            Some(_) => "postgres is unavailable; the memory fallback takes the writes".into(),
+            None => "postgres is configured but the memory fallback takes the writes".into(),
+        });
     }
     if o.database_reachable == Some(false) {
         degraded.push("the database did not answer the ping".to_owned());
@@ -366,6 +395,7 @@ mod tests {
             closing: false,
             configured: Backend::Memory,
             active: Backend::Memory,
+            mode: None,
             database_reachable: None,
             buffered_records: 0,
             persistence: PersistenceProbe::Ok,
@@ -405,12 +435,35 @@ mod tests {
         assert!(h.reasons[1].contains("database"));
     }
 
+    /// A supervisor in failover or draining is degraded, with its mode in the reason.
+    #[test]
+    fn supervisor_outage_and_drain_are_degraded() {
+        for (mode, word) in [(Mode::Fallback, "unavailable"), (Mode::Draining, "drain")] {
+            let h = grade(Observation {
+                configured: Backend::Postgres,
+                active: Backend::Memory,
+                mode: Some(mode),
+                database_reachable: Some(true),
+                buffered_records: 3,
+                ..healthy_memory()
+            });
+            assert_eq!(h.status, HealthStatus::Degraded);
+            assert!(h.reasons[0].contains(word), "{:?}", h.reasons);
+            assert!(
+                h.reasons[1].contains("3 records are buffered"),
+                "{:?}",
+                h.reasons
+            );
+        }
+    }
+
     /// Postgres configured and active, database reachable: healthy.
     #[test]
     fn postgres_active_and_reachable_is_healthy() {
         let h = grade(Observation {
             configured: Backend::Postgres,
             active: Backend::Postgres,
+            mode: Some(Mode::Primary),
             database_reachable: Some(true),
             persistence: PersistenceProbe::Ok,
             ..healthy_memory()

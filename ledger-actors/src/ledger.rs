@@ -1,7 +1,7 @@
 //! [`Ledger`]: the cheap-to-clone handle a host application holds.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -9,14 +9,18 @@ use ledger_entities::{LedgerRecord, NewRecord};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::chain::{AppendAck, ChainSettings};
+use crate::chain::{Append, AppendAck, ChainSettings};
 use crate::config::{Backend, LedgerConfig};
 use crate::error::LedgerError;
 use crate::health::Health;
-use crate::observe::{ChainMailboxes, FailoverState, Observer, QueueDepth, Sampler};
+use crate::observe::{ActiveBackend, ChainMailboxes, Observer, QueueDepth, Sampler};
 use crate::persistence::{Durability, Flush, MemoryPersistence, Persist};
 use crate::router::ChainRouter;
-use crate::store::{Head, LedgerStore, MemoryLedgerStore, RecordRange};
+use crate::store::supervised::SupervisedStore;
+use crate::store::{Head, LedgerStore, MemoryLedgerStore, PostgresLedgerStore, RecordRange};
+use crate::supervisor::buffer::OutageBuffer;
+use crate::supervisor::drain::{self, DrainState};
+use crate::supervisor::{AwaitDrain, GetStatus, OutageStatus, Supervisor, spool};
 use crate::verify::{self, ChainReport, VerifySummary};
 
 /// The running ledger. Clone it freely; every clone talks to the same actors.
@@ -39,6 +43,7 @@ struct Inner {
     workers: Vec<ArbiterHandle>,
     /// Depths, in-flight appends and failover state, for the gauges and [`Ledger::health`].
     observer: Arc<Observer>,
+    supervisor: Option<Addr<Supervisor>>,
 }
 
 /// What [`Ledger::shutdown`] left behind.
@@ -46,6 +51,19 @@ struct Inner {
 pub struct ShutdownReport {
     /// Appends still unanswered when the drain wait gave up (0 after a clean drain).
     pub unanswered: usize,
+    /// Records acknowledged during a PostgreSQL outage that had not reached PostgreSQL when
+    /// the ledger stopped (0 when PostgreSQL was reachable to the end).
+    pub buffered: usize,
+    /// Where those records are kept across restarts (the spool), if spooling; without a
+    /// spool they are lost with the process.
+    pub spool: Option<std::path::PathBuf>,
+}
+
+/// The parts only a supervised (PostgreSQL) ledger has.
+struct Supervised {
+    addr: Addr<Supervisor>,
+    router: Arc<OnceLock<Weak<ChainRouter>>>,
+    degraded: Arc<AtomicBool>,
 }
 
 impl Ledger {
@@ -54,9 +72,7 @@ impl Ledger {
         config.check()?;
         match config.backend {
             Backend::Memory => Self::start_memory(config, Arc::new(MemoryLedgerStore::new())),
-            Backend::Postgres => Err(LedgerError::Config(
-                "backend: postgres is not built yet in this version".into(),
-            )),
+            Backend::Postgres => Self::start_postgres(config).await,
         }
     }
 
@@ -76,38 +92,79 @@ impl Ledger {
                 MemoryPersistence::new(memory, Durability::Volatile).with_queue(actor_queue)
             });
         let store: Arc<dyn LedgerStore> = store;
-        Ok(Self::assemble_observed(
+        Ok(Self::assemble(
             config,
             store,
             persistence.clone().recipient(),
             persistence.recipient(),
             vec![persistence_arbiter],
+            None,
             Some(queue),
         ))
     }
 
-    /// [`Ledger::assemble_observed`] for a persistence actor that reports its own mailbox
-    /// depth (through `metrics::persistence_depth`).
-    #[allow(dead_code, reason = "the postgres backend's start calls it")]
+    /// Starts a postgres-backend ledger: connects, checks (or, with `auto_migrate`, applies)
+    /// the schema, writes any records left in the outage spool by an earlier process, then
+    /// runs the [`Supervisor`] (which owns the PostgreSQL persistence actor) on its own
+    /// Arbiter. If the database cannot be reached at start it logs a warning and starts on a
+    /// fresh memory store instead (records then acknowledged as [`Durability::Volatile`], the
+    /// spool left untouched); a missing schema is an error.
+    async fn start_postgres(config: LedgerConfig) -> Result<Self, LedgerError> {
+        let store = match crate::store::postgres::open(&config).await {
+            Ok(store) => Arc::new(store),
+            Err(LedgerError::Unavailable(reason)) => {
+                let dsn = config
+                    .dsn
+                    .as_ref()
+                    .map(|d| d.redacted())
+                    .unwrap_or_default();
+                tracing::warn!(%dsn, %reason, spool = ?config.spool_dir, "PostgreSQL unreachable at start; falling back to the memory backend (appends are NOT durable; a spool, if any, is kept for the next start)");
+                return Self::start_memory(config, Arc::new(MemoryLedgerStore::new()));
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(dir) = &config.spool_dir {
+            recover_spool(dir, &store, config.batch_size).await?;
+        }
+        let buffer = Arc::new(OutageBuffer::default());
+        let router_slot: Arc<OnceLock<Weak<ChainRouter>>> = Arc::new(OnceLock::new());
+        let degraded = Arc::new(AtomicBool::new(false));
+        let supervisor = Supervisor::new(
+            config.clone(),
+            Arc::clone(&store),
+            Arc::clone(&buffer),
+            Arc::clone(&router_slot),
+            Arc::clone(&degraded),
+        )?;
+        let arbiter = Arbiter::new();
+        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| supervisor);
+        let reads: Arc<dyn LedgerStore> = Arc::new(SupervisedStore::new(store, buffer));
+        Ok(Self::assemble(
+            config,
+            reads,
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+            vec![arbiter],
+            Some(Supervised {
+                addr,
+                router: router_slot,
+                degraded,
+            }),
+            None,
+        ))
+    }
+
+    /// Starts the chain workers, the router and the metrics sampler around a running
+    /// persistence actor (or supervisor). `persistence_queue` is the persistence actor's
+    /// mailbox counter when it is a [`MemoryPersistence`] built with it (others report their
+    /// own depth).
     fn assemble(
         config: LedgerConfig,
         store: Arc<dyn LedgerStore>,
         persist: Recipient<Persist>,
         flush: Recipient<Flush>,
-        arbiters: Vec<Arbiter>,
-    ) -> Self {
-        Self::assemble_observed(config, store, persist, flush, arbiters, None)
-    }
-
-    /// Starts the chain workers, the router and the metrics sampler around a running
-    /// persistence actor. `persistence_queue` is the persistence actor's mailbox counter when
-    /// it is a [`MemoryPersistence`] built with it.
-    fn assemble_observed(
-        config: LedgerConfig,
-        store: Arc<dyn LedgerStore>,
-        persist: Recipient<Persist>,
-        flush: Recipient<Flush>,
         mut arbiters: Vec<Arbiter>,
+        supervised: Option<Supervised>,
         persistence_queue: Option<QueueDepth>,
     ) -> Self {
         let workers: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
@@ -115,9 +172,21 @@ impl Ledger {
         arbiters.extend(workers);
         let permits = Arc::new(Semaphore::new(config.max_in_flight));
         let mailboxes = Arc::new(ChainMailboxes::new());
+        let degraded = supervised.as_ref().map_or_else(
+            || Arc::new(AtomicBool::new(false)),
+            |s| Arc::clone(&s.degraded),
+        );
+        let active = match &supervised {
+            // The supervisor sets `ledger_backend_active` itself, on start and every swap.
+            Some(_) => ActiveBackend::Supervised(Arc::clone(&degraded)),
+            None => {
+                crate::metrics::backend_active(store.backend() == Backend::Postgres);
+                ActiveBackend::Fixed(store.backend())
+            }
+        };
         let observer = Arc::new(Observer::new(
             config.backend,
-            store.backend(),
+            active,
             Arc::clone(&permits),
             config.max_in_flight,
             Arc::clone(&mailboxes),
@@ -134,10 +203,15 @@ impl Ledger {
             limits: config.limits(),
             mailbox_capacity: config.mailbox_capacity,
             passivate_after: config.passivate_after,
+            suspend_passivation: Arc::clone(&degraded),
             mailboxes,
             persistence_queue,
         };
         let router = ChainRouter::new(settings, handles.clone());
+        if let Some(s) = &supervised {
+            // Set once, right after the router exists; the supervisor reads it later.
+            let _ = s.router.set(Arc::downgrade(&router));
+        }
         Self {
             inner: Arc::new(Inner {
                 permits,
@@ -149,6 +223,7 @@ impl Ledger {
                 closing: AtomicBool::new(false),
                 arbiters: std::sync::Mutex::new(arbiters),
                 workers: handles,
+                supervisor: supervised.map(|s| s.addr),
             }),
         }
     }
@@ -183,17 +258,11 @@ impl Ledger {
             store: self.inner.store.as_ref(),
             observer: &self.inner.observer,
             persistence: &self.inner.flush,
+            supervisor: self.inner.supervisor.as_ref(),
             workers: self.inner.router.workers(),
             closing: self.inner.closing.load(Ordering::Acquire),
         })
         .await
-    }
-
-    /// Which backend takes the writes and how many records wait on the memory fallback. The
-    /// supervisor updates it on failover, failback and drain; the gauges and
-    /// [`Ledger::health`] read it.
-    pub fn failover_state(&self) -> &Arc<FailoverState> {
-        self.inner.observer.failover()
     }
 
     /// Publishes the sampled gauges (in-flight appends, mailbox depths, active backend) now.
@@ -217,7 +286,39 @@ impl Ledger {
         result
     }
 
+    /// Like [`Ledger::append`], but answers only once the record is committed in
+    /// PostgreSQL ([`Durability::Committed`]), waiting through an outage for up to `wait`
+    /// ([`LedgerError::Timeout`] after that: the record is buffered, not lost). On the memory
+    /// backend it is [`Ledger::append`].
+    pub async fn append_durable(
+        &self,
+        record: NewRecord,
+        wait: std::time::Duration,
+    ) -> Result<AppendAck, LedgerError> {
+        let started = Instant::now();
+        let result = self
+            .send(Append::durable(record.clone()), record.anchor_id, wait)
+            .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome_label(),
+        };
+        crate::metrics::append_finished(outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
     async fn append_inner(&self, record: NewRecord) -> Result<AppendAck, LedgerError> {
+        let anchor_id = record.anchor_id;
+        self.send(Append::new(record), anchor_id, self.inner.config.timeout)
+            .await
+    }
+
+    async fn send(
+        &self,
+        msg: Append,
+        anchor_id: Uuid,
+        wait: std::time::Duration,
+    ) -> Result<AppendAck, LedgerError> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(LedgerError::ShuttingDown);
         }
@@ -227,7 +328,10 @@ impl Ledger {
             Ok(Err(_closed)) => return Err(LedgerError::ShuttingDown),
             Ok(Ok(permit)) => permit,
         };
-        self.inner.router.append(record, timeout).await
+        self.inner
+            .router
+            .append(msg, anchor_id, wait.max(timeout))
+            .await
     }
 
     /// The record with this rid.
@@ -276,11 +380,30 @@ impl Ledger {
         verify::verify_all(self.inner.store.as_ref()).await
     }
 
+    /// The supervisor's view of PostgreSQL: active mode, buffered records, failovers,
+    /// re-chained and quarantined records. `None` on the memory backend.
+    pub async fn outage_status(&self) -> Option<OutageStatus> {
+        let addr = self.inner.supervisor.as_ref()?;
+        addr.send(GetStatus).await.ok()
+    }
+
+    /// Waits until records buffered during an outage are all in PostgreSQL (or `timeout`
+    /// passes) and returns the status then. `None` on the memory backend.
+    pub async fn await_drain(&self, timeout: std::time::Duration) -> Option<OutageStatus> {
+        let addr = self.inner.supervisor.as_ref()?;
+        addr.send(AwaitDrain { timeout }).await.ok()
+    }
+
     /// Refuses new appends, waits (up to the configured timeout) for those in flight to be
-    /// answered, flushes the persistence actor, then stops the actors and their threads.
+    /// answered, flushes the persistence actor, then stops the actors and their threads. The
+    /// report says what did not reach PostgreSQL (during an outage) and where it is kept.
     pub async fn shutdown(&self) -> Result<ShutdownReport, LedgerError> {
         if self.inner.closing.swap(true, Ordering::AcqRel) {
-            return Ok(ShutdownReport { unanswered: 0 });
+            return Ok(ShutdownReport {
+                unanswered: 0,
+                buffered: 0,
+                spool: None,
+            });
         }
         let max = u32::try_from(self.inner.config.max_in_flight).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(
@@ -299,6 +422,19 @@ impl Ledger {
             .await
             .map_err(|e| LedgerError::Internal(format!("persistence actor gone: {e}")))
             .and_then(|r| r);
+        // During an outage, give the drain the same bounded time before reporting.
+        let status = match self.outage_status().await {
+            Some(s) if s.buffered > 0 => self.await_drain(self.inner.config.timeout).await,
+            other => other,
+        };
+        let (buffered, spool) = match status {
+            Some(status) if status.buffered > 0 => {
+                tracing::warn!(buffered = status.buffered, spool = ?status.spool,
+                    "shutting down during a PostgreSQL outage: records acknowledged but not yet in PostgreSQL");
+                (status.buffered, status.spool)
+            }
+            _ => (0, None),
+        };
         self.inner.permits.close();
         self.inner.router.clear();
         let arbiters = std::mem::take(
@@ -313,6 +449,51 @@ impl Ledger {
         }
         self.inner.observer.finish();
         flushed?;
-        Ok(ShutdownReport { unanswered })
+        Ok(ShutdownReport {
+            unanswered,
+            buffered,
+            spool,
+        })
     }
+}
+
+/// Writes the records an earlier process left in the outage spool to PostgreSQL, then
+/// empties it. A corrupt or truncated tail is reported and the file kept aside
+/// (`.corrupt-<unix time>`); the complete frames before it are applied, a partial frame
+/// never is.
+async fn recover_spool(
+    dir: &std::path::Path,
+    store: &Arc<PostgresLedgerStore>,
+    batch_size: usize,
+) -> Result<(), LedgerError> {
+    let contents = spool::read(dir)?;
+    let path = dir.join(spool::SPOOL_FILE);
+    if let Some((offset, reason)) = &contents.corrupt_tail {
+        let aside =
+            path.with_extension(format!("spool.corrupt-{}", chrono::Utc::now().timestamp()));
+        tracing::error!(spool = %path.display(), offset, %reason, kept = %aside.display(),
+            records_before = contents.records.len(), "outage spool has a corrupt tail; applying the complete records before it");
+        std::fs::copy(&path, &aside).map_err(|e| {
+            LedgerError::Internal(format!("spool: keep corrupt copy {}: {e}", aside.display()))
+        })?;
+    }
+    if contents.records.is_empty() && contents.corrupt_tail.is_none() {
+        return Ok(());
+    }
+    let pool = store.connection().get_postgres_connection_pool().clone();
+    let mut state = DrainState::default();
+    for batch in contents.records.chunks(batch_size.max(1)) {
+        let out = drain::drain_batch(&pool, store, batch, &mut state).await;
+        if let Some(e) = out.unavailable {
+            return Err(e);
+        }
+        for (old, new) in &out.rechained {
+            tracing::warn!(rid = %new.rid, buffered_hash = %old, new_hash = %new.hash, "spool recovery re-chained a record");
+        }
+        for (r, e) in &out.quarantined {
+            tracing::error!(rid = %r.rid, error = %e, "spool recovery: the database refuses a record; it is not in PostgreSQL");
+        }
+    }
+    tracing::info!(records = contents.records.len(), spool = %path.display(), "outage spool written to PostgreSQL");
+    spool::Spool::open(dir)?.truncate()
 }

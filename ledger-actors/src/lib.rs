@@ -9,8 +9,12 @@
 //! - [`ledger`]: [`Ledger`], the handle: start, append, read, verify, shut down.
 //! - [`chain`]: [`chain::ChainActor`] and its [`chain::Append`] message.
 //! - [`router`]: [`router::ChainRouter`], anchor → actor, passivation-safe resends.
-//! - [`persistence`]: the persistence actors' messages and the memory persistence actor.
-//! - [`store`]: the [`store::LedgerStore`] trait and [`store::MemoryLedgerStore`].
+//! - [`persistence`]: the persistence actors' messages, the memory persistence actor and the
+//!   group-committing [`persistence::PostgresPersistence`].
+//! - [`store`]: the [`store::LedgerStore`] trait, [`store::MemoryLedgerStore`] and
+//!   [`store::PostgresLedgerStore`].
+//! - [`supervisor`]: [`supervisor::Supervisor`], PostgreSQL failover to the in-memory outage
+//!   buffer and the drain back; the spool.
 //! - [`verify`]: chain verification.
 //! - [`config`]: [`LedgerConfig`], the YAML `ledger:` section and `LEDGER_*` variables.
 //! - [`metrics`]: metric names and recording.
@@ -28,6 +32,7 @@ pub mod observe;
 pub mod persistence;
 pub mod router;
 pub mod store;
+pub mod supervisor;
 pub mod verify;
 
 pub use chain::{Append, AppendAck};
@@ -36,4 +41,4 @@ pub use error::LedgerError;
 pub use health::{Health, HealthStatus};
 pub use ledger::Ledger;
 pub use persistence::Durability;
-pub use store::{Head, LedgerStore, RecordRange};
+pub use store::{Head, LedgerStore, RecordRange, create_ledger_store};

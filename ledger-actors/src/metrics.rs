@@ -29,7 +29,6 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::config::Backend;
 use crate::error::LedgerError;
 
 // ---------------------------------------------------------------------------------------------
@@ -530,28 +529,82 @@ pub(crate) fn chain_mailbox_depth(sum: usize, max: usize) {
     metrics::gauge!(CHAIN_MAILBOX_DEPTH, labels::STAT => labels::STAT_MAX).set(max as f64);
 }
 
+/// One database batch transaction took `seconds`, begin to commit (or to its failure).
+pub(crate) fn db_write_finished(seconds: f64) {
+    metrics::histogram!(DB_WRITE_DURATION_SECONDS).record(seconds);
+}
+
+/// A database batch of `records` records committed.
+pub(crate) fn db_batch_committed(records: usize) {
+    metrics::histogram!(DB_BATCH_SIZE).record(records as f64);
+}
+
+/// A database statement failed; `connectivity` tells the class.
+pub(crate) fn db_error(connectivity: bool) {
+    let class = if connectivity {
+        labels::CLASS_CONNECTIVITY
+    } else {
+        labels::CLASS_DATA
+    };
+    metrics::counter!(DB_ERRORS_TOTAL, labels::CLASS => class).increment(1);
+}
+
+/// The database pool has `in_use` connections checked out and `idle` open and waiting, of
+/// at most `max`.
+pub(crate) fn db_pool_sampled(in_use: usize, idle: usize, max: u32) {
+    metrics::gauge!(DB_POOL_CONNECTIONS, labels::STATE => labels::STATE_IN_USE).set(in_use as f64);
+    metrics::gauge!(DB_POOL_CONNECTIONS, labels::STATE => labels::STATE_IDLE).set(idle as f64);
+    metrics::gauge!(DB_POOL_CONNECTIONS, labels::STATE => labels::STATE_MAX).set(f64::from(max));
+}
+
 /// The persistence actor holds `records` records not yet answered (see
-/// [`PERSISTENCE_MAILBOX_DEPTH`]). The memory persistence actor's mailbox depth is sampled
-/// by `crate::observe`; a persistence actor with its own queue (PostgreSQL) calls this
-/// whenever the queue changes.
+/// [`PERSISTENCE_MAILBOX_DEPTH`]): the PostgreSQL persistence actor calls it whenever its
+/// queue changes; the memory persistence actor's mailbox depth is sampled by
+/// `crate::observe`.
 pub(crate) fn persistence_depth(records: usize) {
     metrics::gauge!(PERSISTENCE_MAILBOX_DEPTH).set(records as f64);
 }
 
-/// `active` takes the writes: its [`BACKEND_ACTIVE`] series is 1, the other backend's 0.
-pub(crate) fn backend_active(active: Backend) {
-    for (backend, label) in [
-        (Backend::Memory, labels::BACKEND_MEMORY),
-        (Backend::Postgres, labels::BACKEND_POSTGRES),
-    ] {
-        let value = if backend == active { 1.0 } else { 0.0 };
-        metrics::gauge!(BACKEND_ACTIVE, labels::BACKEND => label).set(value);
-    }
+/// The active backend: `postgres` when true, the memory fallback when false.
+pub(crate) fn backend_active(postgres: bool) {
+    let (on, off) = if postgres {
+        (labels::BACKEND_POSTGRES, labels::BACKEND_MEMORY)
+    } else {
+        (labels::BACKEND_MEMORY, labels::BACKEND_POSTGRES)
+    };
+    metrics::gauge!(BACKEND_ACTIVE, labels::BACKEND => on).set(1.0);
+    metrics::gauge!(BACKEND_ACTIVE, labels::BACKEND => off).set(0.0);
 }
 
-/// Records acknowledged on the memory fallback and not yet written to PostgreSQL (sampled).
-pub(crate) fn buffered_records(records: u64) {
+/// The supervisor swapped to the memory fallback.
+pub(crate) fn failover() {
+    metrics::counter!(FAILOVERS_TOTAL).increment(1);
+}
+
+/// Records acknowledged on the fallback and not yet in PostgreSQL.
+pub(crate) fn buffered(records: usize) {
     metrics::gauge!(BUFFERED_RECORDS).set(records as f64);
+}
+
+/// A drain batch settled `records` records in `seconds`.
+pub(crate) fn drained(records: usize, seconds: f64) {
+    metrics::counter!(DRAIN_RECORDS_TOTAL).increment(records as u64);
+    metrics::histogram!(DRAIN_DURATION_SECONDS).record(seconds);
+}
+
+/// The spool file holds `bytes` bytes.
+pub(crate) fn spool_bytes(bytes: u64) {
+    metrics::gauge!(SPOOL_BYTES).set(bytes as f64);
+}
+
+/// A buffered record was written under a new hash (its anchor moved).
+pub(crate) fn rechained() {
+    metrics::counter!(RECORDS_RECHAINED_TOTAL).increment(1);
+}
+
+/// Records the supervisor holds waiting for PostgreSQL's answer.
+pub(crate) fn supervisor_depth(records: usize) {
+    metrics::gauge!(SUPERVISOR_MAILBOX_DEPTH).set(records as f64);
 }
 
 #[cfg(test)]

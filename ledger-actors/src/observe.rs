@@ -1,6 +1,6 @@
 //! What the ledger measures about itself, for the gauges and for [`crate::Ledger::health`]:
-//! mailbox depths, appends in flight and the failover state, and the [`Sampler`] actor that
-//! publishes them as gauges about once a second.
+//! mailbox depths, appends in flight and the active backend, and the [`Sampler`] actor that
+//! publishes the gauges about once a second.
 //!
 //! Counters here are plain atomics, cheap enough to keep on every append whether or not a
 //! metrics exporter is installed; only the sampler touches the metrics facade (through
@@ -21,7 +21,7 @@
 //! when its gauges matter (the CLI and a typical host do).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -149,59 +149,30 @@ impl Drop for QueueTicket {
 }
 
 // ---------------------------------------------------------------------------------------
-// Failover state
+// Active backend
 // ---------------------------------------------------------------------------------------
 
-/// Which backend takes the writes and how many records wait on the memory fallback.
-///
-/// The ledger sets the active backend at start (the store's backend: `memory` when a
-/// `postgres` ledger started on the memory fallback). The supervisor, once it exists, owns this
-/// state: it calls [`FailoverState::set_active`] on every failover and failback and
-/// [`FailoverState::set_buffered`] as the fallback fills and drains; until then buffered records
-/// stay 0. The sampler publishes both as gauges and [`crate::Ledger::health`] reads them.
-#[derive(Debug)]
-pub struct FailoverState {
-    active: AtomicU8,
-    buffered: AtomicU64,
+/// Which backend takes the writes.
+#[derive(Debug, Clone)]
+pub enum ActiveBackend {
+    /// Always this one: a memory ledger, or a `postgres` ledger that started on the memory
+    /// fallback because the database was unreachable at start (no supervisor).
+    Fixed(Backend),
+    /// A supervised `postgres` ledger: the supervisor's flag, set while it is not writing to
+    /// PostgreSQL (failover or drain), when the memory fallback takes the writes.
+    Supervised(Arc<AtomicBool>),
 }
 
-impl FailoverState {
-    /// `active` takes the writes and nothing is buffered.
-    pub fn new(active: Backend) -> Self {
-        Self {
-            active: AtomicU8::new(encode(active)),
-            buffered: AtomicU64::new(0),
+impl ActiveBackend {
+    /// The backend taking the writes now.
+    pub fn get(&self) -> Backend {
+        match self {
+            ActiveBackend::Fixed(backend) => *backend,
+            ActiveBackend::Supervised(degraded) if degraded.load(Ordering::Acquire) => {
+                Backend::Memory
+            }
+            ActiveBackend::Supervised(_) => Backend::Postgres,
         }
-    }
-
-    /// The backend taking the writes.
-    pub fn active(&self) -> Backend {
-        match self.active.load(Ordering::Relaxed) {
-            1 => Backend::Postgres,
-            _ => Backend::Memory,
-        }
-    }
-
-    /// Records that `backend` now takes the writes.
-    pub fn set_active(&self, backend: Backend) {
-        self.active.store(encode(backend), Ordering::Relaxed);
-    }
-
-    /// Records acknowledged on the memory fallback and not yet written to PostgreSQL.
-    pub fn buffered(&self) -> u64 {
-        self.buffered.load(Ordering::Relaxed)
-    }
-
-    /// Sets [`FailoverState::buffered`].
-    pub fn set_buffered(&self, records: u64) {
-        self.buffered.store(records, Ordering::Relaxed);
-    }
-}
-
-fn encode(backend: Backend) -> u8 {
-    match backend {
-        Backend::Memory => 0,
-        Backend::Postgres => 1,
     }
 }
 
@@ -218,7 +189,7 @@ pub struct Observer {
     permits: Arc<Semaphore>,
     mailboxes: Arc<ChainMailboxes>,
     persistence: Option<QueueDepth>,
-    failover: Arc<FailoverState>,
+    active: ActiveBackend,
     finished: AtomicBool,
 }
 
@@ -229,7 +200,7 @@ impl Observer {
     /// persistence actor that reports its own depth).
     pub fn new(
         configured: Backend,
-        active: Backend,
+        active: ActiveBackend,
         permits: Arc<Semaphore>,
         max_in_flight: usize,
         mailboxes: Arc<ChainMailboxes>,
@@ -241,7 +212,7 @@ impl Observer {
             permits,
             mailboxes,
             persistence,
-            failover: Arc::new(FailoverState::new(active)),
+            active,
             finished: AtomicBool::new(false),
         }
     }
@@ -251,9 +222,9 @@ impl Observer {
         self.configured
     }
 
-    /// The failover state (see [`FailoverState`]).
-    pub fn failover(&self) -> &Arc<FailoverState> {
-        &self.failover
+    /// The backend taking the writes now.
+    pub fn active(&self) -> Backend {
+        self.active.get()
     }
 
     /// The chain actors' mailbox counters.
@@ -288,19 +259,16 @@ impl Observer {
         self.publish();
     }
 
-    /// Publishes every gauge this ledger owns: in-flight appends, chain mailbox depth (and
-    /// prunes idle anchors' counters), the memory persistence actor's mailbox depth, the
-    /// active backend and, for a `postgres` ledger, the buffered records.
+    /// Publishes the sampled gauges this ledger owns: in-flight appends, chain mailbox depth
+    /// (and prunes idle anchors' counters) and the memory persistence actor's mailbox depth.
+    /// (`ledger_backend_active` is set once at start, or by the supervisor on every swap; the
+    /// supervisor and the PostgreSQL persistence actor publish their own gauges.)
     pub fn publish(&self) {
         crate::metrics::in_flight_appends(self.in_flight());
         let chain = self.mailboxes.prune();
         crate::metrics::chain_mailbox_depth(chain.sum, chain.max);
         if let Some(depth) = &self.persistence {
             crate::metrics::persistence_depth(depth.get());
-        }
-        crate::metrics::backend_active(self.failover.active());
-        if self.configured == Backend::Postgres {
-            crate::metrics::buffered_records(self.failover.buffered());
         }
     }
 }
@@ -382,16 +350,16 @@ mod tests {
         assert_eq!(depth.get(), 0);
     }
 
-    /// The failover state round-trips the active backend and the buffered count.
+    /// A supervised ledger's active backend follows the supervisor's flag; a fixed one never
+    /// changes.
     #[test]
-    fn failover_state_round_trips() {
-        let state = FailoverState::new(Backend::Postgres);
-        assert_eq!(state.active(), Backend::Postgres);
-        assert_eq!(state.buffered(), 0);
-        state.set_active(Backend::Memory);
-        state.set_buffered(42);
-        assert_eq!(state.active(), Backend::Memory);
-        assert_eq!(state.buffered(), 42);
+    fn active_backend_follows_the_supervisor_flag() {
+        let degraded = Arc::new(AtomicBool::new(false));
+        let active = ActiveBackend::Supervised(Arc::clone(&degraded));
+        assert_eq!(active.get(), Backend::Postgres);
+        degraded.store(true, Ordering::Release);
+        assert_eq!(active.get(), Backend::Memory);
+        assert_eq!(ActiveBackend::Fixed(Backend::Memory).get(), Backend::Memory);
     }
 
     /// In-flight appends are the permits taken, and 0 once the ledger has finished.
@@ -400,7 +368,7 @@ mod tests {
         let permits = Arc::new(Semaphore::new(8));
         let observer = Observer::new(
             Backend::Memory,
-            Backend::Memory,
+            ActiveBackend::Fixed(Backend::Memory),
             Arc::clone(&permits),
             8,
             Arc::new(ChainMailboxes::new()),

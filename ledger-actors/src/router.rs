@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use dashmap::DashMap;
-use ledger_entities::NewRecord;
 use uuid::Uuid;
 
 use crate::chain::{Append, AppendAck, ChainActor, ChainSettings};
@@ -64,6 +63,11 @@ impl ChainRouter {
             .clone()
     }
 
+    /// The anchor's live actor, if any (never starts one).
+    pub fn existing(&self, anchor_id: Uuid) -> Option<Addr<ChainActor>> {
+        self.actors.get(&anchor_id).map(|a| a.clone())
+    }
+
     /// Removes `addr` as the anchor's actor (no-op if another actor has replaced it).
     pub fn forget(&self, anchor_id: Uuid, addr: &Addr<ChainActor>) {
         self.actors.remove_if(&anchor_id, |_, a| a == addr);
@@ -99,11 +103,10 @@ impl ChainRouter {
     /// (it is withdrawn, so it is certainly not written), else [`LedgerError::Timeout`].
     pub async fn append(
         self: &Arc<Self>,
-        record: NewRecord,
+        msg: Append,
+        anchor_id: Uuid,
         timeout: Duration,
     ) -> Result<AppendAck, LedgerError> {
-        let anchor_id = record.anchor_id;
-        let msg = Append::new(record);
         let deadline = tokio::time::Instant::now() + timeout;
         for _ in 0..MAX_ATTEMPTS {
             let addr = self.addr(anchor_id);

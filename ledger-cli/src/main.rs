@@ -5,9 +5,11 @@
 //! - `loadtest.rs`: `ledger loadtest`.
 //! - `verify.rs`: `ledger verify`.
 //! - `health.rs`: `ledger health`.
+//! - `migrate.rs`: `ledger migrate up|down|status|fresh`.
 
 mod health;
 mod loadtest;
+mod migrate;
 mod verify;
 
 use std::net::SocketAddr;
@@ -46,6 +48,9 @@ enum Command {
     /// Start the ledger from the configuration and report its health: exit 0 healthy,
     /// 1 degraded, 2 down.
     Health(health::Args),
+    /// Database schema against LEDGER_DSN: up, down [-n N | --all], status, fresh
+    /// (destructive: drops every table). Exit 0 done, 2 on error.
+    Migrate(migrate::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
             Command::Loadtest(args) => loadtest::run(config, args).await,
             Command::Verify(args) => verify::run(config, args).await,
             Command::Health(args) => health::run(config, args).await,
+            Command::Migrate(args) => migrate::run(config, args).await,
         }
     });
     match result {

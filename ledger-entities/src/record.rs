@@ -151,6 +151,17 @@ impl LedgerRecord {
         Ok(record)
     }
 
+    /// This record moved onto another predecessor (`prev_hash`, whose ts is `prev_ts`): same
+    /// rid and content, `ts` raised if needed to stay after the predecessor, hash recomputed.
+    /// Used when a record buffered during an outage finds its anchor extended meanwhile.
+    pub fn rechained(&self, prev_hash: &str, prev_ts: DateTime<Utc>) -> Result<Self, Error> {
+        let mut r = self.clone();
+        r.prev_hash = Some(prev_hash.to_owned());
+        r.ts = r.ts.max(prev_ts + chrono::Duration::microseconds(1));
+        r.hash = hash::record_hash(&r)?;
+        Ok(r)
+    }
+
     /// `ts` as microseconds since the Unix epoch (the value that is hashed).
     pub fn ts_micros(&self) -> i64 {
         self.ts.timestamp_micros()

@@ -13,8 +13,10 @@ use tokio::sync::oneshot;
 use crate::error::LedgerError;
 
 pub mod memory;
+pub mod postgres;
 
 pub use memory::MemoryPersistence;
+pub use postgres::PostgresPersistence;
 
 /// How durable an acknowledged record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +42,9 @@ pub struct Persist {
     pub record: Arc<LedgerRecord>,
     /// Receives the outcome exactly once.
     pub reply: PersistReply,
+    /// Answer only once the record is committed in PostgreSQL, even during an outage
+    /// (`Ledger::append_durable`). Memory persistence answers at once regardless.
+    pub wait_committed: bool,
 }
 
 impl Message for Persist {

@@ -1,0 +1,721 @@
+//! The `postgres` backend against a real PostgreSQL: [`Ledger`] with [`PostgresPersistence`]
+//! (group commit) and [`PostgresLedgerStore`], each test on its own database
+//! ([`TestContext`]). Records are always read back through a fresh store, so nothing comes
+//! from a cache.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{TimeZone, Utc};
+use common::{TestContext, constraint_name, sqlstate};
+use futures::future::join_all;
+use ledger_actors::persistence::{Durability, Flush, Persist, PostgresPersistence};
+use ledger_actors::store::{PostgresLedgerStore, postgres};
+use ledger_actors::{
+    Backend, Dsn, Ledger, LedgerConfig, LedgerError, LedgerStore, RecordRange, create_ledger_store,
+};
+use ledger_entities::hash::canonical_payload;
+use ledger_entities::{LedgerRecord, NewRecord};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn pg_config(ctx: &TestContext) -> LedgerConfig {
+    LedgerConfig {
+        backend: Backend::Postgres,
+        dsn: Some(Dsn::parse(&ctx.dsn).expect("TestContext DSN parses")),
+        pool_size: 4,
+        timeout: Duration::from_secs(10),
+        ..LedgerConfig::default()
+    }
+}
+
+async fn start(config: LedgerConfig) -> Ledger {
+    let ledger = Ledger::start(config).await.expect("ledger starts");
+    assert_eq!(
+        ledger.store().backend(),
+        Backend::Postgres,
+        "the ledger fell back to memory"
+    );
+    ledger
+}
+
+/// A store over a new pool: reads through it never see a cache of the ledger.
+async fn fresh_store(ctx: &TestContext) -> Arc<dyn LedgerStore> {
+    create_ledger_store(&pg_config(ctx))
+        .await
+        .expect("store connects")
+}
+
+fn new_record(anchor: Uuid, payload: Value) -> NewRecord {
+    NewRecord::new(anchor, "slot", "kind", payload, "integration-test")
+}
+
+async fn append(ledger: &Ledger, anchor: Uuid, payload: Value) -> Arc<LedgerRecord> {
+    ledger
+        .append(new_record(anchor, payload))
+        .await
+        .unwrap_or_else(|e| panic!("append to {anchor}: {e}"))
+        .record
+}
+
+/// Verifies every chain through a fresh store; panics on any break.
+async fn assert_intact(ctx: &TestContext) -> ledger_actors::verify::VerifySummary {
+    let store = fresh_store(ctx).await;
+    let summary = ledger_actors::verify::verify_all(store.as_ref())
+        .await
+        .expect("verification runs");
+    assert!(
+        summary.breaks.is_empty(),
+        "chain breaks: {:?}",
+        summary.breaks
+    );
+    summary
+}
+
+/// A genesis (or successor of `prev`) record sealed by hand, for tests that bypass the
+/// chain actors; its `ts` is a fixed base plus `n` µs, and always after `prev`'s.
+fn sealed(anchor: Uuid, rid: Uuid, prev: Option<&LedgerRecord>, n: i64) -> LedgerRecord {
+    let mut micros = 1_764_000_000_000_000 + n;
+    if let Some(p) = prev {
+        micros = micros.max(p.ts_micros() + 1);
+    }
+    let ts = Utc.timestamp_micros(micros).single().expect("valid ts");
+    LedgerRecord::seal(
+        new_record(anchor, json!({ "n": n })),
+        rid,
+        ts,
+        prev.map(|p| p.hash.clone()),
+    )
+    .expect("record seals")
+}
+
+/// Inserts a record with plain SQL, bypassing the ledger.
+async fn insert_sql(ctx: &TestContext, r: &LedgerRecord) -> Result<(), sea_orm::DbErr> {
+    ctx.db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO ledger_records
+               (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, sig, producer, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            vec![
+                r.rid.into(),
+                r.anchor_id.into(),
+                r.slot.clone().into(),
+                r.kind.clone().into(),
+                r.ts.into(),
+                r.prev_hash.clone().into(),
+                r.hash.clone().into(),
+                r.payload.clone().into(),
+                r.sig.clone().into(),
+                r.producer.clone().into(),
+                r.version.clone().into(),
+            ],
+        ))
+        .await
+        .map(|_| ())
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips
+
+/// Payloads that JSONB rewrites (key order, number forms, -0.0) and strings full of
+/// escapes hash the same after a round trip through PostgreSQL: zero breaks.
+#[actix_rt::test]
+async fn hostile_payloads_round_trip_without_breaks() {
+    let ctx = TestContext::new("pg_hostile_payloads").await;
+    let ledger = start(pg_config(&ctx)).await;
+    let payloads = vec![
+        // UTF-8 order puts U+E000 first, UTF-16 (JCS) order puts U+1F600 first.
+        json!({ "\u{e000}": 1, "\u{1f600}": 2, "a": 3, "aa": 4, "b": 5 }),
+        json!({ "outer": { "z": [1, { "y": null, "x": [true, false] }], "a": {} } }),
+        json!([
+            1.0,
+            0.1,
+            1e-7,
+            1e21,
+            -0.0,
+            9_007_199_254_740_991_i64,
+            -9_007_199_254_740_991_i64
+        ]),
+        json!({ "one": 1.0, "tenth": 0.1, "tiny": 1e-7, "huge": 1e21, "negzero": -0.0 }),
+        json!({}),
+        json!([]),
+        json!({ "q\"uo\\te": "a \"quoted\" \\ back\\slash 😀 \u{7f} \u{2028} \t\n\r" }),
+        json!("a bare string with \"quotes\", \\ and 😀"),
+        json!(42),
+        json!(-0.5),
+        json!([1, "two", [3], { "four": 4 }]),
+        Value::Null,
+        json!(true),
+    ];
+    let anchor = Uuid::new_v4();
+    let mut written = Vec::new();
+    for payload in &payloads {
+        // Each payload as its own chain and as a link of one shared chain.
+        written.push(append(&ledger, Uuid::new_v4(), payload.clone()).await);
+        written.push(append(&ledger, anchor, payload.clone()).await);
+    }
+    ledger.shutdown().await.expect("clean shutdown");
+
+    let store = fresh_store(&ctx).await;
+    for w in &written {
+        let read = store
+            .get(w.rid)
+            .await
+            .expect("read")
+            .unwrap_or_else(|| panic!("record {} missing", w.rid));
+        assert!(
+            read.hash_matches().expect("hashable"),
+            "hash of {:?} broke",
+            w.payload
+        );
+        assert_eq!(read.hash, w.hash);
+        assert_eq!(read.ts, w.ts);
+        assert_eq!(read.prev_hash, w.prev_hash);
+        assert_eq!(
+            canonical_payload(&read.payload).expect("canonical"),
+            canonical_payload(&w.payload).expect("canonical"),
+            "payload {} changed meaning",
+            w.payload
+        );
+    }
+    let summary = assert_intact(&ctx).await;
+    assert_eq!(summary.records, written.len() as u64);
+    assert_eq!(summary.anchors, payloads.len() as u64 + 1);
+    ctx.teardown().await;
+}
+
+/// A record sealed with a nanosecond timestamp (seal truncates to µs) survives the store's
+/// insert and read-back with its hash intact, including .999999999 (no carry).
+#[actix_rt::test]
+async fn nanosecond_clock_never_breaks_a_hash() {
+    let ctx = TestContext::new("pg_nanosecond_clock").await;
+    let store = fresh_store(&ctx).await;
+    let anchor = Uuid::new_v4();
+    let mut prev: Option<LedgerRecord> = None;
+    let mut records = Vec::new();
+    for (i, nanos) in [123_456_789_u32, 999_999_999, 1, 500_000_500]
+        .into_iter()
+        .enumerate()
+    {
+        let ts = Utc
+            .timestamp_opt(1_764_000_000 + i as i64, nanos)
+            .single()
+            .expect("valid ts");
+        let r = LedgerRecord::seal(
+            new_record(anchor, json!({ "i": i })),
+            Uuid::now_v7(),
+            ts,
+            prev.as_ref().map(|p| p.hash.clone()),
+        )
+        .expect("seals");
+        assert_eq!(
+            r.ts.timestamp_subsec_nanos() % 1000,
+            0,
+            "seal truncates to µs"
+        );
+        store.insert(&[Arc::new(r.clone())]).await.expect("insert");
+        records.push(r.clone());
+        prev = Some(r);
+    }
+    let back = fresh_store(&ctx)
+        .await
+        .records(anchor, &RecordRange::default())
+        .await
+        .expect("read");
+    assert_eq!(back.len(), records.len());
+    for (read, written) in back.iter().zip(&records) {
+        assert_eq!(read.as_ref(), written);
+        assert!(read.hash_matches().expect("hashable"));
+    }
+    assert_intact(&ctx).await;
+    ctx.teardown().await;
+}
+
+/// Store reads: windows by time, paging, head, anchors in order with `after`, counts.
+#[actix_rt::test]
+async fn store_reads_windows_heads_and_anchors() {
+    let ctx = TestContext::new("pg_store_reads").await;
+    let store = fresh_store(&ctx).await;
+    let mut anchors: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    for anchor in &anchors {
+        let mut chain: Vec<Arc<LedgerRecord>> = Vec::new();
+        for n in 0..10 {
+            let r = sealed(*anchor, Uuid::now_v7(), chain.last().map(|r| r.as_ref()), n);
+            chain.push(Arc::new(r));
+        }
+        store
+            .insert(&chain)
+            .await
+            .expect("insert a chain in one call");
+    }
+    anchors.sort();
+    let a = anchors[0];
+    let all = store
+        .records(a, &RecordRange::default())
+        .await
+        .expect("read");
+    assert_eq!(all.len(), 10);
+    let window = RecordRange {
+        since: Some(all[2].ts),
+        until: Some(all[6].ts),
+        limit: 3,
+    };
+    let page = store.records(a, &window).await.expect("read");
+    assert_eq!(page, all[2..5].to_vec());
+    let next = store
+        .records(a, &window.after(page.last().expect("page")))
+        .await
+        .expect("read");
+    assert_eq!(next, all[5..6].to_vec());
+    let head = store
+        .head(a)
+        .await
+        .expect("head")
+        .expect("anchor has records");
+    assert_eq!(head.hash, all[9].hash);
+    assert_eq!(store.head(Uuid::new_v4()).await.expect("head"), None);
+    assert_eq!(store.anchors(None, 100).await.expect("anchors"), anchors);
+    assert_eq!(
+        store.anchors(Some(anchors[1]), 2).await.expect("anchors"),
+        anchors[2..4].to_vec()
+    );
+    assert_eq!(store.count().await.expect("count"), 50);
+    assert_eq!(store.count_anchor(a).await.expect("count"), 10);
+    assert_eq!(
+        store.get_by_hash(&all[3].hash).await.expect("get"),
+        Some(Arc::clone(&all[3]))
+    );
+    ctx.teardown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Lifecycle
+
+/// A ledger restarted on the same database continues every chain: exact counts, no break.
+#[actix_rt::test]
+async fn restart_continues_every_chain() {
+    let ctx = TestContext::new("pg_restart").await;
+    let anchors: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+    for round in 0..3 {
+        let ledger = start(pg_config(&ctx)).await;
+        let appends = anchors.iter().flat_map(|a| {
+            let ledger = ledger.clone();
+            (0..5).map(move |i| {
+                let ledger = ledger.clone();
+                async move { append(&ledger, *a, json!({ "round": round, "i": i })).await }
+            })
+        });
+        join_all(appends).await;
+        let report = ledger.shutdown().await.expect("clean shutdown");
+        assert_eq!(report.unanswered, 0);
+    }
+    let store = fresh_store(&ctx).await;
+    for a in &anchors {
+        assert_eq!(store.count_anchor(*a).await.expect("count"), 15);
+    }
+    let summary = assert_intact(&ctx).await;
+    assert_eq!(summary.records, 300);
+    ctx.teardown().await;
+}
+
+/// With the schema missing the ledger refuses to start (SchemaMissing, naming `ledger
+/// migrate up`); with `auto_migrate` it migrates and starts.
+#[actix_rt::test]
+async fn missing_schema_is_refused_or_auto_migrated() {
+    let ctx = TestContext::new_unmigrated("pg_missing_schema").await;
+    match Ledger::start(pg_config(&ctx)).await {
+        Err(LedgerError::SchemaMissing(msg)) => {
+            assert!(msg.contains("ledger migrate up"), "{msg}")
+        }
+        Err(e) => panic!("expected SchemaMissing, got {e}"),
+        Ok(_) => panic!("started without a schema"),
+    }
+    let config = LedgerConfig {
+        auto_migrate: true,
+        ..pg_config(&ctx)
+    };
+    let ledger = start(config).await;
+    append(&ledger, Uuid::new_v4(), json!({})).await;
+    ledger.shutdown().await.expect("clean shutdown");
+    assert_eq!(assert_intact(&ctx).await.records, 1);
+    ctx.teardown().await;
+}
+
+/// An unreachable database at start: the ledger falls back to memory (and still appends);
+/// `create_ledger_store` reports `Unavailable` without the password in the message.
+#[actix_rt::test]
+async fn unreachable_database_falls_back_to_memory_at_start() {
+    let config = LedgerConfig {
+        backend: Backend::Postgres,
+        dsn: Some(Dsn::parse("postgres://avl:hunter2@127.0.0.1:1/avl").expect("parses")),
+        timeout: Duration::from_millis(300),
+        ..LedgerConfig::default()
+    };
+    match create_ledger_store(&config).await {
+        Err(LedgerError::Unavailable(msg)) => assert!(!msg.contains("hunter2"), "{msg}"),
+        Err(e) => panic!("expected Unavailable, got {e}"),
+        Ok(_) => panic!("connected to port 1"),
+    }
+    let ledger = Ledger::start(config).await.expect("falls back");
+    assert_eq!(ledger.store().backend(), Backend::Memory);
+    let ack = ledger
+        .append(new_record(Uuid::new_v4(), json!({})))
+        .await
+        .expect("append");
+    assert_eq!(ack.durability, Durability::Volatile);
+    ledger.shutdown().await.expect("clean shutdown");
+}
+
+/// `backend: memory` never touches the network, even with an unreachable DSN configured.
+#[actix_rt::test]
+async fn memory_backend_store_ignores_the_dsn() {
+    let config = LedgerConfig {
+        backend: Backend::Memory,
+        dsn: Some(Dsn::parse("postgres://avl@127.0.0.1:1/avl").expect("parses")),
+        ..LedgerConfig::default()
+    };
+    let store = create_ledger_store(&config).await.expect("memory store");
+    assert_eq!(store.backend(), Backend::Memory);
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrency and the fork guard
+
+/// 256 appends in flight to one anchor: one linear chain of exactly 256 records.
+#[actix_rt::test]
+async fn concurrent_appends_to_one_anchor_form_one_chain() {
+    let ctx = TestContext::new("pg_one_anchor").await;
+    let ledger = start(pg_config(&ctx)).await;
+    let anchor = Uuid::new_v4();
+    let acks = join_all((0..256).map(|i| {
+        let ledger = ledger.clone();
+        async move { append(&ledger, anchor, json!({ "i": i })).await }
+    }))
+    .await;
+    for ack in &acks {
+        assert!(ack.hash_matches().expect("hashable"));
+    }
+    ledger.shutdown().await.expect("clean shutdown");
+    assert_eq!(
+        fresh_store(&ctx)
+            .await
+            .count_anchor(anchor)
+            .await
+            .expect("count"),
+        256
+    );
+    let summary = assert_intact(&ctx).await;
+    assert_eq!((summary.anchors, summary.records), (1, 256));
+    ctx.teardown().await;
+}
+
+/// 3,000 appends in flight over 1,000 anchors: exact counts per anchor, no fork, no break.
+#[actix_rt::test]
+async fn concurrent_appends_to_many_anchors() {
+    let ctx = TestContext::new("pg_many_anchors").await;
+    let ledger = start(pg_config(&ctx)).await;
+    let anchors: Vec<Uuid> = (0..1000).map(|_| Uuid::new_v4()).collect();
+    join_all((0..3000).map(|i| {
+        let ledger = ledger.clone();
+        let anchor = anchors[i % anchors.len()];
+        async move { append(&ledger, anchor, json!({ "i": i })).await }
+    }))
+    .await;
+    ledger.shutdown().await.expect("clean shutdown");
+    let store = fresh_store(&ctx).await;
+    for a in &anchors {
+        assert_eq!(store.count_anchor(*a).await.expect("count"), 3);
+    }
+    let summary = assert_intact(&ctx).await;
+    assert_eq!((summary.anchors, summary.records), (1000, 3000));
+    ctx.teardown().await;
+}
+
+/// On a chain written by the ledger, a record that copies an existing record's anchor and
+/// prev_hash (new rid and hash) is refused by the database itself, by SQL and through the
+/// store (typed `ForkRefused`).
+#[actix_rt::test]
+async fn fork_bypassing_the_actors_is_refused_by_the_database() {
+    let ctx = TestContext::new("pg_fork_guard").await;
+    let ledger = start(pg_config(&ctx)).await;
+    let anchor = Uuid::new_v4();
+    let mut chain = Vec::new();
+    for i in 0..5 {
+        chain.push(append(&ledger, anchor, json!({ "i": i })).await);
+    }
+    ledger.shutdown().await.expect("clean shutdown");
+
+    for victim in [&chain[0], &chain[2], &chain[4]] {
+        let fork = LedgerRecord {
+            rid: Uuid::now_v7(),
+            hash: format!("{:064x}", Uuid::new_v4().as_u128()),
+            ..(**victim).clone()
+        };
+        let err = insert_sql(&ctx, &fork).await.expect_err("fork inserted");
+        assert_eq!(sqlstate(&err).as_deref(), Some("23505"), "{err}");
+        assert_eq!(constraint_name(&err).as_deref(), Some(postgres::FORK_GUARD));
+        let err = fresh_store(&ctx)
+            .await
+            .insert(&[Arc::new(fork)])
+            .await
+            .expect_err("fork inserted through the store");
+        assert_eq!(
+            err,
+            LedgerError::ForkRefused {
+                anchor_id: anchor,
+                prev_hash: victim.prev_hash.clone(),
+            }
+        );
+    }
+    // A record whose predecessor does not exist is refused by the store's own check.
+    let orphan = sealed(
+        anchor,
+        Uuid::now_v7(),
+        Some(&sealed(anchor, Uuid::now_v7(), None, 0)),
+        1,
+    );
+    assert!(matches!(
+        fresh_store(&ctx).await.insert(&[Arc::new(orphan)]).await,
+        Err(LedgerError::ForkRefused { .. })
+    ));
+    let summary = assert_intact(&ctx).await;
+    assert_eq!(summary.records, 5);
+    ctx.teardown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Refusals
+
+/// A NUL character or an oversized payload is refused by validation (`Invalid`) before
+/// anything reaches the database: the record count does not change.
+#[actix_rt::test]
+async fn bad_data_is_refused_before_the_database() {
+    let ctx = TestContext::new("pg_bad_data").await;
+    let config = LedgerConfig {
+        max_payload_bytes: 1024,
+        ..pg_config(&ctx)
+    };
+    let ledger = start(config).await;
+    let anchor = Uuid::new_v4();
+    append(&ledger, anchor, json!({ "ok": true })).await;
+    let bad = vec![
+        new_record(anchor, json!({ "s": "nul \u{0} inside" })),
+        new_record(anchor, json!({ "nul\u{0}key": 1 })),
+        NewRecord::new(anchor, "sl\u{0}t", "kind", json!({}), "p"),
+        new_record(anchor, json!({ "big": "x".repeat(2000) })),
+    ];
+    for record in bad {
+        match ledger.append(record).await {
+            Err(LedgerError::Invalid(_)) => {}
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+    append(&ledger, anchor, json!({ "still": "fine" })).await;
+    ledger.shutdown().await.expect("clean shutdown");
+    assert_eq!(fresh_store(&ctx).await.count().await.expect("count"), 2);
+    assert_intact(&ctx).await;
+    ctx.teardown().await;
+}
+
+/// A record refused by the database (its chain actor's head went stale because a successor
+/// was inserted by SQL) fails alone with `ForkRefused`, its in-flight successor with
+/// `Aborted`, while the appends batched with them commit; the anchor then continues.
+#[actix_rt::test]
+async fn database_refusal_does_not_fail_innocent_records() {
+    let ctx = TestContext::new("pg_innocent_records").await;
+    let config = LedgerConfig {
+        // Long enough that the concurrent appends below share one batch.
+        batch_linger: Duration::from_millis(200),
+        ..pg_config(&ctx)
+    };
+    let ledger = start(config).await;
+    let victim = Uuid::new_v4();
+    let head = append(&ledger, victim, json!({ "i": 0 })).await;
+    // Extend the chain behind the ledger's back: its chain actor still holds `head`.
+    let sneaky = sealed(victim, Uuid::now_v7(), Some(&head), 1);
+    insert_sql(&ctx, &sneaky).await.expect("SQL insert");
+
+    let innocents: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+    let victim_appends = (0..2).map(|i| {
+        let ledger = ledger.clone();
+        async move { ledger.append(new_record(victim, json!({ "v": i }))).await }
+    });
+    let innocent_appends = innocents.iter().map(|a| {
+        let ledger = ledger.clone();
+        let a = *a;
+        async move {
+            ledger
+                .append(new_record(a, json!({ "innocent": true })))
+                .await
+        }
+    });
+    let (victims, innocent) = futures::join!(join_all(victim_appends), join_all(innocent_appends));
+    for r in &innocent {
+        assert!(r.is_ok(), "innocent append failed: {r:?}");
+    }
+    assert!(
+        matches!(&victims[0], Err(LedgerError::ForkRefused { anchor_id, .. }) if *anchor_id == victim),
+        "{:?}",
+        victims[0]
+    );
+    assert!(
+        matches!(&victims[1], Err(LedgerError::Aborted { anchor_id }) if *anchor_id == victim),
+        "{:?}",
+        victims[1]
+    );
+    // The chain actor reloads its head from the database and continues after `sneaky`.
+    let next = append(&ledger, victim, json!({ "after": "reload" })).await;
+    assert_eq!(next.prev_hash.as_deref(), Some(sneaky.hash.as_str()));
+    ledger.shutdown().await.expect("clean shutdown");
+    let store = fresh_store(&ctx).await;
+    assert_eq!(store.count_anchor(victim).await.expect("count"), 3);
+    assert_eq!(store.count().await.expect("count"), 103);
+    assert_intact(&ctx).await;
+    ctx.teardown().await;
+}
+
+/// Sends records straight to a persistence actor and returns their outcomes, after a flush.
+async fn persist_all(
+    actor: &Addr<PostgresPersistence>,
+    records: &[LedgerRecord],
+) -> Vec<Result<Durability, LedgerError>> {
+    let receivers: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let (reply, rx) = oneshot::channel();
+            actor.do_send(Persist {
+                record: Arc::new(r.clone()),
+                reply,
+                wait_committed: false,
+            });
+            rx
+        })
+        .collect();
+    actor
+        .send(Flush)
+        .await
+        .expect("actor alive")
+        .expect("flush");
+    receivers
+        .into_iter()
+        .map(|mut rx| rx.try_recv().expect("answered before the flush"))
+        .collect()
+}
+
+/// In one batch, a record whose rid already exists (in another anchor) is refused with
+/// `Conflict`; its successors are `Aborted` (never written, though the database could not
+/// tell); every other record commits, including a new genesis of the refused anchor, which
+/// clears the poison; a successor of a refused record in a later batch is still `Aborted`.
+#[actix_rt::test]
+async fn persistence_batch_data_error_spares_innocents_and_poisons_successors() {
+    let ctx = TestContext::new("pg_batch_poison").await;
+    let config = LedgerConfig {
+        batch_linger: Duration::from_secs(3600),
+        ..pg_config(&ctx)
+    };
+    let store = PostgresLedgerStore::connect(&config)
+        .await
+        .expect("connect");
+    let actor = {
+        let db = store.connection().clone();
+        PostgresPersistence::new(&db, &config).start()
+    };
+    let taken = sealed(Uuid::new_v4(), Uuid::now_v7(), None, 0);
+    insert_sql(&ctx, &taken).await.expect("SQL insert");
+
+    let good: Vec<LedgerRecord> = (0..10)
+        .map(|n| sealed(Uuid::new_v4(), Uuid::now_v7(), None, n))
+        .collect();
+    let good_next = sealed(good[0].anchor_id, Uuid::now_v7(), Some(&good[0]), 100);
+    let x = Uuid::new_v4();
+    let x1 = sealed(x, taken.rid, None, 1); // duplicate rid
+    let x2 = sealed(x, Uuid::now_v7(), Some(&x1), 2);
+    let x3 = sealed(x, Uuid::now_v7(), Some(&x2), 3);
+    let mut batch = vec![good[0].clone(), x1.clone()];
+    batch.extend(good[1..5].iter().cloned());
+    batch.extend([x2.clone(), good_next.clone(), x3.clone()]);
+    batch.extend(good[5..].iter().cloned());
+    let outcomes = persist_all(&actor, &batch).await;
+    for (r, outcome) in batch.iter().zip(&outcomes) {
+        let expected = if r.rid == x1.rid {
+            Err(LedgerError::Conflict {
+                rid: x1.rid,
+                reason: "rid already stored".into(),
+            })
+        } else if r.anchor_id == x {
+            Err(LedgerError::Aborted { anchor_id: x })
+        } else {
+            Ok(Durability::Committed)
+        };
+        assert_eq!(
+            outcome, &expected,
+            "record {} of anchor {}",
+            r.rid, r.anchor_id
+        );
+    }
+    // A later batch: the successor of a refused record is still refused.
+    let x4 = sealed(x, Uuid::now_v7(), Some(&x3), 4);
+    assert_eq!(
+        persist_all(&actor, &[x4]).await,
+        vec![Err(LedgerError::Aborted { anchor_id: x })]
+    );
+    // The chain actor would rebase on the stored head (none): a new genesis clears the poison.
+    let x_new = sealed(x, Uuid::now_v7(), None, 5);
+    assert_eq!(
+        persist_all(&actor, std::slice::from_ref(&x_new)).await,
+        vec![Ok(Durability::Committed)]
+    );
+
+    let fresh = fresh_store(&ctx).await;
+    assert_eq!(fresh.count_anchor(x).await.expect("count"), 1);
+    assert_eq!(fresh.count().await.expect("count"), 1 + 10 + 1 + 1);
+    assert_intact(&ctx).await;
+    ctx.teardown().await;
+}
+
+/// When the database cannot be reached, a batch's records are answered `Unavailable` and
+/// poisoned: a later successor of one of them is `Aborted`, never written on its own.
+#[actix_rt::test]
+async fn unreachable_database_fails_batches_with_unavailable() {
+    let config = LedgerConfig {
+        backend: Backend::Postgres,
+        dsn: Some(Dsn::parse("postgres://avl@127.0.0.1:1/avl").expect("parses")),
+        timeout: Duration::from_millis(200),
+        batch_linger: Duration::from_secs(3600),
+        ..LedgerConfig::default()
+    };
+    let mut options = sea_orm::ConnectOptions::new("postgres://avl@127.0.0.1:1/avl");
+    options
+        .connect_lazy(true)
+        .acquire_timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .sqlx_logging(false);
+    let db = sea_orm::Database::connect(options)
+        .await
+        .expect("lazy pool");
+    let actor = PostgresPersistence::new(&db, &config).start();
+    let a = Uuid::new_v4();
+    let first = sealed(a, Uuid::now_v7(), None, 0);
+    let second = sealed(a, Uuid::now_v7(), Some(&first), 1);
+    let outcomes = persist_all(&actor, &[first.clone(), second.clone()]).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Err(LedgerError::Unavailable(_)))),
+        "{outcomes:?}"
+    );
+    let third = sealed(a, Uuid::now_v7(), Some(&second), 2);
+    assert_eq!(
+        persist_all(&actor, &[third]).await,
+        vec![Err(LedgerError::Aborted { anchor_id: a })]
+    );
+}

@@ -1,0 +1,584 @@
+//! [`PostgresPersistence`]: the persistence actor of the `postgres` backend. It group-commits:
+//! records from every chain actor are collected and written with one multi-row `INSERT` per
+//! batch (a single statement, so one transaction), and each record is answered when its batch
+//! has committed.
+//!
+//! # Batching
+//! A batch is cut when `batch_size` records are waiting, when the oldest waiting record has
+//! waited `batch_linger`, or at once for a [`Flush`]. While up to [`MAX_CONCURRENT_BATCHES`]
+//! batches run, new records keep arriving and form the next batch, so under load batches grow
+//! with the database's latency. Every database call is a future spawned on the actor's
+//! context; the actor never blocks its thread.
+//!
+//! # Invariants (the chain actor relies on them, see [`crate::chain`])
+//! - Records are written in arrival order, so one anchor's records reach the database in
+//!   chain order. With two batches in flight, a record whose predecessor is still in a running
+//!   batch waits (with every later record of its anchor) for that batch to settle, so a record
+//!   is only ever written with or after its predecessor.
+//! - A refused record poisons its hash: a later record whose `prev_hash` is poisoned is
+//!   refused too ([`LedgerError::Aborted`]) and poisons its own hash, since the database would
+//!   not notice the missing predecessor (no foreign key). A record of the anchor whose
+//!   `prev_hash` is not poisoned (the chain actor has reloaded its head) clears the anchor's
+//!   poison; idle entries expire after [`POISON_TTL`].
+//! - A data error in a multi-row batch does not fail the innocent records: the batch's
+//!   records are retried one statement each, in order, applying the poison rule. A
+//!   connectivity error fails the unwritten records with [`LedgerError::Unavailable`]
+//!   (see [`PostgresPersistence::unwritten`]).
+//! - [`Flush`] answers once every record received before it is answered.
+
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use ledger_entities::LedgerRecord;
+use sea_orm::sqlx::{self, PgPool};
+use sea_orm::{DatabaseConnection, DbErr, RuntimeErr};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::{Durability, Flush, Persist};
+use crate::config::LedgerConfig;
+use crate::error::LedgerError;
+use crate::store::postgres::classify;
+
+/// Most batch transactions in flight at once. Two let the next batch be written while the
+/// previous one commits (its WAL flush); records that depend on a running batch wait for it.
+pub const MAX_CONCURRENT_BATCHES: usize = 2;
+
+/// How long an anchor's poisoned hashes are kept without being touched. Successors of a
+/// refused record are sent before its chain actor learns of the refusal, so they arrive
+/// within moments of it; a minute is far beyond that.
+pub const POISON_TTL: Duration = Duration::from_secs(60);
+
+/// How often pool and depth gauges are sampled and expired poison is swept.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// One statement writes a whole batch: the columns travel as 11 arrays (a fixed parameter
+/// count whatever the batch size, so the prepared statement is reused) and `UNNEST` zips
+/// them into rows.
+const INSERT_UNNEST: &str = "INSERT INTO ledger_records \
+     (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, sig, producer, version) \
+     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
+     $5::timestamptz[], $6::text[], $7::text[], $8::jsonb[], $9::bytea[], $10::text[], \
+     $11::text[])";
+
+/// [`INSERT_UNNEST`] that skips rows whose rid is already stored and returns the inserted
+/// rids (sqlx takes only static SQL text, hence the repetition).
+const INSERT_UNNEST_SKIP_EXISTING: &str = "INSERT INTO ledger_records \
+     (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, sig, producer, version) \
+     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
+     $5::timestamptz[], $6::text[], $7::text[], $8::jsonb[], $9::bytea[], $10::text[], \
+     $11::text[]) ON CONFLICT (rid) DO NOTHING RETURNING rid";
+
+/// A record waiting in the actor, with its arrival number and time.
+struct Queued {
+    seq: u64,
+    at: Instant,
+    msg: Persist,
+}
+
+/// A record keyed by its hash, so sets of records can be probed with a `&str` hash.
+#[derive(Clone)]
+struct ByHash(Arc<LedgerRecord>);
+
+impl Hash for ByHash {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ByHash {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.hash == other.0.hash
+    }
+}
+
+impl Eq for ByHash {}
+
+impl Borrow<str> for ByHash {
+    fn borrow(&self) -> &str {
+        &self.0.hash
+    }
+}
+
+/// The refused hashes of one anchor.
+struct Poison {
+    hashes: HashSet<String>,
+    touched: Instant,
+}
+
+/// How a batch ended.
+enum BatchOutcome {
+    /// Every record committed.
+    Committed,
+    /// Records were settled one by one: `results[i]` is record `i`'s outcome; from index
+    /// `unwritten.0` on (if any) nothing was written because the database became unreachable
+    /// (`unwritten.1`).
+    Settled {
+        results: Vec<Result<(), LedgerError>>,
+        unwritten: Option<(usize, LedgerError)>,
+    },
+}
+
+/// Counters for the batch-size summary logged at each [`Flush`].
+#[derive(Default)]
+struct BatchStats {
+    batches: u64,
+    records: u64,
+    largest: usize,
+}
+
+/// The PostgreSQL persistence actor. Start it on its own Arbiter; it speaks [`Persist`] and
+/// [`Flush`] like every persistence actor.
+///
+/// Gauge `ledger_persistence_mailbox_depth` here measures the records this actor holds and
+/// has not answered yet: waiting for a batch plus in running batches (not the messages still
+/// in the actix mailbox, which it drains continuously).
+pub struct PostgresPersistence {
+    pool: PgPool,
+    pool_max: u32,
+    batch_size: usize,
+    linger: Duration,
+    queue: VecDeque<Queued>,
+    next_seq: u64,
+    running: HashMap<u64, Vec<Queued>>,
+    running_records: usize,
+    next_batch: u64,
+    /// Records in running batches, by hash.
+    in_flight: HashSet<ByHash>,
+    /// Every waiting record depends on a running batch; wait for one to settle.
+    blocked: bool,
+    linger_timer: Option<SpawnHandle>,
+    poison: HashMap<Uuid, Poison>,
+    /// Flushes waiting for every record numbered below theirs to be answered.
+    flushes: Vec<(u64, oneshot::Sender<Result<(), LedgerError>>)>,
+    stats: BatchStats,
+}
+
+impl PostgresPersistence {
+    /// An actor writing through `db`'s pool with `config.batch_size` and
+    /// `config.batch_linger`.
+    pub fn new(db: &DatabaseConnection, config: &LedgerConfig) -> Self {
+        Self {
+            pool: db.get_postgres_connection_pool().clone(),
+            pool_max: config.pool_size,
+            batch_size: config.batch_size.max(1),
+            linger: config.batch_linger,
+            queue: VecDeque::new(),
+            next_seq: 0,
+            running: HashMap::new(),
+            running_records: 0,
+            next_batch: 0,
+            in_flight: HashSet::new(),
+            blocked: false,
+            linger_timer: None,
+            poison: HashMap::new(),
+            flushes: Vec::new(),
+            stats: BatchStats::default(),
+        }
+    }
+
+    /// Starts batches while there is room: a full batch, an expired linger or a pending
+    /// flush; otherwise arms the linger timer.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        while self.running.len() < MAX_CONCURRENT_BATCHES && !self.blocked {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            let waited = front.at.elapsed();
+            let due = self.queue.len() >= self.batch_size
+                || waited >= self.linger
+                || !self.flushes.is_empty();
+            if !due {
+                if self.linger_timer.is_none() {
+                    let handle = ctx.run_later(self.linger - waited, |act, ctx| {
+                        act.linger_timer = None;
+                        act.dispatch(ctx);
+                    });
+                    self.linger_timer = Some(handle);
+                }
+                break;
+            }
+            let batch = self.take_batch();
+            if batch.is_empty() {
+                // Everything left waits for a running batch (or was refused just now).
+                self.blocked = !self.queue.is_empty();
+                continue;
+            }
+            self.spawn_batch(batch, ctx);
+        }
+        self.answer_flushes();
+    }
+
+    /// Takes the next batch from the queue in arrival order: refuses records whose
+    /// predecessor is poisoned, and leaves in the queue (in order) records whose predecessor
+    /// is in a running batch or was itself left.
+    fn take_batch(&mut self) -> Vec<Queued> {
+        let mut batch = Vec::with_capacity(self.queue.len().min(self.batch_size));
+        let mut left: VecDeque<Queued> = VecDeque::new();
+        let mut left_hashes: HashSet<ByHash> = HashSet::new();
+        while batch.len() < self.batch_size {
+            let Some(q) = self.queue.pop_front() else {
+                break;
+            };
+            let record = &q.msg.record;
+            if let Some(poison) = self.poison.get_mut(&record.anchor_id) {
+                match record.prev_hash.as_deref() {
+                    Some(prev) if poison.hashes.contains(prev) => {
+                        poison.hashes.insert(record.hash.clone());
+                        poison.touched = Instant::now();
+                        let anchor_id = record.anchor_id;
+                        // The appender may have given up waiting; then nobody reads this.
+                        let _ = q.msg.reply.send(Err(LedgerError::Aborted { anchor_id }));
+                        continue;
+                    }
+                    _ => {
+                        // The chain actor has rebased on a stored head: the poison is spent.
+                        self.poison.remove(&record.anchor_id);
+                    }
+                }
+            }
+            let waits = record
+                .prev_hash
+                .as_deref()
+                .is_some_and(|prev| self.in_flight.contains(prev) || left_hashes.contains(prev));
+            if waits {
+                left_hashes.insert(ByHash(Arc::clone(record)));
+                left.push_back(q);
+            } else {
+                batch.push(q);
+            }
+        }
+        if !left.is_empty() {
+            left.extend(self.queue.drain(..));
+            self.queue = left;
+        }
+        batch
+    }
+
+    fn spawn_batch(&mut self, batch: Vec<Queued>, ctx: &mut Context<Self>) {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        let records: Vec<Arc<LedgerRecord>> =
+            batch.iter().map(|q| Arc::clone(&q.msg.record)).collect();
+        self.in_flight
+            .extend(records.iter().map(|r| ByHash(Arc::clone(r))));
+        self.running_records += batch.len();
+        self.running.insert(id, batch);
+        crate::metrics::persistence_depth(self.queue.len() + self.running_records);
+        let pool = self.pool.clone();
+        ctx.spawn(
+            fut::wrap_future(write_batch(pool, records))
+                .map(move |outcome, act: &mut Self, ctx| act.finish(id, outcome, ctx)),
+        );
+    }
+
+    /// Answers a settled batch's records and starts what can start next.
+    fn finish(&mut self, id: u64, outcome: BatchOutcome, ctx: &mut Context<Self>) {
+        let Some(batch) = self.running.remove(&id) else {
+            tracing::error!(batch = id, "persistence: settled batch is not running");
+            return;
+        };
+        self.running_records -= batch.len();
+        for q in &batch {
+            self.in_flight.remove(q.msg.record.hash.as_str());
+        }
+        match outcome {
+            BatchOutcome::Committed => {
+                self.stats.batches += 1;
+                self.stats.records += batch.len() as u64;
+                self.stats.largest = self.stats.largest.max(batch.len());
+                for q in batch {
+                    let _ = q.msg.reply.send(Ok(Durability::Committed));
+                }
+            }
+            BatchOutcome::Settled { results, unwritten } => {
+                let mut batch = batch.into_iter();
+                // `results` first: `zip` pulls from its left side first, and a record pulled
+                // from `batch` without a result would be dropped unanswered.
+                for (result, q) in results.into_iter().zip(batch.by_ref()) {
+                    if result.is_err() {
+                        self.poison_record(&q.msg.record);
+                    }
+                    let _ = q.msg.reply.send(result.map(|()| Durability::Committed));
+                }
+                if let Some((_, err)) = unwritten {
+                    self.unwritten(batch.map(|q| q.msg).collect(), err);
+                }
+            }
+        }
+        self.blocked = false;
+        self.dispatch(ctx);
+        crate::metrics::persistence_depth(self.queue.len() + self.running_records);
+    }
+
+    /// Records of a batch that were not written because the database became unreachable,
+    /// in arrival order. Each is answered `err` ([`LedgerError::Unavailable`]) and its hash
+    /// poisoned, so no successor is written without it.
+    ///
+    /// This is the one place a failed batch's records leave the actor: a supervisor that
+    /// retries instead (a later issue) takes `msgs` here, unanswered, rather than failing
+    /// them.
+    pub fn unwritten(&mut self, msgs: Vec<Persist>, err: LedgerError) {
+        for msg in msgs {
+            self.poison_record(&msg.record);
+            let _ = msg.reply.send(Err(err.clone()));
+        }
+    }
+
+    fn poison_record(&mut self, record: &LedgerRecord) {
+        let entry = self
+            .poison
+            .entry(record.anchor_id)
+            .or_insert_with(|| Poison {
+                hashes: HashSet::new(),
+                touched: Instant::now(),
+            });
+        entry.hashes.insert(record.hash.clone());
+        entry.touched = Instant::now();
+    }
+
+    /// Answers the flushes whose records are all answered.
+    fn answer_flushes(&mut self) {
+        if self.flushes.is_empty() {
+            return;
+        }
+        let oldest_running = self
+            .running
+            .values()
+            .filter_map(|b| b.first())
+            .map(|q| q.seq)
+            .min();
+        let oldest_queued = self.queue.front().map(|q| q.seq);
+        let settled_below = match (oldest_running, oldest_queued) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => self.next_seq,
+        };
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
+            .into_iter()
+            .partition(|(target, _)| *target <= settled_below);
+        self.flushes = waiting;
+        for (_, tx) in done {
+            // The flusher may have stopped waiting; then nobody reads the answer.
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    fn sample(&mut self) {
+        let size = self.pool.size() as usize;
+        let idle = self.pool.num_idle();
+        crate::metrics::db_pool_sampled(size.saturating_sub(idle), idle, self.pool_max);
+        crate::metrics::persistence_depth(self.queue.len() + self.running_records);
+        self.poison.retain(|_, p| p.touched.elapsed() < POISON_TTL);
+    }
+}
+
+impl Actor for PostgresPersistence {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(SAMPLE_EVERY, |act, _ctx| act.sample());
+    }
+}
+
+/// Queues the record for the next batch.
+impl Handler<Persist> for PostgresPersistence {
+    type Result = ();
+
+    fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
+        self.queue.push_back(Queued {
+            seq: self.next_seq,
+            at: Instant::now(),
+            msg,
+        });
+        self.next_seq += 1;
+        let room = self.running.len() < MAX_CONCURRENT_BATCHES && !self.blocked;
+        if room && (self.queue.len() >= self.batch_size || self.linger_timer.is_none()) {
+            self.dispatch(ctx);
+        }
+    }
+}
+
+/// Writes out everything received before the flush (without waiting for the linger) and
+/// answers once all of it is answered. Logs a batch-size summary at `info`.
+impl Handler<Flush> for PostgresPersistence {
+    type Result = ResponseFuture<Result<(), LedgerError>>;
+
+    fn handle(&mut self, _msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        let s = &self.stats;
+        tracing::info!(
+            batches = s.batches,
+            records = s.records,
+            mean = if s.batches == 0 {
+                0.0
+            } else {
+                s.records as f64 / s.batches as f64
+            },
+            largest = s.largest,
+            "persistence: committed batches so far"
+        );
+        let (tx, rx) = oneshot::channel();
+        self.flushes.push((self.next_seq, tx));
+        self.dispatch(ctx);
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(LedgerError::Internal(
+                    "persistence actor stopped before the flush completed".into(),
+                ))
+            })
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Database writes (futures run on the actor's thread)
+// ---------------------------------------------------------------------------------------
+
+/// Writes a batch in one statement; on a data error retries its records one by one.
+async fn write_batch(pool: PgPool, records: Vec<Arc<LedgerRecord>>) -> BatchOutcome {
+    let single = (records.len() == 1).then(|| records[0].as_ref());
+    let started = Instant::now();
+    let result = insert_rows(&pool, &records).await;
+    crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
+    let err = match result {
+        Ok(()) => {
+            crate::metrics::db_batch_committed(records.len());
+            tracing::debug!(
+                records = records.len(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "batch committed"
+            );
+            return BatchOutcome::Committed;
+        }
+        Err(e) => classify(&e, single),
+    };
+    if let LedgerError::Unavailable(_) = err {
+        crate::metrics::db_error(true);
+        tracing::warn!(error = %err, records = records.len(), "batch not written: database unavailable");
+        return BatchOutcome::Settled {
+            results: Vec::new(),
+            unwritten: Some((0, err)),
+        };
+    }
+    if records.len() == 1 {
+        crate::metrics::db_error(false);
+        return BatchOutcome::Settled {
+            results: vec![Err(err)],
+            unwritten: None,
+        };
+    }
+    tracing::warn!(error = %err, records = records.len(), "batch refused; writing its records one by one");
+    write_one_by_one(&pool, &records).await
+}
+
+/// Writes each record in its own statement, in order. A record whose predecessor failed
+/// here is refused without being written ([`LedgerError::Aborted`]).
+async fn write_one_by_one(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> BatchOutcome {
+    let mut results = Vec::with_capacity(records.len());
+    let mut failed: HashSet<&str> = HashSet::new();
+    for (i, record) in records.iter().enumerate() {
+        if record
+            .prev_hash
+            .as_deref()
+            .is_some_and(|p| failed.contains(p))
+        {
+            failed.insert(&record.hash);
+            results.push(Err(LedgerError::Aborted {
+                anchor_id: record.anchor_id,
+            }));
+            continue;
+        }
+        let started = Instant::now();
+        let result = insert_rows(pool, std::slice::from_ref(record)).await;
+        crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
+        match result.map_err(|e| classify(&e, Some(record))) {
+            Ok(()) => {
+                crate::metrics::db_batch_committed(1);
+                results.push(Ok(()));
+            }
+            Err(err @ LedgerError::Unavailable(_)) => {
+                crate::metrics::db_error(true);
+                return BatchOutcome::Settled {
+                    results,
+                    unwritten: Some((i, err)),
+                };
+            }
+            Err(err) => {
+                crate::metrics::db_error(false);
+                tracing::warn!(rid = %record.rid, anchor = %record.anchor_id, error = %err, "record refused by the database");
+                failed.insert(&record.hash);
+                results.push(Err(err));
+            }
+        }
+    }
+    BatchOutcome::Settled {
+        results,
+        unwritten: None,
+    }
+}
+
+/// `INSERT ... SELECT * FROM UNNEST(...)`: one statement, so one transaction.
+async fn insert_rows(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> Result<(), DbErr> {
+    unnest_query(INSERT_UNNEST, records)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
+}
+
+/// Like [`insert_rows`], but a record whose rid is already stored is skipped instead of
+/// failing the statement; returns the rids actually inserted. The outage drain uses it: a
+/// record whose batch committed just before the connection died must not be written twice.
+pub(crate) async fn insert_rows_skip_existing(
+    pool: &PgPool,
+    records: &[Arc<LedgerRecord>],
+) -> Result<HashSet<Uuid>, DbErr> {
+    let rows = unnest_query(INSERT_UNNEST_SKIP_EXISTING, records)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))?;
+    rows.iter()
+        .map(|row| {
+            sqlx::Row::try_get::<Uuid, _>(row, 0)
+                .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
+        })
+        .collect()
+}
+
+/// Binds the 11 column arrays of `records` to an `UNNEST` insert statement.
+fn unnest_query<'q>(
+    sql: &'static str,
+    records: &'q [Arc<LedgerRecord>],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let rid: Vec<Uuid> = records.iter().map(|r| r.rid).collect();
+    let anchor: Vec<Uuid> = records.iter().map(|r| r.anchor_id).collect();
+    let slot: Vec<&str> = records.iter().map(|r| r.slot.as_str()).collect();
+    let kind: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+    let ts: Vec<DateTime<Utc>> = records.iter().map(|r| r.ts).collect();
+    let prev: Vec<Option<&str>> = records.iter().map(|r| r.prev_hash.as_deref()).collect();
+    let hash: Vec<&str> = records.iter().map(|r| r.hash.as_str()).collect();
+    let payload: Vec<sqlx::types::Json<&serde_json::Value>> = records
+        .iter()
+        .map(|r| sqlx::types::Json(&r.payload))
+        .collect();
+    let sig: Vec<Option<&[u8]>> = records.iter().map(|r| r.sig.as_deref()).collect();
+    let producer: Vec<&str> = records.iter().map(|r| r.producer.as_str()).collect();
+    let version: Vec<&str> = records.iter().map(|r| r.version.as_str()).collect();
+    sqlx::query(sql)
+        .bind(rid)
+        .bind(anchor)
+        .bind(slot)
+        .bind(kind)
+        .bind(ts)
+        .bind(prev)
+        .bind(hash)
+        .bind(payload)
+        .bind(sig)
+        .bind(producer)
+        .bind(version)
+}

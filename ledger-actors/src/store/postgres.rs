@@ -1,0 +1,638 @@
+//! [`PostgresLedgerStore`]: records in PostgreSQL through SeaORM, plus [`connect`] and the
+//! error classification ([`classify`]) every PostgreSQL path of the ledger uses.
+//!
+//! Reads are served by the index `idx_records_anchor_ts (anchor_id, ts)`: a window of an
+//! anchor's records is one range scan, its head one backward index probe (`ORDER BY ts DESC
+//! LIMIT 1`, independent of the chain's length), and the anchor listing an index-only scan.
+//!
+//! The fork guard is the database's: the unique constraint `ledger_records_no_fork` on
+//! `(anchor_id, prev_hash)` (NULLS NOT DISTINCT) refuses a second genesis or a second
+//! successor of a record. It cannot refuse a record whose predecessor does not exist (there is
+//! no foreign key), so [`LedgerStore::insert`] checks that in the same transaction.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ledger_entities::LedgerRecord;
+use ledger_entities::entity::ledger_records::{self, Column, Entity as Records};
+use sea_orm::sqlx;
+use sea_orm::{
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, RuntimeErr, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::{Head, LedgerStore, RecordRange};
+use crate::config::{Backend, LedgerConfig};
+use crate::error::LedgerError;
+
+/// Name of the fork-guard constraint (`UNIQUE NULLS NOT DISTINCT (anchor_id, prev_hash)`).
+pub const FORK_GUARD: &str = "ledger_records_no_fork";
+/// Name of the primary-key constraint on `rid`.
+pub const RID_KEY: &str = "ledger_records_pkey";
+/// Name of the unique constraint on `hash`.
+pub const HASH_KEY: &str = "ledger_records_hash_key";
+
+/// Most rows in one multi-row `INSERT ... VALUES`: PostgreSQL takes at most 65,535 bind
+/// parameters per statement and a row has 11 columns.
+const MAX_ROWS_PER_INSERT: usize = 65_535 / 11;
+
+/// Opens a connection pool to the configured database: at most `config.pool_size`
+/// connections, `config.timeout` to open a connection or acquire one from the pool, a
+/// server-side `statement_timeout` of `config.timeout` on every connection, and statement
+/// logging off (statements carry payloads).
+///
+/// At least one connection is opened before this returns, so an unreachable database is
+/// reported here as [`LedgerError::Unavailable`]. A missing DSN is [`LedgerError::Config`].
+/// No error message contains the DSN's password.
+pub async fn connect(config: &LedgerConfig) -> Result<DatabaseConnection, LedgerError> {
+    let dsn = config.dsn.as_ref().ok_or_else(|| {
+        LedgerError::Config("dsn: backend is postgres but no dsn is set (LEDGER_DSN)".into())
+    })?;
+    let mut options = ConnectOptions::new(dsn.expose());
+    options
+        .max_connections(config.pool_size)
+        .min_connections(0)
+        .connect_timeout(config.timeout)
+        .acquire_timeout(config.timeout)
+        .statement_timeout(config.timeout)
+        .set_application_name("avl-ledger")
+        .sqlx_logging(false);
+    Database::connect(options)
+        .await
+        .map_err(|e| scrub(classify(&e, None), dsn.expose(), &dsn.redacted()))
+}
+
+/// Connects ([`connect`]) and checks that the schema is up to date
+/// ([`migration::schema_status`]). A pending schema is migrated when `config.auto_migrate`
+/// is set and is otherwise [`LedgerError::SchemaMissing`] (run `ledger migrate up`); a schema
+/// newer than this build is always [`LedgerError::SchemaMissing`].
+pub async fn open(config: &LedgerConfig) -> Result<PostgresLedgerStore, LedgerError> {
+    use migration::{Migrator, MigratorTrait, SchemaStatus};
+
+    let db = connect(config).await?;
+    let status = migration::schema_status(&db)
+        .await
+        .map_err(|e| classify(&e, None))?;
+    match status {
+        SchemaStatus::UpToDate => {}
+        SchemaStatus::Pending { ref pending } if config.auto_migrate => {
+            tracing::info!(?pending, "auto_migrate: applying pending migrations");
+            Migrator::up(&db, None)
+                .await
+                .map_err(|e| LedgerError::SchemaMissing(format!("auto_migrate failed: {e}")))?;
+        }
+        status => return Err(LedgerError::SchemaMissing(status.to_string())),
+    }
+    Ok(PostgresLedgerStore::new(db))
+}
+
+/// Replaces any occurrence of the full DSN (with its password) in an error's text by the
+/// redacted DSN. Driver messages do not echo the DSN today; this keeps it so.
+fn scrub(err: LedgerError, secret: &str, redacted: &str) -> LedgerError {
+    let clean = |s: String| s.replace(secret, redacted);
+    match err {
+        LedgerError::Unavailable(m) => LedgerError::Unavailable(clean(m)),
+        LedgerError::Database(m) => LedgerError::Database(clean(m)),
+        LedgerError::Config(m) => LedgerError::Config(clean(m)),
+        other => other,
+    }
+}
+
+/// SQLSTATEs that mean the server cannot serve us now, not that it refused our data:
+/// shutdown in progress (57P01 admin, 57P02 crash, 57P03 cannot connect now), query
+/// cancelled or `statement_timeout` (57014), too many connections (53300).
+const UNAVAILABLE_STATES: &[&str] = &["57P01", "57P02", "57P03", "57014", "53300"];
+
+/// Classifies a SeaORM error into the ledger's error.
+///
+/// - Connectivity, [`LedgerError::Unavailable`]: I/O errors (connection refused or reset),
+///   TLS and protocol errors, pool acquire timeout and closed pool
+///   ([`DbErr::ConnectionAcquire`]), any failure while connecting ([`DbErr::Conn`]),
+///   SQLSTATE class 08 and the states of `UNAVAILABLE_STATES`.
+/// - SQLSTATE 23505 on [`FORK_GUARD`]: [`LedgerError::ForkRefused`]; on [`RID_KEY`] or
+///   [`HASH_KEY`]: [`LedgerError::Conflict`]. `record` is the record the failed statement
+///   wrote, when it wrote only one; without it the anchor, predecessor and rid are read from
+///   the error's detail (`Key (...)=(...)`), and the error stays [`LedgerError::Database`] if
+///   that fails.
+/// - Everything else: [`LedgerError::Database`]. A data error is never connectivity.
+///
+/// Messages are the driver's and the server's; they never contain the DSN.
+pub fn classify(err: &DbErr, record: Option<&LedgerRecord>) -> LedgerError {
+    match err {
+        DbErr::ConnectionAcquire(e) => LedgerError::Unavailable(format!("connection pool: {e}")),
+        DbErr::Conn(e) => LedgerError::Unavailable(e.to_string()),
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            classify_sqlx(e, record)
+        }
+        other => LedgerError::Database(other.to_string()),
+    }
+}
+
+fn classify_sqlx(err: &sqlx::Error, record: Option<&LedgerRecord>) -> LedgerError {
+    use sqlx::Error as E;
+    match err {
+        E::Io(_)
+        | E::Tls(_)
+        | E::Protocol(_)
+        | E::PoolTimedOut
+        | E::PoolClosed
+        | E::WorkerCrashed
+        | E::BeginFailed => LedgerError::Unavailable(err.to_string()),
+        E::Database(db) => {
+            let state = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            if state.starts_with("08") || UNAVAILABLE_STATES.contains(&state.as_str()) {
+                return LedgerError::Unavailable(format!("{} (SQLSTATE {state})", db.message()));
+            }
+            if state == "23505" {
+                let detail = db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|pg| pg.detail());
+                if let Some(refused) = unique_violation(db.constraint(), detail, record) {
+                    return refused;
+                }
+            }
+            LedgerError::Database(format!("{} (SQLSTATE {state})", db.message()))
+        }
+        other => LedgerError::Database(other.to_string()),
+    }
+}
+
+/// The typed error for a unique violation on one of the ledger's constraints, if it can be
+/// attributed to a record.
+fn unique_violation(
+    constraint: Option<&str>,
+    detail: Option<&str>,
+    record: Option<&LedgerRecord>,
+) -> Option<LedgerError> {
+    let keys = detail.and_then(parse_key_detail);
+    match constraint? {
+        FORK_GUARD => {
+            let (anchor_id, prev_hash) = match (record, &keys) {
+                (Some(r), _) => (r.anchor_id, r.prev_hash.clone()),
+                (None, Some(values)) if values.len() == 2 => {
+                    let prev = values[1].trim();
+                    (
+                        Uuid::parse_str(values[0].trim()).ok()?,
+                        (!prev.is_empty() && prev != "null").then(|| prev.to_owned()),
+                    )
+                }
+                _ => return None,
+            };
+            Some(LedgerError::ForkRefused {
+                anchor_id,
+                prev_hash,
+            })
+        }
+        RID_KEY => {
+            let rid = match (record, &keys) {
+                (Some(r), _) => r.rid,
+                (None, Some(values)) if values.len() == 1 => {
+                    Uuid::parse_str(values[0].trim()).ok()?
+                }
+                _ => return None,
+            };
+            Some(LedgerError::Conflict {
+                rid,
+                reason: "rid already stored".into(),
+            })
+        }
+        HASH_KEY => {
+            let record = record?;
+            Some(LedgerError::Conflict {
+                rid: record.rid,
+                reason: format!("hash {} already stored", record.hash),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The values of PostgreSQL's unique-violation detail, `Key (a, b)=(x, y) already exists.`
+fn parse_key_detail(detail: &str) -> Option<Vec<String>> {
+    let rest = detail.strip_prefix("Key (")?;
+    let (_, rest) = rest.split_once(")=(")?;
+    let (values, _) = rest.rsplit_once(") already exists")?;
+    Some(values.split(", ").map(str::to_owned).collect())
+}
+
+/// Converts a row read from `ledger_records` into a record.
+fn to_record(row: ledger_records::Model) -> Result<Arc<LedgerRecord>, LedgerError> {
+    LedgerRecord::try_from(row)
+        .map(Arc::new)
+        .map_err(|e| LedgerError::Database(e.to_string()))
+}
+
+fn read_err(err: DbErr) -> LedgerError {
+    classify(&err, None)
+}
+
+/// A [`LedgerStore`] over PostgreSQL (schema from the `migration` crate). Cheap to clone:
+/// clones share the connection pool.
+#[derive(Clone)]
+pub struct PostgresLedgerStore {
+    db: DatabaseConnection,
+}
+
+impl PostgresLedgerStore {
+    /// A store over an open connection pool (see [`connect`]).
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Connects ([`connect`]) and wraps the pool.
+    pub async fn connect(config: &LedgerConfig) -> Result<Self, LedgerError> {
+        connect(config).await.map(Self::new)
+    }
+
+    /// The connection pool.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Checks, inside the inserting transaction, what the unique constraints cannot: each
+    /// anchor's records in `records` chain on each other in order, and the first one's
+    /// predecessor exists in that anchor (a missing predecessor would leave a gap).
+    async fn check_links<C: sea_orm::ConnectionTrait>(
+        txn: &C,
+        records: &[Arc<LedgerRecord>],
+    ) -> Result<(), LedgerError> {
+        let mut last: HashMap<Uuid, &str> = HashMap::new();
+        let mut outside: HashMap<&str, &LedgerRecord> = HashMap::new();
+        for r in records {
+            match (last.get(&r.anchor_id), r.prev_hash.as_deref()) {
+                (Some(prev), Some(p)) if *prev == p => {}
+                (Some(_), _) => {
+                    return Err(LedgerError::ForkRefused {
+                        anchor_id: r.anchor_id,
+                        prev_hash: r.prev_hash.clone(),
+                    });
+                }
+                (None, Some(p)) => {
+                    outside.insert(p, r);
+                }
+                (None, None) => {}
+            }
+            last.insert(r.anchor_id, &r.hash);
+        }
+        if outside.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<String> = outside.keys().map(|h| (*h).to_owned()).collect();
+        let found: HashSet<(Uuid, String)> = Records::find()
+            .select_only()
+            .column(Column::AnchorId)
+            .column(Column::Hash)
+            .filter(Column::Hash.is_in(wanted))
+            .into_tuple::<(Uuid, String)>()
+            .all(txn)
+            .await
+            .map_err(read_err)?
+            .into_iter()
+            .collect();
+        for (prev, r) in outside {
+            if !found.contains(&(r.anchor_id, prev.to_owned())) {
+                return Err(LedgerError::ForkRefused {
+                    anchor_id: r.anchor_id,
+                    prev_hash: r.prev_hash.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LedgerStore for PostgresLedgerStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    /// One transaction: the predecessor check, then multi-row `INSERT`s (chunked below the
+    /// bind-parameter limit), then commit.
+    async fn insert(&self, records: &[Arc<LedgerRecord>]) -> Result<(), LedgerError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let single = (records.len() == 1).then(|| records[0].as_ref());
+        let txn = self.db.begin().await.map_err(|e| classify(&e, single))?;
+        Self::check_links(&txn, records).await?;
+        for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+            Records::insert_many(
+                chunk
+                    .iter()
+                    .map(|r| ledger_records::ActiveModel::from(r.as_ref())),
+            )
+            .exec_without_returning(&txn)
+            .await
+            .map_err(|e| classify(&e, (chunk.len() == 1).then(|| chunk[0].as_ref())))?;
+        }
+        txn.commit().await.map_err(|e| classify(&e, single))
+    }
+
+    async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
+        Records::find_by_id(rid)
+            .one(&self.db)
+            .await
+            .map_err(read_err)?
+            .map(to_record)
+            .transpose()
+    }
+
+    async fn get_by_hash(&self, hash: &str) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
+        Records::find()
+            .filter(Column::Hash.eq(hash))
+            .one(&self.db)
+            .await
+            .map_err(read_err)?
+            .map(to_record)
+            .transpose()
+    }
+
+    /// `WHERE anchor_id = $1 [AND ts >= $since] [AND ts < $until] ORDER BY ts LIMIT $n`.
+    async fn records(
+        &self,
+        anchor_id: Uuid,
+        range: &RecordRange,
+    ) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
+        if range.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut query = Records::find().filter(Column::AnchorId.eq(anchor_id));
+        if let Some(since) = range.since {
+            query = query.filter(Column::Ts.gte(since));
+        }
+        if let Some(until) = range.until {
+            query = query.filter(Column::Ts.lt(until));
+        }
+        query
+            .order_by_asc(Column::Ts)
+            .limit(u64::try_from(range.limit).unwrap_or(u64::MAX))
+            .all(&self.db)
+            .await
+            .map_err(read_err)?
+            .into_iter()
+            .map(to_record)
+            .collect()
+    }
+
+    /// `SELECT rid, hash, ts ... WHERE anchor_id = $1 ORDER BY ts DESC LIMIT 1`.
+    async fn head(&self, anchor_id: Uuid) -> Result<Option<Head>, LedgerError> {
+        Ok(Records::find()
+            .select_only()
+            .column(Column::Rid)
+            .column(Column::Hash)
+            .column(Column::Ts)
+            .filter(Column::AnchorId.eq(anchor_id))
+            .order_by_desc(Column::Ts)
+            .limit(1)
+            .into_tuple::<(Uuid, String, DateTime<Utc>)>()
+            .one(&self.db)
+            .await
+            .map_err(read_err)?
+            .map(|(rid, hash, ts)| Head { rid, hash, ts }))
+    }
+
+    /// `SELECT DISTINCT anchor_id ... [WHERE anchor_id > $after] ORDER BY anchor_id LIMIT $n`.
+    async fn anchors(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, LedgerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut query = Records::find()
+            .select_only()
+            .column(Column::AnchorId)
+            .distinct();
+        if let Some(after) = after {
+            query = query.filter(Column::AnchorId.gt(after));
+        }
+        query
+            .order_by_asc(Column::AnchorId)
+            .limit(u64::try_from(limit).unwrap_or(u64::MAX))
+            .into_tuple::<Uuid>()
+            .all(&self.db)
+            .await
+            .map_err(read_err)
+    }
+
+    async fn count(&self) -> Result<u64, LedgerError> {
+        Records::find().count(&self.db).await.map_err(read_err)
+    }
+
+    async fn count_anchor(&self, anchor_id: Uuid) -> Result<u64, LedgerError> {
+        Records::find()
+            .filter(Column::AnchorId.eq(anchor_id))
+            .count(&self.db)
+            .await
+            .map_err(read_err)
+    }
+
+    /// A round trip through the pool (SeaORM's `ping`).
+    async fn ping(&self) -> Result<(), LedgerError> {
+        self.db.ping().await.map_err(|e| classify(&e, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::error::Error as StdError;
+    use std::fmt;
+
+    use sea_orm::ConnAcquireErr;
+    use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::*;
+
+    /// A database error as the server would report it: SQLSTATE and constraint.
+    #[derive(Debug)]
+    struct ServerError {
+        code: &'static str,
+        constraint: Option<&'static str>,
+    }
+
+    impl fmt::Display for ServerError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "server error {}", self.code)
+        }
+    }
+
+    impl StdError for ServerError {}
+
+    impl DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            "server error"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.code))
+        }
+        fn constraint(&self) -> Option<&str> {
+            self.constraint
+        }
+        fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn StdError + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn server(code: &'static str, constraint: Option<&'static str>) -> DbErr {
+        let err = sqlx::Error::Database(Box::new(ServerError { code, constraint }));
+        DbErr::Exec(RuntimeErr::SqlxError(Arc::new(err)))
+    }
+
+    fn sqlx_err(err: sqlx::Error) -> DbErr {
+        DbErr::Query(RuntimeErr::SqlxError(Arc::new(err)))
+    }
+
+    fn record() -> LedgerRecord {
+        LedgerRecord {
+            rid: Uuid::from_u128(7),
+            anchor_id: Uuid::from_u128(8),
+            slot: "s".into(),
+            kind: "k".into(),
+            ts: chrono::Utc::now(),
+            prev_hash: Some("a".repeat(64)),
+            hash: "b".repeat(64),
+            payload: serde_json::json!({}),
+            sig: None,
+            producer: "p".into(),
+            version: "v1".into(),
+        }
+    }
+
+    fn is_unavailable(e: &LedgerError) -> bool {
+        matches!(e, LedgerError::Unavailable(_))
+    }
+
+    /// Every connectivity failure named by the design is classified `Unavailable`.
+    #[test]
+    fn connectivity_errors_are_unavailable() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let cases = vec![
+            sqlx_err(sqlx::Error::Io(refused)),
+            sqlx_err(sqlx::Error::Io(reset)),
+            sqlx_err(sqlx::Error::PoolTimedOut),
+            sqlx_err(sqlx::Error::PoolClosed),
+            sqlx_err(sqlx::Error::Protocol("unexpected message".into())),
+            sqlx_err(sqlx::Error::Tls("handshake failed".into())),
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+            DbErr::Conn(RuntimeErr::Internal("cannot connect".into())),
+            server("08006", None),
+            server("08001", None),
+            server("57P01", None),
+            server("57P02", None),
+            server("57P03", None),
+            server("57014", None),
+            server("53300", None),
+        ];
+        for err in cases {
+            let classified = classify(&err, None);
+            assert!(
+                is_unavailable(&classified),
+                "{err} classified as {classified:?}"
+            );
+        }
+    }
+
+    /// A duplicate on the fork guard is `ForkRefused` with the record's anchor and predecessor.
+    #[test]
+    fn fork_guard_violation_is_fork_refused() {
+        let r = record();
+        assert_eq!(
+            classify(&server("23505", Some(FORK_GUARD)), Some(&r)),
+            LedgerError::ForkRefused {
+                anchor_id: r.anchor_id,
+                prev_hash: r.prev_hash.clone(),
+            }
+        );
+    }
+
+    /// A duplicate rid or hash is `Conflict` naming the record's rid.
+    #[test]
+    fn duplicate_rid_or_hash_is_conflict() {
+        let r = record();
+        for constraint in [RID_KEY, HASH_KEY] {
+            match classify(&server("23505", Some(constraint)), Some(&r)) {
+                LedgerError::Conflict { rid, .. } => assert_eq!(rid, r.rid),
+                other => panic!("{constraint}: {other:?}"),
+            }
+        }
+    }
+
+    /// Data errors (other constraints, bad values, unattributable duplicates) are `Database`,
+    /// never connectivity.
+    #[test]
+    fn data_errors_are_database_errors() {
+        let cases = vec![
+            server("23505", Some("some_other_key")),
+            server("23505", Some(FORK_GUARD)), // no record, no detail: cannot attribute
+            server("23502", None),
+            server("22P02", None),
+            server("22021", None),
+            server("42P01", None),
+            server("40001", None),
+            sqlx_err(sqlx::Error::RowNotFound),
+            sqlx_err(sqlx::Error::Decode("bad".into())),
+            DbErr::Type("bad type".into()),
+            DbErr::RecordNotInserted,
+        ];
+        for err in cases {
+            let classified = classify(&err, None);
+            assert!(
+                matches!(classified, LedgerError::Database(_)),
+                "{err} classified as {classified:?}"
+            );
+        }
+    }
+
+    /// The unique-violation detail of PostgreSQL yields the key values.
+    #[test]
+    fn key_detail_is_parsed() {
+        let anchor = Uuid::from_u128(9);
+        let prev = "c".repeat(64);
+        let detail = format!("Key (anchor_id, prev_hash)=({anchor}, {prev}) already exists.");
+        assert_eq!(
+            unique_violation(Some(FORK_GUARD), Some(&detail), None),
+            Some(LedgerError::ForkRefused {
+                anchor_id: anchor,
+                prev_hash: Some(prev),
+            })
+        );
+        let genesis = format!("Key (anchor_id, prev_hash)=({anchor}, null) already exists.");
+        assert_eq!(
+            unique_violation(Some(FORK_GUARD), Some(&genesis), None),
+            Some(LedgerError::ForkRefused {
+                anchor_id: anchor,
+                prev_hash: None,
+            })
+        );
+        let rid = Uuid::from_u128(10);
+        let detail = format!("Key (rid)=({rid}) already exists.");
+        assert!(matches!(
+            unique_violation(Some(RID_KEY), Some(&detail), None),
+            Some(LedgerError::Conflict { rid: r, .. }) if r == rid
+        ));
+    }
+
+    /// A connect error that quoted the DSN would have it replaced by the redacted form.
+    #[test]
+    fn scrub_removes_the_dsn() {
+        let secret = "postgres://u:hunter2@h/db";
+        let err = LedgerError::Unavailable(format!("cannot reach {secret}"));
+        let LedgerError::Unavailable(msg) = scrub(err, secret, "postgres://u:****@h/db") else {
+            panic!("variant changed");
+        };
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+}

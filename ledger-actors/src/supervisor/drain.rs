@@ -1,0 +1,230 @@
+//! Writing buffered records to PostgreSQL after an outage.
+//!
+//! Records are written in buffer order, a batch at a time, skipping rids already stored: a
+//! record whose batch committed just before the connection died is found (same rid, same
+//! content) and not written twice. When the database refuses a record because its anchor was
+//! extended meanwhile (the fork guard, e.g. by another process), the policy is **re-chain**:
+//! the record and the anchor's later buffered records move onto the database's head (same
+//! rid and content, new `prev_hash`, `ts` and `hash`); each is reported. A record refused
+//! for any other reason (its rid is stored with other content) is **quarantined**: reported,
+//! never written, and its anchor's later records re-chain onto the database head.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use ledger_entities::LedgerRecord;
+use sea_orm::sqlx::PgPool;
+
+use crate::error::LedgerError;
+use crate::persistence::postgres::insert_rows_skip_existing;
+use crate::store::postgres::{PostgresLedgerStore, classify};
+use crate::store::{Head, LedgerStore};
+
+/// How often one record is re-chained and retried when its anchor keeps moving.
+const RECHAIN_ATTEMPTS: usize = 5;
+
+/// What the drain remembers between batches (and the supervisor between records): buffered
+/// hashes whose records were written under another hash, and hashes never to be written.
+#[derive(Debug, Default)]
+pub struct DrainState {
+    /// Buffered hash -> the head it was written as.
+    pub moved: HashMap<String, Head>,
+    /// Hashes of quarantined records.
+    pub dropped: HashSet<String>,
+}
+
+impl DrainState {
+    /// True when a record with this `prev_hash` must be re-chained before it is written.
+    pub fn affects(&self, prev_hash: Option<&str>) -> bool {
+        prev_hash.is_some_and(|p| self.moved.contains_key(p) || self.dropped.contains(p))
+    }
+}
+
+/// What happened to a drain batch.
+#[derive(Debug, Default)]
+pub struct DrainOutcome {
+    /// Records from the front of the batch now in PostgreSQL (or quarantined): settled.
+    pub settled: usize,
+    /// Records written under a new hash: (hash they were buffered with, record as written).
+    pub rechained: Vec<(String, Arc<LedgerRecord>)>,
+    /// Records refused for good, with the reason (they are not in PostgreSQL).
+    pub quarantined: Vec<(Arc<LedgerRecord>, LedgerError)>,
+    /// The database became unreachable; records from `settled` on are still to be written.
+    pub unavailable: Option<LedgerError>,
+}
+
+/// True when `stored` is the same record as `r`, possibly re-chained (same rid, anchor and
+/// content; `prev_hash`/`ts`/`hash` may differ).
+fn same_record(stored: &LedgerRecord, r: &LedgerRecord) -> bool {
+    stored.rid == r.rid
+        && stored.anchor_id == r.anchor_id
+        && stored.slot == r.slot
+        && stored.kind == r.kind
+        && stored.producer == r.producer
+        && stored.sig == r.sig
+        && ledger_entities::hash::canonical_payload(&stored.payload).ok()
+            == ledger_entities::hash::canonical_payload(&r.payload).ok()
+}
+
+/// Writes `batch` (in buffer order); see the module doc.
+pub async fn drain_batch(
+    pool: &PgPool,
+    store: &PostgresLedgerStore,
+    batch: &[Arc<LedgerRecord>],
+    state: &mut DrainState,
+) -> DrainOutcome {
+    let mut out = DrainOutcome::default();
+    if batch.iter().any(|r| state.affects(r.prev_hash.as_deref())) {
+        one_by_one(pool, store, batch, state, &mut out).await;
+        return out;
+    }
+    match insert_rows_skip_existing(pool, batch).await {
+        Ok(inserted) => {
+            let mut fallback = false;
+            for r in batch.iter().filter(|r| !inserted.contains(&r.rid)) {
+                match store.get(r.rid).await {
+                    Ok(Some(stored)) if stored.hash == r.hash => {}
+                    Ok(_) => fallback = true,
+                    Err(e) => {
+                        out.unavailable = Some(e);
+                        return out;
+                    }
+                }
+            }
+            if !fallback {
+                out.settled = batch.len();
+                return out;
+            }
+            // Some rid is stored with other content (or re-chained by an earlier drain): the
+            // rows inserted above are in; settle the rest one by one below, where stored
+            // records are recognised.
+        }
+        Err(e) => {
+            if let e @ LedgerError::Unavailable(_) = classify(&e, None) {
+                out.unavailable = Some(e);
+                return out;
+            }
+        }
+    }
+    one_by_one(pool, store, batch, state, &mut out).await;
+    out
+}
+
+async fn one_by_one(
+    pool: &PgPool,
+    store: &PostgresLedgerStore,
+    batch: &[Arc<LedgerRecord>],
+    state: &mut DrainState,
+    out: &mut DrainOutcome,
+) {
+    let DrainState { moved, dropped } = state;
+    for original in batch {
+        let mut r = Arc::clone(original);
+        let mut attempts = 0;
+        loop {
+            // Follow the predecessor if it moved or was dropped.
+            if let Some(prev) = r.prev_hash.as_deref() {
+                let new_prev = if let Some(h) = moved.get(prev) {
+                    Some(h.clone())
+                } else if dropped.contains(prev) {
+                    match store.head(r.anchor_id).await {
+                        Ok(h) => h,
+                        Err(e) => {
+                            out.unavailable = Some(e);
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
+                if let Some(h) = new_prev {
+                    match r.rechained(&h.hash, h.ts) {
+                        Ok(n) => r = Arc::new(n),
+                        Err(e) => {
+                            out.quarantined.push((Arc::clone(original), e.into()));
+                            dropped.insert(original.hash.clone());
+                            break;
+                        }
+                    }
+                }
+            }
+            match insert_rows_skip_existing(pool, std::slice::from_ref(&r)).await {
+                Ok(inserted) if inserted.contains(&r.rid) => {
+                    if r.hash != original.hash {
+                        moved.insert(original.hash.clone(), Head::of(&r));
+                        out.rechained.push((original.hash.clone(), Arc::clone(&r)));
+                    }
+                    break;
+                }
+                Ok(_) => {
+                    // The rid is stored: the same record (perhaps re-chained before a crash)
+                    // or a different one.
+                    match store.get(r.rid).await {
+                        Ok(Some(stored)) if same_record(&stored, &r) => {
+                            if stored.hash != original.hash {
+                                moved.insert(original.hash.clone(), Head::of(&stored));
+                                out.rechained.push((original.hash.clone(), stored));
+                            }
+                        }
+                        Ok(_) => {
+                            out.quarantined.push((
+                                Arc::clone(original),
+                                LedgerError::Conflict {
+                                    rid: r.rid,
+                                    reason: "stored in PostgreSQL with different content".into(),
+                                },
+                            ));
+                            dropped.insert(original.hash.clone());
+                        }
+                        Err(e) => {
+                            out.unavailable = Some(e);
+                            return;
+                        }
+                    }
+                    break;
+                }
+                Err(e) => match classify(&e, Some(&r)) {
+                    e @ LedgerError::Unavailable(_) => {
+                        out.unavailable = Some(e);
+                        return;
+                    }
+                    LedgerError::ForkRefused { .. } if attempts < RECHAIN_ATTEMPTS => {
+                        attempts += 1;
+                        match store.head(r.anchor_id).await {
+                            Ok(Some(h)) => match r.rechained(&h.hash, h.ts) {
+                                Ok(n) => r = Arc::new(n),
+                                Err(e) => {
+                                    out.quarantined.push((Arc::clone(original), e.into()));
+                                    dropped.insert(original.hash.clone());
+                                    break;
+                                }
+                            },
+                            // A genesis conflict with no head cannot happen; refuse rather
+                            // than loop.
+                            Ok(None) => {
+                                out.quarantined.push((
+                                    Arc::clone(original),
+                                    LedgerError::Database(
+                                        "fork refused but anchor has no head".into(),
+                                    ),
+                                ));
+                                dropped.insert(original.hash.clone());
+                                break;
+                            }
+                            Err(e) => {
+                                out.unavailable = Some(e);
+                                return;
+                            }
+                        }
+                    }
+                    other => {
+                        out.quarantined.push((Arc::clone(original), other));
+                        dropped.insert(original.hash.clone());
+                        break;
+                    }
+                },
+            }
+        }
+        out.settled += 1;
+    }
+}

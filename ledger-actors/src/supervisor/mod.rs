@@ -1,0 +1,649 @@
+//! [`Supervisor`]: owns the PostgreSQL persistence actor and hot-swaps it for the in-memory
+//! outage buffer when PostgreSQL fails, then drains the buffer back when it returns.
+//!
+//! Chain actors send their records here. In [`Mode::Primary`] each record goes to the
+//! [`PostgresPersistence`] actor and stays in `pending` until PostgreSQL confirms it. A
+//! connectivity failure (refused/reset connection, pool timeout, shutdown, statement timeout)
+//! or a record pending longer than `failover_after` swaps to [`Mode::Fallback`]: every
+//! pending record moves, in order, to the front of the [`OutageBuffer`], and new records are
+//! buffered behind them and acknowledged as [`Durability::Buffered`] (or
+//! [`Durability::Spooled`] once fsynced to the spool). A data error is answered to its
+//! appender and never causes a swap. PostgreSQL is probed with exponential back-off and
+//! jitter; when it answers, [`Mode::Draining`] writes the buffer in order (skipping rids
+//! already stored, so a batch that committed just before the failure is not written twice)
+//! while new records keep queueing behind, and the supervisor swaps back to a fresh
+//! PostgreSQL persistence actor when the buffer is empty.
+//!
+//! # Layout
+//! - [`buffer`]: the outage buffer, shared with the store reads go through.
+//! - [`spool`]: the fsynced outage spool file.
+//! - [`drain`]: writing the buffer to PostgreSQL; the re-chain and quarantine policy.
+
+pub mod buffer;
+pub mod drain;
+pub mod spool;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use ledger_entities::LedgerRecord;
+use sea_orm::DatabaseConnection;
+use sea_orm::sqlx::PgPool;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use self::buffer::OutageBuffer;
+use self::drain::{DrainOutcome, DrainState, drain_batch};
+use self::spool::Spool;
+use crate::chain::Rebase;
+use crate::config::LedgerConfig;
+use crate::error::LedgerError;
+use crate::persistence::{Durability, Flush, Persist, PersistReply, PostgresPersistence};
+use crate::router::ChainRouter;
+use crate::store::postgres::PostgresLedgerStore;
+
+/// First probe delay after a failover; doubles per failed probe up to [`PROBE_MAX`].
+const PROBE_BASE: Duration = Duration::from_millis(50);
+/// Longest delay between probes.
+const PROBE_MAX: Duration = Duration::from_secs(2);
+/// How often pending records are checked against `failover_after`.
+const WATCHDOG_EVERY: Duration = Duration::from_millis(50);
+/// Most re-chained and quarantined rids remembered for reports.
+const REPORT_LIMIT: usize = 10_000;
+
+// ---------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------
+
+/// Which persistence is active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Records go to PostgreSQL.
+    Primary,
+    /// PostgreSQL is unreachable: records are buffered in memory (and spooled).
+    Fallback,
+    /// PostgreSQL is back: the buffer is being written to it; new records still queue behind.
+    Draining,
+}
+
+/// A snapshot of the supervisor's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutageStatus {
+    /// The active mode.
+    pub mode: Mode,
+    /// Records acknowledged but not yet in PostgreSQL.
+    pub buffered: usize,
+    /// The spool file holding them, if spooling.
+    pub spool: Option<PathBuf>,
+    /// Failovers since start.
+    pub failovers: u64,
+    /// Records written under a new hash after their anchor moved (rid, buffered hash, new hash).
+    pub rechained: Vec<(Uuid, String, String)>,
+    /// Records refused for good during a drain (rid, reason).
+    pub quarantined: Vec<(Uuid, String)>,
+}
+
+/// PostgreSQL's answer for the record forwarded as `seq` (internal).
+struct PrimaryAnswer {
+    seq: u64,
+    result: Result<Durability, LedgerError>,
+}
+
+impl Message for PrimaryAnswer {
+    type Result = ();
+}
+
+/// Answer the current [`OutageStatus`].
+pub struct GetStatus;
+
+impl Message for GetStatus {
+    type Result = OutageStatus;
+}
+
+/// Answer once nothing is buffered and PostgreSQL is active, or after `timeout`, with the
+/// status then.
+pub struct AwaitDrain {
+    /// Longest wait.
+    pub timeout: Duration,
+}
+
+impl Message for AwaitDrain {
+    type Result = OutageStatus;
+}
+
+// ---------------------------------------------------------------------------------------
+// Actor
+// ---------------------------------------------------------------------------------------
+
+struct Pending {
+    record: Arc<LedgerRecord>,
+    reply: PersistReply,
+    wait_committed: bool,
+    sent: Instant,
+}
+
+/// The supervisor actor. Start it with [`Supervisor::new`] on its own Arbiter.
+pub struct Supervisor {
+    config: LedgerConfig,
+    db: DatabaseConnection,
+    pool: PgPool,
+    store: Arc<PostgresLedgerStore>,
+    mode: Mode,
+    primary: Option<Addr<PostgresPersistence>>,
+    next_seq: u64,
+    pending: BTreeMap<u64, Pending>,
+    buffer: Arc<OutageBuffer>,
+    spool: Option<Spool>,
+    /// Replies waiting for the next spool fsync.
+    unsynced: Vec<PersistReply>,
+    sync_scheduled: bool,
+    /// Replies of `wait_committed` records, answered when they reach PostgreSQL.
+    waiters: HashMap<Uuid, PersistReply>,
+    drain_state: DrainState,
+    drain_running: bool,
+    probe_attempt: u32,
+    outage_started: Option<Instant>,
+    failovers: u64,
+    rechained: Vec<(Uuid, String, String)>,
+    quarantined: Vec<(Uuid, String)>,
+    drain_waiters: Vec<oneshot::Sender<OutageStatus>>,
+    router: Arc<OnceLock<Weak<ChainRouter>>>,
+    /// Set while not in `Primary`: chain actors do not passivate, so they keep their heads.
+    degraded: Arc<AtomicBool>,
+}
+
+impl Supervisor {
+    /// A supervisor writing through `store`'s pool. `buffer` is shared with the reads; the
+    /// spool is opened in `config.spool_dir` if set; `router` is filled in once the router
+    /// exists (to tell chain actors to reload re-chained heads); `degraded` is set during
+    /// outages.
+    pub fn new(
+        config: LedgerConfig,
+        store: Arc<PostgresLedgerStore>,
+        buffer: Arc<OutageBuffer>,
+        router: Arc<OnceLock<Weak<ChainRouter>>>,
+        degraded: Arc<AtomicBool>,
+    ) -> Result<Self, LedgerError> {
+        let spool = match &config.spool_dir {
+            Some(dir) => Some(Spool::open(dir)?),
+            None => None,
+        };
+        let db = store.connection().clone();
+        Ok(Self {
+            pool: db.get_postgres_connection_pool().clone(),
+            db,
+            store,
+            config,
+            mode: Mode::Primary,
+            primary: None,
+            next_seq: 0,
+            pending: BTreeMap::new(),
+            buffer,
+            spool,
+            unsynced: Vec::new(),
+            sync_scheduled: false,
+            waiters: HashMap::new(),
+            drain_state: DrainState::default(),
+            drain_running: false,
+            probe_attempt: 0,
+            outage_started: None,
+            failovers: 0,
+            rechained: Vec::new(),
+            quarantined: Vec::new(),
+            drain_waiters: Vec::new(),
+            router,
+            degraded,
+        })
+    }
+
+    fn status(&self) -> OutageStatus {
+        OutageStatus {
+            mode: self.mode,
+            buffered: self.buffer.len(),
+            spool: self.spool.as_ref().map(|s| s.path().to_path_buf()),
+            failovers: self.failovers,
+            rechained: self.rechained.clone(),
+            quarantined: self.quarantined.clone(),
+        }
+    }
+
+    fn start_primary(&mut self) {
+        let actor = PostgresPersistence::new(&self.db, &self.config).start();
+        self.primary = Some(actor);
+        self.mode = Mode::Primary;
+        self.degraded.store(false, Ordering::Release);
+        crate::metrics::backend_active(true);
+    }
+
+    /// Sends a record to PostgreSQL and keeps it pending until confirmed.
+    fn forward(
+        &mut self,
+        msg: Persist,
+        primary: &Addr<PostgresPersistence>,
+        ctx: &mut Context<Self>,
+    ) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let (reply, rx) = oneshot::channel();
+        primary.do_send(Persist {
+            record: Arc::clone(&msg.record),
+            reply,
+            wait_committed: false,
+        });
+        self.pending.insert(
+            seq,
+            Pending {
+                record: msg.record,
+                reply: msg.reply,
+                wait_committed: msg.wait_committed,
+                sent: Instant::now(),
+            },
+        );
+        // A plain task per record, not a future on this actor's context: actix polls every
+        // context future on each wake-up, which is quadratic with thousands pending.
+        let me = ctx.address();
+        actix_rt::spawn(async move {
+            let result = rx.await.unwrap_or_else(|_| {
+                Err(LedgerError::Unavailable(
+                    "PostgreSQL persistence actor stopped".into(),
+                ))
+            });
+            me.do_send(PrimaryAnswer { seq, result });
+        });
+    }
+
+    fn on_primary_answer(
+        &mut self,
+        seq: u64,
+        res: Result<Durability, LedgerError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.pending.contains_key(&seq) {
+            // Moved to the buffer by a failover; the drain will find it stored (or not).
+            return;
+        }
+        match res {
+            Err(LedgerError::Unavailable(reason)) => self.failover(&reason, ctx),
+            other => {
+                if let Some(p) = self.pending.remove(&seq) {
+                    // The appender may have given up waiting; then nobody reads this.
+                    let _ = p.reply.send(other);
+                }
+            }
+        }
+        crate::metrics::supervisor_depth(self.pending.len());
+    }
+
+    /// Swaps to the memory fallback: pending records go to the buffer first, in order.
+    fn failover(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        if self.mode != Mode::Primary {
+            return;
+        }
+        tracing::warn!(%reason, pending = self.pending.len(), "PostgreSQL failed: switching to the memory fallback");
+        self.mode = Mode::Fallback;
+        self.degraded.store(true, Ordering::Release);
+        self.failovers += 1;
+        self.outage_started = Some(Instant::now());
+        // Its queued records were moved here; anything it still commits is found by the
+        // drain and not written twice.
+        self.primary = None;
+        crate::metrics::failover();
+        crate::metrics::backend_active(false);
+        let pending = std::mem::take(&mut self.pending);
+        for (_, p) in pending {
+            self.buffer_record(p.record, p.reply, p.wait_committed, true, ctx);
+        }
+        crate::metrics::supervisor_depth(0);
+        self.schedule_probe(ctx);
+    }
+
+    /// Buffers an acknowledged-on-fallback record. `accepted` records (moved from pending)
+    /// are taken even beyond `buffer_capacity`: they were already accepted.
+    fn buffer_record(
+        &mut self,
+        record: Arc<LedgerRecord>,
+        reply: PersistReply,
+        wait_committed: bool,
+        accepted: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        if !accepted && self.buffer.len() >= self.config.buffer_capacity {
+            let _ = reply.send(Err(LedgerError::Overloaded {
+                waited: Duration::ZERO,
+            }));
+            return;
+        }
+        let mut spooled = false;
+        if let Some(spool) = self.spool.as_mut() {
+            match spool.append(&record) {
+                Ok(()) => spooled = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "spool write failed; record held in memory only")
+                }
+            }
+            crate::metrics::spool_bytes(spool.bytes());
+        }
+        let rid = record.rid;
+        self.buffer.push_back(record);
+        crate::metrics::buffered(self.buffer.len());
+        if wait_committed {
+            self.waiters.insert(rid, reply);
+        } else if spooled {
+            self.unsynced.push(reply);
+            if !self.sync_scheduled {
+                self.sync_scheduled = true;
+                // Runs after the messages already queued: one fsync acknowledges them all.
+                ctx.run_later(Duration::ZERO, |act, _ctx| act.sync_spool());
+            }
+        } else {
+            let _ = reply.send(Ok(Durability::Buffered));
+        }
+    }
+
+    fn sync_spool(&mut self) {
+        self.sync_scheduled = false;
+        let durability = match self.spool.as_mut().map(Spool::sync) {
+            Some(Ok(())) => Durability::Spooled,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "spool fsync failed; records held in memory only");
+                Durability::Buffered
+            }
+            None => Durability::Buffered,
+        };
+        for reply in self.unsynced.drain(..) {
+            let _ = reply.send(Ok(durability));
+        }
+    }
+
+    fn schedule_probe(&mut self, ctx: &mut Context<Self>) {
+        let exp = PROBE_BASE.saturating_mul(1 << self.probe_attempt.min(10));
+        let jitter: f64 = rand::random_range(0.5..1.0);
+        let delay = exp.min(PROBE_MAX).mul_f64(jitter);
+        self.probe_attempt += 1;
+        ctx.run_later(delay, |act, ctx| {
+            let pool = act.pool.clone();
+            let timeout = act.config.timeout;
+            ctx.spawn(
+                fut::wrap_future(async move {
+                    tokio::time::timeout(timeout, sea_orm::sqlx::query("SELECT 1").execute(&pool))
+                        .await
+                        .map(|r| r.is_ok())
+                        .unwrap_or(false)
+                })
+                .map(|up, act: &mut Self, ctx| {
+                    if up {
+                        tracing::info!(
+                            buffered = act.buffer.len(),
+                            "PostgreSQL answers again: draining the buffer"
+                        );
+                        act.probe_attempt = 0;
+                        act.mode = Mode::Draining;
+                        act.drain_next(ctx);
+                    } else {
+                        act.schedule_probe(ctx);
+                    }
+                }),
+            );
+        });
+    }
+
+    fn drain_next(&mut self, ctx: &mut Context<Self>) {
+        if self.drain_running || self.mode != Mode::Draining {
+            return;
+        }
+        let batch = self.buffer.front(self.config.batch_size);
+        if batch.is_empty() {
+            self.finish_outage();
+            return;
+        }
+        self.drain_running = true;
+        let mut state = std::mem::take(&mut self.drain_state);
+        let pool = self.pool.clone();
+        let store = Arc::clone(&self.store);
+        let started = Instant::now();
+        ctx.spawn(
+            fut::wrap_future(async move {
+                let out = drain_batch(&pool, &store, &batch, &mut state).await;
+                (batch, state, out)
+            })
+            .map(move |(batch, state, out), act: &mut Self, ctx| {
+                act.drain_running = false;
+                act.drain_state = state;
+                act.drained(&batch, out, started, ctx);
+            }),
+        );
+    }
+
+    fn drained(
+        &mut self,
+        batch: &[Arc<LedgerRecord>],
+        out: DrainOutcome,
+        started: Instant,
+        ctx: &mut Context<Self>,
+    ) {
+        self.buffer.pop_front(out.settled);
+        crate::metrics::buffered(self.buffer.len());
+        crate::metrics::drained(out.settled, started.elapsed().as_secs_f64());
+        let quarantined: HashMap<Uuid, LedgerError> = out
+            .quarantined
+            .iter()
+            .map(|(r, e)| (r.rid, e.clone()))
+            .collect();
+        for r in &batch[..out.settled] {
+            if let Some(reply) = self.waiters.remove(&r.rid) {
+                let _ = reply.send(match quarantined.get(&r.rid) {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(Durability::Committed),
+                });
+            }
+        }
+        let mut rebase = Vec::new();
+        for (old, new) in &out.rechained {
+            tracing::warn!(rid = %new.rid, anchor = %new.anchor_id, buffered_hash = %old, new_hash = %new.hash,
+                "re-chained a buffered record onto the database's head");
+            crate::metrics::rechained();
+            if self.rechained.len() < REPORT_LIMIT {
+                self.rechained
+                    .push((new.rid, old.clone(), new.hash.clone()));
+            }
+            rebase.push(new.anchor_id);
+        }
+        for (r, e) in &out.quarantined {
+            tracing::error!(rid = %r.rid, anchor = %r.anchor_id, error = %e,
+                "quarantined a buffered record the database refuses; it is not in PostgreSQL");
+            if self.quarantined.len() < REPORT_LIMIT {
+                self.quarantined.push((r.rid, e.to_string()));
+            }
+            rebase.push(r.anchor_id);
+        }
+        self.rebase(rebase);
+        if let Some(e) = out.unavailable {
+            tracing::warn!(error = %e, "PostgreSQL failed again while draining");
+            self.mode = Mode::Fallback;
+            self.schedule_probe(ctx);
+            return;
+        }
+        self.drain_next(ctx);
+    }
+
+    /// Tells the chain actors of `anchors` to reload their heads (their records moved).
+    fn rebase(&self, mut anchors: Vec<Uuid>) {
+        anchors.sort_unstable();
+        anchors.dedup();
+        let Some(router) = self.router.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        for a in anchors {
+            if let Some(addr) = router.existing(a) {
+                addr.do_send(Rebase);
+            }
+        }
+    }
+
+    fn finish_outage(&mut self) {
+        if let Some(spool) = self.spool.as_mut() {
+            self.sync_scheduled = false;
+            if let Err(e) = spool.truncate() {
+                tracing::error!(error = %e, "could not empty the spool after the drain");
+            }
+            crate::metrics::spool_bytes(spool.bytes());
+            for reply in self.unsynced.drain(..) {
+                let _ = reply.send(Ok(Durability::Committed));
+            }
+        }
+        if let Some(t) = self.outage_started.take() {
+            tracing::info!(
+                seconds = t.elapsed().as_secs_f64(),
+                "outage over: PostgreSQL is active again"
+            );
+        }
+        self.start_primary();
+        let status = self.status();
+        for w in self.drain_waiters.drain(..) {
+            let _ = w.send(status.clone());
+        }
+    }
+
+    /// A record whose predecessor was re-chained moves onto the new head before it is
+    /// written; one whose predecessor was quarantined is refused (its appender retries on the
+    /// reloaded head).
+    fn follow_moves(&mut self, msg: Persist) -> Option<Persist> {
+        let Some(prev) = msg.record.prev_hash.as_deref() else {
+            return Some(msg);
+        };
+        if let Some(head) = self.drain_state.moved.get(prev).cloned() {
+            match msg.record.rechained(&head.hash, head.ts) {
+                Ok(r) => {
+                    self.drain_state
+                        .moved
+                        .insert(msg.record.hash.clone(), crate::store::Head::of(&r));
+                    crate::metrics::rechained();
+                    return Some(Persist {
+                        record: Arc::new(r),
+                        ..msg
+                    });
+                }
+                Err(e) => {
+                    let _ = msg.reply.send(Err(e.into()));
+                    return None;
+                }
+            }
+        }
+        if self.drain_state.dropped.contains(prev) {
+            let anchor_id = msg.record.anchor_id;
+            let _ = msg.reply.send(Err(LedgerError::Aborted { anchor_id }));
+            return None;
+        }
+        Some(msg)
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.start_primary();
+        let limit = self.config.failover_after;
+        ctx.run_interval(WATCHDOG_EVERY, move |act, ctx| {
+            // A black-holed connection never errors; a record waiting this long means the
+            // database is not answering.
+            let stalled = act
+                .pending
+                .values()
+                .next()
+                .is_some_and(|p| p.sent.elapsed() > limit);
+            if act.mode == Mode::Primary && stalled {
+                act.failover(&format!("no answer from PostgreSQL within {limit:?}"), ctx);
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------------------
+
+/// Routes a record to PostgreSQL (primary) or the outage buffer (fallback, draining).
+impl Handler<Persist> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
+        let msg = if self.drain_state.affects(msg.record.prev_hash.as_deref()) {
+            match self.follow_moves(msg) {
+                Some(m) => m,
+                None => return,
+            }
+        } else {
+            msg
+        };
+        match (self.mode, self.primary.clone()) {
+            (Mode::Primary, Some(primary)) => {
+                self.forward(msg, &primary, ctx);
+                crate::metrics::supervisor_depth(self.pending.len());
+            }
+            _ => self.buffer_record(msg.record, msg.reply, msg.wait_committed, false, ctx),
+        }
+    }
+}
+
+/// Primary: flushes the PostgreSQL actor. Outage: fsyncs the spool. Either way answers when
+/// every earlier record is answered or safely buffered.
+impl Handler<Flush> for Supervisor {
+    type Result = ResponseFuture<Result<(), LedgerError>>;
+
+    fn handle(&mut self, _msg: Flush, _ctx: &mut Context<Self>) -> Self::Result {
+        match (self.mode, self.primary.clone()) {
+            (Mode::Primary, Some(primary)) => Box::pin(async move {
+                primary
+                    .send(Flush)
+                    .await
+                    .map_err(|e| LedgerError::Internal(format!("persistence actor gone: {e}")))?
+            }),
+            _ => {
+                self.sync_spool();
+                Box::pin(async { Ok(()) })
+            }
+        }
+    }
+}
+
+/// Settles a forwarded record: answers its appender, or fails over on a connectivity error.
+impl Handler<PrimaryAnswer> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PrimaryAnswer, ctx: &mut Context<Self>) {
+        self.on_primary_answer(msg.seq, msg.result, ctx);
+    }
+}
+
+/// Answers the current status.
+impl Handler<GetStatus> for Supervisor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
+
+/// Answers when the buffer is drained and PostgreSQL active, or after the timeout.
+impl Handler<AwaitDrain> for Supervisor {
+    type Result = ResponseActFuture<Self, OutageStatus>;
+
+    fn handle(&mut self, msg: AwaitDrain, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.mode == Mode::Primary && self.buffer.is_empty() {
+            return Box::pin(fut::ready(self.status()));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.drain_waiters.push(tx);
+        Box::pin(fut::wrap_future(tokio::time::timeout(msg.timeout, rx)).map(
+            |res, act: &mut Self, _ctx| match res {
+                Ok(Ok(status)) => status,
+                _ => act.status(),
+            },
+        ))
+    }
+}
