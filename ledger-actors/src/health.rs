@@ -224,6 +224,8 @@ struct Observation {
     /// The supervisor's mode, when there is a supervisor and it answered.
     mode: Option<Mode>,
     database_reachable: Option<bool>,
+    /// False when a `postgres` ledger started on the memory fallback: no connection exists.
+    database_connected: bool,
     buffered_records: u64,
     persistence: PersistenceProbe,
     workers_responding: usize,
@@ -298,6 +300,7 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
         active,
         mode,
         database_reachable,
+        database_connected: probe.store.backend() == Backend::Postgres,
         buffered_records: status.map_or(0, |s| s.buffered as u64),
         persistence,
         workers_responding,
@@ -346,7 +349,11 @@ fn grade(o: Observation) -> Health {
         });
     }
     if o.database_reachable == Some(false) {
-        degraded.push("the database did not answer the ping".to_owned());
+        degraded.push(if o.database_connected {
+            "the database did not answer the ping".to_owned()
+        } else {
+            "the database was unreachable at start; this process has no connection to it".to_owned()
+        });
     }
     if o.buffered_records > 0 {
         degraded.push(format!(
@@ -397,6 +404,7 @@ mod tests {
             active: Backend::Memory,
             mode: None,
             database_reachable: None,
+            database_connected: false,
             buffered_records: 0,
             persistence: PersistenceProbe::Ok,
             workers_responding: 2,
@@ -432,7 +440,22 @@ mod tests {
         assert_eq!(h.status, HealthStatus::Degraded);
         assert_eq!(h.reasons.len(), 2, "{:?}", h.reasons);
         assert!(h.reasons[0].contains("memory fallback"));
-        assert!(h.reasons[1].contains("database"));
+        assert!(
+            h.reasons[1].contains("unreachable at start"),
+            "{:?}",
+            h.reasons
+        );
+        let connected = grade(Observation {
+            configured: Backend::Postgres,
+            active: Backend::Postgres,
+            database_reachable: Some(false),
+            database_connected: true,
+            ..healthy_memory()
+        });
+        assert_eq!(
+            connected.reasons,
+            vec!["the database did not answer the ping"]
+        );
     }
 
     /// A supervisor in failover or draining is degraded, with its mode in the reason.
@@ -444,6 +467,7 @@ mod tests {
                 active: Backend::Memory,
                 mode: Some(mode),
                 database_reachable: Some(true),
+                database_connected: true,
                 buffered_records: 3,
                 ..healthy_memory()
             });
@@ -465,6 +489,7 @@ mod tests {
             active: Backend::Postgres,
             mode: Some(Mode::Primary),
             database_reachable: Some(true),
+            database_connected: true,
             persistence: PersistenceProbe::Ok,
             ..healthy_memory()
         });
