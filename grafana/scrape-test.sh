@@ -1,34 +1,37 @@
 #!/usr/bin/env bash
 # End-to-end check of the metrics against a real Prometheus; CI runs it after check.sh.
+# Two passes, one per backend (memory, then postgres); each pass:
 #
-#   1. builds `ledger` (debug) and starts, in the background,
+#   1. starts, in the background,
 #        ledger --metrics-addr 127.0.0.1:<free port> loadtest --anchors 200 --concurrency 32 --duration 60s
-#      on the memory backend;
+#      (the postgres pass on a fresh database created on the server of $LEDGER_TEST_DSN,
+#      default postgres://postgres@127.0.0.1:5432/postgres, migrated with `ledger migrate up`
+#      and dropped afterwards);
 #   2. starts `prometheus` with a temporary configuration (job `avl-ledger`, scrape interval 1s,
 #      TSDB in a temporary directory, listening on 127.0.0.1:<free port>);
 #   3. waits until Prometheus has scraped the ledger at least 20 times;
 #   4. runs EVERY query of every panel of grafana/dashboards/*.json through /api/v1/query, with
 #      Grafana's variables substituted ($__rate_interval -> 15s, $__interval -> 15s,
 #      $__range -> 1m, $instance / ${instance:regex} -> .*), plus the `instance` template
-#      variable's label_values() query and a check that appends are actually flowing:
-#        - queries on metrics the memory backend produces must return a non-empty result;
-#        - queries that need the PostgreSQL backend or an outage (DB batch size and write
-#          latency, DB errors, pool, failovers, buffered records, drain, spool, re-chained
-#          records, supervisor mailbox) only have to be valid (status "success"); they are
-#          listed as "needs postgres/outage".
-#   5. prints `scrape-test: N passed, M failed` and exits non-zero if anything failed.
+#      variable's label_values() query, a check that appends are flowing and one that the
+#      pass's backend is the active one:
+#        - every query must be valid (status "success");
+#        - queries on metrics the pass's backend produces must return a non-empty result;
+#        - the others only have to be valid, and are listed: on the memory pass as "needs
+#          postgres/outage" (DB batch size, write latency, errors and pool, supervisor
+#          mailbox, failovers, buffered records, drain, spool, re-chained records), on the
+#          postgres pass as "needs an outage" (failovers, buffered records, drain, spool,
+#          re-chained records: only a PostgreSQL outage during the load produces them, and
+#          this script does not cause one);
+#   5. stops both processes.
+# It ends with `scrape-test: N passed, M failed` and exits non-zero if anything failed.
 #
-# Bounded: the load test stops by itself after 60 s (and is killed at 90 s), Prometheus is
-# killed at 120 s; the EXIT trap stops both as soon as the checks are done.
+# Bounded: each load test stops by itself after 60 s (and is killed at 90 s), each Prometheus
+# is killed at 120 s; a pass stops both as soon as its checks are done, and the EXIT trap
+# stops whatever is left. A run takes about a minute after the build.
 #
-# TODO(postgres): once `LEDGER_BACKEND=postgres` starts a real PostgreSQL backend (the pg and
-# supervisor branches), add a second pass: the same load test with LEDGER_BACKEND=postgres and
-# LEDGER_DSN=$LEDGER_TEST_DSN, asserting non-empty results for the DB batch size, DB write
-# latency and pool panels too; the failover/drain/spool panels then still need an outage
-# (stop PostgreSQL mid-run) to be non-empty. Until then those queries are only checked for
-# validity, and the output says so for each of them.
-#
-# Needs cargo, prometheus (Debian: `apt-get install prometheus`), curl and python3.
+# Needs cargo, prometheus (Debian: `apt-get install prometheus`), curl, python3, and for the
+# postgres pass psql and a PostgreSQL server that allows CREATE DATABASE.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,7 +46,19 @@ done
 
 tmp="$(mktemp -d)"
 pids=()
-cleanup() {
+admin_dsn="${LEDGER_TEST_DSN:-postgres://postgres@127.0.0.1:5432/postgres}"
+scrape_db=""
+
+drop_scrape_db() {
+    if [ -n "$scrape_db" ]; then
+        psql -q "$admin_dsn" -c "DROP DATABASE IF EXISTS \"$scrape_db\" WITH (FORCE)" \
+            >/dev/null 2>&1 || true
+        scrape_db=""
+    fi
+}
+
+# Stops the background processes this script started (and only those), by pid.
+stop_started() {
     local pid
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
@@ -51,6 +66,12 @@ cleanup() {
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    pids=()
+}
+
+cleanup() {
+    stop_started
+    drop_scrape_db
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -73,141 +94,125 @@ wait_for() {
     done
 }
 
+# enough_scrapes PROMETHEUS_URL: Prometheus holds at least 20 scrapes of the ledger, enough for
+# 15s rate windows and 1m ranges to have several samples.
+enough_scrapes() {
+    curl -sf "$1/api/v1/query" \
+        --data-urlencode 'query=count_over_time(up{job="avl-ledger"}[1m]) >= 20' |
+        python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["data"]["result"] else 1)'
+}
+
 echo "building ledger (debug)"
 (cd "$root" && cargo build -q -p ledger-cli)
 target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 ledger="$target_dir/debug/ledger"
 
-metrics_port="$(free_port)"
-prom_port="$(free_port)"
-metrics_url="http://127.0.0.1:$metrics_port"
-prom_url="http://127.0.0.1:$prom_port"
+passed=0
+failed=0
 
-echo "starting the load test, metrics on 127.0.0.1:$metrics_port"
-env -u LEDGER_CONFIG -u LEDGER_DSN LEDGER_BACKEND=memory \
-    timeout 90 "$ledger" --metrics-addr "127.0.0.1:$metrics_port" \
-    loadtest --anchors 200 --concurrency 32 --duration 60s --json \
-    >"$tmp/loadtest.out" 2>"$tmp/loadtest.err" &
-pids+=("$!")
-if ! wait_for 30 "the ledger's metrics listener" curl -sf "$metrics_url/health"; then
-    cat "$tmp/loadtest.err" >&2
-    exit 1
-fi
+# run_pass BACKEND [LEDGER_DSN]: one load test, one Prometheus, every dashboard query. Adds to
+# `passed` and `failed`; returns non-zero if the pass could not run at all. Leaves its two
+# processes running: the caller stops them (stop_started).
+run_pass() {
+    local backend="$1" dsn="${2:-}"
+    local dir="$tmp/$backend"
+    mkdir -p "$dir"
+    local metrics_port prom_port
+    metrics_port="$(free_port)"
+    prom_port="$(free_port)"
+    local metrics_url="http://127.0.0.1:$metrics_port"
+    local prom_url="http://127.0.0.1:$prom_port"
 
-cat >"$tmp/prometheus.yml" <<EOF
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: avl-ledger
-    metrics_path: /metrics
-    static_configs:
-      - targets: ["127.0.0.1:$metrics_port"]
-EOF
-echo "starting prometheus on 127.0.0.1:$prom_port"
-timeout 120 prometheus \
-    --config.file="$tmp/prometheus.yml" \
-    --storage.tsdb.path="$tmp/tsdb" \
-    --web.listen-address="127.0.0.1:$prom_port" \
-    --log.level=warn \
-    >"$tmp/prometheus.log" 2>&1 &
-pids+=("$!")
-if ! wait_for 30 "prometheus to be ready" curl -sf "$prom_url/-/ready"; then
-    cat "$tmp/prometheus.log" >&2
-    exit 1
-fi
+    echo
+    echo "=== $backend pass: load test, metrics on 127.0.0.1:$metrics_port"
+    local env_dsn=(-u LEDGER_DSN)
+    if [ -n "$dsn" ]; then
+        env_dsn=(LEDGER_DSN="$dsn")
+    fi
+    env -u LEDGER_CONFIG -u LEDGER_METRICS_ADDR "${env_dsn[@]}" LEDGER_BACKEND="$backend" \
+        timeout 90 "$ledger" --metrics-addr "127.0.0.1:$metrics_port" \
+        loadtest --anchors 200 --concurrency 32 --duration 60s --json \
+        >"$dir/loadtest.out" 2>"$dir/loadtest.err" &
+    local ledger_pid="$!"
+    pids+=("$ledger_pid")
+    local deadline=$((SECONDS + 30))
+    until curl -sf "$metrics_url/health" >/dev/null 2>&1; do
+        if ! kill -0 "$ledger_pid" 2>/dev/null || ((SECONDS >= deadline)); then
+            echo "scrape-test.sh: the ledger's metrics listener did not come up:" >&2
+            cat "$dir/loadtest.err" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
 
-# Enough scrapes for 15s rate windows and 1m ranges to hold several samples.
-enough_scrapes() {
-    curl -sf "$prom_url/api/v1/query" \
-        --data-urlencode 'query=count_over_time(up{job="avl-ledger"}[1m]) >= 20' |
-        python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["data"]["result"] else 1)'
+    printf '%s\n' \
+        "global:" \
+        "  scrape_interval: 1s" \
+        "  evaluation_interval: 1s" \
+        "scrape_configs:" \
+        "  - job_name: avl-ledger" \
+        "    metrics_path: /metrics" \
+        "    static_configs:" \
+        "      - targets: [\"127.0.0.1:$metrics_port\"]" \
+        >"$dir/prometheus.yml"
+    echo "=== $backend pass: prometheus on 127.0.0.1:$prom_port"
+    timeout 120 prometheus \
+        --config.file="$dir/prometheus.yml" \
+        --storage.tsdb.path="$dir/tsdb" \
+        --web.listen-address="127.0.0.1:$prom_port" \
+        --log.level=warn \
+        >"$dir/prometheus.log" 2>&1 &
+    pids+=("$!")
+    if ! wait_for 30 "prometheus to be ready" curl -sf "$prom_url/-/ready"; then
+        cat "$dir/prometheus.log" >&2
+        return 1
+    fi
+
+    echo "=== $backend pass: waiting for 20 scrapes"
+    if ! wait_for 60 "20 scrapes of the ledger" enough_scrapes "$prom_url"; then
+        cat "$dir/prometheus.log" "$dir/loadtest.err" >&2
+        return 1
+    fi
+
+    python3 "$here/scrape-check.py" "$backend" "$prom_url" "$dir/counts" \
+        "$here"/dashboards/*.json || return 1
+    local counts
+    counts="$(cat "$dir/counts")"
+    passed=$((passed + ${counts% *}))
+    failed=$((failed + ${counts#* }))
 }
-echo "waiting for 20 scrapes"
-if ! wait_for 60 "20 scrapes of the ledger" enough_scrapes; then
-    cat "$tmp/prometheus.log" "$tmp/loadtest.err" >&2
-    exit 1
+
+if ! run_pass memory; then
+    failed=$((failed + 1))
+    echo "FAIL [memory] the pass could not run (see above)"
+fi
+stop_started
+
+# The postgres pass, on a fresh migrated database of the test server.
+if ! command -v psql >/dev/null 2>&1; then
+    failed=$((failed + 1))
+    echo "FAIL [postgres] psql not found: cannot create the pass's database"
+else
+    scrape_db="avl_scrape_$$_$RANDOM"
+    scrape_dsn="$(python3 -c '
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$admin_dsn" "$scrape_db")"
+    if psql -q "$admin_dsn" -c "CREATE DATABASE \"$scrape_db\"" >/dev/null &&
+        env -u LEDGER_CONFIG LEDGER_DSN="$scrape_dsn" "$ledger" migrate up >/dev/null; then
+        if ! run_pass postgres "$scrape_dsn"; then
+            failed=$((failed + 1))
+            echo "FAIL [postgres] the pass could not run (see above)"
+        fi
+        stop_started
+    else
+        failed=$((failed + 1))
+        echo "FAIL [postgres] cannot create and migrate database $scrape_db on the test server"
+    fi
+    drop_scrape_db
 fi
 
-python3 - "$prom_url" "$here"/dashboards/*.json <<'PY'
-import json, re, sys, urllib.parse, urllib.request
-
-prom, dashboards = sys.argv[1], sys.argv[2:]
-SUBST = [
-    ("${instance:regex}", ".*"),
-    ("$instance", ".*"),
-    ("$__rate_interval", "15s"),
-    ("$__interval", "15s"),
-    ("$__range", "1m"),
-]
-# Metrics only the PostgreSQL backend or an outage (failover, drain, spool) produce.
-NEEDS_POSTGRES = re.compile(
-    r"ledger_(db_|failovers|buffered|drain|spool|records_rechained|supervisor)")
-
-def get(path, **params):
-    url = f"{prom}{path}?{urllib.parse.urlencode(params, doseq=True)}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return json.load(r)
-    except urllib.error.HTTPError as e:  # a bad query answers 400 with a JSON error
-        return json.load(e)
-
-def panels(items):
-    for panel in items:
-        yield panel
-        yield from panels(panel.get("panels", []))
-
-passed = failed = 0
-needs_postgres = []
-
-def check(label, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-    print(f"{'ok  ' if ok else 'FAIL'} {label}{(': ' + detail) if detail else ''}")
-
-for path in dashboards:
-    with open(path) as f:
-        dashboard = json.load(f)
-    for panel in panels(dashboard["panels"]):
-        for target in panel.get("targets", []):
-            expr = target["expr"]
-            for var, value in SUBST:
-                expr = expr.replace(var, value)
-            label = f"panel {panel['id']} {panel['title']!r} {target['refId']}"
-            if "$" in expr:
-                check(label, False, f"unknown Grafana variable in {expr}")
-                continue
-            answer = get("/api/v1/query", query=expr)
-            if answer.get("status") != "success":
-                check(label, False, f"{answer.get('error')} in {expr}")
-                continue
-            series = len(answer["data"]["result"])
-            if NEEDS_POSTGRES.search(expr):
-                needs_postgres.append(f"{label} ({series} series now)")
-                check(label + " [needs postgres/outage: valid]", True)
-            else:
-                check(label, series > 0, "" if series else f"empty result for {expr}")
-
-# The dashboard's `instance` variable: label_values(ledger_appends_total, instance).
-values = get("/api/v1/label/instance/values", **{"match[]": "ledger_appends_total"})
-check("variable instance: label_values(ledger_appends_total, instance)",
-      values.get("status") == "success" and bool(values.get("data")),
-      "" if values.get("data") else "no instance values")
-
-# The load is really running while the dashboard is queried.
-flowing = get("/api/v1/query",
-              query='sum(rate(ledger_appends_total{outcome="ok"}[15s])) > 0')
-check("appends are flowing (ok rate > 0)",
-      flowing.get("status") == "success" and bool(flowing["data"]["result"]))
-
-if needs_postgres:
-    print("\nneeds postgres/outage (checked for validity only; see the TODO in scrape-test.sh):")
-    for line in needs_postgres:
-        print(f"  - {line}")
-print(f"\nscrape-test: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
-PY
+echo
+echo "scrape-test: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
