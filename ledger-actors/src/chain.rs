@@ -379,6 +379,13 @@ impl ChainActor {
             move |found, act: &mut Self, _ctx| -> ResponseActFuture<Self, _> {
                 act.busy -= 1;
                 match found {
+                    // PostgreSQL is down (the supervisor is buffering): the rid cannot be
+                    // checked now. The drain skips a rid already stored (same content), so
+                    // the record still lands exactly once.
+                    Err(LedgerError::Unavailable(_)) => match act.replay_pending(rid, &new) {
+                        Some(replay) => replay,
+                        None => act.commit(new, rid, &canonical, wait_committed),
+                    },
                     Err(e) => Box::pin(fut::ready(Err(e))),
                     Ok(Some(stored)) => {
                         let durability = crate::store::durability_of(act.settings.store.backend());

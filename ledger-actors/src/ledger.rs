@@ -138,7 +138,8 @@ impl Ledger {
         )?;
         let arbiter = Arbiter::new();
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| supervisor);
-        let reads: Arc<dyn LedgerStore> = Arc::new(SupervisedStore::new(store, buffer));
+        let reads: Arc<dyn LedgerStore> =
+            Arc::new(SupervisedStore::new(store, buffer, Arc::clone(&degraded)));
         Ok(Self::assemble(
             config,
             reads,

@@ -51,6 +51,15 @@ impl Message for Persist {
     type Result = ();
 }
 
+/// Stop now: the supervisor has failed over and taken this actor's records. Records not yet
+/// written are answered [`LedgerError::Unavailable`] (nobody waits for them any more) and
+/// running writes are abandoned; the drain later finds whatever they committed.
+pub struct Retire;
+
+impl Message for Retire {
+    type Result = ();
+}
+
 /// Write out everything received so far, then answer. Used by shutdown.
 pub struct Flush;
 

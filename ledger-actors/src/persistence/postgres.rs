@@ -40,7 +40,7 @@ use sea_orm::{DatabaseConnection, DbErr, RuntimeErr};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{Durability, Flush, Persist};
+use super::{Durability, Flush, Persist, Retire};
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
 use crate::store::postgres::classify;
@@ -383,6 +383,20 @@ impl Actor for PostgresPersistence {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(SAMPLE_EVERY, |act, _ctx| act.sample());
+    }
+}
+
+/// Answers everything queued as unavailable and stops (running writes are dropped).
+impl Handler<Retire> for PostgresPersistence {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Retire, ctx: &mut Context<Self>) {
+        let queued: Vec<Persist> = self.queue.drain(..).map(|q| q.msg).collect();
+        self.unwritten(
+            queued,
+            LedgerError::Unavailable("persistence actor retired by the supervisor".into()),
+        );
+        ctx.stop();
     }
 }
 

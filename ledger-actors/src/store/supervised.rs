@@ -2,6 +2,7 @@
 //! reads through, so heads and reads include records acknowledged during an outage.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use ledger_entities::LedgerRecord;
@@ -18,12 +19,36 @@ use crate::supervisor::buffer::OutageBuffer;
 pub struct SupervisedStore {
     postgres: Arc<PostgresLedgerStore>,
     buffer: Arc<OutageBuffer>,
+    /// Set by the supervisor while PostgreSQL is not the active backend.
+    degraded: Arc<AtomicBool>,
 }
 
 impl SupervisedStore {
-    /// A view over `postgres` and `buffer`.
-    pub fn new(postgres: Arc<PostgresLedgerStore>, buffer: Arc<OutageBuffer>) -> Self {
-        Self { postgres, buffer }
+    /// A view over `postgres` and `buffer`; while `degraded` is set, reads that would need
+    /// PostgreSQL fail at once with [`LedgerError::Unavailable`] instead of waiting on a dead
+    /// (or black-holed) connection for the whole timeout.
+    pub fn new(
+        postgres: Arc<PostgresLedgerStore>,
+        buffer: Arc<OutageBuffer>,
+        degraded: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            postgres,
+            buffer,
+            degraded,
+        }
+    }
+
+    /// PostgreSQL, unless an outage is in progress.
+    fn postgres(&self) -> Result<&PostgresLedgerStore, LedgerError> {
+        if self.degraded.load(Ordering::Acquire) {
+            Err(LedgerError::Unavailable(
+                "PostgreSQL outage in progress; the ledger is running on its memory fallback"
+                    .into(),
+            ))
+        } else {
+            Ok(&self.postgres)
+        }
     }
 
     /// The outage buffer.
@@ -45,14 +70,14 @@ impl LedgerStore for SupervisedStore {
     async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
         match self.buffer.get(rid) {
             Some(r) => Ok(Some(r)),
-            None => self.postgres.get(rid).await,
+            None => self.postgres()?.get(rid).await,
         }
     }
 
     async fn get_by_hash(&self, hash: &str) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
         match self.buffer.get_by_hash(hash) {
             Some(r) => Ok(Some(r)),
-            None => self.postgres.get_by_hash(hash).await,
+            None => self.postgres()?.get_by_hash(hash).await,
         }
     }
 
@@ -62,7 +87,7 @@ impl LedgerStore for SupervisedStore {
         range: &RecordRange,
     ) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
         let buffered = self.buffer.records(anchor_id, range);
-        let mut out = self.postgres.records(anchor_id, range).await?;
+        let mut out = self.postgres()?.records(anchor_id, range).await?;
         if !buffered.is_empty() {
             // A record may be in both while a drain batch commits; keep one copy.
             out.retain(|r| !buffered.iter().any(|b| b.rid == r.rid));
@@ -76,12 +101,12 @@ impl LedgerStore for SupervisedStore {
     async fn head(&self, anchor_id: Uuid) -> Result<Option<Head>, LedgerError> {
         match self.buffer.head(anchor_id) {
             Some(h) => Ok(Some(h)),
-            None => self.postgres.head(anchor_id).await,
+            None => self.postgres()?.head(anchor_id).await,
         }
     }
 
     async fn anchors(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, LedgerError> {
-        let mut ids = self.postgres.anchors(after, limit).await?;
+        let mut ids = self.postgres()?.anchors(after, limit).await?;
         ids.extend(
             self.buffer
                 .anchors()
@@ -95,11 +120,11 @@ impl LedgerStore for SupervisedStore {
     }
 
     async fn count(&self) -> Result<u64, LedgerError> {
-        Ok(self.postgres.count().await? + self.buffer.len() as u64)
+        Ok(self.postgres()?.count().await? + self.buffer.len() as u64)
     }
 
     async fn count_anchor(&self, anchor_id: Uuid) -> Result<u64, LedgerError> {
-        Ok(self.postgres.count_anchor(anchor_id).await?
+        Ok(self.postgres()?.count_anchor(anchor_id).await?
             + self.buffer.anchor_records(anchor_id).len() as u64)
     }
 

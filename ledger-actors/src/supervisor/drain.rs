@@ -99,13 +99,18 @@ pub async fn drain_batch(
             // rows inserted above are in; settle the rest one by one below, where stored
             // records are recognised.
         }
-        Err(e) => {
-            if let e @ LedgerError::Unavailable(_) = classify(&e, None) {
+        Err(e) => match classify(&e, None) {
+            e @ LedgerError::Unavailable(_) => {
                 out.unavailable = Some(e);
                 return out;
             }
-        }
+            e => tracing::debug!(error = %e, "drain batch refused as a whole"),
+        },
     }
+    tracing::debug!(
+        records = batch.len(),
+        "drain batch falls back to one record at a time"
+    );
     one_by_one(pool, store, batch, state, &mut out).await;
     out
 }

@@ -42,7 +42,7 @@ use self::spool::Spool;
 use crate::chain::Rebase;
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
-use crate::persistence::{Durability, Flush, Persist, PersistReply, PostgresPersistence};
+use crate::persistence::{Durability, Flush, Persist, PersistReply, PostgresPersistence, Retire};
 use crate::router::ChainRouter;
 use crate::store::postgres::PostgresLedgerStore;
 
@@ -97,6 +97,18 @@ impl Message for PrimaryAnswer {
     type Result = ();
 }
 
+/// A drain batch finished (internal).
+struct DrainDone {
+    batch: Vec<Arc<LedgerRecord>>,
+    state: DrainState,
+    out: DrainOutcome,
+    started: Instant,
+}
+
+impl Message for DrainDone {
+    type Result = ();
+}
+
 /// Answer the current [`OutageStatus`].
 pub struct GetStatus;
 
@@ -143,6 +155,11 @@ pub struct Supervisor {
     sync_scheduled: bool,
     /// Replies of `wait_committed` records, answered when they reach PostgreSQL.
     waiters: HashMap<Uuid, PersistReply>,
+    /// Acknowledgements of records buffered while draining, held so that appenders cannot
+    /// refill the buffer as fast as it drains (the drain would never finish): each is
+    /// answered when the drain ends, or after half the append timeout, whichever is first.
+    /// With whether the record was spooled and when it was held.
+    held: std::collections::VecDeque<(PersistReply, bool, Instant)>,
     drain_state: DrainState,
     drain_running: bool,
     probe_attempt: u32,
@@ -187,6 +204,7 @@ impl Supervisor {
             unsynced: Vec::new(),
             sync_scheduled: false,
             waiters: HashMap::new(),
+            held: std::collections::VecDeque::new(),
             drain_state: DrainState::default(),
             drain_running: false,
             probe_attempt: 0,
@@ -288,9 +306,11 @@ impl Supervisor {
         self.degraded.store(true, Ordering::Release);
         self.failovers += 1;
         self.outage_started = Some(Instant::now());
-        // Its queued records were moved here; anything it still commits is found by the
-        // drain and not written twice.
-        self.primary = None;
+        // Its records were moved here; stop it so it writes nothing more. Whatever its running
+        // batch commits is found by the drain and not written twice.
+        if let Some(old) = self.primary.take() {
+            old.do_send(Retire);
+        }
         crate::metrics::failover();
         crate::metrics::backend_active(false);
         let pending = std::mem::take(&mut self.pending);
@@ -332,7 +352,16 @@ impl Supervisor {
         crate::metrics::buffered(self.buffer.len());
         if wait_committed {
             self.waiters.insert(rid, reply);
-        } else if spooled {
+        } else if self.mode == Mode::Draining {
+            self.held.push_back((reply, spooled, Instant::now()));
+        } else {
+            self.acknowledge(reply, spooled, ctx);
+        }
+    }
+
+    /// Acknowledges a buffered record: after the next fsync if it was spooled.
+    fn acknowledge(&mut self, reply: PersistReply, spooled: bool, ctx: &mut Context<Self>) {
+        if spooled {
             self.unsynced.push(reply);
             if !self.sync_scheduled {
                 self.sync_scheduled = true;
@@ -341,6 +370,20 @@ impl Supervisor {
             }
         } else {
             let _ = reply.send(Ok(Durability::Buffered));
+        }
+    }
+
+    /// Releases held acknowledgements: all of them, or those held longer than half the
+    /// append timeout (so no appender times out on a long drain).
+    fn release_held(&mut self, all: bool, ctx: &mut Context<Self>) {
+        let patience = self.config.timeout / 2;
+        while let Some((_, _, since)) = self.held.front() {
+            if !all && since.elapsed() < patience {
+                break;
+            }
+            if let Some((reply, spooled, _)) = self.held.pop_front() {
+                self.acknowledge(reply, spooled, ctx);
+            }
         }
     }
 
@@ -366,7 +409,8 @@ impl Supervisor {
         self.probe_attempt += 1;
         ctx.run_later(delay, |act, ctx| {
             let pool = act.pool.clone();
-            let timeout = act.config.timeout;
+            // A probe on a black-holed connection must not hang for the full timeout.
+            let timeout = act.config.failover_after.min(act.config.timeout);
             ctx.spawn(
                 fut::wrap_future(async move {
                     tokio::time::timeout(timeout, sea_orm::sqlx::query("SELECT 1").execute(&pool))
@@ -397,7 +441,7 @@ impl Supervisor {
         }
         let batch = self.buffer.front(self.config.batch_size);
         if batch.is_empty() {
-            self.finish_outage();
+            self.finish_outage(ctx);
             return;
         }
         self.drain_running = true;
@@ -405,17 +449,18 @@ impl Supervisor {
         let pool = self.pool.clone();
         let store = Arc::clone(&self.store);
         let started = Instant::now();
-        ctx.spawn(
-            fut::wrap_future(async move {
-                let out = drain_batch(&pool, &store, &batch, &mut state).await;
-                (batch, state, out)
-            })
-            .map(move |(batch, state, out), act: &mut Self, ctx| {
-                act.drain_running = false;
-                act.drain_state = state;
-                act.drained(&batch, out, started, ctx);
-            }),
-        );
+        // A task of its own: the database round-trips must not wait for this busy actor's
+        // context to be polled.
+        let me = ctx.address();
+        actix_rt::spawn(async move {
+            let out = drain_batch(&pool, &store, &batch, &mut state).await;
+            me.do_send(DrainDone {
+                batch,
+                state,
+                out,
+                started,
+            });
+        });
     }
 
     fn drained(
@@ -425,6 +470,16 @@ impl Supervisor {
         started: Instant,
         ctx: &mut Context<Self>,
     ) {
+        tracing::debug!(
+            batch = batch.len(),
+            settled = out.settled,
+            rechained = out.rechained.len(),
+            quarantined = out.quarantined.len(),
+            unavailable = out.unavailable.is_some(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            buffered = self.buffer.len(),
+            "drain batch settled"
+        );
         self.buffer.pop_front(out.settled);
         crate::metrics::buffered(self.buffer.len());
         crate::metrics::drained(out.settled, started.elapsed().as_secs_f64());
@@ -484,7 +539,8 @@ impl Supervisor {
         }
     }
 
-    fn finish_outage(&mut self) {
+    fn finish_outage(&mut self, ctx: &mut Context<Self>) {
+        self.release_held(true, ctx);
         if let Some(spool) = self.spool.as_mut() {
             self.sync_scheduled = false;
             if let Err(e) = spool.truncate() {
@@ -559,6 +615,7 @@ impl Actor for Supervisor {
             if act.mode == Mode::Primary && stalled {
                 act.failover(&format!("no answer from PostgreSQL within {limit:?}"), ctx);
             }
+            act.release_held(act.mode != Mode::Draining, ctx);
         });
     }
 }
@@ -617,6 +674,17 @@ impl Handler<PrimaryAnswer> for Supervisor {
 
     fn handle(&mut self, msg: PrimaryAnswer, ctx: &mut Context<Self>) {
         self.on_primary_answer(msg.seq, msg.result, ctx);
+    }
+}
+
+/// Takes a drain batch's outcome: settles its records and drains on (or falls back).
+impl Handler<DrainDone> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DrainDone, ctx: &mut Context<Self>) {
+        self.drain_running = false;
+        self.drain_state = msg.state;
+        self.drained(&msg.batch, msg.out, msg.started, ctx);
     }
 }
 

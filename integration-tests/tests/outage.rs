@@ -1,0 +1,423 @@
+//! PostgreSQL outages, injected through a TCP proxy the tests control: the supervisor keeps
+//! appends succeeding on the memory fallback and writes every acknowledged record to
+//! PostgreSQL, exactly once and in chain order, when it returns.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
+
+mod common;
+#[path = "support/proxy.rs"]
+mod proxy;
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::TestContext;
+use futures::future::join_all;
+use ledger_actors::supervisor::Mode as SupervisorMode;
+use ledger_actors::{
+    Backend, Dsn, Durability, Ledger, LedgerConfig, LedgerError, LedgerStore, create_ledger_store,
+};
+use ledger_entities::{LedgerRecord, NewRecord};
+use proxy::{Mode, Proxy};
+use serde_json::json;
+use uuid::Uuid;
+
+fn upstream() -> SocketAddr {
+    let dsn = std::env::var(common::DSN_ENV).unwrap_or_else(|_| common::DEFAULT_DSN.to_owned());
+    let url = url::Url::parse(&dsn).unwrap();
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    format!("{host}:{}", url.port().unwrap_or(5432))
+        .parse()
+        .unwrap()
+}
+
+/// The test database's DSN, reached through `proxy`.
+fn proxied(ctx: &TestContext, proxy: &Proxy) -> Dsn {
+    let mut url = url::Url::parse(&ctx.dsn).unwrap();
+    url.set_ip_host(proxy.addr.ip()).unwrap();
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    Dsn::parse(url.as_str()).unwrap()
+}
+
+/// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=ledger_actors=info`).
+fn logs() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+fn config(dsn: Dsn) -> LedgerConfig {
+    LedgerConfig {
+        backend: Backend::Postgres,
+        dsn: Some(dsn),
+        pool_size: 4,
+        ..LedgerConfig::default()
+    }
+}
+
+async fn direct_store(ctx: &TestContext) -> Arc<dyn LedgerStore> {
+    create_ledger_store(&config(Dsn::parse(&ctx.dsn).unwrap()))
+        .await
+        .unwrap()
+}
+
+/// Acknowledged rid -> (anchor, durability, when).
+type Acks = HashMap<Uuid, (Uuid, Durability, Instant)>;
+
+fn rec(anchor: Uuid, i: u64) -> NewRecord {
+    NewRecord::new(anchor, "slot", "event", json!({ "i": i }), "outage-test")
+}
+
+/// Under 64 concurrent appenders over 100 anchors, three outages — connections cut
+/// mid-load, black-holed, refused — cost no failed append; afterwards every acknowledged
+/// record is in PostgreSQL exactly once and every chain verifies.
+#[actix_rt::test]
+async fn three_outages_lose_nothing_and_break_no_chain() {
+    logs();
+    let ctx = TestContext::new("outage_cycles").await;
+    let proxy = Proxy::start(upstream());
+    let ledger = Ledger::start(config(proxied(&ctx, &proxy))).await.unwrap();
+    let anchors: Arc<Vec<Uuid>> = Arc::new((0..100).map(|_| Uuid::new_v4()).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Acks>> = Arc::default();
+    let errors: Arc<Mutex<Vec<LedgerError>>> = Arc::default();
+    let overloaded = Arc::new(AtomicU64::new(0));
+    let max_latency = Arc::new(Mutex::new(Duration::ZERO));
+
+    let appenders = (0..64u64).map(|w| {
+        let (ledger, anchors, stop) = (ledger.clone(), Arc::clone(&anchors), Arc::clone(&stop));
+        let (acked, errors, overloaded, max_latency) = (
+            Arc::clone(&acked),
+            Arc::clone(&errors),
+            Arc::clone(&overloaded),
+            Arc::clone(&max_latency),
+        );
+        async move {
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let anchor = anchors[(i % 100) as usize];
+                let rid = Uuid::new_v4();
+                let started = Instant::now();
+                match ledger.append(rec(anchor, i).with_rid(rid)).await {
+                    Ok(ack) => {
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert(rid, (anchor, ack.durability, Instant::now()));
+                    }
+                    Err(LedgerError::Overloaded { .. }) => {
+                        overloaded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => errors.lock().unwrap().push(e),
+                }
+                let mut max = max_latency.lock().unwrap();
+                *max = (*max).max(started.elapsed());
+                i += 64;
+            }
+        }
+    });
+    let driver = async {
+        let mut outages = Vec::new();
+        let mut drains = Vec::new();
+        // Back on PostgreSQL with an empty buffer, or 60 s: the end of an outage cycle.
+        let recovered = || async {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(60) {
+                let s = ledger.outage_status().await.unwrap();
+                if s.mode == SupervisorMode::Primary && s.buffered == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            t.elapsed()
+        };
+        let run = || tokio::time::sleep(Duration::from_millis(700));
+        run().await;
+        // 1. Every connection reset mid-load; the server stays reachable.
+        outages.push(Instant::now());
+        proxy.cut_all();
+        drains.push(recovered().await);
+        run().await;
+        // 2. Black hole: connections accepted, nothing ever answered.
+        outages.push(Instant::now());
+        proxy.set(Mode::BlackHole);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        proxy.set(Mode::Pass);
+        proxy.cut_all();
+        drains.push(recovered().await);
+        run().await;
+        // 3. Refused: open connections cut, new ones refused.
+        outages.push(Instant::now());
+        proxy.set(Mode::Refuse);
+        proxy.cut_all();
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        proxy.set(Mode::Pass);
+        drains.push(recovered().await);
+        run().await;
+        stop.store(true, Ordering::Relaxed);
+        eprintln!(
+            "outage test: time from restoring PostgreSQL to an empty buffer, per cycle: {drains:?}"
+        );
+        outages
+    };
+    let (_, outages) = futures::join!(join_all(appenders), driver);
+
+    let status = ledger.await_drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(status.buffered, 0, "buffer drained");
+    assert_eq!(status.mode, SupervisorMode::Primary);
+    assert!(status.rechained.is_empty() && status.quarantined.is_empty());
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "{} failed appends, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(
+        status.failovers >= 2,
+        "outages were not noticed: {status:?}"
+    );
+    ledger.shutdown().await.unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    let buffered = acked
+        .values()
+        .filter(|(_, d, _)| *d != Durability::Committed)
+        .count();
+    assert!(buffered > 0, "no append was acknowledged on the fallback");
+    // Time from each outage's start to the first append acknowledged on the fallback.
+    let mut recoveries = Vec::new();
+    for start in &outages {
+        let first = acked
+            .values()
+            .filter(|(_, d, at)| *d == Durability::Buffered && at > start)
+            .map(|(_, _, at)| at.duration_since(*start))
+            .min();
+        recoveries.push(first);
+    }
+    eprintln!(
+        "outage test: {} acked ({} on the fallback), {} overloaded, {} failovers, max append latency {:?}, first fallback ack after each outage start: {:?}",
+        acked.len(),
+        buffered,
+        overloaded.load(Ordering::Relaxed),
+        status.failovers,
+        *max_latency.lock().unwrap(),
+        recoveries
+    );
+
+    let store = direct_store(&ctx).await;
+    for (rid, (anchor, _, _)) in &acked {
+        let stored = store.get(*rid).await.unwrap();
+        assert_eq!(
+            stored.map(|r| r.anchor_id),
+            Some(*anchor),
+            "acknowledged record {rid} missing"
+        );
+    }
+    assert_eq!(
+        store.count().await.unwrap(),
+        acked.len() as u64,
+        "records beyond the acknowledged ones"
+    );
+    let summary = ledger_actors::verify::verify_all(store.as_ref())
+        .await
+        .unwrap();
+    assert!(summary.breaks.is_empty(), "{:?}", summary.breaks);
+    assert_eq!(summary.records, acked.len() as u64);
+    drop(proxy);
+    ctx.teardown().await;
+}
+
+/// A data error from PostgreSQL (a fork refused by the unique guard, caused by another
+/// writer) is answered to its appender and does not swap to the fallback.
+#[actix_rt::test]
+async fn data_error_does_not_fail_over() {
+    let ctx = TestContext::new("outage_data_error").await;
+    let ledger = Ledger::start(config(Dsn::parse(&ctx.dsn).unwrap()))
+        .await
+        .unwrap();
+    let anchor = Uuid::new_v4();
+    for i in 0..3 {
+        ledger.append(rec(anchor, i)).await.unwrap();
+    }
+    // Another writer extends the chain behind the ledger's back.
+    let head = ledger.head(anchor).await.unwrap();
+    let foreign = LedgerRecord::seal(
+        rec(anchor, 100),
+        Uuid::new_v4(),
+        chrono::Utc::now(),
+        Some(head.hash.clone()),
+    )
+    .unwrap();
+    direct_store(&ctx)
+        .await
+        .insert(&[Arc::new(foreign.clone())])
+        .await
+        .unwrap();
+    // The chain actor still links to the old head: the database refuses the fork.
+    match ledger.append(rec(anchor, 3)).await {
+        Err(LedgerError::ForkRefused { anchor_id, .. }) => assert_eq!(anchor_id, anchor),
+        other => panic!("expected ForkRefused, got {other:?}"),
+    }
+    let status = ledger.outage_status().await.unwrap();
+    assert_eq!(status.failovers, 0);
+    assert_eq!(status.mode, SupervisorMode::Primary);
+    // The actor reloaded its head: the next append continues after the foreign record.
+    let ack = ledger.append(rec(anchor, 4)).await.unwrap();
+    assert_eq!(ack.record.prev_hash.as_deref(), Some(foreign.hash.as_str()));
+    assert_eq!(ack.durability, Durability::Committed);
+    ledger.shutdown().await.unwrap();
+    let summary = ledger_actors::verify::verify_all(direct_store(&ctx).await.as_ref())
+        .await
+        .unwrap();
+    assert!(summary.breaks.is_empty());
+    assert_eq!(summary.records, 5);
+    ctx.teardown().await;
+}
+
+/// `append_durable` answers only once the record is committed, even when it was accepted
+/// during an outage.
+#[actix_rt::test]
+async fn append_durable_waits_through_an_outage() {
+    let ctx = TestContext::new("outage_durable").await;
+    let proxy = Proxy::start(upstream());
+    let ledger = Ledger::start(config(proxied(&ctx, &proxy))).await.unwrap();
+    let anchor = Uuid::new_v4();
+    ledger.append(rec(anchor, 0)).await.unwrap();
+    proxy.set(Mode::Refuse);
+    proxy.cut_all();
+    // Trigger the failover with a plain append (acknowledged on the fallback).
+    let ack = ledger.append(rec(anchor, 1)).await.unwrap();
+    assert_eq!(ack.durability, Durability::Buffered);
+    let durable = {
+        let ledger = ledger.clone();
+        actix_rt::spawn(async move {
+            ledger
+                .append_durable(rec(anchor, 2), Duration::from_secs(60))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !durable.is_finished(),
+        "answered before PostgreSQL returned"
+    );
+    proxy.set(Mode::Pass);
+    let ack = durable.await.unwrap().unwrap();
+    assert_eq!(ack.durability, Durability::Committed);
+    let stored = direct_store(&ctx).await.get(ack.record.rid).await.unwrap();
+    assert_eq!(
+        stored.map(|r| r.hash.clone()),
+        Some(ack.record.hash.clone())
+    );
+    ledger.shutdown().await.unwrap();
+    drop(proxy);
+    ctx.teardown().await;
+}
+
+/// A process killed with SIGKILL during an outage loses no acknowledged record: its spool
+/// is written to PostgreSQL by the next start, before that ledger serves.
+#[actix_rt::test]
+async fn sigkill_during_an_outage_loses_no_acknowledged_record() {
+    let ctx = TestContext::new("outage_sigkill").await;
+    let proxy = Proxy::start(upstream());
+    let spool_dir = std::env::temp_dir().join(format!("avl-spool-{}", Uuid::new_v4()));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_avl-outage-child"))
+        .env("LEDGER_BACKEND", "postgres")
+        .env("LEDGER_DSN", proxied(&ctx, &proxy).expose())
+        .env("LEDGER_POOL_SIZE", "4")
+        .env("AVL_SPOOL_DIR", &spool_dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let reader = {
+        let lines = Arc::clone(&lines);
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let count = |what: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.ends_with(what))
+            .count()
+    };
+    let wait_for = |what: &'static str, n: usize| {
+        let count = &count;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while count(what) < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "child never reached {n} {what} acks"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for("Committed", 200).await;
+    proxy.set(Mode::Refuse);
+    proxy.cut_all();
+    wait_for("Spooled", 200).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    reader.join().unwrap();
+    proxy.set(Mode::Pass);
+
+    let acked: Vec<Uuid> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.strip_prefix("ACK "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    // A new ledger on the same spool writes it to PostgreSQL before it serves.
+    let restarted = LedgerConfig {
+        spool_dir: Some(spool_dir.clone()),
+        ..config(Dsn::parse(&ctx.dsn).unwrap())
+    };
+    let ledger = Ledger::start(restarted).await.unwrap();
+    let store = direct_store(&ctx).await;
+    let mut missing = 0;
+    for rid in &acked {
+        if store.get(*rid).await.unwrap().is_none() {
+            missing += 1;
+        }
+    }
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged records missing",
+        acked.len()
+    );
+    let summary = ledger_actors::verify::verify_all(store.as_ref())
+        .await
+        .unwrap();
+    assert!(summary.breaks.is_empty(), "{:?}", summary.breaks);
+    let spool =
+        std::fs::metadata(spool_dir.join(ledger_actors::supervisor::spool::SPOOL_FILE)).unwrap();
+    assert_eq!(spool.len(), 0, "spool emptied after recovery");
+    ledger.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&spool_dir);
+    drop(proxy);
+    ctx.teardown().await;
+}

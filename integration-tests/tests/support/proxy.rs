@@ -1,0 +1,147 @@
+//! A TCP proxy between the ledger and PostgreSQL that a test controls: pass traffic, refuse
+//! new connections, black-hole (accept and never answer), or cut every open connection.
+//! It runs on its own thread and runtime, so the ledger under test cannot starve it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What the proxy does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward both ways.
+    Pass = 0,
+    /// Close new connections at once (like a refused connection).
+    Refuse = 1,
+    /// Accept, read and drop everything, never answer; open connections hang too.
+    BlackHole = 2,
+}
+
+/// Handle to a running proxy.
+pub struct Proxy {
+    /// Address the ledger should connect to.
+    pub addr: SocketAddr,
+    mode: Arc<AtomicU8>,
+    /// Bumped to close every open connection.
+    generation: watch::Sender<u64>,
+    _thread: std::thread::JoinHandle<()>,
+    stop: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+}
+
+impl Proxy {
+    /// Starts a proxy on 127.0.0.1 (ephemeral port) in front of `upstream`.
+    pub fn start(upstream: SocketAddr) -> Proxy {
+        let mode = Arc::new(AtomicU8::new(Mode::Pass as u8));
+        let (generation, gen_rx) = watch::channel(0u64);
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let m = Arc::clone(&mode);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                let accept = async {
+                    loop {
+                        let Ok((client, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let mode = Arc::clone(&m);
+                        let gen_rx = gen_rx.clone();
+                        tokio::spawn(serve(client, upstream, mode, gen_rx));
+                    }
+                };
+                tokio::select! {
+                    () = accept => {}
+                    _ = stop_rx => {}
+                }
+            });
+        });
+        Proxy {
+            addr: addr_rx.recv().expect("proxy started"),
+            mode,
+            generation,
+            _thread: thread,
+            stop: Arc::new(Mutex::new(Some(stop_tx))),
+        }
+    }
+
+    /// Sets the mode for new and open connections.
+    pub fn set(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Closes every open connection (a network reset).
+    pub fn cut_all(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut_all();
+        if let Some(tx) = self.stop.lock().map(|mut s| s.take()).unwrap_or(None) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn mode_of(m: &AtomicU8) -> Mode {
+    match m.load(Ordering::SeqCst) {
+        0 => Mode::Pass,
+        1 => Mode::Refuse,
+        _ => Mode::BlackHole,
+    }
+}
+
+async fn serve(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    mode: Arc<AtomicU8>,
+    mut gen_rx: watch::Receiver<u64>,
+) {
+    let start_gen = *gen_rx.borrow();
+    match mode_of(&mode) {
+        Mode::Refuse => return,
+        Mode::BlackHole => {
+            // Swallow everything until cut.
+            let mut buf = [0u8; 8192];
+            loop {
+                tokio::select! {
+                    r = client.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { return },
+                    _ = gen_rx.changed() => return,
+                }
+            }
+        }
+        Mode::Pass => {}
+    }
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let mut a = [0u8; 16384];
+    let mut b = [0u8; 16384];
+    loop {
+        tokio::select! {
+            r = cr.read(&mut a) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if mode_of(&mode) == Mode::Pass && sw.write_all(&a[..n]).await.is_err() { return },
+            },
+            r = sr.read(&mut b) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if mode_of(&mode) == Mode::Pass && cw.write_all(&b[..n]).await.is_err() { return },
+            },
+            _ = gen_rx.changed() => if *gen_rx.borrow() != start_gen { return },
+        }
+    }
+}
