@@ -41,7 +41,8 @@ struct Inner {
     closing: AtomicBool,
     arbiters: std::sync::Mutex<Vec<Arbiter>>,
     workers: Vec<ArbiterHandle>,
-    /// Depths, in-flight appends and failover state, for the gauges and [`Ledger::health`].
+    /// Depths, in-flight appends and the active backend, for the gauges and
+    /// [`Ledger::health`].
     observer: Arc<Observer>,
     supervisor: Option<Addr<Supervisor>>,
 }
@@ -266,7 +267,8 @@ impl Ledger {
         .await
     }
 
-    /// Publishes the sampled gauges (in-flight appends, mailbox depths, active backend) now.
+    /// Publishes the sampled gauges (in-flight appends, chain and memory-persistence mailbox
+    /// depths) now.
     /// A sampler does it every [`crate::observe::SAMPLE_EVERY`]; call this to read current
     /// values from the exporter without waiting for it.
     pub fn sample_metrics(&self) {
