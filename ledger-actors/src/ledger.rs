@@ -89,11 +89,17 @@ impl Ledger {
             }
             Err(e) => return Err(e),
         };
+        let store_db = store.connection().clone();
         let persistence_arbiter = Arbiter::new();
-        let db = store.connection().clone();
         let settings = config.clone();
+        let options = crate::store::postgres::sqlx_options(&config)?;
         let persistence = PostgresPersistence::start_in_arbiter(&persistence_arbiter.handle(), move |_| {
-            PostgresPersistence::new(&db, &settings)
+            if std::env::var_os("AVL_SHARED_POOL").is_some() {
+                let db = store_db;
+                PostgresPersistence::new(&db, &settings)
+            } else {
+                PostgresPersistence::with_own_pool(options, &settings)
+            }
         });
         Ok(Self::assemble(
             config,

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use ledger_entities::LedgerRecord;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{DatabaseConnection, DbErr, RuntimeErr};
 use tokio::sync::oneshot;
@@ -133,6 +134,7 @@ struct BatchStats {
 pub struct PostgresPersistence {
     pool: PgPool,
     pool_max: u32,
+    max_batches: usize,
     batch_size: usize,
     linger: Duration,
     queue: VecDeque<Queued>,
@@ -155,9 +157,14 @@ impl PostgresPersistence {
     /// An actor writing through `db`'s pool with `config.batch_size` and
     /// `config.batch_linger`.
     pub fn new(db: &DatabaseConnection, config: &LedgerConfig) -> Self {
+        Self::from_pool(db.get_postgres_connection_pool().clone(), config)
+    }
+
+    fn from_pool(pool: PgPool, config: &LedgerConfig) -> Self {
         Self {
-            pool: db.get_postgres_connection_pool().clone(),
+            pool,
             pool_max: config.pool_size,
+            max_batches: bench_pipeline(),
             batch_size: config.batch_size.max(1),
             linger: config.batch_linger,
             queue: VecDeque::new(),
@@ -174,10 +181,28 @@ impl PostgresPersistence {
         }
     }
 
+    /// An actor writing through its own pool of [`MAX_CONCURRENT_BATCHES`] connections,
+    /// opened on demand (so an unreachable database shows up as failed batches, not here).
+    /// Call it on the Arbiter the actor will run on (e.g. inside the closure of
+    /// `start_in_arbiter`): the connections' sockets then belong to that thread's runtime
+    /// and the actor's I/O never waits on another thread. `options` come from
+    /// [`crate::store::postgres::sqlx_options`].
+    pub fn with_own_pool(options: PgConnectOptions, config: &LedgerConfig) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(bench_pipeline() as u32)
+            .min_connections(0)
+            .acquire_timeout(config.timeout)
+            .connect_lazy_with(options);
+        Self {
+            pool_max: bench_pipeline() as u32,
+            ..Self::from_pool(pool, config)
+        }
+    }
+
     /// Starts batches while there is room: a full batch, an expired linger or a pending
     /// flush; otherwise arms the linger timer.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        while self.running.len() < MAX_CONCURRENT_BATCHES && !self.blocked {
+        while self.running.len() < self.max_batches && !self.blocked {
             let Some(front) = self.queue.front() else {
                 break;
             };
@@ -389,7 +414,7 @@ impl Handler<Persist> for PostgresPersistence {
             msg,
         });
         self.next_seq += 1;
-        let room = self.running.len() < MAX_CONCURRENT_BATCHES && !self.blocked;
+        let room = self.running.len() < self.max_batches && !self.blocked;
         if room && (self.queue.len() >= self.batch_size || self.linger_timer.is_none()) {
             self.dispatch(ctx);
         }
@@ -546,4 +571,8 @@ async fn insert_rows(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> Result<(),
         .await
         .map(|_| ())
         .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
+}
+
+fn bench_pipeline() -> usize {
+    std::env::var("AVL_PIPELINE").ok().and_then(|v| v.parse().ok()).unwrap_or(MAX_CONCURRENT_BATCHES)
 }

@@ -11,7 +11,7 @@
 //! no foreign key), so [`LedgerStore::insert`] checks that in the same transaction.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -22,6 +22,7 @@ use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, RuntimeErr, TransactionTrait,
 };
+use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 
 use super::{Head, LedgerStore, RecordRange};
@@ -63,6 +64,25 @@ pub async fn connect(config: &LedgerConfig) -> Result<DatabaseConnection, Ledger
     Database::connect(options)
         .await
         .map_err(|e| scrub(classify(&e, None), dsn.expose(), &dsn.redacted()))
+}
+
+/// Driver options for a connection of `config`'s database with the same settings as
+/// [`connect`] (`statement_timeout`, application name, no statement logging), for pools
+/// built directly with sqlx (the persistence actor's own connections).
+pub fn sqlx_options(config: &LedgerConfig) -> Result<sqlx::postgres::PgConnectOptions, LedgerError> {
+    use sqlx::ConnectOptions as _;
+    let dsn = config.dsn.as_ref().ok_or_else(|| {
+        LedgerError::Config("dsn: backend is postgres but no dsn is set (LEDGER_DSN)".into())
+    })?;
+    let options: sqlx::postgres::PgConnectOptions = dsn
+        .expose()
+        .parse()
+        // The parse error names the offending part, not the whole DSN.
+        .map_err(|e: sqlx::Error| scrub(LedgerError::Config(format!("dsn: {e}")), dsn.expose(), &dsn.redacted()))?;
+    Ok(options
+        .application_name("avl-ledger")
+        .options([("statement_timeout", config.timeout.as_millis().to_string())])
+        .disable_statement_logging())
 }
 
 /// Connects ([`connect`]) and checks that the schema is up to date
@@ -225,21 +245,87 @@ fn to_record(row: ledger_records::Model) -> Result<Arc<LedgerRecord>, LedgerErro
         .map_err(|e| LedgerError::Database(e.to_string()))
 }
 
+/// Locks a mutex whose data stays consistent even if a holder panicked (a `Vec` of pending
+/// lookups is only pushed to and drained).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn read_err(err: DbErr) -> LedgerError {
     classify(&err, None)
 }
 
+/// Most anchors looked up by one batched head query.
+const MAX_HEADS_PER_QUERY: usize = 1024;
+/// Batched head queries in flight at once; further lookups queue and join the next batch.
+const HEAD_QUERIES_IN_FLIGHT: usize = 2;
+
+/// The heads of a batch of anchors, one backward probe of `idx_records_anchor_ts` each:
+/// `ORDER BY ts DESC LIMIT 1` per anchor, so O(1) in the length of the chains. Anchors
+/// without records have no row.
+const HEADS_SQL: &str = "SELECT a.anchor_id, r.rid, r.hash, r.ts \
+     FROM UNNEST($1::uuid[]) AS a(anchor_id) \
+     CROSS JOIN LATERAL (SELECT rid, hash, ts FROM ledger_records \
+         WHERE anchor_id = a.anchor_id ORDER BY ts DESC LIMIT 1) AS r";
+
+type HeadReply = oneshot::Sender<Result<Option<Head>, LedgerError>>;
+
+/// Coalesces concurrent [`LedgerStore::head`] calls (every chain actor loads its head when
+/// it starts, so a burst of new anchors means a burst of lookups) into batched queries.
+struct HeadLoader {
+    pending: Mutex<Vec<(Uuid, HeadReply)>>,
+    permits: Semaphore,
+}
+
 /// A [`LedgerStore`] over PostgreSQL (schema from the `migration` crate). Cheap to clone:
 /// clones share the connection pool.
+///
+/// Queries go through SeaORM, except the two that bind arrays, which use the same pool
+/// through sqlx directly: the batched head lookup here and the persistence actor's batch
+/// insert.
 #[derive(Clone)]
 pub struct PostgresLedgerStore {
     db: DatabaseConnection,
+    heads: Arc<HeadLoader>,
 }
 
 impl PostgresLedgerStore {
     /// A store over an open connection pool (see [`connect`]).
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            heads: Arc::new(HeadLoader {
+                pending: Mutex::new(Vec::new()),
+                permits: Semaphore::new(HEAD_QUERIES_IN_FLIGHT),
+            }),
+        }
+    }
+
+    /// Answers a batch of head lookups with one query.
+    async fn load_heads(&self, batch: Vec<(Uuid, HeadReply)>) {
+        let anchors: Vec<Uuid> = batch.iter().map(|(a, _)| *a).collect();
+        let rows = sqlx::query_as::<_, (Uuid, Uuid, String, DateTime<Utc>)>(HEADS_SQL)
+            .bind(anchors)
+            .fetch_all(self.db.get_postgres_connection_pool())
+            .await;
+        match rows {
+            Ok(rows) => {
+                let mut heads: HashMap<Uuid, Head> = rows
+                    .into_iter()
+                    .map(|(anchor, rid, hash, ts)| (anchor, Head { rid, hash, ts }))
+                    .collect();
+                for (anchor, reply) in batch {
+                    // The caller may have given up; then nobody reads the answer.
+                    let _ = reply.send(Ok(heads.remove(&anchor)));
+                }
+            }
+            Err(e) => {
+                let err = classify(&DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))), None);
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
     }
 
     /// Connects ([`connect`]) and wraps the pool.
@@ -378,21 +464,36 @@ impl LedgerStore for PostgresLedgerStore {
             .collect()
     }
 
-    /// `SELECT rid, hash, ts ... WHERE anchor_id = $1 ORDER BY ts DESC LIMIT 1`.
+    /// `... WHERE anchor_id = $1 ORDER BY ts DESC LIMIT 1`, batched: concurrent lookups
+    /// are answered together by one query (`HEADS_SQL`), at most two such queries run at
+    /// once, and a caller that finds a query slot free answers every lookup waiting then.
     async fn head(&self, anchor_id: Uuid) -> Result<Option<Head>, LedgerError> {
-        Ok(Records::find()
-            .select_only()
-            .column(Column::Rid)
-            .column(Column::Hash)
-            .column(Column::Ts)
-            .filter(Column::AnchorId.eq(anchor_id))
-            .order_by_desc(Column::Ts)
-            .limit(1)
-            .into_tuple::<(Uuid, String, DateTime<Utc>)>()
-            .one(&self.db)
-            .await
-            .map_err(read_err)?
-            .map(|(rid, hash, ts)| Head { rid, hash, ts }))
+        let (tx, mut rx) = oneshot::channel();
+        lock(&self.heads.pending).push((anchor_id, tx));
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut rx => {
+                    return answer.unwrap_or_else(|_| {
+                        Err(LedgerError::Internal("head lookup abandoned by its batch".into()))
+                    });
+                }
+                permit = self.heads.permits.acquire() => {
+                    let Ok(_permit) = permit else {
+                        return Err(LedgerError::Internal("head loader closed".into()));
+                    };
+                    let batch: Vec<(Uuid, HeadReply)> = {
+                        let mut pending = lock(&self.heads.pending);
+                        let n = pending.len().min(MAX_HEADS_PER_QUERY);
+                        pending.drain(..n).collect()
+                    };
+                    // Empty: another caller took our lookup; its answer arrives on `rx`.
+                    if !batch.is_empty() {
+                        self.load_heads(batch).await;
+                    }
+                }
+            }
+        }
     }
 
     /// `SELECT DISTINCT anchor_id ... [WHERE anchor_id > $after] ORDER BY anchor_id LIMIT $n`.
