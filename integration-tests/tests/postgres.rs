@@ -670,7 +670,7 @@ async fn persistence_batch_data_error_spares_innocents_and_poisons_successors() 
     // The chain actor would rebase on the stored head (none): a new genesis clears the poison.
     let x_new = sealed(x, Uuid::now_v7(), None, 5);
     assert_eq!(
-        persist_all(&actor, &[x_new.clone()]).await,
+        persist_all(&actor, std::slice::from_ref(&x_new)).await,
         vec![Ok(Durability::Committed)]
     );
 

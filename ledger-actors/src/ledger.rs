@@ -89,17 +89,12 @@ impl Ledger {
             }
             Err(e) => return Err(e),
         };
-        let store_db = store.connection().clone();
         let persistence_arbiter = Arbiter::new();
         let settings = config.clone();
         let options = crate::store::postgres::sqlx_options(&config)?;
+        let reads = store.connection().clone();
         let persistence = PostgresPersistence::start_in_arbiter(&persistence_arbiter.handle(), move |_| {
-            if std::env::var_os("AVL_SHARED_POOL").is_some() {
-                let db = store_db;
-                PostgresPersistence::new(&db, &settings)
-            } else {
-                PostgresPersistence::with_own_pool(options, &settings)
-            }
+            PostgresPersistence::with_own_pool(options, &reads, &settings)
         });
         Ok(Self::assemble(
             config,

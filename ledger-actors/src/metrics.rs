@@ -441,6 +441,65 @@ pub fn describe() {
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// Recording: the only places the ledger's code touches the `metrics` facade.
+// ---------------------------------------------------------------------------------------
+
+pub(crate) fn anchor_started() {
+    metrics::gauge!(ANCHORS_ACTIVE).increment(1.0);
+}
+
+pub(crate) fn anchor_stopped() {
+    metrics::gauge!(ANCHORS_ACTIVE).decrement(1.0);
+}
+
+pub(crate) fn anchor_passivated() {
+    metrics::counter!(ANCHORS_PASSIVATED_TOTAL).increment(1);
+}
+
+pub(crate) fn append_finished(outcome: &'static str, seconds: f64) {
+    metrics::counter!(APPENDS_TOTAL, labels::OUTCOME => outcome).increment(1);
+    metrics::histogram!(APPEND_DURATION_SECONDS).record(seconds);
+}
+
+pub(crate) fn chain_break_found() {
+    metrics::counter!(CHAIN_BREAKS_TOTAL).increment(1);
+}
+
+/// One database batch transaction took `seconds`, begin to commit (or to its failure).
+pub(crate) fn db_write_finished(seconds: f64) {
+    metrics::histogram!(DB_WRITE_DURATION_SECONDS).record(seconds);
+}
+
+/// A database batch of `records` records committed.
+pub(crate) fn db_batch_committed(records: usize) {
+    metrics::histogram!(DB_BATCH_SIZE).record(records as f64);
+}
+
+/// A database statement failed; `connectivity` tells the class.
+pub(crate) fn db_error(connectivity: bool) {
+    let class = if connectivity {
+        labels::CLASS_CONNECTIVITY
+    } else {
+        labels::CLASS_DATA
+    };
+    metrics::counter!(DB_ERRORS_TOTAL, labels::CLASS => class).increment(1);
+}
+
+/// The database pool has `in_use` connections checked out and `idle` open and waiting, of
+/// at most `max`.
+pub(crate) fn db_pool_sampled(in_use: usize, idle: usize, max: u32) {
+    metrics::gauge!(DB_POOL_CONNECTIONS, labels::STATE => labels::STATE_IN_USE).set(in_use as f64);
+    metrics::gauge!(DB_POOL_CONNECTIONS, labels::STATE => labels::STATE_IDLE).set(idle as f64);
+    metrics::gauge!(DB_POOL_CONNECTIONS, labels::STATE => labels::STATE_MAX).set(f64::from(max));
+}
+
+/// The persistence actor holds `records` records not yet answered (see
+/// [`PERSISTENCE_MAILBOX_DEPTH`]).
+pub(crate) fn persistence_depth(records: usize) {
+    metrics::gauge!(PERSISTENCE_MAILBOX_DEPTH).set(records as f64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,63 +575,4 @@ mod tests {
             "a histogram rendered as a summary"
         );
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Recording: the only places the ledger's code touches the `metrics` facade.
-// ---------------------------------------------------------------------------------------
-
-pub(crate) fn anchor_started() {
-    metrics::gauge!(ANCHORS_ACTIVE).increment(1.0);
-}
-
-pub(crate) fn anchor_stopped() {
-    metrics::gauge!(ANCHORS_ACTIVE).decrement(1.0);
-}
-
-pub(crate) fn anchor_passivated() {
-    metrics::counter!(ANCHORS_PASSIVATED_TOTAL).increment(1);
-}
-
-pub(crate) fn append_finished(outcome: &'static str, seconds: f64) {
-    metrics::counter!(APPENDS_TOTAL, labels::OUTCOME => outcome).increment(1);
-    metrics::histogram!(APPEND_DURATION_SECONDS).record(seconds);
-}
-
-pub(crate) fn chain_break_found() {
-    metrics::counter!(CHAIN_BREAKS_TOTAL).increment(1);
-}
-
-/// One database batch transaction took `seconds`, begin to commit (or to its failure).
-pub(crate) fn db_write_finished(seconds: f64) {
-    metrics::histogram!(DB_WRITE_DURATION_SECONDS).record(seconds);
-}
-
-/// A database batch of `records` records committed.
-pub(crate) fn db_batch_committed(records: usize) {
-    metrics::histogram!(DB_BATCH_SIZE).record(records as f64);
-}
-
-/// A database statement failed; `connectivity` tells the class.
-pub(crate) fn db_error(connectivity: bool) {
-    let class = if connectivity {
-        labels::CLASS_CONNECTIVITY
-    } else {
-        labels::CLASS_DATA
-    };
-    metrics::counter!(DB_ERRORS_TOTAL, labels::CLASS => class).increment(1);
-}
-
-/// The database pool has `in_use` connections checked out and `idle` open and waiting, of
-/// at most `max`.
-pub(crate) fn db_pool_sampled(in_use: usize, idle: usize, max: u32) {
-    metrics::gauge!(DB_POOL_CONNECTIONS, labels::STATE => labels::STATE_IN_USE).set(in_use as f64);
-    metrics::gauge!(DB_POOL_CONNECTIONS, labels::STATE => labels::STATE_IDLE).set(idle as f64);
-    metrics::gauge!(DB_POOL_CONNECTIONS, labels::STATE => labels::STATE_MAX).set(f64::from(max));
-}
-
-/// The persistence actor holds `records` records not yet answered (see
-/// [`PERSISTENCE_MAILBOX_DEPTH`]).
-pub(crate) fn persistence_depth(records: usize) {
-    metrics::gauge!(PERSISTENCE_MAILBOX_DEPTH).set(records as f64);
 }

@@ -122,7 +122,32 @@ enum BatchOutcome {
 struct BatchStats {
     batches: u64,
     records: u64,
-    largest: usize,
+    /// `by_size[n]`: committed multi-record batches of `n` records (n ≤ `batch_size`).
+    by_size: Vec<u64>,
+}
+
+impl BatchStats {
+    fn committed(&mut self, records: usize) {
+        self.batches += 1;
+        self.records += records as u64;
+        if self.by_size.len() <= records {
+            self.by_size.resize(records + 1, 0);
+        }
+        self.by_size[records] += 1;
+    }
+
+    /// The batch size at quantile `q` (0..=1), by batches.
+    fn quantile(&self, q: f64) -> usize {
+        let target = (q * self.batches as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (size, n) in self.by_size.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return size;
+            }
+        }
+        self.by_size.len().saturating_sub(1)
+    }
 }
 
 /// The PostgreSQL persistence actor. Start it on its own Arbiter; it speaks [`Persist`] and
@@ -132,9 +157,11 @@ struct BatchStats {
 /// has not answered yet: waiting for a batch plus in running batches (not the messages still
 /// in the actix mailbox, which it drains continuously).
 pub struct PostgresPersistence {
+    /// Where batches are written.
     pool: PgPool,
-    pool_max: u32,
-    max_batches: usize,
+    /// The pools `ledger_db_pool_connections` reports (summed), and their total maximum.
+    sampled: Vec<PgPool>,
+    sampled_max: u32,
     batch_size: usize,
     linger: Duration,
     queue: VecDeque<Queued>,
@@ -157,14 +184,20 @@ impl PostgresPersistence {
     /// An actor writing through `db`'s pool with `config.batch_size` and
     /// `config.batch_linger`.
     pub fn new(db: &DatabaseConnection, config: &LedgerConfig) -> Self {
-        Self::from_pool(db.get_postgres_connection_pool().clone(), config)
+        let pool = db.get_postgres_connection_pool().clone();
+        Self::from_pool(pool.clone(), vec![pool], config.pool_size, config)
     }
 
-    fn from_pool(pool: PgPool, config: &LedgerConfig) -> Self {
+    fn from_pool(
+        pool: PgPool,
+        sampled: Vec<PgPool>,
+        sampled_max: u32,
+        config: &LedgerConfig,
+    ) -> Self {
         Self {
             pool,
-            pool_max: config.pool_size,
-            max_batches: bench_pipeline(),
+            sampled,
+            sampled_max,
             batch_size: config.batch_size.max(1),
             linger: config.batch_linger,
             queue: VecDeque::new(),
@@ -186,23 +219,30 @@ impl PostgresPersistence {
     /// Call it on the Arbiter the actor will run on (e.g. inside the closure of
     /// `start_in_arbiter`): the connections' sockets then belong to that thread's runtime
     /// and the actor's I/O never waits on another thread. `options` come from
-    /// [`crate::store::postgres::sqlx_options`].
-    pub fn with_own_pool(options: PgConnectOptions, config: &LedgerConfig) -> Self {
+    /// [`crate::store::postgres::sqlx_options`]; `reads` is the store's pool, reported with
+    /// the actor's own in `ledger_db_pool_connections` (max: `pool_size` +
+    /// [`MAX_CONCURRENT_BATCHES`]).
+    pub fn with_own_pool(
+        options: PgConnectOptions,
+        reads: &DatabaseConnection,
+        config: &LedgerConfig,
+    ) -> Self {
         let pool = PgPoolOptions::new()
-            .max_connections(bench_pipeline() as u32)
+            .max_connections(MAX_CONCURRENT_BATCHES as u32)
             .min_connections(0)
             .acquire_timeout(config.timeout)
             .connect_lazy_with(options);
-        Self {
-            pool_max: bench_pipeline() as u32,
-            ..Self::from_pool(pool, config)
-        }
+        let sampled = vec![pool.clone(), reads.get_postgres_connection_pool().clone()];
+        let max = config
+            .pool_size
+            .saturating_add(MAX_CONCURRENT_BATCHES as u32);
+        Self::from_pool(pool, sampled, max, config)
     }
 
     /// Starts batches while there is room: a full batch, an expired linger or a pending
     /// flush; otherwise arms the linger timer.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        while self.running.len() < self.max_batches && !self.blocked {
+        while self.running.len() < MAX_CONCURRENT_BATCHES && !self.blocked {
             let Some(front) = self.queue.front() else {
                 break;
             };
@@ -306,9 +346,7 @@ impl PostgresPersistence {
         }
         match outcome {
             BatchOutcome::Committed => {
-                self.stats.batches += 1;
-                self.stats.records += batch.len() as u64;
-                self.stats.largest = self.stats.largest.max(batch.len());
+                self.stats.committed(batch.len());
                 for q in batch {
                     let _ = q.msg.reply.send(Ok(Durability::Committed));
                 }
@@ -387,9 +425,12 @@ impl PostgresPersistence {
     }
 
     fn sample(&mut self) {
-        let size = self.pool.size() as usize;
-        let idle = self.pool.num_idle();
-        crate::metrics::db_pool_sampled(size.saturating_sub(idle), idle, self.pool_max);
+        let (mut open, mut idle) = (0, 0);
+        for pool in &self.sampled {
+            open += pool.size() as usize;
+            idle += pool.num_idle();
+        }
+        crate::metrics::db_pool_sampled(open.saturating_sub(idle), idle, self.sampled_max);
         crate::metrics::persistence_depth(self.queue.len() + self.running_records);
         self.poison.retain(|_, p| p.touched.elapsed() < POISON_TTL);
     }
@@ -414,7 +455,7 @@ impl Handler<Persist> for PostgresPersistence {
             msg,
         });
         self.next_seq += 1;
-        let room = self.running.len() < self.max_batches && !self.blocked;
+        let room = self.running.len() < MAX_CONCURRENT_BATCHES && !self.blocked;
         if room && (self.queue.len() >= self.batch_size || self.linger_timer.is_none()) {
             self.dispatch(ctx);
         }
@@ -436,8 +477,10 @@ impl Handler<Flush> for PostgresPersistence {
             } else {
                 s.records as f64 / s.batches as f64
             },
-            largest = s.largest,
-            "persistence: committed batches so far"
+            p50 = s.quantile(0.5),
+            p90 = s.quantile(0.9),
+            largest = s.by_size.len().saturating_sub(1),
+            "persistence: batches committed whole so far (sizes in records)"
         );
         let (tx, rx) = oneshot::channel();
         self.flushes.push((self.next_seq, tx));
@@ -571,8 +614,4 @@ async fn insert_rows(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> Result<(),
         .await
         .map(|_| ())
         .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
-}
-
-fn bench_pipeline() -> usize {
-    std::env::var("AVL_PIPELINE").ok().and_then(|v| v.parse().ok()).unwrap_or(MAX_CONCURRENT_BATCHES)
 }

@@ -42,9 +42,13 @@ impl MemoryLedgerStore {
         for r in records {
             self.by_rid.insert(r.rid, Arc::clone(r));
             self.by_hash.insert(r.hash.clone(), r.rid);
-            self.chains.entry(r.anchor_id).or_default().push(Arc::clone(r));
+            self.chains
+                .entry(r.anchor_id)
+                .or_default()
+                .push(Arc::clone(r));
         }
-        self.count.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.count
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 

@@ -135,7 +135,9 @@ pub trait LedgerStore: Send + Sync + 'static {
 /// Errors: [`LedgerError::Config`] (bad configuration), [`LedgerError::Unavailable`] (the
 /// database cannot be reached), [`LedgerError::SchemaMissing`] (run `ledger migrate up`).
 /// Unlike [`crate::Ledger::start`] it never falls back to memory.
-pub async fn create_ledger_store(config: &LedgerConfig) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+pub async fn create_ledger_store(
+    config: &LedgerConfig,
+) -> Result<Arc<dyn LedgerStore>, LedgerError> {
     config.check()?;
     match config.backend {
         Backend::Memory => Ok(Arc::new(MemoryLedgerStore::new())),

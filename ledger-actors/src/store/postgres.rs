@@ -69,7 +69,9 @@ pub async fn connect(config: &LedgerConfig) -> Result<DatabaseConnection, Ledger
 /// Driver options for a connection of `config`'s database with the same settings as
 /// [`connect`] (`statement_timeout`, application name, no statement logging), for pools
 /// built directly with sqlx (the persistence actor's own connections).
-pub fn sqlx_options(config: &LedgerConfig) -> Result<sqlx::postgres::PgConnectOptions, LedgerError> {
+pub fn sqlx_options(
+    config: &LedgerConfig,
+) -> Result<sqlx::postgres::PgConnectOptions, LedgerError> {
     use sqlx::ConnectOptions as _;
     let dsn = config.dsn.as_ref().ok_or_else(|| {
         LedgerError::Config("dsn: backend is postgres but no dsn is set (LEDGER_DSN)".into())
@@ -78,7 +80,13 @@ pub fn sqlx_options(config: &LedgerConfig) -> Result<sqlx::postgres::PgConnectOp
         .expose()
         .parse()
         // The parse error names the offending part, not the whole DSN.
-        .map_err(|e: sqlx::Error| scrub(LedgerError::Config(format!("dsn: {e}")), dsn.expose(), &dsn.redacted()))?;
+        .map_err(|e: sqlx::Error| {
+            scrub(
+                LedgerError::Config(format!("dsn: {e}")),
+                dsn.expose(),
+                &dsn.redacted(),
+            )
+        })?;
     Ok(options
         .application_name("avl-ledger")
         .options([("statement_timeout", config.timeout.as_millis().to_string())])
@@ -95,7 +103,7 @@ pub async fn open(config: &LedgerConfig) -> Result<PostgresLedgerStore, LedgerEr
     let db = connect(config).await?;
     let status = migration::schema_status(&db)
         .await
-        .map_err(|e| classify(&e, None))?;
+        .map_err(|e| counted(&e, None))?;
     match status {
         SchemaStatus::UpToDate => {}
         SchemaStatus::Pending { ref pending } if config.auto_migrate => {
@@ -251,8 +259,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// [`classify`], counted in `ledger_db_errors_total` by class. Every failed statement of
+/// the ledger goes through here (or through [`classify`] plus an explicit count).
+pub(crate) fn counted(err: &DbErr, record: Option<&LedgerRecord>) -> LedgerError {
+    let classified = classify(err, record);
+    crate::metrics::db_error(matches!(classified, LedgerError::Unavailable(_)));
+    classified
+}
+
 fn read_err(err: DbErr) -> LedgerError {
-    classify(&err, None)
+    counted(&err, None)
 }
 
 /// Most anchors looked up by one batched head query.
@@ -320,7 +336,7 @@ impl PostgresLedgerStore {
                 }
             }
             Err(e) => {
-                let err = classify(&DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))), None);
+                let err = counted(&DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))), None);
                 for (_, reply) in batch {
                     let _ = reply.send(Err(err.clone()));
                 }
@@ -403,7 +419,7 @@ impl LedgerStore for PostgresLedgerStore {
             return Ok(());
         }
         let single = (records.len() == 1).then(|| records[0].as_ref());
-        let txn = self.db.begin().await.map_err(|e| classify(&e, single))?;
+        let txn = self.db.begin().await.map_err(|e| counted(&e, single))?;
         Self::check_links(&txn, records).await?;
         for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
             Records::insert_many(
@@ -415,7 +431,7 @@ impl LedgerStore for PostgresLedgerStore {
             .await
             .map_err(|e| classify(&e, (chunk.len() == 1).then(|| chunk[0].as_ref())))?;
         }
-        txn.commit().await.map_err(|e| classify(&e, single))
+        txn.commit().await.map_err(|e| counted(&e, single))
     }
 
     async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
