@@ -63,7 +63,9 @@ impl Dsn {
     pub fn parse(raw: &str) -> Result<Self, LedgerError> {
         let raw = raw.trim();
         let (scheme, rest) = raw.split_once("://").ok_or_else(|| {
-            LedgerError::Config("dsn: expected postgres://user[:password]@host[:port]/database".into())
+            LedgerError::Config(
+                "dsn: expected postgres://user[:password]@host[:port]/database".into(),
+            )
         })?;
         match scheme.to_ascii_lowercase().as_str() {
             "postgres" | "postgresql" | "postgresql+asyncpg" => {}
@@ -196,14 +198,18 @@ impl Default for LedgerConfig {
 fn de_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let secs = f64::deserialize(d)?;
     Duration::try_from_secs_f64(secs).map_err(|_| {
-        serde::de::Error::custom(format!("expected a non-negative number of seconds, got {secs}"))
+        serde::de::Error::custom(format!(
+            "expected a non-negative number of seconds, got {secs}"
+        ))
     })
 }
 
 fn de_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let ms = f64::deserialize(d)?;
     Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| {
-        serde::de::Error::custom(format!("expected a non-negative number of milliseconds, got {ms}"))
+        serde::de::Error::custom(format!(
+            "expected a non-negative number of milliseconds, got {ms}"
+        ))
     })
 }
 
@@ -229,9 +235,8 @@ impl LedgerConfig {
 
     /// Reads the `ledger:` section of a YAML file.
     pub fn from_yaml_file(path: &Path) -> Result<Self, LedgerError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            LedgerError::Config(format!("cannot read {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| LedgerError::Config(format!("cannot read {}: {e}", path.display())))?;
         Self::from_yaml_str(&text)
             .map_err(|e| LedgerError::Config(format!("{}: {e}", path.display())))
     }
@@ -257,9 +262,8 @@ impl LedgerConfig {
                 .map_err(|e: LedgerError| LedgerError::Config(format!("LEDGER_BACKEND: {e}")))?;
         }
         if let Some(v) = get("LEDGER_DSN") {
-            self.dsn = Some(
-                Dsn::parse(&v).map_err(|e| LedgerError::Config(format!("LEDGER_DSN: {e}")))?,
-            );
+            self.dsn =
+                Some(Dsn::parse(&v).map_err(|e| LedgerError::Config(format!("LEDGER_DSN: {e}")))?);
         }
         if let Some(v) = get("LEDGER_POOL_SIZE") {
             self.pool_size = v.trim().parse().map_err(|_| {
@@ -273,7 +277,9 @@ impl LedgerConfig {
                 LedgerError::Config(format!("LEDGER_TIMEOUT: expected seconds, got {v:?}"))
             })?;
             self.timeout = Duration::try_from_secs_f64(secs).map_err(|_| {
-                LedgerError::Config(format!("LEDGER_TIMEOUT: expected non-negative seconds, got {v:?}"))
+                LedgerError::Config(format!(
+                    "LEDGER_TIMEOUT: expected non-negative seconds, got {v:?}"
+                ))
             })?;
         }
         self.check()

@@ -62,9 +62,10 @@ impl Ledger {
         config.check()?;
         let persistence_arbiter = Arbiter::new();
         let memory = Arc::clone(&store);
-        let persistence = MemoryPersistence::start_in_arbiter(&persistence_arbiter.handle(), |_| {
-            MemoryPersistence::new(memory, Durability::Volatile)
-        });
+        let persistence =
+            MemoryPersistence::start_in_arbiter(&persistence_arbiter.handle(), |_| {
+                MemoryPersistence::new(memory, Durability::Volatile)
+            });
         let store: Arc<dyn LedgerStore> = store;
         Ok(Self::assemble(
             config,
@@ -83,7 +84,11 @@ impl Ledger {
         let store = match crate::store::postgres::open(&config).await {
             Ok(store) => store,
             Err(LedgerError::Unavailable(reason)) => {
-                let dsn = config.dsn.as_ref().map(|d| d.redacted()).unwrap_or_default();
+                let dsn = config
+                    .dsn
+                    .as_ref()
+                    .map(|d| d.redacted())
+                    .unwrap_or_default();
                 tracing::warn!(%dsn, %reason, "PostgreSQL unreachable at start; falling back to the memory backend (appends are NOT durable)");
                 return Self::start_memory(config, Arc::new(MemoryLedgerStore::new()));
             }
@@ -93,9 +98,10 @@ impl Ledger {
         let settings = config.clone();
         let options = crate::store::postgres::sqlx_options(&config)?;
         let reads = store.connection().clone();
-        let persistence = PostgresPersistence::start_in_arbiter(&persistence_arbiter.handle(), move |_| {
-            PostgresPersistence::with_own_pool(options, &reads, &settings)
-        });
+        let persistence =
+            PostgresPersistence::start_in_arbiter(&persistence_arbiter.handle(), move |_| {
+                PostgresPersistence::with_own_pool(options, &reads, &settings)
+            });
         Ok(Self::assemble(
             config,
             Arc::new(store),
@@ -250,7 +256,11 @@ impl Ledger {
         self.inner.permits.close();
         self.inner.router.clear();
         let arbiters = std::mem::take(
-            &mut *self.inner.arbiters.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut *self
+                .inner
+                .arbiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
         );
         for arbiter in arbiters {
             arbiter.stop();

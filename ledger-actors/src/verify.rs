@@ -62,7 +62,10 @@ impl fmt::Display for BreakReason {
                 expected.as_deref().unwrap_or("(none: genesis expected)")
             ),
             BreakReason::TimestampNotIncreasing { previous_us, ts_us } => {
-                write!(f, "ts {ts_us} µs is not after the previous record's {previous_us} µs")
+                write!(
+                    f,
+                    "ts {ts_us} µs is not after the previous record's {previous_us} µs"
+                )
             }
             BreakReason::Unhashable { reason } => write!(f, "cannot hash: {reason}"),
         }

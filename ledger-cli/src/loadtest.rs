@@ -38,8 +38,13 @@ pub struct Args {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (try 30s, 10m, 1h)"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 30s, 10m, 1h)"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -160,8 +165,15 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             ms(0.99),
             latency.max() as f64 / 1000.0
         );
-        println!("verified {verified} anchors: {breaks} continuity breaks, {missing} acknowledged records missing");
-        if let Some(e) = shared.first_error.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        println!(
+            "verified {verified} anchors: {breaks} continuity breaks, {missing} acknowledged records missing"
+        );
+        if let Some(e) = shared
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             println!("first error: {e}");
         }
     }

@@ -14,7 +14,9 @@ pub enum Error {
     },
     /// A payload integer lies outside ±(2^53 − 1): JCS (RFC 8785) would round it, so its hash
     /// could not be reproduced. Handle: send it as a string.
-    #[error("{field} holds the integer {value}, outside ±(2^53-1) that JCS can hash faithfully; send it as a string")]
+    #[error(
+        "{field} holds the integer {value}, outside ±(2^53-1) that JCS can hash faithfully; send it as a string"
+    )]
     IntegerOutOfRange {
         /// JSON pointer of the number.
         field: String,

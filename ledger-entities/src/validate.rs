@@ -248,7 +248,11 @@ impl<'de> Visitor<'de> for StrictValue {
                     self.path
                 )));
             }
-            let child = format!("{}/{}", self.path, key.replace('~', "~0").replace('/', "~1"));
+            let child = format!(
+                "{}/{}",
+                self.path,
+                key.replace('~', "~0").replace('/', "~1")
+            );
             let v = map.next_value_seed(StrictValue::new(child))?;
             out.insert(key, v);
         }
