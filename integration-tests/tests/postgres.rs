@@ -297,6 +297,32 @@ async fn store_reads_windows_heads_and_anchors() {
     ctx.teardown().await;
 }
 
+/// Many concurrent head look-ups (answered in batches) each get their own anchor's head, or
+/// `None` for an anchor without records.
+#[actix_rt::test]
+async fn concurrent_head_lookups_get_their_own_heads() {
+    let ctx = TestContext::new("pg_concurrent_heads").await;
+    let store = fresh_store(&ctx).await;
+    let mut expected = Vec::new();
+    let mut records = Vec::new();
+    for i in 0..300 {
+        let anchor = Uuid::new_v4();
+        let first = sealed(anchor, Uuid::now_v7(), None, i);
+        let second = sealed(anchor, Uuid::now_v7(), Some(&first), i + 1);
+        expected.push((anchor, Some(second.hash.clone())));
+        records.extend([Arc::new(first), Arc::new(second)]);
+    }
+    store.insert(&records).await.expect("insert");
+    expected.extend((0..100).map(|_| (Uuid::new_v4(), None)));
+    let fresh = fresh_store(&ctx).await;
+    let heads = join_all(expected.iter().map(|(a, _)| fresh.head(*a))).await;
+    for ((anchor, want), got) in expected.iter().zip(heads) {
+        let got = got.expect("head").map(|h| h.hash);
+        assert_eq!(&got, want, "anchor {anchor}");
+    }
+    ctx.teardown().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Lifecycle
 

@@ -283,7 +283,12 @@ impl PostgresPersistence {
                 break;
             };
             let record = &q.msg.record;
-            if let Some(poison) = self.poison.get_mut(&record.anchor_id) {
+            let poisoned = if self.poison.is_empty() {
+                None
+            } else {
+                self.poison.get_mut(&record.anchor_id)
+            };
+            if let Some(poison) = poisoned {
                 match record.prev_hash.as_deref() {
                     Some(prev) if poison.hashes.contains(prev) => {
                         poison.hashes.insert(record.hash.clone());
@@ -614,4 +619,25 @@ async fn insert_rows(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> Result<(),
         .await
         .map(|_| ())
         .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BatchStats;
+
+    /// Batch-size quantiles are read from the per-size counts.
+    #[test]
+    fn batch_stats_quantiles() {
+        let mut stats = BatchStats::default();
+        for size in [1, 2, 2, 3, 10, 10, 10, 10, 500, 1000] {
+            stats.committed(size);
+        }
+        assert_eq!(stats.batches, 10);
+        assert_eq!(stats.records, 1548);
+        assert_eq!(stats.quantile(0.5), 10);
+        assert_eq!(stats.quantile(0.1), 1);
+        assert_eq!(stats.quantile(0.9), 500);
+        assert_eq!(stats.quantile(1.0), 1000);
+        assert_eq!(BatchStats::default().quantile(0.5), 0);
+    }
 }

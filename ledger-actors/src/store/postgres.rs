@@ -489,11 +489,15 @@ impl LedgerStore for PostgresLedgerStore {
         loop {
             tokio::select! {
                 biased;
-                answer = &mut rx => {
-                    return answer.unwrap_or_else(|_| {
-                        Err(LedgerError::Internal("head lookup abandoned by its batch".into()))
-                    });
-                }
+                answer = &mut rx => match answer {
+                    Ok(head) => return head,
+                    // The caller serving our batch was cancelled mid-query: ask again.
+                    Err(_) => {
+                        let (tx, again) = oneshot::channel();
+                        lock(&self.heads.pending).push((anchor_id, tx));
+                        rx = again;
+                    }
+                },
                 permit = self.heads.permits.acquire() => {
                     let Ok(_permit) = permit else {
                         return Err(LedgerError::Internal("head loader closed".into()));
