@@ -554,7 +554,8 @@ async fn bad_data_is_refused_before_the_database() {
 
 /// A record refused by the database (its chain actor's head went stale because a successor
 /// was inserted by SQL) fails alone with `ForkRefused`, its in-flight successor with
-/// `Aborted`, while the appends batched with them commit; the anchor then continues.
+/// `Aborted`, and an append reusing that SQL row's rid with `Conflict`, while the appends
+/// batched with them commit; the anchor then continues.
 #[actix_rt::test]
 async fn database_refusal_does_not_fail_innocent_records() {
     let ctx = TestContext::new("pg_innocent_records").await;
@@ -584,10 +585,20 @@ async fn database_refusal_does_not_fail_innocent_records() {
                 .await
         }
     });
-    let (victims, innocent) = futures::join!(join_all(victim_appends), join_all(innocent_appends));
+    // A client rid that the SQL insert already used, in another anchor.
+    let reused_rid = ledger.append(new_record(Uuid::new_v4(), json!({})).with_rid(sneaky.rid));
+    let (victims, innocent, reused) = futures::join!(
+        join_all(victim_appends),
+        join_all(innocent_appends),
+        reused_rid
+    );
     for r in &innocent {
         assert!(r.is_ok(), "innocent append failed: {r:?}");
     }
+    assert!(
+        matches!(&reused, Err(LedgerError::Conflict { rid, .. }) if *rid == sneaky.rid),
+        "{reused:?}"
+    );
     assert!(
         matches!(&victims[0], Err(LedgerError::ForkRefused { anchor_id, .. }) if *anchor_id == victim),
         "{:?}",

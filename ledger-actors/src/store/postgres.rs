@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 
 use super::{Head, LedgerStore, RecordRange};
-use crate::config::{Backend, LedgerConfig};
+use crate::config::{Backend, Dsn, LedgerConfig};
 use crate::error::LedgerError;
 
 /// Name of the fork-guard constraint (`UNIQUE NULLS NOT DISTINCT (anchor_id, prev_hash)`).
@@ -63,7 +63,7 @@ pub async fn connect(config: &LedgerConfig) -> Result<DatabaseConnection, Ledger
         .sqlx_logging(false);
     Database::connect(options)
         .await
-        .map_err(|e| scrub(classify(&e, None), dsn.expose(), &dsn.redacted()))
+        .map_err(|e| scrub(classify(&e, None), dsn))
 }
 
 /// Driver options for a connection of `config`'s database with the same settings as
@@ -80,13 +80,7 @@ pub fn sqlx_options(
         .expose()
         .parse()
         // The parse error names the offending part, not the whole DSN.
-        .map_err(|e: sqlx::Error| {
-            scrub(
-                LedgerError::Config(format!("dsn: {e}")),
-                dsn.expose(),
-                &dsn.redacted(),
-            )
-        })?;
+        .map_err(|e: sqlx::Error| scrub(LedgerError::Config(format!("dsn: {e}")), dsn))?;
     Ok(options
         .application_name("avl-ledger")
         .options([("statement_timeout", config.timeout.as_millis().to_string())])
@@ -117,16 +111,56 @@ pub async fn open(config: &LedgerConfig) -> Result<PostgresLedgerStore, LedgerEr
     Ok(PostgresLedgerStore::new(db))
 }
 
-/// Replaces any occurrence of the full DSN (with its password) in an error's text by the
-/// redacted DSN. Driver messages do not echo the DSN today; this keeps it so.
-fn scrub(err: LedgerError, secret: &str, redacted: &str) -> LedgerError {
-    let clean = |s: String| s.replace(secret, redacted);
+/// Removes the DSN's secrets from an error's text: the full DSN becomes the redacted one,
+/// and the password itself (as written and percent-decoded) becomes `****`. Driver messages
+/// do not echo the DSN today; this keeps it so.
+fn scrub(err: LedgerError, dsn: &Dsn) -> LedgerError {
+    let secret = dsn.expose();
+    let password = url::Url::parse(secret)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+        .filter(|p| !p.is_empty());
+    let clean = |s: String| {
+        let mut s = s.replace(secret, &dsn.redacted());
+        if let Some(p) = &password {
+            s = s.replace(p.as_str(), "****");
+            let decoded = percent_decode(p);
+            if !decoded.is_empty() {
+                s = s.replace(&decoded, "****");
+            }
+        }
+        s
+    };
     match err {
         LedgerError::Unavailable(m) => LedgerError::Unavailable(clean(m)),
         LedgerError::Database(m) => LedgerError::Database(clean(m)),
         LedgerError::Config(m) => LedgerError::Config(clean(m)),
         other => other,
     }
+}
+
+/// `%XX` sequences decoded (as URLs encode a password); invalid ones are kept as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// SQLSTATEs that mean the server cannot serve us now, not that it refused our data:
@@ -741,14 +775,18 @@ mod tests {
         ));
     }
 
-    /// A connect error that quoted the DSN would have it replaced by the redacted form.
+    /// An error quoting the DSN or its password (raw or percent-decoded) loses them.
     #[test]
-    fn scrub_removes_the_dsn() {
-        let secret = "postgres://u:hunter2@h/db";
-        let err = LedgerError::Unavailable(format!("cannot reach {secret}"));
-        let LedgerError::Unavailable(msg) = scrub(err, secret, "postgres://u:****@h/db") else {
+    fn scrub_removes_the_dsn_and_password() {
+        let dsn = Dsn::parse("postgres://u:hun%40ter2@h/db").expect("parses");
+        let text = format!(
+            "cannot reach {}; password hun%40ter2 or hun@ter2",
+            dsn.expose()
+        );
+        let LedgerError::Unavailable(msg) = scrub(LedgerError::Unavailable(text), &dsn) else {
             panic!("variant changed");
         };
-        assert!(!msg.contains("hunter2"), "{msg}");
+        assert!(!msg.contains("ter2"), "{msg}");
+        assert!(msg.contains("postgres://u:****@h/db"), "{msg}");
     }
 }
