@@ -25,6 +25,19 @@
 //!   connectivity error fails the unwritten records with [`LedgerError::Unavailable`]
 //!   (see [`PostgresPersistence::unwritten`]).
 //! - [`Flush`] answers once every record received before it is answered.
+//!
+//! # Metrics
+//! `ledger_db_batch_size` (records per committed transaction, 1 for the one-by-one retries),
+//! `ledger_db_write_duration_seconds` (each batch statement, failed ones included),
+//! `ledger_db_errors_total` (each failed statement, except the multi-row statement of a batch
+//! refused for a data error: its records are retried and each refused one counts),
+//! `ledger_db_pool_connections` and `ledger_persistence_mailbox_depth` (sampled every second;
+//! the depth is records held unanswered, see [`PostgresPersistence`]).
+//!
+//! # For the supervisor (a later issue)
+//! [`PostgresPersistence::unwritten`] is where a connectivity failure's records leave the
+//! actor. It poisons their hashes so that no successor is written without them; a supervisor
+//! that re-sends them instead must also re-send (not fail) their queued successors.
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet, VecDeque};

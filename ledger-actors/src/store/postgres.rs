@@ -454,16 +454,25 @@ impl LedgerStore for PostgresLedgerStore {
         }
         let single = (records.len() == 1).then(|| records[0].as_ref());
         let txn = self.db.begin().await.map_err(|e| counted(&e, single))?;
-        Self::check_links(&txn, records).await?;
-        for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-            Records::insert_many(
-                chunk
-                    .iter()
-                    .map(|r| ledger_records::ActiveModel::from(r.as_ref())),
-            )
-            .exec_without_returning(&txn)
-            .await
-            .map_err(|e| classify(&e, (chunk.len() == 1).then(|| chunk[0].as_ref())))?;
+        let written = async {
+            Self::check_links(&txn, records).await?;
+            for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+                Records::insert_many(
+                    chunk
+                        .iter()
+                        .map(|r| ledger_records::ActiveModel::from(r.as_ref())),
+                )
+                .exec_without_returning(&txn)
+                .await
+                .map_err(|e| counted(&e, (chunk.len() == 1).then(|| chunk[0].as_ref())))?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            // The transaction is rolled back when dropped anyway; this only does it now.
+            let _ = txn.rollback().await;
+            return Err(e);
         }
         txn.commit().await.map_err(|e| counted(&e, single))
     }
