@@ -12,7 +12,10 @@ async fn main() -> Result<(), LedgerError> {
     for (i, event) in ["created", "paid", "shipped"].into_iter().enumerate() {
         let record = NewRecord::new(order, "orders", event, json!({ "step": i }), "shop");
         let ack = ledger.append(record).await?;
-        println!("{} {} durability={:?}", ack.record.kind, ack.record.hash, ack.durability);
+        println!(
+            "{} {} durability={:?}",
+            ack.record.kind, ack.record.hash, ack.durability
+        );
     }
     let chain = ledger.records(order, &RecordRange::default()).await?;
     assert_eq!(chain[1].prev_hash.as_deref(), Some(chain[0].hash.as_str()));

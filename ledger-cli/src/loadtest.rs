@@ -133,7 +133,9 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         buffered = status.buffered;
         failovers = status.failovers;
         if buffered > 0 && !args.json {
-            eprintln!("{buffered} acknowledged records still not in PostgreSQL after {DRAIN_WAIT:?}");
+            eprintln!(
+                "{buffered} acknowledged records still not in PostgreSQL after {DRAIN_WAIT:?}"
+            );
         }
     }
 
@@ -206,11 +208,13 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             println!("first error: {e}");
         }
     }
-    Ok(if errors == 0 && breaks == 0 && missing == 0 && buffered == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if errors == 0 && breaks == 0 && missing == 0 && buffered == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 async fn worker(shared: Arc<Shared>) -> Histogram<u64> {
