@@ -19,6 +19,7 @@ use ledger_entities::{LedgerRecord, NewRecord};
 use uuid::Uuid;
 
 use crate::error::LedgerError;
+use crate::observe::{ChainMailboxes, QueueDepth, QueueTicket};
 use crate::persistence::{Durability, Persist};
 use crate::router::ChainRouter;
 use crate::store::{Head, LedgerStore};
@@ -32,10 +33,23 @@ use crate::store::{Head, LedgerStore};
 /// The record sits in a take-once slot shared by every clone of the message: if the actor
 /// stops before taking it (passivation raced the send), the sender still holds it and can
 /// resend it to the anchor's next actor without copying the payload.
-#[derive(Clone)]
 pub struct Append {
     slot: Arc<Mutex<Option<NewRecord>>>,
     wait_committed: bool,
+    /// Counts this message in the chain mailbox depth until it is handled or dropped.
+    queued: Option<QueueTicket>,
+}
+
+/// A clone shares the record slot but not the mailbox ticket: each sent copy gets its own
+/// through [`Append::counted`].
+impl Clone for Append {
+    fn clone(&self) -> Self {
+        Self {
+            slot: Arc::clone(&self.slot),
+            wait_committed: self.wait_committed,
+            queued: None,
+        }
+    }
 }
 
 impl Append {
@@ -44,6 +58,7 @@ impl Append {
         Self {
             slot: Arc::new(Mutex::new(Some(record))),
             wait_committed: false,
+            queued: None,
         }
     }
 
@@ -54,6 +69,13 @@ impl Append {
             wait_committed: true,
             ..Self::new(record)
         }
+    }
+
+    /// This message, counted in the chain mailbox depth by `ticket` until the handler has
+    /// taken it (or it is dropped unhandled).
+    pub fn counted(mut self, ticket: QueueTicket) -> Self {
+        self.queued = Some(ticket);
+        self
     }
 
     /// Takes the record out; `None` once an actor (or another taker) has it.
@@ -114,6 +136,11 @@ pub struct ChainSettings {
     /// While set (a PostgreSQL outage), actors do not passivate: a revived actor would need
     /// its head from the unreachable database.
     pub suspend_passivation: Arc<std::sync::atomic::AtomicBool>,
+    /// Mailbox depth of every chain actor (the router counts each [`Append`] it sends).
+    pub mailboxes: Arc<ChainMailboxes>,
+    /// Mailbox counter of the memory persistence actor behind `persist`, pushed before each
+    /// [`Persist`]; `None` when the persistence actor reports its own depth.
+    pub persistence_queue: Option<QueueDepth>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -240,6 +267,9 @@ impl ChainActor {
             Err(e) => return Box::pin(fut::ready(Err(e.into()))),
         };
         let (reply, rx) = tokio::sync::oneshot::channel();
+        if let Some(queue) = &self.settings.persistence_queue {
+            queue.push();
+        }
         self.settings.persist.do_send(Persist {
             record: Arc::clone(&record),
             reply,

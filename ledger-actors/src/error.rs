@@ -83,6 +83,19 @@ pub enum LedgerError {
     /// directly resends to the router's current actor for the anchor.
     #[error("the anchor's chain actor retired before taking the append; resend it")]
     Retired,
+    /// The Prometheus metrics exporter could not be installed: its address cannot be bound
+    /// (in use, not a local address, no permission: the reason starts with `cannot bind`), a
+    /// metrics recorder is already installed in this process
+    /// ([`crate::metrics::ALREADY_INSTALLED`]), or its thread could not start. Nothing was
+    /// installed. Handle: choose another `--metrics-addr`, or install the exporter once per
+    /// process.
+    #[error("cannot start the metrics exporter on {addr}: {reason}")]
+    MetricsExporter {
+        /// The listener address that was requested.
+        addr: std::net::SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
     /// An actor stopped unexpectedly or an invariant failed. Handle: report it as a bug;
     /// the append's outcome is unknown (re-append with the same rid to learn it).
     #[error("internal error: {0}")]

@@ -12,6 +12,8 @@ use uuid::Uuid;
 use crate::chain::{Append, AppendAck, ChainSettings};
 use crate::config::{Backend, LedgerConfig};
 use crate::error::LedgerError;
+use crate::health::Health;
+use crate::observe::{ActiveBackend, ChainMailboxes, Observer, QueueDepth, Sampler};
 use crate::persistence::{Durability, Flush, MemoryPersistence, Persist};
 use crate::router::ChainRouter;
 use crate::store::supervised::SupervisedStore;
@@ -39,6 +41,9 @@ struct Inner {
     closing: AtomicBool,
     arbiters: std::sync::Mutex<Vec<Arbiter>>,
     workers: Vec<ArbiterHandle>,
+    /// Depths, in-flight appends and the active backend, for the gauges and
+    /// [`Ledger::health`].
+    observer: Arc<Observer>,
     supervisor: Option<Addr<Supervisor>>,
 }
 
@@ -81,9 +86,11 @@ impl Ledger {
         config.check()?;
         let persistence_arbiter = Arbiter::new();
         let memory = Arc::clone(&store);
+        let queue = QueueDepth::new();
+        let actor_queue = queue.clone();
         let persistence =
             MemoryPersistence::start_in_arbiter(&persistence_arbiter.handle(), |_| {
-                MemoryPersistence::new(memory, Durability::Volatile)
+                MemoryPersistence::new(memory, Durability::Volatile).with_queue(actor_queue)
             });
         let store: Arc<dyn LedgerStore> = store;
         Ok(Self::assemble(
@@ -93,6 +100,7 @@ impl Ledger {
             persistence.recipient(),
             vec![persistence_arbiter],
             None,
+            Some(queue),
         ))
     }
 
@@ -144,9 +152,14 @@ impl Ledger {
                 router: router_slot,
                 degraded,
             }),
+            None,
         ))
     }
 
+    /// Starts the chain workers, the router and the metrics sampler around a running
+    /// persistence actor (or supervisor). `persistence_queue` is the persistence actor's
+    /// mailbox counter when it is a [`MemoryPersistence`] built with it (others report their
+    /// own depth).
     fn assemble(
         config: LedgerConfig,
         store: Arc<dyn LedgerStore>,
@@ -154,20 +167,47 @@ impl Ledger {
         flush: Recipient<Flush>,
         mut arbiters: Vec<Arbiter>,
         supervised: Option<Supervised>,
+        persistence_queue: Option<QueueDepth>,
     ) -> Self {
         let workers: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
         let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
         arbiters.extend(workers);
+        let permits = Arc::new(Semaphore::new(config.max_in_flight));
+        let mailboxes = Arc::new(ChainMailboxes::new());
+        let degraded = supervised.as_ref().map_or_else(
+            || Arc::new(AtomicBool::new(false)),
+            |s| Arc::clone(&s.degraded),
+        );
+        let active = match &supervised {
+            // The supervisor sets `ledger_backend_active` itself, on start and every swap.
+            Some(_) => ActiveBackend::Supervised(Arc::clone(&degraded)),
+            None => {
+                crate::metrics::backend_active(store.backend() == Backend::Postgres);
+                ActiveBackend::Fixed(store.backend())
+            }
+        };
+        let observer = Arc::new(Observer::new(
+            config.backend,
+            active,
+            Arc::clone(&permits),
+            config.max_in_flight,
+            Arc::clone(&mailboxes),
+            persistence_queue.clone(),
+        ));
+        // The sampler runs beside the persistence actor (the first Arbiter) and stops with it.
+        if let Some(home) = arbiters.first() {
+            let sampled = Arc::clone(&observer);
+            Sampler::start_in_arbiter(&home.handle(), move |_| Sampler::new(sampled));
+        }
         let settings = ChainSettings {
             store: Arc::clone(&store),
             persist,
             limits: config.limits(),
             mailbox_capacity: config.mailbox_capacity,
             passivate_after: config.passivate_after,
-            suspend_passivation: supervised.as_ref().map_or_else(
-                || Arc::new(AtomicBool::new(false)),
-                |s| Arc::clone(&s.degraded),
-            ),
+            suspend_passivation: Arc::clone(&degraded),
+            mailboxes,
+            persistence_queue,
         };
         let router = ChainRouter::new(settings, handles.clone());
         if let Some(s) = &supervised {
@@ -176,7 +216,8 @@ impl Ledger {
         }
         Self {
             inner: Arc::new(Inner {
-                permits: Arc::new(Semaphore::new(config.max_in_flight)),
+                permits,
+                observer,
                 config,
                 store,
                 router,
@@ -208,6 +249,30 @@ impl Ledger {
     /// The router of chain actors, for hosts that talk to the actors directly.
     pub fn router(&self) -> &Arc<ChainRouter> {
         &self.inner.router
+    }
+
+    /// The ledger's health report; see [`crate::health`] for what is checked and the rules
+    /// that make it healthy, degraded or down. Takes at most [`crate::health::PROBE_TIMEOUT`]
+    /// (or the configured timeout, if shorter) per probe.
+    pub async fn health(&self) -> Health {
+        crate::health::assess(crate::health::Probe {
+            config: &self.inner.config,
+            store: self.inner.store.as_ref(),
+            observer: &self.inner.observer,
+            persistence: &self.inner.flush,
+            supervisor: self.inner.supervisor.as_ref(),
+            workers: self.inner.router.workers(),
+            closing: self.inner.closing.load(Ordering::Acquire),
+        })
+        .await
+    }
+
+    /// Publishes the sampled gauges (in-flight appends, chain and memory-persistence mailbox
+    /// depths) now.
+    /// A sampler does it every [`crate::observe::SAMPLE_EVERY`]; call this to read current
+    /// values from the exporter without waiting for it.
+    pub fn sample_metrics(&self) {
+        self.inner.observer.publish();
     }
 
     /// Appends a record to its anchor's chain and answers once it is stored. Waits at most
@@ -385,6 +450,7 @@ impl Ledger {
         for arbiter in arbiters {
             arbiter.stop();
         }
+        self.inner.observer.finish();
         flushed?;
         Ok(ShutdownReport {
             unanswered,

@@ -18,13 +18,17 @@
 //! - [`verify`]: chain verification.
 //! - [`config`]: [`LedgerConfig`], the YAML `ledger:` section and `LEDGER_*` variables.
 //! - [`metrics`]: metric names and recording.
+//! - [`observe`]: mailbox depths, in-flight appends, failover state and the gauge sampler.
+//! - [`health`]: [`Health`], the report of [`Ledger::health`], and its rules.
 //! - [`error`]: [`LedgerError`], the one error type of this crate.
 
 pub mod chain;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod ledger;
 pub mod metrics;
+pub mod observe;
 pub mod persistence;
 pub mod router;
 pub mod store;
@@ -34,6 +38,7 @@ pub mod verify;
 pub use chain::{Append, AppendAck};
 pub use config::{Backend, Dsn, LedgerConfig};
 pub use error::LedgerError;
+pub use health::{Health, HealthStatus};
 pub use ledger::Ledger;
 pub use persistence::Durability;
 pub use store::{Head, LedgerStore, RecordRange, create_ledger_store};

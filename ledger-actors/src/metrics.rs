@@ -22,8 +22,14 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
+use std::sync::OnceLock;
+
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::error::LedgerError;
 
 // ---------------------------------------------------------------------------------------------
 // Appends
@@ -199,49 +205,31 @@ pub mod labels {
     pub const BACKEND_MEMORY: &str = "memory";
 }
 
-/// Why the metrics exporter could not be installed.
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
-    /// The HTTP listener could not bind its address (in use, not a local address, no
-    /// permission).
-    #[error("cannot bind the metrics listener on {addr}: {reason}")]
-    Bind {
-        /// The address that was requested.
-        addr: SocketAddr,
-        /// The operating system's reason.
-        reason: String,
-    },
-    /// A global metrics recorder is already installed in this process (`install` was called
-    /// twice, or another library installed one).
-    #[error("a metrics recorder is already installed in this process")]
-    AlreadyInstalled,
-    /// The exporter's thread or Tokio runtime could not be started.
-    #[error("cannot start the metrics exporter thread: {0}")]
-    Runtime(#[source] std::io::Error),
-    /// The exporter rejected its configuration.
-    #[error("invalid metrics exporter configuration: {0}")]
-    Build(#[source] BuildError),
-}
-
-impl From<BuildError> for MetricsError {
-    fn from(err: BuildError) -> Self {
-        match err {
-            BuildError::FailedToSetGlobalRecorder(_) => MetricsError::AlreadyInstalled,
-            other => MetricsError::Build(other),
-        }
-    }
-}
-
 /// A [`PrometheusBuilder`] with the bucket bounds of every histogram in [`HISTOGRAMS`] set, and
 /// no listener. [`install`] adds the listener; tests use it to build a local recorder.
-pub fn builder() -> Result<PrometheusBuilder, MetricsError> {
+///
+/// # Errors
+/// [`LedgerError::Internal`] if the exporter rejects a bucket list (they are constants, so
+/// this is a bug).
+pub fn builder() -> Result<PrometheusBuilder, LedgerError> {
     HISTOGRAMS
         .iter()
         .try_fold(PrometheusBuilder::new(), |builder, (name, buckets)| {
             builder.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
         })
-        .map_err(MetricsError::from)
+        .map_err(|e| LedgerError::Internal(format!("metrics exporter configuration: {e}")))
 }
+
+/// The [`LedgerError::MetricsExporter`] for `addr` with `reason`.
+fn exporter_error(addr: SocketAddr, reason: impl Into<String>) -> LedgerError {
+    LedgerError::MetricsExporter {
+        addr,
+        reason: reason.into(),
+    }
+}
+
+/// Why [`install`] failed when a recorder was already installed.
+pub const ALREADY_INSTALLED: &str = "a metrics recorder is already installed in this process";
 
 /// Installs the Prometheus exporter as the process-wide metrics recorder and starts its HTTP
 /// listener on `addr` (the ledger defaults to loopback, `127.0.0.1:9464`).
@@ -254,13 +242,16 @@ pub fn builder() -> Result<PrometheusBuilder, MetricsError> {
 /// bounded label combination of the labelled ones, at zero, so that `increase()`/`rate()` see
 /// the first event (a counter series that first appears at 1 has no increase).
 ///
+/// It also caches the handles of the per-append metrics (see the "Recording" section), so
+/// that recording an append does not look its series up in the registry.
+///
 /// # Errors
-/// [`MetricsError::Bind`] if the address cannot be bound, [`MetricsError::AlreadyInstalled`] if
-/// a recorder is already installed, [`MetricsError::Runtime`] if the exporter thread cannot be
-/// started.
-pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, MetricsError> {
+/// [`LedgerError::MetricsExporter`] naming `addr` if the address cannot be bound (`cannot bind:
+/// ...`), if a recorder is already installed ([`ALREADY_INSTALLED`]) or if the exporter thread
+/// cannot be started.
+pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, LedgerError> {
     let builder = builder()?.with_http_listener(addr);
-    let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<PrometheusHandle, MetricsError>>(1);
+    let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<PrometheusHandle, LedgerError>>(1);
 
     // Everything runtime-related (building the exporter spawns its upkeep task, and dropping a
     // runtime is forbidden inside an async context) happens on the exporter thread.
@@ -273,7 +264,10 @@ pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, MetricsError> {
             {
                 Ok(runtime) => runtime,
                 Err(err) => {
-                    let _ = ready_tx.send(Err(MetricsError::Runtime(err)));
+                    let _ = ready_tx.send(Err(exporter_error(
+                        addr,
+                        format!("cannot start its runtime: {err}"),
+                    )));
                     return;
                 }
             };
@@ -284,17 +278,22 @@ pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, MetricsError> {
             let (recorder, exporter) = match built {
                 Ok(pair) => pair,
                 Err(BuildError::FailedToCreateHTTPListener(reason)) => {
-                    let _ = ready_tx.send(Err(MetricsError::Bind { addr, reason }));
+                    let _ =
+                        ready_tx.send(Err(exporter_error(addr, format!("cannot bind: {reason}"))));
+                    return;
+                }
+                Err(BuildError::FailedToSetGlobalRecorder(_)) => {
+                    let _ = ready_tx.send(Err(exporter_error(addr, ALREADY_INSTALLED)));
                     return;
                 }
                 Err(err) => {
-                    let _ = ready_tx.send(Err(err.into()));
+                    let _ = ready_tx.send(Err(exporter_error(addr, err.to_string())));
                     return;
                 }
             };
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
-                let _ = ready_tx.send(Err(MetricsError::AlreadyInstalled));
+                let _ = ready_tx.send(Err(exporter_error(addr, ALREADY_INSTALLED)));
                 return;
             }
             if ready_tx.send(Ok(handle)).is_err() {
@@ -304,15 +303,14 @@ pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, MetricsError> {
                 tracing::error!(error = ?err, %addr, "metrics exporter stopped");
             }
         })
-        .map_err(MetricsError::Runtime)?;
+        .map_err(|e| exporter_error(addr, format!("cannot start its thread: {e}")))?;
 
-    let handle = ready_rx.recv().map_err(|_| {
-        MetricsError::Runtime(std::io::Error::other(
-            "the metrics exporter thread exited before it was ready",
-        ))
-    })??;
+    let handle = ready_rx
+        .recv()
+        .map_err(|_| exporter_error(addr, "the exporter thread exited before it was ready"))??;
     describe();
     register_counters();
+    cache_handles();
     Ok(handle)
 }
 
@@ -444,26 +442,91 @@ pub fn describe() {
 // ---------------------------------------------------------------------------------------
 // Recording: the only places the ledger's code touches the `metrics` facade.
 // ---------------------------------------------------------------------------------------
+//
+// `counter!(NAME, KEY => value)` with a non-literal label builds a `Vec` of labels, hashes the
+// key and looks the series up in the recorder's registry on every call. The per-append series
+// are therefore resolved once, by `install`, into `HANDLES`; without it (a recorder installed
+// some other way, or a thread-local recorder in tests) the helpers fall back to the macros.
+// Gauges are sampled about once a second (see `crate::observe`), so they use the macros.
+
+/// Handles of the series recorded on every append, resolved against the global recorder.
+struct Handles {
+    /// `ledger_appends_total`, indexed like [`labels::OUTCOMES`].
+    appends: Vec<Counter>,
+    append_duration: Histogram,
+    anchors_active: Gauge,
+    anchors_passivated: Counter,
+}
+
+static HANDLES: OnceLock<Handles> = OnceLock::new();
+
+/// Resolves [`HANDLES`] against the global recorder. Only [`install`] calls it, after making
+/// its recorder the global one.
+fn cache_handles() {
+    HANDLES.get_or_init(|| Handles {
+        appends: labels::OUTCOMES
+            .iter()
+            .map(|outcome| counter!(APPENDS_TOTAL, labels::OUTCOME => *outcome))
+            .collect(),
+        append_duration: metrics::histogram!(APPEND_DURATION_SECONDS),
+        anchors_active: metrics::gauge!(ANCHORS_ACTIVE),
+        anchors_passivated: counter!(ANCHORS_PASSIVATED_TOTAL),
+    });
+}
 
 pub(crate) fn anchor_started() {
-    metrics::gauge!(ANCHORS_ACTIVE).increment(1.0);
+    match HANDLES.get() {
+        Some(h) => h.anchors_active.increment(1.0),
+        None => metrics::gauge!(ANCHORS_ACTIVE).increment(1.0),
+    }
 }
 
 pub(crate) fn anchor_stopped() {
-    metrics::gauge!(ANCHORS_ACTIVE).decrement(1.0);
+    match HANDLES.get() {
+        Some(h) => h.anchors_active.decrement(1.0),
+        None => metrics::gauge!(ANCHORS_ACTIVE).decrement(1.0),
+    }
 }
 
 pub(crate) fn anchor_passivated() {
-    metrics::counter!(ANCHORS_PASSIVATED_TOTAL).increment(1);
+    match HANDLES.get() {
+        Some(h) => h.anchors_passivated.increment(1),
+        None => counter!(ANCHORS_PASSIVATED_TOTAL).increment(1),
+    }
 }
 
+/// One append ended with `outcome` (a value of [`labels::OUTCOMES`]) after `seconds`.
 pub(crate) fn append_finished(outcome: &'static str, seconds: f64) {
-    metrics::counter!(APPENDS_TOTAL, labels::OUTCOME => outcome).increment(1);
-    metrics::histogram!(APPEND_DURATION_SECONDS).record(seconds);
+    let cached = HANDLES.get().and_then(|h| {
+        let i = labels::OUTCOMES.iter().position(|o| *o == outcome)?;
+        Some((h.appends.get(i)?, &h.append_duration))
+    });
+    match cached {
+        Some((count, duration)) => {
+            count.increment(1);
+            duration.record(seconds);
+        }
+        None => {
+            counter!(APPENDS_TOTAL, labels::OUTCOME => outcome).increment(1);
+            metrics::histogram!(APPEND_DURATION_SECONDS).record(seconds);
+        }
+    }
 }
 
 pub(crate) fn chain_break_found() {
-    metrics::counter!(CHAIN_BREAKS_TOTAL).increment(1);
+    counter!(CHAIN_BREAKS_TOTAL).increment(1);
+}
+
+/// Appends accepted and not yet answered (sampled).
+pub(crate) fn in_flight_appends(appends: usize) {
+    metrics::gauge!(IN_FLIGHT_APPENDS).set(appends as f64);
+}
+
+/// Chain-actor mailbox depth: the total over all chain actors and the deepest one (sampled).
+/// Two series however many anchors there are.
+pub(crate) fn chain_mailbox_depth(sum: usize, max: usize) {
+    metrics::gauge!(CHAIN_MAILBOX_DEPTH, labels::STAT => labels::STAT_SUM).set(sum as f64);
+    metrics::gauge!(CHAIN_MAILBOX_DEPTH, labels::STAT => labels::STAT_MAX).set(max as f64);
 }
 
 /// One database batch transaction took `seconds`, begin to commit (or to its failure).
@@ -495,7 +558,9 @@ pub(crate) fn db_pool_sampled(in_use: usize, idle: usize, max: u32) {
 }
 
 /// The persistence actor holds `records` records not yet answered (see
-/// [`PERSISTENCE_MAILBOX_DEPTH`]).
+/// [`PERSISTENCE_MAILBOX_DEPTH`]): the PostgreSQL persistence actor calls it whenever its
+/// queue changes; the memory persistence actor's mailbox depth is sampled by
+/// `crate::observe`.
 pub(crate) fn persistence_depth(records: usize) {
     metrics::gauge!(PERSISTENCE_MAILBOX_DEPTH).set(records as f64);
 }
@@ -547,6 +612,8 @@ mod tests {
     use super::*;
     use metrics::{gauge, histogram};
 
+    /// Every name is unique, `ledger_`-prefixed snake case without a series suffix, and every
+    /// histogram is in `ALL` with increasing buckets.
     #[test]
     fn names_are_unique_and_well_formed() {
         let mut seen = std::collections::HashSet::new();
@@ -575,6 +642,8 @@ mod tests {
         assert_eq!(ALL.len(), 20);
     }
 
+    /// Histograms render as `_bucket` series with help text, and counters are pre-registered
+    /// at 0.
     #[test]
     fn histograms_render_as_buckets_with_help() {
         let recorder = builder()

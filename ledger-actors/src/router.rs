@@ -88,6 +88,11 @@ impl ChainRouter {
         self.actors.len()
     }
 
+    /// The worker threads chain actors are started on.
+    pub fn workers(&self) -> &[ArbiterHandle] {
+        &self.workers
+    }
+
     /// Drops every actor address; idle actors then stop.
     pub fn clear(&self) {
         self.actors.clear();
@@ -105,7 +110,10 @@ impl ChainRouter {
         let deadline = tokio::time::Instant::now() + timeout;
         for _ in 0..MAX_ATTEMPTS {
             let addr = self.addr(anchor_id);
-            match tokio::time::timeout_at(deadline, addr.send(msg.clone())).await {
+            let sent = msg
+                .clone()
+                .counted(self.settings.mailboxes.enqueue(anchor_id));
+            match tokio::time::timeout_at(deadline, addr.send(sent)).await {
                 Err(_elapsed) => {
                     return Err(if msg.take().is_some() {
                         LedgerError::Overloaded { waited: timeout }

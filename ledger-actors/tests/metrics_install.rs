@@ -7,7 +7,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use ledger_actors::metrics::{self, MetricsError};
+use ledger_actors::LedgerError;
+use ledger_actors::metrics;
 
 fn free_loopback_addr() -> SocketAddr {
     let probe = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -29,6 +30,8 @@ fn scrape(addr: SocketAddr, path: &str) -> String {
     response
 }
 
+/// The exporter installs inside an actix System, serves `/metrics` and `/health` while the
+/// System's thread is blocked, and reports a taken port and a second install as typed errors.
 #[test]
 fn install_inside_actix_system() {
     actix::System::new().block_on(async {
@@ -36,7 +39,10 @@ fn install_inside_actix_system() {
         let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
         let taken_addr = taken.local_addr().expect("local address");
         match metrics::install(taken_addr) {
-            Err(MetricsError::Bind { addr, .. }) => assert_eq!(addr, taken_addr),
+            Err(LedgerError::MetricsExporter { addr, reason }) => {
+                assert_eq!(addr, taken_addr);
+                assert!(reason.starts_with("cannot bind"), "{reason}");
+            }
             other => panic!("expected a bind error, got {other:?}"),
         }
         drop(taken);
@@ -72,7 +78,9 @@ fn install_inside_actix_system() {
         assert!(scrape(addr, "/health").starts_with("HTTP/1.1 200"));
 
         match metrics::install(free_loopback_addr()) {
-            Err(MetricsError::AlreadyInstalled) => {}
+            Err(LedgerError::MetricsExporter { reason, .. }) => {
+                assert_eq!(reason, metrics::ALREADY_INSTALLED);
+            }
             other => panic!("expected AlreadyInstalled, got {other:?}"),
         }
     });

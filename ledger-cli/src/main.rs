@@ -1,15 +1,18 @@
-//! `ledger`: the AVL command line — load test, verification, migrations.
+//! `ledger`: the AVL command line — load test, verification, health, migrations.
 //!
 //! # Layout
-//! - `main.rs`: argument parsing and dispatch.
+//! - `main.rs`: argument parsing, the metrics exporter (`--metrics-addr`) and dispatch.
 //! - `loadtest.rs`: `ledger loadtest`.
 //! - `verify.rs`: `ledger verify`.
+//! - `health.rs`: `ledger health`.
 //! - `migrate.rs`: `ledger migrate up|down|status|fresh`.
 
+mod health;
 mod loadtest;
 mod migrate;
 mod verify;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,6 +31,10 @@ struct Cli {
     /// YAML file with a `ledger:` section (else $LEDGER_CONFIG; LEDGER_* variables override).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address while the command runs (e.g.
+    /// 127.0.0.1:9464; keep it on loopback unless the network is trusted). Default: none.
+    #[arg(long, global = true, env = "LEDGER_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +45,9 @@ enum Command {
     Loadtest(loadtest::Args),
     /// Verify every chain (or one): exit 0 when intact, 1 with each break listed.
     Verify(verify::Args),
+    /// Start the ledger from the configuration and report its health: exit 0 healthy,
+    /// 1 degraded, 2 down.
+    Health(health::Args),
     /// Database schema against LEDGER_DSN: up, down [-n N | --all], status, fresh
     /// (destructive: drops every table). Exit 0 done, 2 on error.
     Migrate(migrate::Args),
@@ -59,11 +69,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(addr) = cli.metrics_addr {
+        // Once, before the command runs: the recorder is process-wide.
+        if let Err(e) = ledger_actors::metrics::install(addr) {
+            eprintln!("ledger: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let system = actix::System::new();
     let result = system.block_on(async move {
         match cli.command {
             Command::Loadtest(args) => loadtest::run(config, args).await,
             Command::Verify(args) => verify::run(config, args).await,
+            Command::Health(args) => health::run(config, args).await,
             Command::Migrate(args) => migrate::run(config, args).await,
         }
     });

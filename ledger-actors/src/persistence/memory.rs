@@ -6,6 +6,7 @@ use actix::{Actor, Context, Handler};
 
 use super::{Durability, Flush, Persist};
 use crate::error::LedgerError;
+use crate::observe::QueueDepth;
 use crate::store::MemoryLedgerStore;
 
 /// Stores each record in a [`MemoryLedgerStore`] as it arrives and acknowledges it as
@@ -13,12 +14,25 @@ use crate::store::MemoryLedgerStore;
 pub struct MemoryPersistence {
     store: Arc<MemoryLedgerStore>,
     durability: Durability,
+    /// Its mailbox depth: pushed by the senders, popped here as each [`Persist`] is taken.
+    queue: Option<QueueDepth>,
 }
 
 impl MemoryPersistence {
     /// A persistence actor writing to `store`, acknowledging with `durability`.
     pub fn new(store: Arc<MemoryLedgerStore>, durability: Durability) -> Self {
-        Self { store, durability }
+        Self {
+            store,
+            durability,
+            queue: None,
+        }
+    }
+
+    /// The same actor, popping `queue` for every [`Persist`] it takes; its senders push it
+    /// (see [`crate::chain::ChainSettings::persistence_queue`]).
+    pub fn with_queue(mut self, queue: QueueDepth) -> Self {
+        self.queue = Some(queue);
+        self
     }
 }
 
@@ -31,6 +45,9 @@ impl Handler<Persist> for MemoryPersistence {
     type Result = ();
 
     fn handle(&mut self, msg: Persist, _ctx: &mut Context<Self>) {
+        if let Some(queue) = &self.queue {
+            queue.pop();
+        }
         let outcome = self
             .store
             .insert_now(std::slice::from_ref(&msg.record))

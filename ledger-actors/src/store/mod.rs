@@ -126,6 +126,16 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// Number of records of one anchor.
     async fn count_anchor(&self, anchor_id: Uuid) -> Result<u64, LedgerError>;
+
+    /// Checks that the database behind the store answers (for PostgreSQL, a `SELECT 1`
+    /// through the pool), for [`crate::Ledger::health`]. Stores without a database answer at
+    /// once: the default is `Ok(())`.
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] when the database cannot be reached.
+    async fn ping(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
 }
 
 /// The store `config` names, ready for reads and [`LedgerStore::insert`]: a fresh

@@ -591,6 +591,11 @@ impl LedgerStore for PostgresLedgerStore {
             .await
             .map_err(read_err)
     }
+
+    /// A round trip through the pool (SeaORM's `ping`).
+    async fn ping(&self) -> Result<(), LedgerError> {
+        self.db.ping().await.map_err(|e| classify(&e, None))
+    }
 }
 
 #[cfg(test)]

@@ -127,4 +127,9 @@ impl LedgerStore for SupervisedStore {
         Ok(self.postgres()?.count_anchor(anchor_id).await?
             + self.buffer.anchor_records(anchor_id).len() as u64)
     }
+
+    /// Pings PostgreSQL (the buffer needs no check).
+    async fn ping(&self) -> Result<(), LedgerError> {
+        self.postgres.ping().await
+    }
 }

@@ -1,0 +1,49 @@
+//! `ledger health`: start the ledger from the configuration, report its health, exit by grade.
+
+use std::process::ExitCode;
+
+use ledger_actors::{HealthStatus, Ledger, LedgerConfig};
+use serde_json::json;
+
+/// Arguments of `ledger health`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The exit code of a grade: 0 healthy, 1 degraded, 2 down.
+pub fn exit_code(status: HealthStatus) -> ExitCode {
+    match status {
+        HealthStatus::Healthy => ExitCode::SUCCESS,
+        HealthStatus::Degraded => ExitCode::from(1),
+        HealthStatus::Down => ExitCode::from(2),
+    }
+}
+
+/// Runs `ledger health`: starts a ledger in this process from the configuration (so the
+/// backend, the database and the actors are exercised), prints [`ledger_actors::Health`] and
+/// shuts the ledger down. A ledger that cannot start at all is reported down.
+pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let ledger = match Ledger::start(config).await {
+        Ok(ledger) => ledger,
+        Err(e) => {
+            let reason = format!("the ledger cannot start: {e}");
+            if args.json {
+                println!("{}", json!({ "status": "down", "reasons": [reason] }));
+            } else {
+                println!("status: down\nreasons:\n  - {reason}");
+            }
+            return Ok(exit_code(HealthStatus::Down));
+        }
+    };
+    let health = ledger.health().await;
+    ledger.shutdown().await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&health)?);
+    } else {
+        println!("{health}");
+    }
+    Ok(exit_code(health.status))
+}
