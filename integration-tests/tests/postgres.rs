@@ -297,6 +297,32 @@ async fn store_reads_windows_heads_and_anchors() {
     ctx.teardown().await;
 }
 
+/// Many concurrent head look-ups (answered in batches) each get their own anchor's head, or
+/// `None` for an anchor without records.
+#[actix_rt::test]
+async fn concurrent_head_lookups_get_their_own_heads() {
+    let ctx = TestContext::new("pg_concurrent_heads").await;
+    let store = fresh_store(&ctx).await;
+    let mut expected = Vec::new();
+    let mut records = Vec::new();
+    for i in 0..300 {
+        let anchor = Uuid::new_v4();
+        let first = sealed(anchor, Uuid::now_v7(), None, i);
+        let second = sealed(anchor, Uuid::now_v7(), Some(&first), i + 1);
+        expected.push((anchor, Some(second.hash.clone())));
+        records.extend([Arc::new(first), Arc::new(second)]);
+    }
+    store.insert(&records).await.expect("insert");
+    expected.extend((0..100).map(|_| (Uuid::new_v4(), None)));
+    let fresh = fresh_store(&ctx).await;
+    let heads = join_all(expected.iter().map(|(a, _)| fresh.head(*a))).await;
+    for ((anchor, want), got) in expected.iter().zip(heads) {
+        let got = got.expect("head").map(|h| h.hash);
+        assert_eq!(&got, want, "anchor {anchor}");
+    }
+    ctx.teardown().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Lifecycle
 
@@ -528,7 +554,8 @@ async fn bad_data_is_refused_before_the_database() {
 
 /// A record refused by the database (its chain actor's head went stale because a successor
 /// was inserted by SQL) fails alone with `ForkRefused`, its in-flight successor with
-/// `Aborted`, while the appends batched with them commit; the anchor then continues.
+/// `Aborted`, and an append reusing that SQL row's rid with `Conflict`, while the appends
+/// batched with them commit; the anchor then continues.
 #[actix_rt::test]
 async fn database_refusal_does_not_fail_innocent_records() {
     let ctx = TestContext::new("pg_innocent_records").await;
@@ -558,10 +585,20 @@ async fn database_refusal_does_not_fail_innocent_records() {
                 .await
         }
     });
-    let (victims, innocent) = futures::join!(join_all(victim_appends), join_all(innocent_appends));
+    // A client rid that the SQL insert already used, in another anchor.
+    let reused_rid = ledger.append(new_record(Uuid::new_v4(), json!({})).with_rid(sneaky.rid));
+    let (victims, innocent, reused) = futures::join!(
+        join_all(victim_appends),
+        join_all(innocent_appends),
+        reused_rid
+    );
     for r in &innocent {
         assert!(r.is_ok(), "innocent append failed: {r:?}");
     }
+    assert!(
+        matches!(&reused, Err(LedgerError::Conflict { rid, .. }) if *rid == sneaky.rid),
+        "{reused:?}"
+    );
     assert!(
         matches!(&victims[0], Err(LedgerError::ForkRefused { anchor_id, .. }) if *anchor_id == victim),
         "{:?}",

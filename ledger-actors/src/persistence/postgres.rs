@@ -25,6 +25,19 @@
 //!   connectivity error fails the unwritten records with [`LedgerError::Unavailable`]
 //!   (see [`PostgresPersistence::unwritten`]).
 //! - [`Flush`] answers once every record received before it is answered.
+//!
+//! # Metrics
+//! `ledger_db_batch_size` (records per committed transaction, 1 for the one-by-one retries),
+//! `ledger_db_write_duration_seconds` (each batch statement, failed ones included),
+//! `ledger_db_errors_total` (each failed statement, except the multi-row statement of a batch
+//! refused for a data error: its records are retried and each refused one counts),
+//! `ledger_db_pool_connections` and `ledger_persistence_mailbox_depth` (sampled every second;
+//! the depth is records held unanswered, see [`PostgresPersistence`]).
+//!
+//! # For the supervisor (a later issue)
+//! [`PostgresPersistence::unwritten`] is where a connectivity failure's records leave the
+//! actor. It poisons their hashes so that no successor is written without them; a supervisor
+//! that re-sends them instead must also re-send (not fail) their queued successors.
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -35,6 +48,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use ledger_entities::LedgerRecord;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{DatabaseConnection, DbErr, RuntimeErr};
 use tokio::sync::oneshot;
@@ -129,7 +143,32 @@ enum BatchOutcome {
 struct BatchStats {
     batches: u64,
     records: u64,
-    largest: usize,
+    /// `by_size[n]`: committed multi-record batches of `n` records (n ≤ `batch_size`).
+    by_size: Vec<u64>,
+}
+
+impl BatchStats {
+    fn committed(&mut self, records: usize) {
+        self.batches += 1;
+        self.records += records as u64;
+        if self.by_size.len() <= records {
+            self.by_size.resize(records + 1, 0);
+        }
+        self.by_size[records] += 1;
+    }
+
+    /// The batch size at quantile `q` (0..=1), by batches.
+    fn quantile(&self, q: f64) -> usize {
+        let target = (q * self.batches as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (size, n) in self.by_size.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return size;
+            }
+        }
+        self.by_size.len().saturating_sub(1)
+    }
 }
 
 /// The PostgreSQL persistence actor. Start it on its own Arbiter; it speaks [`Persist`] and
@@ -139,8 +178,11 @@ struct BatchStats {
 /// has not answered yet: waiting for a batch plus in running batches (not the messages still
 /// in the actix mailbox, which it drains continuously).
 pub struct PostgresPersistence {
+    /// Where batches are written.
     pool: PgPool,
-    pool_max: u32,
+    /// The pools `ledger_db_pool_connections` reports (summed), and their total maximum.
+    sampled: Vec<PgPool>,
+    sampled_max: u32,
     batch_size: usize,
     linger: Duration,
     queue: VecDeque<Queued>,
@@ -163,9 +205,20 @@ impl PostgresPersistence {
     /// An actor writing through `db`'s pool with `config.batch_size` and
     /// `config.batch_linger`.
     pub fn new(db: &DatabaseConnection, config: &LedgerConfig) -> Self {
+        let pool = db.get_postgres_connection_pool().clone();
+        Self::from_pool(pool.clone(), vec![pool], config.pool_size, config)
+    }
+
+    fn from_pool(
+        pool: PgPool,
+        sampled: Vec<PgPool>,
+        sampled_max: u32,
+        config: &LedgerConfig,
+    ) -> Self {
         Self {
-            pool: db.get_postgres_connection_pool().clone(),
-            pool_max: config.pool_size,
+            pool,
+            sampled,
+            sampled_max,
             batch_size: config.batch_size.max(1),
             linger: config.batch_linger,
             queue: VecDeque::new(),
@@ -180,6 +233,31 @@ impl PostgresPersistence {
             flushes: Vec::new(),
             stats: BatchStats::default(),
         }
+    }
+
+    /// An actor writing through its own pool of [`MAX_CONCURRENT_BATCHES`] connections,
+    /// opened on demand (so an unreachable database shows up as failed batches, not here).
+    /// Call it on the Arbiter the actor will run on (e.g. inside the closure of
+    /// `start_in_arbiter`): the connections' sockets then belong to that thread's runtime
+    /// and the actor's I/O never waits on another thread. `options` come from
+    /// [`crate::store::postgres::sqlx_options`]; `reads` is the store's pool, reported with
+    /// the actor's own in `ledger_db_pool_connections` (max: `pool_size` +
+    /// [`MAX_CONCURRENT_BATCHES`]).
+    pub fn with_own_pool(
+        options: PgConnectOptions,
+        reads: &DatabaseConnection,
+        config: &LedgerConfig,
+    ) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONCURRENT_BATCHES as u32)
+            .min_connections(0)
+            .acquire_timeout(config.timeout)
+            .connect_lazy_with(options);
+        let sampled = vec![pool.clone(), reads.get_postgres_connection_pool().clone()];
+        let max = config
+            .pool_size
+            .saturating_add(MAX_CONCURRENT_BATCHES as u32);
+        Self::from_pool(pool, sampled, max, config)
     }
 
     /// Starts batches while there is room: a full batch, an expired linger or a pending
@@ -226,7 +304,12 @@ impl PostgresPersistence {
                 break;
             };
             let record = &q.msg.record;
-            if let Some(poison) = self.poison.get_mut(&record.anchor_id) {
+            let poisoned = if self.poison.is_empty() {
+                None
+            } else {
+                self.poison.get_mut(&record.anchor_id)
+            };
+            if let Some(poison) = poisoned {
                 match record.prev_hash.as_deref() {
                     Some(prev) if poison.hashes.contains(prev) => {
                         poison.hashes.insert(record.hash.clone());
@@ -289,9 +372,7 @@ impl PostgresPersistence {
         }
         match outcome {
             BatchOutcome::Committed => {
-                self.stats.batches += 1;
-                self.stats.records += batch.len() as u64;
-                self.stats.largest = self.stats.largest.max(batch.len());
+                self.stats.committed(batch.len());
                 for q in batch {
                     let _ = q.msg.reply.send(Ok(Durability::Committed));
                 }
@@ -370,9 +451,12 @@ impl PostgresPersistence {
     }
 
     fn sample(&mut self) {
-        let size = self.pool.size() as usize;
-        let idle = self.pool.num_idle();
-        crate::metrics::db_pool_sampled(size.saturating_sub(idle), idle, self.pool_max);
+        let (mut open, mut idle) = (0, 0);
+        for pool in &self.sampled {
+            open += pool.size() as usize;
+            idle += pool.num_idle();
+        }
+        crate::metrics::db_pool_sampled(open.saturating_sub(idle), idle, self.sampled_max);
         crate::metrics::persistence_depth(self.queue.len() + self.running_records);
         self.poison.retain(|_, p| p.touched.elapsed() < POISON_TTL);
     }
@@ -433,8 +517,10 @@ impl Handler<Flush> for PostgresPersistence {
             } else {
                 s.records as f64 / s.batches as f64
             },
-            largest = s.largest,
-            "persistence: committed batches so far"
+            p50 = s.quantile(0.5),
+            p90 = s.quantile(0.9),
+            largest = s.by_size.len().saturating_sub(1),
+            "persistence: batches committed whole so far (sizes in records)"
         );
         let (tx, rx) = oneshot::channel();
         self.flushes.push((self.next_seq, tx));
@@ -595,4 +681,25 @@ fn unnest_query<'q>(
         .bind(sig)
         .bind(producer)
         .bind(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BatchStats;
+
+    /// Batch-size quantiles are read from the per-size counts.
+    #[test]
+    fn batch_stats_quantiles() {
+        let mut stats = BatchStats::default();
+        for size in [1, 2, 2, 3, 10, 10, 10, 10, 500, 1000] {
+            stats.committed(size);
+        }
+        assert_eq!(stats.batches, 10);
+        assert_eq!(stats.records, 1548);
+        assert_eq!(stats.quantile(0.5), 10);
+        assert_eq!(stats.quantile(0.1), 1);
+        assert_eq!(stats.quantile(0.9), 500);
+        assert_eq!(stats.quantile(1.0), 1000);
+        assert_eq!(BatchStats::default().quantile(0.5), 0);
+    }
 }

@@ -11,7 +11,7 @@
 //! no foreign key), so [`LedgerStore::insert`] checks that in the same transaction.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -22,10 +22,11 @@ use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, RuntimeErr, TransactionTrait,
 };
+use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 
 use super::{Head, LedgerStore, RecordRange};
-use crate::config::{Backend, LedgerConfig};
+use crate::config::{Backend, Dsn, LedgerConfig};
 use crate::error::LedgerError;
 
 /// Name of the fork-guard constraint (`UNIQUE NULLS NOT DISTINCT (anchor_id, prev_hash)`).
@@ -62,7 +63,28 @@ pub async fn connect(config: &LedgerConfig) -> Result<DatabaseConnection, Ledger
         .sqlx_logging(false);
     Database::connect(options)
         .await
-        .map_err(|e| scrub(classify(&e, None), dsn.expose(), &dsn.redacted()))
+        .map_err(|e| scrub(classify(&e, None), dsn))
+}
+
+/// Driver options for a connection of `config`'s database with the same settings as
+/// [`connect`] (`statement_timeout`, application name, no statement logging), for pools
+/// built directly with sqlx (the persistence actor's own connections).
+pub fn sqlx_options(
+    config: &LedgerConfig,
+) -> Result<sqlx::postgres::PgConnectOptions, LedgerError> {
+    use sqlx::ConnectOptions as _;
+    let dsn = config.dsn.as_ref().ok_or_else(|| {
+        LedgerError::Config("dsn: backend is postgres but no dsn is set (LEDGER_DSN)".into())
+    })?;
+    let options: sqlx::postgres::PgConnectOptions = dsn
+        .expose()
+        .parse()
+        // The parse error names the offending part, not the whole DSN.
+        .map_err(|e: sqlx::Error| scrub(LedgerError::Config(format!("dsn: {e}")), dsn))?;
+    Ok(options
+        .application_name("avl-ledger")
+        .options([("statement_timeout", config.timeout.as_millis().to_string())])
+        .disable_statement_logging())
 }
 
 /// Connects ([`connect`]) and checks that the schema is up to date
@@ -75,7 +97,7 @@ pub async fn open(config: &LedgerConfig) -> Result<PostgresLedgerStore, LedgerEr
     let db = connect(config).await?;
     let status = migration::schema_status(&db)
         .await
-        .map_err(|e| classify(&e, None))?;
+        .map_err(|e| counted(&e, None))?;
     match status {
         SchemaStatus::UpToDate => {}
         SchemaStatus::Pending { ref pending } if config.auto_migrate => {
@@ -89,16 +111,56 @@ pub async fn open(config: &LedgerConfig) -> Result<PostgresLedgerStore, LedgerEr
     Ok(PostgresLedgerStore::new(db))
 }
 
-/// Replaces any occurrence of the full DSN (with its password) in an error's text by the
-/// redacted DSN. Driver messages do not echo the DSN today; this keeps it so.
-fn scrub(err: LedgerError, secret: &str, redacted: &str) -> LedgerError {
-    let clean = |s: String| s.replace(secret, redacted);
+/// Removes the DSN's secrets from an error's text: the full DSN becomes the redacted one,
+/// and the password itself (as written and percent-decoded) becomes `****`. Driver messages
+/// do not echo the DSN today; this keeps it so.
+fn scrub(err: LedgerError, dsn: &Dsn) -> LedgerError {
+    let secret = dsn.expose();
+    let password = url::Url::parse(secret)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+        .filter(|p| !p.is_empty());
+    let clean = |s: String| {
+        let mut s = s.replace(secret, &dsn.redacted());
+        if let Some(p) = &password {
+            s = s.replace(p.as_str(), "****");
+            let decoded = percent_decode(p);
+            if !decoded.is_empty() {
+                s = s.replace(&decoded, "****");
+            }
+        }
+        s
+    };
     match err {
         LedgerError::Unavailable(m) => LedgerError::Unavailable(clean(m)),
         LedgerError::Database(m) => LedgerError::Database(clean(m)),
         LedgerError::Config(m) => LedgerError::Config(clean(m)),
         other => other,
     }
+}
+
+/// `%XX` sequences decoded (as URLs encode a password); invalid ones are kept as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// SQLSTATEs that mean the server cannot serve us now, not that it refused our data:
@@ -225,21 +287,95 @@ fn to_record(row: ledger_records::Model) -> Result<Arc<LedgerRecord>, LedgerErro
         .map_err(|e| LedgerError::Database(e.to_string()))
 }
 
+/// Locks a mutex whose data stays consistent even if a holder panicked (a `Vec` of pending
+/// lookups is only pushed to and drained).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// [`classify`], counted in `ledger_db_errors_total` by class. Every failed statement of
+/// the ledger goes through here (or through [`classify`] plus an explicit count).
+pub(crate) fn counted(err: &DbErr, record: Option<&LedgerRecord>) -> LedgerError {
+    let classified = classify(err, record);
+    crate::metrics::db_error(matches!(classified, LedgerError::Unavailable(_)));
+    classified
+}
+
 fn read_err(err: DbErr) -> LedgerError {
-    classify(&err, None)
+    counted(&err, None)
+}
+
+/// Most anchors looked up by one batched head query.
+const MAX_HEADS_PER_QUERY: usize = 1024;
+/// Batched head queries in flight at once; further lookups queue and join the next batch.
+const HEAD_QUERIES_IN_FLIGHT: usize = 2;
+
+/// The heads of a batch of anchors, one backward probe of `idx_records_anchor_ts` each:
+/// `ORDER BY ts DESC LIMIT 1` per anchor, so O(1) in the length of the chains. Anchors
+/// without records have no row.
+const HEADS_SQL: &str = "SELECT a.anchor_id, r.rid, r.hash, r.ts \
+     FROM UNNEST($1::uuid[]) AS a(anchor_id) \
+     CROSS JOIN LATERAL (SELECT rid, hash, ts FROM ledger_records \
+         WHERE anchor_id = a.anchor_id ORDER BY ts DESC LIMIT 1) AS r";
+
+type HeadReply = oneshot::Sender<Result<Option<Head>, LedgerError>>;
+
+/// Coalesces concurrent [`LedgerStore::head`] calls (every chain actor loads its head when
+/// it starts, so a burst of new anchors means a burst of lookups) into batched queries.
+struct HeadLoader {
+    pending: Mutex<Vec<(Uuid, HeadReply)>>,
+    permits: Semaphore,
 }
 
 /// A [`LedgerStore`] over PostgreSQL (schema from the `migration` crate). Cheap to clone:
 /// clones share the connection pool.
+///
+/// Queries go through SeaORM, except the two that bind arrays, which use the same pool
+/// through sqlx directly: the batched head lookup here and the persistence actor's batch
+/// insert.
 #[derive(Clone)]
 pub struct PostgresLedgerStore {
     db: DatabaseConnection,
+    heads: Arc<HeadLoader>,
 }
 
 impl PostgresLedgerStore {
     /// A store over an open connection pool (see [`connect`]).
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            heads: Arc::new(HeadLoader {
+                pending: Mutex::new(Vec::new()),
+                permits: Semaphore::new(HEAD_QUERIES_IN_FLIGHT),
+            }),
+        }
+    }
+
+    /// Answers a batch of head lookups with one query.
+    async fn load_heads(&self, batch: Vec<(Uuid, HeadReply)>) {
+        let anchors: Vec<Uuid> = batch.iter().map(|(a, _)| *a).collect();
+        let rows = sqlx::query_as::<_, (Uuid, Uuid, String, DateTime<Utc>)>(HEADS_SQL)
+            .bind(anchors)
+            .fetch_all(self.db.get_postgres_connection_pool())
+            .await;
+        match rows {
+            Ok(rows) => {
+                let mut heads: HashMap<Uuid, Head> = rows
+                    .into_iter()
+                    .map(|(anchor, rid, hash, ts)| (anchor, Head { rid, hash, ts }))
+                    .collect();
+                for (anchor, reply) in batch {
+                    // The caller may have given up; then nobody reads the answer.
+                    let _ = reply.send(Ok(heads.remove(&anchor)));
+                }
+            }
+            Err(e) => {
+                let err = counted(&DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))), None);
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
     }
 
     /// Connects ([`connect`]) and wraps the pool.
@@ -317,19 +453,28 @@ impl LedgerStore for PostgresLedgerStore {
             return Ok(());
         }
         let single = (records.len() == 1).then(|| records[0].as_ref());
-        let txn = self.db.begin().await.map_err(|e| classify(&e, single))?;
-        Self::check_links(&txn, records).await?;
-        for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-            Records::insert_many(
-                chunk
-                    .iter()
-                    .map(|r| ledger_records::ActiveModel::from(r.as_ref())),
-            )
-            .exec_without_returning(&txn)
-            .await
-            .map_err(|e| classify(&e, (chunk.len() == 1).then(|| chunk[0].as_ref())))?;
+        let txn = self.db.begin().await.map_err(|e| counted(&e, single))?;
+        let written = async {
+            Self::check_links(&txn, records).await?;
+            for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+                Records::insert_many(
+                    chunk
+                        .iter()
+                        .map(|r| ledger_records::ActiveModel::from(r.as_ref())),
+                )
+                .exec_without_returning(&txn)
+                .await
+                .map_err(|e| counted(&e, (chunk.len() == 1).then(|| chunk[0].as_ref())))?;
+            }
+            Ok(())
         }
-        txn.commit().await.map_err(|e| classify(&e, single))
+        .await;
+        if let Err(e) = written {
+            // The transaction is rolled back when dropped anyway; this only does it now.
+            let _ = txn.rollback().await;
+            return Err(e);
+        }
+        txn.commit().await.map_err(|e| counted(&e, single))
     }
 
     async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
@@ -378,21 +523,40 @@ impl LedgerStore for PostgresLedgerStore {
             .collect()
     }
 
-    /// `SELECT rid, hash, ts ... WHERE anchor_id = $1 ORDER BY ts DESC LIMIT 1`.
+    /// `... WHERE anchor_id = $1 ORDER BY ts DESC LIMIT 1`, batched: concurrent lookups
+    /// are answered together by one query (`HEADS_SQL`), at most two such queries run at
+    /// once, and a caller that finds a query slot free answers every lookup waiting then.
     async fn head(&self, anchor_id: Uuid) -> Result<Option<Head>, LedgerError> {
-        Ok(Records::find()
-            .select_only()
-            .column(Column::Rid)
-            .column(Column::Hash)
-            .column(Column::Ts)
-            .filter(Column::AnchorId.eq(anchor_id))
-            .order_by_desc(Column::Ts)
-            .limit(1)
-            .into_tuple::<(Uuid, String, DateTime<Utc>)>()
-            .one(&self.db)
-            .await
-            .map_err(read_err)?
-            .map(|(rid, hash, ts)| Head { rid, hash, ts }))
+        let (tx, mut rx) = oneshot::channel();
+        lock(&self.heads.pending).push((anchor_id, tx));
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut rx => match answer {
+                    Ok(head) => return head,
+                    // The caller serving our batch was cancelled mid-query: ask again.
+                    Err(_) => {
+                        let (tx, again) = oneshot::channel();
+                        lock(&self.heads.pending).push((anchor_id, tx));
+                        rx = again;
+                    }
+                },
+                permit = self.heads.permits.acquire() => {
+                    let Ok(_permit) = permit else {
+                        return Err(LedgerError::Internal("head loader closed".into()));
+                    };
+                    let batch: Vec<(Uuid, HeadReply)> = {
+                        let mut pending = lock(&self.heads.pending);
+                        let n = pending.len().min(MAX_HEADS_PER_QUERY);
+                        pending.drain(..n).collect()
+                    };
+                    // Empty: another caller took our lookup; its answer arrives on `rx`.
+                    if !batch.is_empty() {
+                        self.load_heads(batch).await;
+                    }
+                }
+            }
+        }
     }
 
     /// `SELECT DISTINCT anchor_id ... [WHERE anchor_id > $after] ORDER BY anchor_id LIMIT $n`.
@@ -625,14 +789,18 @@ mod tests {
         ));
     }
 
-    /// A connect error that quoted the DSN would have it replaced by the redacted form.
+    /// An error quoting the DSN or its password (raw or percent-decoded) loses them.
     #[test]
-    fn scrub_removes_the_dsn() {
-        let secret = "postgres://u:hunter2@h/db";
-        let err = LedgerError::Unavailable(format!("cannot reach {secret}"));
-        let LedgerError::Unavailable(msg) = scrub(err, secret, "postgres://u:****@h/db") else {
+    fn scrub_removes_the_dsn_and_password() {
+        let dsn = Dsn::parse("postgres://u:hun%40ter2@h/db").expect("parses");
+        let text = format!(
+            "cannot reach {}; password hun%40ter2 or hun@ter2",
+            dsn.expose()
+        );
+        let LedgerError::Unavailable(msg) = scrub(LedgerError::Unavailable(text), &dsn) else {
             panic!("variant changed");
         };
-        assert!(!msg.contains("hunter2"), "{msg}");
+        assert!(!msg.contains("ter2"), "{msg}");
+        assert!(msg.contains("postgres://u:****@h/db"), "{msg}");
     }
 }

@@ -142,6 +142,8 @@ struct Pending {
 pub struct Supervisor {
     config: LedgerConfig,
     db: DatabaseConnection,
+    /// Connection options for each new PostgreSQL persistence actor's own writer pool.
+    writer_options: sea_orm::sqlx::postgres::PgConnectOptions,
     pool: PgPool,
     store: Arc<PostgresLedgerStore>,
     mode: Mode,
@@ -190,7 +192,9 @@ impl Supervisor {
             None => None,
         };
         let db = store.connection().clone();
+        let writer_options = crate::store::postgres::sqlx_options(&config)?;
         Ok(Self {
+            writer_options,
             pool: db.get_postgres_connection_pool().clone(),
             db,
             store,
@@ -230,7 +234,9 @@ impl Supervisor {
     }
 
     fn start_primary(&mut self) {
-        let actor = PostgresPersistence::new(&self.db, &self.config).start();
+        let actor =
+            PostgresPersistence::with_own_pool(self.writer_options.clone(), &self.db, &self.config)
+                .start();
         self.primary = Some(actor);
         self.mode = Mode::Primary;
         self.degraded.store(false, Ordering::Release);
