@@ -327,6 +327,59 @@ async fn append_durable_waits_through_an_outage() {
     ctx.teardown().await;
 }
 
+/// Shutting down during an outage reports how many acknowledged records are not in
+/// PostgreSQL and where the spool keeps them; the next start writes them.
+#[actix_rt::test]
+async fn shutdown_during_an_outage_reports_what_is_not_in_postgres() {
+    let ctx = TestContext::new("outage_shutdown").await;
+    let proxy = Proxy::start(upstream());
+    let spool_dir = std::env::temp_dir().join(format!("avl-spool-{}", Uuid::new_v4()));
+    let cfg = LedgerConfig {
+        spool_dir: Some(spool_dir.clone()),
+        timeout: Duration::from_millis(500),
+        ..config(proxied(&ctx, &proxy))
+    };
+    let ledger = Ledger::start(cfg).await.unwrap();
+    let anchor = Uuid::new_v4();
+    ledger.append(rec(anchor, 0)).await.unwrap();
+    proxy.set(Mode::Refuse);
+    proxy.cut_all();
+    let mut rids = Vec::new();
+    for i in 1..=10 {
+        let ack = ledger.append(rec(anchor, i)).await.unwrap();
+        assert_eq!(ack.durability, Durability::Spooled);
+        rids.push(ack.record.rid);
+    }
+    let report = ledger.shutdown().await.unwrap();
+    assert_eq!(report.buffered, 10);
+    assert_eq!(
+        report.spool.as_deref(),
+        Some(
+            spool_dir
+                .join(ledger_actors::supervisor::spool::SPOOL_FILE)
+                .as_path()
+        )
+    );
+    proxy.set(Mode::Pass);
+    let restarted = LedgerConfig {
+        spool_dir: Some(spool_dir.clone()),
+        ..config(Dsn::parse(&ctx.dsn).unwrap())
+    };
+    let ledger = Ledger::start(restarted).await.unwrap();
+    let store = direct_store(&ctx).await;
+    for rid in &rids {
+        assert!(
+            store.get(*rid).await.unwrap().is_some(),
+            "{rid} not written from the spool"
+        );
+    }
+    assert!(ledger.verify(anchor).await.unwrap().is_intact());
+    ledger.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&spool_dir);
+    drop(proxy);
+    ctx.teardown().await;
+}
+
 /// A process killed with SIGKILL during an outage loses no acknowledged record: its spool
 /// is written to PostgreSQL by the next start, before that ledger serves.
 #[actix_rt::test]
