@@ -107,21 +107,8 @@ impl LedgerRecord {
         ts: DateTime<Utc>,
         prev_hash: Option<String>,
     ) -> Result<Self, Error> {
-        let mut record = LedgerRecord {
-            rid,
-            anchor_id: new.anchor_id,
-            slot: new.slot,
-            kind: new.kind,
-            ts: truncate_to_micros(ts),
-            prev_hash,
-            hash: String::new(),
-            payload: new.payload,
-            sig: new.sig,
-            producer: new.producer,
-            version: RECORD_VERSION.to_owned(),
-        };
-        record.hash = hash::record_hash(&record)?;
-        Ok(record)
+        let canonical = hash::canonical_payload(&new.payload)?;
+        Self::seal_canonical(new, rid, ts, prev_hash, &canonical)
     }
 
     /// Like [`LedgerRecord::seal`] with the payload's canonical (JCS) bytes already computed,
