@@ -9,12 +9,12 @@ use ledger_entities::{LedgerRecord, NewRecord};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::chain::{Append, AppendAck, ChainSettings};
+use crate::chain::{Append, AppendAck, ChainSettings, Sink};
 use crate::config::{Backend, LedgerConfig};
 use crate::error::LedgerError;
 use crate::health::Health;
 use crate::observe::{ActiveBackend, ChainMailboxes, Observer, QueueDepth, Sampler};
-use crate::persistence::{Durability, Flush, MemoryPersistence, Persist};
+use crate::persistence::{Durability, Flush, MemoryPersistence};
 use crate::router::ChainRouter;
 use crate::store::supervised::SupervisedStore;
 use crate::store::{Head, LedgerStore, MemoryLedgerStore, PostgresLedgerStore, RecordRange};
@@ -92,11 +92,12 @@ impl Ledger {
             MemoryPersistence::start_in_arbiter(&persistence_arbiter.handle(), |_| {
                 MemoryPersistence::new(memory, Durability::Volatile).with_queue(actor_queue)
             });
+        let sink = Sink::Memory(Arc::clone(&store));
         let store: Arc<dyn LedgerStore> = store;
         Ok(Self::assemble(
             config,
             store,
-            persistence.clone().recipient(),
+            sink,
             persistence.recipient(),
             vec![persistence_arbiter],
             None,
@@ -144,7 +145,7 @@ impl Ledger {
         Ok(Self::assemble(
             config,
             reads,
-            addr.clone().recipient(),
+            Sink::Actor(addr.clone().recipient()),
             addr.clone().recipient(),
             vec![arbiter],
             Some(Supervised {
@@ -163,7 +164,7 @@ impl Ledger {
     fn assemble(
         config: LedgerConfig,
         store: Arc<dyn LedgerStore>,
-        persist: Recipient<Persist>,
+        persist: Sink,
         flush: Recipient<Flush>,
         mut arbiters: Vec<Arbiter>,
         supervised: Option<Supervised>,

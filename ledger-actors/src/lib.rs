@@ -30,6 +30,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod observe;
 pub mod persistence;
+pub mod pg;
 pub mod router;
 pub mod store;
 pub mod supervisor;

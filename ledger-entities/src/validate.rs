@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::hash::canonical_payload;
-use crate::record::NewRecord;
+use crate::record::{NewRecord, Payload};
 
 /// Maximum length in bytes of `slot`, `kind` and `producer`.
 pub const MAX_LABEL_BYTES: usize = 256;
@@ -40,7 +40,7 @@ impl Default for Limits {
 /// Checks a host-supplied record and returns its payload in canonical (JCS) form, ready to
 /// hash. The checks, in order: labels (empty, too long, NUL), signature size, payload walk
 /// (NUL in keys/strings, integers beyond ±(2^53−1), nesting depth), canonical size.
-pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Vec<u8>, Error> {
+pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Payload, Error> {
     check_label("slot", &new.slot)?;
     check_label("kind", &new.kind)?;
     check_label("producer", &new.producer)?;
@@ -62,7 +62,7 @@ pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Vec<u8>, 
             limit: limits.max_payload_bytes,
         });
     }
-    Ok(canonical)
+    Payload::from_canonical(canonical)
 }
 
 fn check_label(field: &'static str, value: &str) -> Result<(), Error> {

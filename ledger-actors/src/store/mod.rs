@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
 use uuid::Uuid;
 
 use crate::config::{Backend, LedgerConfig};
@@ -35,7 +35,7 @@ pub struct Head {
     /// The head record's id.
     pub rid: Uuid,
     /// The head record's hash (the next record's `prev_hash`).
-    pub hash: String,
+    pub hash: RecordHash,
     /// The head record's timestamp (the next record's `ts` must be later).
     pub ts: DateTime<Utc>,
 }
@@ -45,7 +45,7 @@ impl Head {
     pub fn of(record: &LedgerRecord) -> Self {
         Self {
             rid: record.rid,
-            hash: record.hash.clone(),
+            hash: record.hash,
             ts: record.ts,
         }
     }
@@ -106,7 +106,8 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError>;
 
     /// The record with this hash.
-    async fn get_by_hash(&self, hash: &str) -> Result<Option<Arc<LedgerRecord>>, LedgerError>;
+    async fn get_by_hash(&self, hash: RecordHash)
+    -> Result<Option<Arc<LedgerRecord>>, LedgerError>;
 
     /// One anchor's records within `range`, in chain order (empty for an unknown anchor).
     async fn records(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
 use uuid::Uuid;
 
 use super::postgres::PostgresLedgerStore;
@@ -74,7 +74,10 @@ impl LedgerStore for SupervisedStore {
         }
     }
 
-    async fn get_by_hash(&self, hash: &str) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
+    async fn get_by_hash(
+        &self,
+        hash: RecordHash,
+    ) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
         match self.buffer.get_by_hash(hash) {
             Some(r) => Ok(Some(r)),
             None => self.postgres()?.get_by_hash(hash).await,
@@ -125,7 +128,7 @@ impl LedgerStore for SupervisedStore {
 
     async fn count_anchor(&self, anchor_id: Uuid) -> Result<u64, LedgerError> {
         Ok(self.postgres()?.count_anchor(anchor_id).await?
-            + self.buffer.anchor_records(anchor_id).len() as u64)
+            + self.buffer.anchor_len(anchor_id) as u64)
     }
 
     /// Pings PostgreSQL (the buffer needs no check).

@@ -12,11 +12,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
 use sea_orm::sqlx::PgPool;
 
 use crate::error::LedgerError;
-use crate::persistence::postgres::insert_rows_skip_existing;
+use crate::pg::insert_records;
 use crate::store::postgres::{PostgresLedgerStore, classify};
 use crate::store::{Head, LedgerStore};
 
@@ -28,15 +28,15 @@ const RECHAIN_ATTEMPTS: usize = 5;
 #[derive(Debug, Default)]
 pub struct DrainState {
     /// Buffered hash -> the head it was written as.
-    pub moved: HashMap<String, Head>,
+    pub moved: HashMap<RecordHash, Head>,
     /// Hashes of quarantined records.
-    pub dropped: HashSet<String>,
+    pub dropped: HashSet<RecordHash>,
 }
 
 impl DrainState {
     /// True when a record with this `prev_hash` must be re-chained before it is written.
-    pub fn affects(&self, prev_hash: Option<&str>) -> bool {
-        prev_hash.is_some_and(|p| self.moved.contains_key(p) || self.dropped.contains(p))
+    pub fn affects(&self, prev_hash: Option<RecordHash>) -> bool {
+        prev_hash.is_some_and(|p| self.moved.contains_key(&p) || self.dropped.contains(&p))
     }
 }
 
@@ -46,7 +46,7 @@ pub struct DrainOutcome {
     /// Records from the front of the batch now in PostgreSQL (or quarantined): settled.
     pub settled: usize,
     /// Records written under a new hash: (hash they were buffered with, record as written).
-    pub rechained: Vec<(String, Arc<LedgerRecord>)>,
+    pub rechained: Vec<(RecordHash, Arc<LedgerRecord>)>,
     /// Records refused for good, with the reason (they are not in PostgreSQL).
     pub quarantined: Vec<(Arc<LedgerRecord>, LedgerError)>,
     /// The database became unreachable; records from `settled` on are still to be written.
@@ -56,14 +56,7 @@ pub struct DrainOutcome {
 /// True when `stored` is the same record as `r`, possibly re-chained (same rid, anchor and
 /// content; `prev_hash`/`ts`/`hash` may differ).
 fn same_record(stored: &LedgerRecord, r: &LedgerRecord) -> bool {
-    stored.rid == r.rid
-        && stored.anchor_id == r.anchor_id
-        && stored.slot == r.slot
-        && stored.kind == r.kind
-        && stored.producer == r.producer
-        && stored.sig == r.sig
-        && ledger_entities::hash::canonical_payload(&stored.payload).ok()
-            == ledger_entities::hash::canonical_payload(&r.payload).ok()
+    stored.same_record(r)
 }
 
 /// Writes `batch` (in buffer order); see the module doc.
@@ -74,24 +67,13 @@ pub async fn drain_batch(
     state: &mut DrainState,
 ) -> DrainOutcome {
     let mut out = DrainOutcome::default();
-    if batch.iter().any(|r| state.affects(r.prev_hash.as_deref())) {
+    if batch.iter().any(|r| state.affects(r.prev_hash)) {
         one_by_one(pool, store, batch, state, &mut out).await;
         return out;
     }
-    match insert_rows_skip_existing(pool, batch).await {
-        Ok(inserted) => {
-            let mut fallback = false;
-            for r in batch.iter().filter(|r| !inserted.contains(&r.rid)) {
-                match store.get(r.rid).await {
-                    Ok(Some(stored)) if stored.hash == r.hash => {}
-                    Ok(_) => fallback = true,
-                    Err(e) => {
-                        out.unavailable = Some(e);
-                        return out;
-                    }
-                }
-            }
-            if !fallback {
+    match insert_records(pool, batch).await {
+        Ok(taken) => {
+            if taken.is_empty() {
                 out.settled = batch.len();
                 return out;
             }
@@ -128,10 +110,10 @@ async fn one_by_one(
         let mut attempts = 0;
         loop {
             // Follow the predecessor if it moved or was dropped.
-            if let Some(prev) = r.prev_hash.as_deref() {
-                let new_prev = if let Some(h) = moved.get(prev) {
+            if let Some(prev) = r.prev_hash {
+                let new_prev = if let Some(h) = moved.get(&prev) {
                     Some(h.clone())
-                } else if dropped.contains(prev) {
+                } else if dropped.contains(&prev) {
                     match store.head(r.anchor_id).await {
                         Ok(h) => h,
                         Err(e) => {
@@ -143,21 +125,21 @@ async fn one_by_one(
                     None
                 };
                 if let Some(h) = new_prev {
-                    match r.rechained(&h.hash, h.ts) {
+                    match r.rechained(h.hash, h.ts) {
                         Ok(n) => r = Arc::new(n),
                         Err(e) => {
                             out.quarantined.push((Arc::clone(original), e.into()));
-                            dropped.insert(original.hash.clone());
+                            dropped.insert(original.hash);
                             break;
                         }
                     }
                 }
             }
-            match insert_rows_skip_existing(pool, std::slice::from_ref(&r)).await {
-                Ok(inserted) if inserted.contains(&r.rid) => {
+            match insert_records(pool, std::slice::from_ref(&r)).await {
+                Ok(taken) if taken.is_empty() => {
                     if r.hash != original.hash {
-                        moved.insert(original.hash.clone(), Head::of(&r));
-                        out.rechained.push((original.hash.clone(), Arc::clone(&r)));
+                        moved.insert(original.hash, Head::of(&r));
+                        out.rechained.push((original.hash, Arc::clone(&r)));
                     }
                     break;
                 }
@@ -167,8 +149,8 @@ async fn one_by_one(
                     match store.get(r.rid).await {
                         Ok(Some(stored)) if same_record(&stored, &r) => {
                             if stored.hash != original.hash {
-                                moved.insert(original.hash.clone(), Head::of(&stored));
-                                out.rechained.push((original.hash.clone(), stored));
+                                moved.insert(original.hash, Head::of(&stored));
+                                out.rechained.push((original.hash, stored));
                             }
                         }
                         Ok(_) => {
@@ -179,7 +161,7 @@ async fn one_by_one(
                                     reason: "stored in PostgreSQL with different content".into(),
                                 },
                             ));
-                            dropped.insert(original.hash.clone());
+                            dropped.insert(original.hash);
                         }
                         Err(e) => {
                             out.unavailable = Some(e);
@@ -196,11 +178,11 @@ async fn one_by_one(
                     LedgerError::ForkRefused { .. } if attempts < RECHAIN_ATTEMPTS => {
                         attempts += 1;
                         match store.head(r.anchor_id).await {
-                            Ok(Some(h)) => match r.rechained(&h.hash, h.ts) {
+                            Ok(Some(h)) => match r.rechained(h.hash, h.ts) {
                                 Ok(n) => r = Arc::new(n),
                                 Err(e) => {
                                     out.quarantined.push((Arc::clone(original), e.into()));
-                                    dropped.insert(original.hash.clone());
+                                    dropped.insert(original.hash);
                                     break;
                                 }
                             },
@@ -213,7 +195,7 @@ async fn one_by_one(
                                         "fork refused but anchor has no head".into(),
                                     ),
                                 ));
-                                dropped.insert(original.hash.clone());
+                                dropped.insert(original.hash);
                                 break;
                             }
                             Err(e) => {
@@ -224,7 +206,7 @@ async fn one_by_one(
                     }
                     other => {
                         out.quarantined.push((Arc::clone(original), other));
-                        dropped.insert(original.hash.clone());
+                        dropped.insert(original.hash);
                         break;
                     }
                 },

@@ -30,7 +30,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
 use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -46,12 +46,28 @@ use crate::persistence::{Durability, Flush, Persist, PersistReply, PostgresPersi
 use crate::router::ChainRouter;
 use crate::store::postgres::PostgresLedgerStore;
 
-/// First probe delay after a failover; doubles per failed probe up to [`PROBE_MAX`].
-const PROBE_BASE: Duration = Duration::from_millis(50);
-/// Longest delay between probes.
-const PROBE_MAX: Duration = Duration::from_secs(2);
+/// First probe delay after a failover (before jitter); doubles per failed probe up to
+/// [`PROBE_MAX`].
+const PROBE_BASE: Duration = Duration::from_millis(25);
+/// Longest delay between probes before jitter (backon's jitter adds up to 100 %, so at most
+/// 2 s).
+const PROBE_MAX: Duration = Duration::from_secs(1);
 /// How often pending records are checked against `failover_after`.
 const WATCHDOG_EVERY: Duration = Duration::from_millis(50);
+/// Exponential back-off with jitter between probes of PostgreSQL (backon): from
+/// [`PROBE_BASE`], doubling, at most [`PROBE_MAX`], each delay plus a random 0–100 %
+/// (25–50 ms first, 1–2 s at most), never giving up.
+fn probe_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(PROBE_BASE)
+        .with_max_delay(PROBE_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Most re-chained and quarantined rids remembered for reports.
 const REPORT_LIMIT: usize = 10_000;
 
@@ -82,7 +98,7 @@ pub struct OutageStatus {
     /// Failovers since start.
     pub failovers: u64,
     /// Records written under a new hash after their anchor moved (rid, buffered hash, new hash).
-    pub rechained: Vec<(Uuid, String, String)>,
+    pub rechained: Vec<(Uuid, RecordHash, RecordHash)>,
     /// Records refused for good during a drain (rid, reason).
     pub quarantined: Vec<(Uuid, String)>,
 }
@@ -164,10 +180,11 @@ pub struct Supervisor {
     held: std::collections::VecDeque<(PersistReply, bool, Instant)>,
     drain_state: DrainState,
     drain_running: bool,
-    probe_attempt: u32,
+    /// Delays between probes of PostgreSQL during an outage.
+    probe: backon::ExponentialBackoff,
     outage_started: Option<Instant>,
     failovers: u64,
-    rechained: Vec<(Uuid, String, String)>,
+    rechained: Vec<(Uuid, RecordHash, RecordHash)>,
     quarantined: Vec<(Uuid, String)>,
     drain_waiters: Vec<oneshot::Sender<OutageStatus>>,
     router: Arc<OnceLock<Weak<ChainRouter>>>,
@@ -211,7 +228,7 @@ impl Supervisor {
             held: std::collections::VecDeque::new(),
             drain_state: DrainState::default(),
             drain_running: false,
-            probe_attempt: 0,
+            probe: probe_backoff(),
             outage_started: None,
             failovers: 0,
             rechained: Vec::new(),
@@ -409,10 +426,8 @@ impl Supervisor {
     }
 
     fn schedule_probe(&mut self, ctx: &mut Context<Self>) {
-        let exp = PROBE_BASE.saturating_mul(1 << self.probe_attempt.min(10));
-        let jitter: f64 = rand::random_range(0.5..1.0);
-        let delay = exp.min(PROBE_MAX).mul_f64(jitter);
-        self.probe_attempt += 1;
+        // The back-off never runs out (`without_max_times`); the fallback is unreachable.
+        let delay = self.probe.next().unwrap_or(PROBE_MAX);
         ctx.run_later(delay, |act, ctx| {
             let pool = act.pool.clone();
             // A probe on a black-holed connection must not hang for the full timeout.
@@ -430,7 +445,7 @@ impl Supervisor {
                             buffered = act.buffer.len(),
                             "PostgreSQL answers again: draining the buffer"
                         );
-                        act.probe_attempt = 0;
+                        act.probe = probe_backoff();
                         act.mode = Mode::Draining;
                         act.drain_next(ctx);
                     } else {
@@ -508,8 +523,7 @@ impl Supervisor {
                 "re-chained a buffered record onto the database's head");
             crate::metrics::rechained();
             if self.rechained.len() < REPORT_LIMIT {
-                self.rechained
-                    .push((new.rid, old.clone(), new.hash.clone()));
+                self.rechained.push((new.rid, *old, new.hash));
             }
             rebase.push(new.anchor_id);
         }
@@ -574,15 +588,15 @@ impl Supervisor {
     /// written; one whose predecessor was quarantined is refused (its appender retries on the
     /// reloaded head).
     fn follow_moves(&mut self, msg: Persist) -> Option<Persist> {
-        let Some(prev) = msg.record.prev_hash.as_deref() else {
+        let Some(prev) = msg.record.prev_hash else {
             return Some(msg);
         };
-        if let Some(head) = self.drain_state.moved.get(prev).cloned() {
-            match msg.record.rechained(&head.hash, head.ts) {
+        if let Some(head) = self.drain_state.moved.get(&prev).cloned() {
+            match msg.record.rechained(head.hash, head.ts) {
                 Ok(r) => {
                     self.drain_state
                         .moved
-                        .insert(msg.record.hash.clone(), crate::store::Head::of(&r));
+                        .insert(msg.record.hash, crate::store::Head::of(&r));
                     crate::metrics::rechained();
                     return Some(Persist {
                         record: Arc::new(r),
@@ -595,7 +609,7 @@ impl Supervisor {
                 }
             }
         }
-        if self.drain_state.dropped.contains(prev) {
+        if self.drain_state.dropped.contains(&prev) {
             let anchor_id = msg.record.anchor_id;
             let _ = msg.reply.send(Err(LedgerError::Aborted { anchor_id }));
             return None;
@@ -635,7 +649,7 @@ impl Handler<Persist> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
-        let msg = if self.drain_state.affects(msg.record.prev_hash.as_deref()) {
+        let msg = if self.drain_state.affects(msg.record.prev_hash) {
             match self.follow_moves(msg) {
                 Some(m) => m,
                 None => return,
