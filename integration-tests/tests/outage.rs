@@ -177,7 +177,9 @@ async fn three_outages_lose_nothing_and_break_no_chain() {
     let status = ledger.await_drain(Duration::from_secs(60)).await.unwrap();
     assert_eq!(status.buffered, 0, "buffer drained");
     assert_eq!(status.mode, SupervisorMode::Primary);
-    assert!(status.rechained.is_empty() && status.quarantined.is_empty());
+    assert_eq!((status.rechained, status.quarantined), (0, 0));
+    let records = ledger.outage_records().await.unwrap();
+    assert!(records.rechained.is_empty() && records.quarantined.is_empty());
     let errors = errors.lock().unwrap().clone();
     assert!(
         errors.is_empty(),

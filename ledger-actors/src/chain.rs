@@ -21,7 +21,6 @@ use uuid::Uuid;
 use crate::error::LedgerError;
 use crate::observe::{ChainMailboxes, QueueDepth, QueueTicket};
 use crate::persistence::{Durability, Persist};
-use crate::router::ChainRouter;
 use crate::store::{Head, LedgerStore};
 
 // ---------------------------------------------------------------------------------------
@@ -120,6 +119,15 @@ pub struct AppendAck {
 // Actor
 // ---------------------------------------------------------------------------------------
 
+/// The registry an actor leaves when it retires (the [`crate::router::ChainRouter`]); a trait
+/// so that the chain module does not depend on the router (the router depends on it).
+pub trait Registry: Send + Sync {
+    /// Removes `addr` as the anchor's actor (no-op if another actor has replaced it).
+    fn forget(&self, anchor_id: Uuid, addr: &Addr<ChainActor>);
+    /// Records that an actor left because it was idle.
+    fn note_passivated(&self);
+}
+
 /// Where chain actors hand their sealed records.
 #[derive(Clone)]
 pub enum Sink {
@@ -170,12 +178,12 @@ enum State {
 
 type Outcome = Shared<BoxFuture<'static, Result<Durability, LedgerError>>>;
 
-/// The per-anchor actor. Create it through [`ChainRouter`], which guarantees at most one
+/// The per-anchor actor. Create it through [`crate::router::ChainRouter`], which guarantees at most one
 /// live actor per anchor.
 pub struct ChainActor {
     anchor_id: Uuid,
     settings: ChainSettings,
-    router: Option<std::sync::Weak<ChainRouter>>,
+    router: Option<std::sync::Weak<dyn Registry>>,
     state: State,
     head: Option<RecordHash>,
     /// `ts` of the last record sent, in µs since the epoch.
@@ -195,7 +203,7 @@ impl ChainActor {
     pub fn new(
         anchor_id: Uuid,
         settings: ChainSettings,
-        router: Option<std::sync::Weak<ChainRouter>>,
+        router: Option<std::sync::Weak<dyn Registry>>,
     ) -> Self {
         Self {
             anchor_id,

@@ -16,11 +16,13 @@ use crate::health::Health;
 use crate::observe::{ActiveBackend, ChainMailboxes, Observer, QueueDepth, Sampler};
 use crate::persistence::{Durability, Flush, MemoryPersistence};
 use crate::router::ChainRouter;
-use crate::store::supervised::SupervisedStore;
 use crate::store::{Head, LedgerStore, MemoryLedgerStore, PostgresLedgerStore, RecordRange};
 use crate::supervisor::buffer::OutageBuffer;
 use crate::supervisor::drain::{self, DrainState};
-use crate::supervisor::{AwaitDrain, GetStatus, OutageStatus, Supervisor, spool};
+use crate::supervisor::reads::SupervisedStore;
+use crate::supervisor::{
+    AwaitDrain, GetOutageRecords, GetStatus, OutageRecords, OutageStatus, Supervisor, spool,
+};
 use crate::verify::{self, ChainReport, VerifySummary};
 
 /// The running ledger. Clone it freely; every clone talks to the same actors.
@@ -385,10 +387,17 @@ impl Ledger {
     }
 
     /// The supervisor's view of PostgreSQL: active mode, buffered records, failovers,
-    /// re-chained and quarantined records. `None` on the memory backend.
+    /// counts of re-chained and quarantined records. `None` on the memory backend.
     pub async fn outage_status(&self) -> Option<OutageStatus> {
         let addr = self.inner.supervisor.as_ref()?;
         addr.send(GetStatus).await.ok()
+    }
+
+    /// The records re-chained or quarantined by outage drains (the status has only their
+    /// counts). `None` on the memory backend.
+    pub async fn outage_records(&self) -> Option<OutageRecords> {
+        let addr = self.inner.supervisor.as_ref()?;
+        addr.send(GetOutageRecords).await.ok()
     }
 
     /// Waits until records buffered during an outage are all in PostgreSQL (or `timeout`

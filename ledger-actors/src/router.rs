@@ -12,12 +12,22 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use uuid::Uuid;
 
-use crate::chain::{Append, AppendAck, ChainActor, ChainSettings};
+use crate::chain::{Append, AppendAck, ChainActor, ChainSettings, Registry};
 use crate::error::LedgerError;
 
 /// How often an append is resent after racing an actor's passivation. Each resend finds a
 /// fresh actor, so more than a couple means something is wrong.
 const MAX_ATTEMPTS: usize = 8;
+
+impl Registry for ChainRouter {
+    fn forget(&self, anchor_id: Uuid, addr: &Addr<ChainActor>) {
+        self.actors.remove_if(&anchor_id, |_, a| a == addr);
+    }
+
+    fn note_passivated(&self) {
+        self.passivated.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// The anchor → chain actor registry.
 pub struct ChainRouter {
@@ -49,7 +59,7 @@ impl ChainRouter {
             .entry(anchor_id)
             .or_insert_with(|| {
                 let settings = self.settings.clone();
-                let router = Arc::downgrade(self);
+                let router: std::sync::Weak<dyn Registry> = Arc::downgrade(self) as _;
                 let make = move |_: &mut Context<ChainActor>| {
                     ChainActor::new(anchor_id, settings, Some(router))
                 };
@@ -66,16 +76,6 @@ impl ChainRouter {
     /// The anchor's live actor, if any (never starts one).
     pub fn existing(&self, anchor_id: Uuid) -> Option<Addr<ChainActor>> {
         self.actors.get(&anchor_id).map(|a| a.clone())
-    }
-
-    /// Removes `addr` as the anchor's actor (no-op if another actor has replaced it).
-    pub fn forget(&self, anchor_id: Uuid, addr: &Addr<ChainActor>) {
-        self.actors.remove_if(&anchor_id, |_, a| a == addr);
-    }
-
-    /// Records that an actor left the map because it was idle.
-    pub(crate) fn note_passivated(&self) {
-        self.passivated.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Chain actors passivated since start.

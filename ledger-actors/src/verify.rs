@@ -133,7 +133,7 @@ pub fn check_link(prev: Option<&LedgerRecord>, record: &LedgerRecord) -> Option<
             ts_us: record.ts_micros(),
         });
     }
-    match ledger_entities::hash::record_hash(record) {
+    match ledger_entities::record::record_hash(record) {
         Ok(computed) if computed == record.hash => None,
         Ok(computed) => Some(BreakReason::HashMismatch {
             stored: record.hash,

@@ -1,7 +1,8 @@
-//! The record hash: [`RecordHash`] (32 bytes, `Copy`), the canonical encoding of a record and
-//! its SHA-256. `docs/HASHING.md` specifies the same bytes for implementers in other
-//! languages; the test vectors there are checked by the tests of this crate, so the two
-//! cannot drift apart.
+//! The record hash type [`RecordHash`] (32 bytes, `Copy`), the domain prefix and the
+//! canonical (JCS) payload encoding. The preimage of a record is built in
+//! [`crate::record::preimage`] (this module does not depend on the record model).
+//! `docs/HASHING.md` specifies the bytes for implementers in other languages; the test
+//! vectors there are checked by the tests of this crate, so the two cannot drift apart.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,7 +11,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::record::{LedgerRecord, RECORD_VERSION};
 
 /// Domain-separation prefix of the v1 encoding: 19 ASCII bytes and a NUL. It names the
 /// encoding version so a v1 digest can never be confused with any other SHA-256 use.
@@ -110,58 +110,4 @@ pub fn canonical_payload(payload: &serde_json::Value) -> Result<Vec<u8>, Error> 
 /// Decodes a 64-digit lowercase hex hash into its 32 bytes.
 pub fn decode_hash(field: &'static str, hex_hash: &str) -> Result<[u8; 32], Error> {
     RecordHash::parse(field, hex_hash).map(|h| h.0)
-}
-
-/// The exact bytes that are hashed for `record` (see `docs/HASHING.md`): the domain prefix,
-/// then each field as a 4-byte big-endian length followed by its bytes. The payload enters
-/// as its canonical bytes, which the record keeps ([`crate::record::Payload`]).
-pub fn preimage(record: &LedgerRecord) -> Result<Vec<u8>, Error> {
-    if record.version != RECORD_VERSION {
-        return Err(Error::UnsupportedVersion(record.version.clone()));
-    }
-    let payload = record.payload.as_bytes();
-    let mut buf = Vec::with_capacity(
-        DOMAIN_V1.len()
-            + 9 * 4
-            + 16
-            + 16
-            + record.slot.len()
-            + record.kind.len()
-            + 8
-            + 32
-            + payload.len()
-            + record.producer.len()
-            + record.version.len(),
-    );
-    buf.extend_from_slice(DOMAIN_V1);
-    put(&mut buf, record.rid.as_bytes())?;
-    put(&mut buf, record.anchor_id.as_bytes())?;
-    put(&mut buf, record.slot.as_bytes())?;
-    put(&mut buf, record.kind.as_bytes())?;
-    put(&mut buf, &record.ts_micros().to_be_bytes())?;
-    put(
-        &mut buf,
-        record.prev_hash.as_ref().map_or(&[][..], |p| &p.0[..]),
-    )?;
-    put(&mut buf, payload)?;
-    put(&mut buf, record.producer.as_bytes())?;
-    put(&mut buf, record.version.as_bytes())?;
-    Ok(buf)
-}
-
-fn put(buf: &mut Vec<u8>, field: &[u8]) -> Result<(), Error> {
-    // Validation caps every field far below 4 GiB; this guards direct callers of `preimage`.
-    let len = u32::try_from(field.len()).map_err(|_| Error::FieldTooLong {
-        field: "field",
-        len: field.len(),
-        max: u32::MAX as usize,
-    })?;
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(field);
-    Ok(())
-}
-
-/// The record's hash: SHA-256 of [`preimage`].
-pub fn record_hash(record: &LedgerRecord) -> Result<RecordHash, Error> {
-    Ok(RecordHash::digest(&preimage(record)?))
 }

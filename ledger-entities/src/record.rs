@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::hash::{self, RecordHash};
+use crate::hash::{self, DOMAIN_V1, RecordHash};
 
 /// The record-format version written by this code. It selects the hash encoding
 /// (see `docs/HASHING.md`).
@@ -203,7 +203,7 @@ impl LedgerRecord {
             producer: new.producer,
             version: RECORD_VERSION.to_owned(),
         };
-        record.hash = hash::record_hash(&record)?;
+        record.hash = record_hash(&record)?;
         Ok(record)
     }
 
@@ -214,7 +214,7 @@ impl LedgerRecord {
         let mut r = self.clone();
         r.prev_hash = Some(prev_hash);
         r.ts = r.ts.max(prev_ts + chrono::Duration::microseconds(1));
-        r.hash = hash::record_hash(&r)?;
+        r.hash = record_hash(&r)?;
         Ok(r)
     }
 
@@ -225,7 +225,7 @@ impl LedgerRecord {
 
     /// Recomputes the hash from the stored fields; `Ok(true)` when it matches `hash`.
     pub fn hash_matches(&self) -> Result<bool, Error> {
-        Ok(hash::record_hash(self)? == self.hash)
+        Ok(record_hash(self)? == self.hash)
     }
 
     /// True when `other` is the same record apart from its place in the chain (same rid,
@@ -251,6 +251,60 @@ impl LedgerRecord {
             && self.sig == new.sig
             && self.payload.as_bytes() == hash::canonical_payload(&new.payload)?.as_slice())
     }
+}
+
+/// The exact bytes that are hashed for `record` (see `docs/HASHING.md`): the domain prefix,
+/// then each field as a 4-byte big-endian length followed by its bytes. The payload enters
+/// as its canonical bytes, which the record keeps ([`crate::record::Payload`]).
+pub fn preimage(record: &LedgerRecord) -> Result<Vec<u8>, Error> {
+    if record.version != RECORD_VERSION {
+        return Err(Error::UnsupportedVersion(record.version.clone()));
+    }
+    let payload = record.payload.as_bytes();
+    let mut buf = Vec::with_capacity(
+        DOMAIN_V1.len()
+            + 9 * 4
+            + 16
+            + 16
+            + record.slot.len()
+            + record.kind.len()
+            + 8
+            + 32
+            + payload.len()
+            + record.producer.len()
+            + record.version.len(),
+    );
+    buf.extend_from_slice(DOMAIN_V1);
+    put(&mut buf, record.rid.as_bytes())?;
+    put(&mut buf, record.anchor_id.as_bytes())?;
+    put(&mut buf, record.slot.as_bytes())?;
+    put(&mut buf, record.kind.as_bytes())?;
+    put(&mut buf, &record.ts_micros().to_be_bytes())?;
+    put(
+        &mut buf,
+        record.prev_hash.as_ref().map_or(&[][..], |p| &p.0[..]),
+    )?;
+    put(&mut buf, payload)?;
+    put(&mut buf, record.producer.as_bytes())?;
+    put(&mut buf, record.version.as_bytes())?;
+    Ok(buf)
+}
+
+fn put(buf: &mut Vec<u8>, field: &[u8]) -> Result<(), Error> {
+    // Validation caps every field far below 4 GiB; this guards direct callers of `preimage`.
+    let len = u32::try_from(field.len()).map_err(|_| Error::FieldTooLong {
+        field: "field",
+        len: field.len(),
+        max: u32::MAX as usize,
+    })?;
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(field);
+    Ok(())
+}
+
+/// The record's hash: SHA-256 of [`preimage`].
+pub fn record_hash(record: &LedgerRecord) -> Result<RecordHash, Error> {
+    Ok(RecordHash::digest(&preimage(record)?))
 }
 
 /// Truncates a timestamp to whole microseconds (towards the past), as PostgreSQL stores it.

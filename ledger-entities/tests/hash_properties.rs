@@ -92,11 +92,11 @@ proptest! {
             7 => other.payload = Payload::from_value(&json!([p])).unwrap(),
             _ => other.producer.push('x'),
         }
-        let rehashed = ledger_entities::hash::record_hash(&other).unwrap();
+        let rehashed = ledger_entities::record::record_hash(&other).unwrap();
         prop_assert_ne!(&rehashed, &base.hash);
         other = base.clone();
         other.sig = Some(vec![1, 2, 3]);
-        prop_assert_eq!(ledger_entities::hash::record_hash(&other).unwrap(), base.hash);
+        prop_assert_eq!(ledger_entities::record::record_hash(&other).unwrap(), base.hash);
     }
 
     /// Nanoseconds are truncated before hashing: the hash survives PostgreSQL's µs storage.

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
 
 use chrono::{DateTime, Utc};
-use ledger_entities::{LedgerRecord, hash};
+use ledger_entities::{LedgerRecord, record};
 use serde_json::Value;
 
 struct Vector {
@@ -42,11 +42,11 @@ fn vectors() -> Vec<Vector> {
             producer: r["producer"].as_str().unwrap().to_owned(),
             version: r["version"].as_str().unwrap().to_owned(),
         };
-        record.hash = hash::record_hash(&record).unwrap();
+        record.hash = record::record_hash(&record).unwrap();
         out.push(Vector {
             name: v["name"].as_str().unwrap().to_owned(),
             canonical_payload: record.payload.as_str().to_owned(),
-            preimage_hex: hex::encode(hash::preimage(&record).unwrap()),
+            preimage_hex: hex::encode(record::preimage(&record).unwrap()),
             hash: record.hash.to_string(),
             record,
         });

@@ -18,19 +18,7 @@ pub mod postgres;
 pub use memory::MemoryPersistence;
 pub use postgres::PostgresPersistence;
 
-/// How durable an acknowledged record is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Durability {
-    /// In this process's memory only (the `memory` backend): lost when the process exits.
-    Volatile,
-    /// Held on the memory fallback during a PostgreSQL outage; written to PostgreSQL when it
-    /// returns. Lost if the process dies before that, unless spooled.
-    Buffered,
-    /// Held on the memory fallback and fsynced to the local spool file; survives a crash.
-    Spooled,
-    /// Committed in PostgreSQL.
-    Committed,
-}
+pub use crate::store::Durability;
 
 /// Where a persistence actor sends a record's outcome.
 pub type PersistReply = oneshot::Sender<Result<Durability, LedgerError>>;

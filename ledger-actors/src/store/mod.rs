@@ -16,16 +16,29 @@ use crate::error::LedgerError;
 
 pub mod memory;
 pub mod postgres;
-pub mod supervised;
 
 pub use memory::MemoryLedgerStore;
 pub use postgres::PostgresLedgerStore;
 
+/// How durable an acknowledged record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// In this process's memory only (the `memory` backend): lost when the process exits.
+    Volatile,
+    /// Held on the memory fallback during a PostgreSQL outage; written to PostgreSQL when it
+    /// returns. Lost if the process dies before that, unless spooled.
+    Buffered,
+    /// Held on the memory fallback and fsynced to the local spool file; survives a crash.
+    Spooled,
+    /// Committed in PostgreSQL.
+    Committed,
+}
+
 /// The durability of a record found in a store of this backend.
-pub fn durability_of(backend: Backend) -> crate::persistence::Durability {
+pub fn durability_of(backend: Backend) -> Durability {
     match backend {
-        Backend::Memory => crate::persistence::Durability::Volatile,
-        Backend::Postgres => crate::persistence::Durability::Committed,
+        Backend::Memory => Durability::Volatile,
+        Backend::Postgres => Durability::Committed,
     }
 }
 

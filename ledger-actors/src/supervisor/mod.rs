@@ -18,9 +18,11 @@
 //! - [`buffer`]: the outage buffer, shared with the store reads go through.
 //! - [`spool`]: the fsynced outage spool file.
 //! - [`drain`]: writing the buffer to PostgreSQL; the re-chain and quarantine policy.
+//! - [`reads`]: [`reads::SupervisedStore`], PostgreSQL plus the buffer, for reads.
 
 pub mod buffer;
 pub mod drain;
+pub mod reads;
 pub mod spool;
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,10 +99,29 @@ pub struct OutageStatus {
     pub spool: Option<PathBuf>,
     /// Failovers since start.
     pub failovers: u64,
-    /// Records written under a new hash after their anchor moved (rid, buffered hash, new hash).
+    /// Records written under a new hash after their anchor moved, since start (the records
+    /// themselves: [`GetOutageRecords`]).
+    pub rechained: u64,
+    /// Records refused for good during a drain, since start (the records:
+    /// [`GetOutageRecords`]).
+    pub quarantined: u64,
+}
+
+/// The re-chained and quarantined records the supervisor remembers (at most 10,000 of each,
+/// the first ones).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutageRecords {
+    /// (rid, hash it was buffered with, hash it was written with).
     pub rechained: Vec<(Uuid, RecordHash, RecordHash)>,
-    /// Records refused for good during a drain (rid, reason).
+    /// (rid, why the database refuses it).
     pub quarantined: Vec<(Uuid, String)>,
+}
+
+/// Answer the [`OutageRecords`] (a copy of up to 20,000 entries; the status has the counts).
+pub struct GetOutageRecords;
+
+impl Message for GetOutageRecords {
+    type Result = OutageRecords;
 }
 
 /// PostgreSQL's answer for the record forwarded as `seq` (internal).
@@ -186,6 +207,8 @@ pub struct Supervisor {
     failovers: u64,
     rechained: Vec<(Uuid, RecordHash, RecordHash)>,
     quarantined: Vec<(Uuid, String)>,
+    rechained_count: u64,
+    quarantined_count: u64,
     drain_waiters: Vec<oneshot::Sender<OutageStatus>>,
     router: Arc<OnceLock<Weak<ChainRouter>>>,
     /// Set while not in `Primary`: chain actors do not passivate, so they keep their heads.
@@ -233,6 +256,8 @@ impl Supervisor {
             failovers: 0,
             rechained: Vec::new(),
             quarantined: Vec::new(),
+            rechained_count: 0,
+            quarantined_count: 0,
             drain_waiters: Vec::new(),
             router,
             degraded,
@@ -245,8 +270,8 @@ impl Supervisor {
             buffered: self.buffer.len(),
             spool: self.spool.as_ref().map(|s| s.path().to_path_buf()),
             failovers: self.failovers,
-            rechained: self.rechained.clone(),
-            quarantined: self.quarantined.clone(),
+            rechained: self.rechained_count,
+            quarantined: self.quarantined_count,
         }
     }
 
@@ -522,6 +547,7 @@ impl Supervisor {
             tracing::warn!(rid = %new.rid, anchor = %new.anchor_id, buffered_hash = %old, new_hash = %new.hash,
                 "re-chained a buffered record onto the database's head");
             crate::metrics::rechained();
+            self.rechained_count += 1;
             if self.rechained.len() < REPORT_LIMIT {
                 self.rechained.push((new.rid, *old, new.hash));
             }
@@ -530,6 +556,7 @@ impl Supervisor {
         for (r, e) in &out.quarantined {
             tracing::error!(rid = %r.rid, anchor = %r.anchor_id, error = %e,
                 "quarantined a buffered record the database refuses; it is not in PostgreSQL");
+            self.quarantined_count += 1;
             if self.quarantined.len() < REPORT_LIMIT {
                 self.quarantined.push((r.rid, e.to_string()));
             }
@@ -714,6 +741,18 @@ impl Handler<GetStatus> for Supervisor {
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.status())
+    }
+}
+
+/// Copies the remembered re-chained and quarantined records.
+impl Handler<GetOutageRecords> for Supervisor {
+    type Result = MessageResult<GetOutageRecords>;
+
+    fn handle(&mut self, _msg: GetOutageRecords, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(OutageRecords {
+            rechained: self.rechained.clone(),
+            quarantined: self.quarantined.clone(),
+        })
     }
 }
 

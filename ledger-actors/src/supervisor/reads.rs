@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use ledger_entities::{LedgerRecord, RecordHash};
 use uuid::Uuid;
 
-use super::postgres::PostgresLedgerStore;
-use super::{Head, LedgerStore, RecordRange};
+use super::buffer::OutageBuffer;
 use crate::config::Backend;
 use crate::error::LedgerError;
-use crate::supervisor::buffer::OutageBuffer;
+use crate::store::postgres::PostgresLedgerStore;
+use crate::store::{Head, LedgerStore, RecordRange};
 
 /// Reads PostgreSQL and the outage buffer; a buffered record is newer than anything of its
 /// anchor in PostgreSQL, so it wins for heads.
