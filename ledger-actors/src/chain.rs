@@ -182,7 +182,8 @@ type Outcome = Shared<BoxFuture<'static, Result<Durability, LedgerError>>>;
 /// live actor per anchor.
 pub struct ChainActor {
     anchor_id: Uuid,
-    settings: ChainSettings,
+    /// Shared by every actor of the ledger (one pointer per actor).
+    settings: Arc<ChainSettings>,
     router: Option<std::sync::Weak<dyn Registry>>,
     state: State,
     head: Option<RecordHash>,
@@ -202,7 +203,7 @@ impl ChainActor {
     /// passivates (none: it never passivates).
     pub fn new(
         anchor_id: Uuid,
-        settings: ChainSettings,
+        settings: Arc<ChainSettings>,
         router: Option<std::sync::Weak<dyn Registry>>,
     ) -> Self {
         Self {

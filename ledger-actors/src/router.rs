@@ -34,7 +34,7 @@ pub struct ChainRouter {
     actors: DashMap<Uuid, Addr<ChainActor>>,
     workers: Vec<ArbiterHandle>,
     next: AtomicUsize,
-    settings: ChainSettings,
+    settings: Arc<ChainSettings>,
     passivated: std::sync::atomic::AtomicU64,
 }
 
@@ -45,7 +45,7 @@ impl ChainRouter {
             actors: DashMap::new(),
             workers,
             next: AtomicUsize::new(0),
-            settings,
+            settings: Arc::new(settings),
             passivated: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -58,7 +58,7 @@ impl ChainRouter {
         self.actors
             .entry(anchor_id)
             .or_insert_with(|| {
-                let settings = self.settings.clone();
+                let settings = Arc::clone(&self.settings);
                 let router: std::sync::Weak<dyn Registry> = Arc::downgrade(self) as _;
                 let make = move |_: &mut Context<ChainActor>| {
                     ChainActor::new(anchor_id, settings, Some(router))
