@@ -12,7 +12,7 @@ use actix::prelude::*;
 use chrono::{TimeZone, Utc};
 use common::{TestContext, constraint_name, sqlstate};
 use futures::future::join_all;
-use ledger_actors::persistence::{Durability, Flush, Persist, PostgresPersistence};
+use ledger_actors::persistence::{Durability, Flush, Persist, PersistReply, PostgresPersistence};
 use ledger_actors::store::{PostgresLedgerStore, postgres};
 use ledger_actors::{
     Backend, Dsn, Ledger, LedgerConfig, LedgerError, LedgerStore, RecordRange, create_ledger_store,
@@ -635,7 +635,7 @@ async fn persist_all(
             let (reply, rx) = oneshot::channel();
             actor.do_send(Persist {
                 record: Arc::new(r.clone()),
-                reply,
+                reply: PersistReply::Oneshot(reply),
                 wait_committed: false,
             });
             rx

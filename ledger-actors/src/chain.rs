@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::error::LedgerError;
 use crate::observe::{ChainMailboxes, QueueDepth, QueueTicket};
-use crate::persistence::{Durability, Persist};
+use crate::persistence::{Durability, Persist, PersistReply};
 use crate::store::{Head, LedgerStore};
 
 // ---------------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ impl ChainActor {
         }
         persist.do_send(Persist {
             record: Arc::clone(&record),
-            reply,
+            reply: PersistReply::Oneshot(reply),
             wait_committed,
         });
         self.head = Some(record.hash);

@@ -302,9 +302,8 @@ impl Ledger {
         wait: std::time::Duration,
     ) -> Result<AppendAck, LedgerError> {
         let started = Instant::now();
-        let result = self
-            .send(Append::durable(record.clone()), record.anchor_id, wait)
-            .await;
+        let anchor_id = record.anchor_id;
+        let result = self.send(Append::durable(record), anchor_id, wait).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.outcome_label(),

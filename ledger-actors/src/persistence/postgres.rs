@@ -1,7 +1,8 @@
 //! [`PostgresPersistence`]: the persistence actor of the `postgres` backend. It group-commits:
-//! records from every chain actor are collected and written with one multi-row `INSERT` per
-//! batch (a single statement, so one transaction), and each record is answered when its batch
-//! has committed.
+//! records from every chain actor are collected and written with one
+//! [`crate::pg::insert_records`] per batch (a single statement, so one transaction), and each
+//! record is answered when its batch has committed — records forwarded by the supervisor in
+//! one [`super::Answers`] message per batch.
 //!
 //! # Batching
 //! A batch is cut when `batch_size` records are waiting, when the oldest waiting record has
@@ -16,8 +17,9 @@
 //!   batch waits (with every later record of its anchor) for that batch to settle, so a record
 //!   is only ever written with or after its predecessor.
 //! - A refused record poisons its hash: a later record whose `prev_hash` is poisoned is
-//!   refused too ([`LedgerError::Aborted`]) and poisons its own hash, since the database would
-//!   not notice the missing predecessor (no foreign key). A record of the anchor whose
+//!   refused too ([`LedgerError::Aborted`]) and poisons its own hash, without a round trip:
+//!   the database would refuse it anyway (`ledger_records_prev_fk`), so the poison only saves
+//!   the statement; correctness no longer depends on it. A record of the anchor whose
 //!   `prev_hash` is not poisoned (the chain actor has reloaded its head) clears the anchor's
 //!   poison; idle entries expire after [`POISON_TTL`].
 //! - A data error in a multi-row batch does not fail the innocent records: the batch's
@@ -51,7 +53,7 @@ use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{Durability, Flush, Persist, Retire};
+use super::{AnswerBatch, Durability, Flush, Persist, Retire};
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
 use crate::store::postgres::classify;
@@ -328,11 +330,12 @@ impl PostgresPersistence {
         for q in &batch {
             self.in_flight.remove(&q.msg.record.hash);
         }
+        let mut answers = AnswerBatch::default();
         match outcome {
             BatchOutcome::Committed => {
                 self.stats.committed(batch.len());
                 for q in batch {
-                    let _ = q.msg.reply.send(Ok(Durability::Committed));
+                    answers.answer(q.msg.reply, Ok(Durability::Committed));
                 }
             }
             BatchOutcome::Settled { results, unwritten } => {
@@ -343,13 +346,17 @@ impl PostgresPersistence {
                     if result.is_err() {
                         self.poison_record(&q.msg.record);
                     }
-                    let _ = q.msg.reply.send(result.map(|()| Durability::Committed));
+                    answers.answer(q.msg.reply, result.map(|()| Durability::Committed));
                 }
                 if let Some((_, err)) = unwritten {
-                    self.unwritten(batch.map(|q| q.msg).collect(), err);
+                    for q in batch {
+                        self.poison_record(&q.msg.record);
+                        answers.answer(q.msg.reply, Err(err.clone()));
+                    }
                 }
             }
         }
+        answers.finish();
         self.blocked = false;
         self.dispatch(ctx);
         crate::metrics::persistence_depth(self.queue.len() + self.running_records);
@@ -363,10 +370,12 @@ impl PostgresPersistence {
     /// retries instead (a later issue) takes `msgs` here, unanswered, rather than failing
     /// them.
     pub fn unwritten(&mut self, msgs: Vec<Persist>, err: LedgerError) {
+        let mut answers = AnswerBatch::default();
         for msg in msgs {
             self.poison_record(&msg.record);
-            let _ = msg.reply.send(Err(err.clone()));
+            answers.answer(msg.reply, Err(err.clone()));
         }
+        answers.finish();
     }
 
     fn poison_record(&mut self, record: &LedgerRecord) {

@@ -14,6 +14,20 @@
 //! while new records keep queueing behind, and the supervisor swaps back to a fresh
 //! PostgreSQL persistence actor when the buffer is empty.
 //!
+//! # A record's way to PostgreSQL
+//! 1. Its chain actor seals it and sends [`Persist`] here (one FIFO mailbox per sender, so
+//!    one anchor's records arrive in chain order), with a oneshot for the outcome.
+//! 2. Primary: it is numbered, kept in `pending`, and forwarded to the
+//!    [`PostgresPersistence`] actor, which group-commits it with others through
+//!    [`crate::pg::insert_records`] (the ledger's only insert; the database refuses forks,
+//!    gaps and duplicate hashes) and answers the whole batch in one
+//!    [`crate::persistence::Answers`] message.
+//! 3. Here each answer settles its `pending` entry and answers the chain actor's oneshot; the
+//!    chain actor answers the appender. A connectivity error instead fails over (below).
+//! 4. Outage: it goes to the [`OutageBuffer`] (and the spool) and is acknowledged
+//!    `Buffered`/`Spooled`; the drain ([`drain`]) writes it later through the same
+//!    [`crate::pg::insert_records`]; at start, spool recovery does the same.
+//!
 //! # Layout
 //! - [`buffer`]: the outage buffer, shared with the store reads go through.
 //! - [`spool`]: the fsynced outage spool file.
@@ -44,7 +58,9 @@ use self::spool::Spool;
 use crate::chain::Rebase;
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
-use crate::persistence::{Durability, Flush, Persist, PersistReply, PostgresPersistence, Retire};
+use crate::persistence::{
+    Answers, Durability, Flush, Persist, PersistReply, PostgresPersistence, Retire,
+};
 use crate::router::ChainRouter;
 use crate::store::postgres::PostgresLedgerStore;
 
@@ -122,16 +138,6 @@ pub struct GetOutageRecords;
 
 impl Message for GetOutageRecords {
     type Result = OutageRecords;
-}
-
-/// PostgreSQL's answer for the record forwarded as `seq` (internal).
-struct PrimaryAnswer {
-    seq: u64,
-    result: Result<Durability, LedgerError>,
-}
-
-impl Message for PrimaryAnswer {
-    type Result = ();
 }
 
 /// A drain batch finished (internal).
@@ -294,10 +300,12 @@ impl Supervisor {
     ) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let (reply, rx) = oneshot::channel();
         primary.do_send(Persist {
             record: Arc::clone(&msg.record),
-            reply,
+            reply: PersistReply::Forwarded {
+                seq,
+                to: ctx.address().recipient(),
+            },
             wait_committed: false,
         });
         self.pending.insert(
@@ -309,17 +317,9 @@ impl Supervisor {
                 sent: Instant::now(),
             },
         );
-        // A plain task per record, not a future on this actor's context: actix polls every
-        // context future on each wake-up, which is quadratic with thousands pending.
-        let me = ctx.address();
-        actix_rt::spawn(async move {
-            let result = rx.await.unwrap_or_else(|_| {
-                Err(LedgerError::Unavailable(
-                    "PostgreSQL persistence actor stopped".into(),
-                ))
-            });
-            me.do_send(PrimaryAnswer { seq, result });
-        });
+        // The persistence actor answers a whole batch in one `Answers` message (no task or
+        // channel per record). If it stops without answering, the watchdog fails over after
+        // `failover_after` and the drain finds whatever was committed.
     }
 
     fn on_primary_answer(
@@ -716,11 +716,13 @@ impl Handler<Flush> for Supervisor {
 }
 
 /// Settles a forwarded record: answers its appender, or fails over on a connectivity error.
-impl Handler<PrimaryAnswer> for Supervisor {
+impl Handler<Answers> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: PrimaryAnswer, ctx: &mut Context<Self>) {
-        self.on_primary_answer(msg.seq, msg.result, ctx);
+    fn handle(&mut self, msg: Answers, ctx: &mut Context<Self>) {
+        for (seq, result) in msg.0 {
+            self.on_primary_answer(seq, result, ctx);
+        }
     }
 }
 
