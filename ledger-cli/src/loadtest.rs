@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-use ledger_actors::{Ledger, LedgerConfig};
-use ledger_entities::NewRecord;
+use ledger_actors::{Durability, Ledger, LedgerConfig, RecordRange};
+use ledger_entities::{NewRecord, RecordHash};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -34,6 +34,31 @@ pub struct Args {
     /// Keep appending for this long instead of N×M appends (e.g. 90s, 10m, 1h).
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
+    /// Derive the anchors from this seed (anchor i is the same UUID for the same seed in every
+    /// process), so several processes started with one seed append to the same anchors. The
+    /// end-of-run check then reads each whole chain (other processes' records included) and
+    /// checks every record this process acknowledged by rid: stored exactly once, with the
+    /// hash of its acknowledgement (or, for a record acknowledged during an outage and
+    /// re-chained by the drain, the hash it was re-chained to). Default: random anchors.
+    #[arg(long, value_name = "SEED")]
+    anchor_seed: Option<u64>,
+}
+
+/// Anchor `index` of `seed`: a version-8 UUID from two SplitMix64 outputs, the same in every
+/// process (and every run) with the same seed.
+pub fn seeded_anchor(seed: u64, index: u64) -> Uuid {
+    fn splitmix64(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let hi = splitmix64(seed ^ 0x4156_4c5f_616e_6368); // "AVL_anch"
+    let lo = splitmix64(hi ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&hi.to_be_bytes());
+    bytes[8..].copy_from_slice(&lo.to_be_bytes());
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -69,6 +94,8 @@ struct Shared {
     deadline: Option<Instant>,
     filler: String,
     first_error: std::sync::Mutex<Option<String>>,
+    /// With `--anchor-seed`: every acknowledgement (rid, hash, buffered during an outage).
+    acks: Option<std::sync::Mutex<Vec<(Uuid, RecordHash, bool)>>>,
 }
 
 /// Runs the load test; exit 1 when any append failed or any chain broke.
@@ -84,7 +111,12 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     };
     let shared = Arc::new(Shared {
         ledger: ledger.clone(),
-        anchors: (0..args.anchors).map(|_| Uuid::new_v4()).collect(),
+        anchors: (0..args.anchors)
+            .map(|i| match args.anchor_seed {
+                Some(seed) => seeded_anchor(seed, i as u64),
+                None => Uuid::new_v4(),
+            })
+            .collect(),
         acked: (0..args.anchors).map(|_| AtomicU32::new(0)).collect(),
         next: AtomicU64::new(0),
         done: AtomicU64::new(0),
@@ -93,6 +125,9 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         deadline: args.duration.map(|d| Instant::now() + d),
         filler: "x".repeat(args.payload_bytes),
         first_error: std::sync::Mutex::new(None),
+        acks: args
+            .anchor_seed
+            .map(|_| std::sync::Mutex::new(Vec::with_capacity(total.min(1 << 24) as usize))),
     });
 
     let show_progress = !args.json && std::io::stdout().is_terminal();
@@ -139,16 +174,22 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
 
-    // Verify every chain written and compare its length with the acknowledged appends.
+    // Verify every chain written and compare its length with the acknowledged appends (with
+    // a seed: other processes write the same anchors, so acknowledgements are checked by rid).
     let mut verified = 0u64;
     let mut breaks = 0u64;
     let mut missing = 0u64;
+    let mut check = AckCheck::default();
     for (anchor, acked) in shared.anchors.iter().zip(&shared.acked) {
         let acked = u64::from(acked.load(Ordering::Acquire));
-        if acked == 0 {
+        if acked == 0 && shared.acks.is_none() {
             continue;
         }
-        let report = ledger.verify(*anchor).await?;
+        let report = match ledger.verify(*anchor).await {
+            Ok(r) => r,
+            Err(ledger_actors::LedgerError::UnknownAnchor(_)) if acked == 0 => continue,
+            Err(e) => return Err(e.into()),
+        };
         verified += 1;
         if let Some(b) = &report.broken {
             breaks += 1;
@@ -156,7 +197,25 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
                 eprintln!("BROKEN anchor {anchor} at {} : {}", b.rid, b.reason);
             }
         }
-        missing += acked.saturating_sub(report.records);
+        if shared.acks.is_none() {
+            missing += acked.saturating_sub(report.records);
+        } else {
+            check.read_chain(&ledger, *anchor).await?;
+        }
+    }
+    if let Some(acks) = &shared.acks {
+        let acks = std::mem::take(&mut *acks.lock().unwrap_or_else(|p| p.into_inner()));
+        let moved: std::collections::HashMap<RecordHash, RecordHash> = ledger
+            .outage_records()
+            .await
+            .map(|o| {
+                o.rechained
+                    .into_iter()
+                    .map(|(_, old, new)| (old, new))
+                    .collect()
+            })
+            .unwrap_or_default();
+        missing = check.compare(&acks, &moved, args.json);
     }
     ledger.shutdown().await?;
 
@@ -174,6 +233,8 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         "anchors_verified": verified,
         "continuity_breaks": breaks,
         "records_missing": missing,
+        "chain_records_read": check.read,
+        "anchor_seed": args.anchor_seed,
         "failovers": failovers,
         "buffered_not_in_postgres": buffered,
     });
@@ -197,7 +258,8 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             latency.max() as f64 / 1000.0
         );
         println!(
-            "verified {verified} anchors: {breaks} continuity breaks, {missing} acknowledged records missing"
+            "verified {verified} anchors ({} records): {breaks} continuity breaks, {missing} acknowledged records missing or wrong",
+            check.read
         );
         if let Some(e) = shared
             .first_error
@@ -236,8 +298,17 @@ async fn worker(shared: Arc<Shared>) -> Histogram<u64> {
         );
         let t = Instant::now();
         match shared.ledger.append(record).await {
-            Ok(_) => {
+            Ok(ack) => {
                 shared.acked[a].fetch_add(1, Ordering::AcqRel);
+                if let Some(acks) = &shared.acks {
+                    let buffered =
+                        matches!(ack.durability, Durability::Buffered | Durability::Spooled);
+                    acks.lock().unwrap_or_else(|p| p.into_inner()).push((
+                        ack.record.rid,
+                        ack.record.hash,
+                        buffered,
+                    ));
+                }
             }
             Err(e) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -280,4 +351,70 @@ fn spawn_progress(
         }
         bar.finish_and_clear();
     })
+}
+
+/// The end-of-run check with `--anchor-seed`: every record of the seeded anchors, by rid.
+#[derive(Default)]
+struct AckCheck {
+    /// rid -> (stored hash, times seen).
+    stored: std::collections::HashMap<Uuid, (RecordHash, u32)>,
+    /// Records read from the chains (every process's).
+    read: u64,
+}
+
+impl AckCheck {
+    /// Reads one anchor's whole chain, page by page.
+    async fn read_chain(&mut self, ledger: &Ledger, anchor: Uuid) -> anyhow::Result<()> {
+        let mut range = RecordRange {
+            limit: 10_000,
+            ..RecordRange::default()
+        };
+        loop {
+            let page = match ledger.records(anchor, &range).await {
+                Ok(p) => p,
+                Err(ledger_actors::LedgerError::UnknownAnchor(_)) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            for r in &page {
+                let e = self.stored.entry(r.rid).or_insert((r.hash, 0));
+                e.1 += 1;
+                self.read += 1;
+            }
+            match page.last() {
+                Some(last) if page.len() == range.limit => range = range.after(last),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Acknowledged records not stored exactly once with their acknowledged hash (or the
+    /// hash an outage drain re-chained them to).
+    fn compare(
+        &self,
+        acks: &[(Uuid, RecordHash, bool)],
+        moved: &std::collections::HashMap<RecordHash, RecordHash>,
+        quiet: bool,
+    ) -> u64 {
+        let mut wrong = 0;
+        for (rid, hash, buffered) in acks {
+            let ok = match self.stored.get(rid) {
+                Some((stored, 1)) => {
+                    stored == hash || (*buffered && moved.get(hash) == Some(stored))
+                }
+                _ => false,
+            };
+            if !ok {
+                wrong += 1;
+                if !quiet && wrong <= 10 {
+                    match self.stored.get(rid) {
+                        None => eprintln!("MISSING acknowledged record {rid}"),
+                        Some((stored, n)) => eprintln!(
+                            "WRONG acknowledged record {rid}: stored {n} time(s) with hash {stored}, acknowledged {hash}"
+                        ),
+                    }
+                }
+            }
+        }
+        wrong
+    }
 }
