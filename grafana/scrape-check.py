@@ -26,7 +26,7 @@ SUBST = [
 ]
 # Metrics only a PostgreSQL outage (failover, buffer, drain, spool) produces, and those the
 # PostgreSQL backend (with its supervisor) produces in normal operation.
-NEEDS_OUTAGE = r"ledger_(failovers|buffered|drain|spool|records_rechained)"
+NEEDS_OUTAGE = r"ledger_(failovers|buffered|drain|spool|records_rechained|records_kept)"
 NEEDS_POSTGRES = r"ledger_(db_|supervisor)"
 
 

@@ -104,6 +104,20 @@ impl Message for Rebase {
     type Result = ();
 }
 
+/// Re-link a refused in-flight record onto the anchor's (reloaded) head and write it again
+/// (internal: sent by the actor to itself).
+pub struct Relink {
+    record: Arc<LedgerRecord>,
+    wait_committed: bool,
+    deadline: Instant,
+    attempt: u32,
+    reply: tokio::sync::oneshot::Sender<Result<AppendAck, LedgerError>>,
+}
+
+impl Message for Relink {
+    type Result = ();
+}
+
 /// Answer to an [`Append`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppendAck {
@@ -161,6 +175,10 @@ pub struct ChainSettings {
     /// Mailbox counter of the memory persistence actor behind `persist`, pushed before each
     /// [`Persist`]; `None` when the persistence actor reports its own depth.
     pub persistence_queue: Option<QueueDepth>,
+    /// How long an append is re-linked and written again while other writers keep moving its
+    /// anchor, before it fails with [`LedgerError::Contended`] (less than the append timeout,
+    /// so that the typed error reaches the caller before its wait ends).
+    pub relink_for: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,7 +194,34 @@ enum State {
     Passivating,
 }
 
-type Outcome = Shared<BoxFuture<'static, Result<Durability, LedgerError>>>;
+/// The final answer of an in-flight append with a client rid, shared with repeats of it.
+type Outcome = Shared<BoxFuture<'static, Result<AppendAck, LedgerError>>>;
+
+/// True for a refusal that only says the anchor moved under the record: another writer
+/// extended it (fork guard, missing predecessor), or an earlier in-flight record of the
+/// anchor was refused so this one's predecessor is not stored. Nothing was written and
+/// nobody has seen the record's hash, so it can be re-linked onto the new head.
+fn anchor_moved(e: &LedgerError) -> bool {
+    matches!(
+        e,
+        LedgerError::ForkRefused { .. } | LedgerError::Aborted { .. }
+    )
+}
+
+/// `record` moved onto `head` (or made the anchor's first record): same rid and content,
+/// new `prev_hash`, a `ts` after `last_ts`, new hash.
+fn relinked(
+    record: &LedgerRecord,
+    head: Option<RecordHash>,
+    last_ts: i64,
+) -> Result<LedgerRecord, LedgerError> {
+    let mut r = record.clone();
+    r.prev_hash = head;
+    let after = ledger_entities::record::micros_to_datetime(last_ts.saturating_add(1));
+    r.ts = r.ts.max(after);
+    r.hash = ledger_entities::record::record_hash(&r)?;
+    Ok(r)
+}
 
 /// The per-anchor actor. Create it through [`crate::router::ChainRouter`], which guarantees at most one
 /// live actor per anchor.
@@ -225,14 +270,31 @@ impl ChainActor {
         self.state = State::Loading;
         let store = Arc::clone(&self.settings.store);
         let anchor = self.anchor_id;
+        // On a task of its own: the store shares connections and batches head loads across
+        // actors, so a lookup must make progress even while this actor's context is not
+        // polling it (a connection held by an unpolled future stalls every other actor).
+        let load = actix_rt::spawn(async move { store.head(anchor).await });
         ctx.wait(
-            fut::wrap_future(async move { store.head(anchor).await }).map(
+            fut::wrap_future(async move {
+                load.await.unwrap_or_else(|e| {
+                    Err(LedgerError::Internal(format!("head load task failed: {e}")))
+                })
+            })
+            .map(
                 |res: Result<Option<Head>, LedgerError>, act: &mut Self, _ctx| match res {
                     Ok(head) => {
                         act.last_ts = act
                             .last_ts
                             .max(head.as_ref().map_or(i64::MIN, |h| h.ts.timestamp_micros()));
                         act.head = head.map(|h| h.hash);
+                        act.state = State::Ready;
+                    }
+                    // A reload (not the first load) while PostgreSQL is unreachable: keep
+                    // the local head. Records sent on it are buffered on the outage fallback,
+                    // and the drain re-chains them onto the database's head when it returns.
+                    Err(LedgerError::Unavailable(reason)) if act.epoch > 0 => {
+                        tracing::debug!(anchor = %act.anchor_id, %reason,
+                            "head reload failed: database unavailable; keeping the local head");
                         act.state = State::Ready;
                     }
                     Err(e) => act.state = State::Failed(e),
@@ -266,7 +328,8 @@ impl ChainActor {
         }
     }
 
-    /// Hashes `new` onto the head, sends it to persistence and moves the head.
+    /// Hashes `new` onto the head, sends it to persistence and moves the head; see
+    /// [`ChainActor::send`] for what happens when the anchor moved meanwhile.
     fn commit(
         &mut self,
         new: NewRecord,
@@ -287,7 +350,7 @@ impl ChainActor {
             Ok(r) => Arc::new(r),
             Err(e) => return Box::pin(fut::ready(Err(e.into()))),
         };
-        let persist = match &self.settings.persist {
+        match &self.settings.persist {
             Sink::Memory(store) => {
                 // Written now, on this thread: the append is answered without another hop.
                 let outcome = store.insert_now(std::slice::from_ref(&record));
@@ -311,7 +374,49 @@ impl ChainActor {
                     }
                 }));
             }
-            Sink::Actor(persist) => persist,
+            Sink::Actor(_) => {}
+        }
+        let deadline = Instant::now() + self.settings.relink_for;
+        if !has_client_rid {
+            return self.send(record, wait_committed, deadline, 1);
+        }
+        // A client rid can be repeated while in flight: the repeat waits for this append's
+        // final answer (after any re-links).
+        let (final_tx, final_rx) = tokio::sync::oneshot::channel();
+        let shared: Outcome = async move {
+            final_rx.await.unwrap_or_else(|_| {
+                Err(LedgerError::Internal(
+                    "chain actor stopped before answering".into(),
+                ))
+            })
+        }
+        .boxed()
+        .shared();
+        self.pending.insert(rid, (Arc::clone(&record), shared));
+        Box::pin(self.send(record, wait_committed, deadline, 1).map(
+            move |res, act: &mut Self, _ctx| {
+                act.pending.remove(&rid);
+                // Nobody may be waiting on a repeat; then nobody reads this.
+                let _ = final_tx.send(res.clone());
+                res
+            },
+        ))
+    }
+
+    /// Sends a sealed record (attempt `attempt`) to persistence and moves the head. When the
+    /// record is refused because its anchor moved (see [`anchor_moved`]), it is re-linked
+    /// onto the reloaded head and sent again until it commits or `deadline` passes.
+    fn send(
+        &mut self,
+        record: Arc<LedgerRecord>,
+        wait_committed: bool,
+        deadline: Instant,
+        attempt: u32,
+    ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
+        let Sink::Actor(persist) = &self.settings.persist else {
+            return Box::pin(fut::ready(Err(LedgerError::Internal(
+                "a re-link needs a persistence actor".into(),
+            ))));
         };
         let (reply, rx) = tokio::sync::oneshot::channel();
         if let Some(queue) = &self.settings.persistence_queue {
@@ -323,7 +428,7 @@ impl ChainActor {
             wait_committed,
         });
         self.head = Some(record.hash);
-        self.last_ts = ts;
+        self.last_ts = record.ts_micros();
         self.busy += 1;
         let epoch = self.epoch;
         let outcome = async move {
@@ -333,43 +438,78 @@ impl ChainActor {
                 ))
             })
         };
-        // Only a client rid can be repeated while in flight; a shared outcome costs an
-        // allocation and a lock, so generated rids await the plain one.
-        let outcome: BoxFuture<'static, Result<Durability, LedgerError>> = if has_client_rid {
-            let shared = outcome.boxed().shared();
-            self.pending
-                .insert(rid, (Arc::clone(&record), shared.clone()));
-            shared.boxed()
-        } else {
-            outcome.boxed()
-        };
-        Box::pin(
-            fut::wrap_future(outcome).map(move |res, act: &mut Self, _ctx| {
+        Box::pin(fut::wrap_future(outcome).then(
+            move |res, act: &mut Self, ctx| -> ResponseActFuture<Self, _> {
                 act.busy -= 1;
                 act.last_active = Instant::now();
-                if has_client_rid {
-                    act.pending.remove(&record.rid);
-                }
                 match res {
-                    Ok(durability) => Ok(AppendAck {
+                    Ok(durability) => Box::pin(fut::ready(Ok(AppendAck {
                         record,
                         durability,
                         replayed: false,
-                    }),
-                    Err(e) if epoch == act.epoch => {
-                        // The first refusal of this epoch: everything sent after it is doomed
-                        // (its predecessor is missing), so start a new epoch from the store.
-                        act.epoch += 1;
-                        act.head = record.prev_hash;
-                        act.state = State::NeedsReload;
-                        Err(e)
+                    }))),
+                    Err(e) => {
+                        if epoch == act.epoch {
+                            // The first refusal of this epoch: everything sent after it is
+                            // doomed (its predecessor is missing), so start a new epoch from
+                            // the store's head.
+                            act.epoch += 1;
+                            act.head = record.prev_hash;
+                            if act.state == State::Ready {
+                                act.state = State::NeedsReload;
+                            }
+                        }
+                        if !anchor_moved(&e) {
+                            return Box::pin(fut::ready(Err(e)));
+                        }
+                        crate::metrics::rechained();
+                        if Instant::now() >= deadline {
+                            return Box::pin(fut::ready(Err(LedgerError::Contended {
+                                anchor_id: record.anchor_id,
+                                attempts: attempt,
+                            })));
+                        }
+                        // Through the mailbox: the handler reloads the head with `ctx.wait`,
+                        // like a new append, so every head load runs in a future the actor
+                        // keeps polling (the store batches head loads across actors).
+                        let (reply, rx) = tokio::sync::oneshot::channel();
+                        act.busy += 1;
+                        ctx.address().do_send(Relink {
+                            record,
+                            wait_committed,
+                            deadline,
+                            attempt: attempt + 1,
+                            reply,
+                        });
+                        Box::pin(fut::wrap_future(async move {
+                            rx.await.unwrap_or_else(|_| {
+                                Err(LedgerError::Internal(
+                                    "chain actor stopped during a re-link".into(),
+                                ))
+                            })
+                        }))
                     }
-                    Err(_) => Err(LedgerError::Aborted {
-                        anchor_id: record.anchor_id,
-                    }),
                 }
-            }),
-        )
+            },
+        ))
+    }
+
+    /// Re-links a refused record onto the anchor's head and sends it again (the head was
+    /// reloaded first by the [`Relink`] handler if needed).
+    fn relink_ready(
+        &mut self,
+        record: Arc<LedgerRecord>,
+        wait_committed: bool,
+        deadline: Instant,
+        attempt: u32,
+    ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
+        if let State::Failed(e) = &self.state {
+            return Box::pin(fut::ready(Err(e.clone())));
+        }
+        match relinked(&record, self.head, self.last_ts) {
+            Ok(r) => self.send(Arc::new(r), wait_committed, deadline, attempt),
+            Err(e) => Box::pin(fut::ready(Err(e))),
+        }
     }
 
     /// The append continues once the actor is ready: either now or after a head reload.
@@ -422,7 +562,16 @@ impl ChainActor {
         // A client rid: look it up in the store before committing (idempotency).
         self.busy += 1;
         let store = Arc::clone(&self.settings.store);
-        Box::pin(fut::wrap_future(async move { store.get(rid).await }).then(
+        // A task of its own, for the reason given in `load_head`.
+        let lookup = actix_rt::spawn(async move { store.get(rid).await });
+        let lookup = async move {
+            lookup.await.unwrap_or_else(|e| {
+                Err(LedgerError::Internal(format!(
+                    "rid lookup task failed: {e}"
+                )))
+            })
+        };
+        Box::pin(fut::wrap_future(lookup).then(
             move |found, act: &mut Self, _ctx| -> ResponseActFuture<Self, _> {
                 act.busy -= 1;
                 match found {
@@ -457,11 +606,10 @@ impl ChainActor {
         let record = Arc::clone(record);
         match record.same_content(new) {
             Ok(true) => Some(Box::pin(fut::wrap_future(outcome.clone()).map(
-                move |res: Result<Durability, LedgerError>, _act: &mut Self, _ctx| {
-                    res.map(|durability| AppendAck {
-                        record,
-                        durability,
+                |res: Result<AppendAck, LedgerError>, _act: &mut Self, _ctx| {
+                    res.map(|ack| AppendAck {
                         replayed: true,
+                        ..ack
                     })
                 },
             ))),
@@ -562,5 +710,42 @@ impl Handler<Rebase> for ChainActor {
         if self.state == State::Ready {
             self.state = State::NeedsReload;
         }
+    }
+}
+
+/// Reloads the head if a refusal asked for it (holding the mailbox, like an append), then
+/// re-links the record onto it and writes it again; answers the original append.
+impl Handler<Relink> for ChainActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Relink, ctx: &mut Context<Self>) -> Self::Result {
+        self.busy -= 1;
+        let Relink {
+            record,
+            wait_committed,
+            deadline,
+            attempt,
+            reply,
+        } = msg;
+        let answer = move |res: Result<AppendAck, LedgerError>,
+                           _act: &mut Self,
+                           _ctx: &mut Context<Self>| {
+            // The appender may have given up waiting; then nobody reads this.
+            let _ = reply.send(res);
+        };
+        if self.state == State::NeedsReload {
+            self.load_head(ctx);
+            // The wait holds the mailbox and every spawned future: this runs after the reload.
+            return Box::pin(
+                ActorFutureExt::then(fut::ready(()), move |(), act: &mut Self, _ctx| {
+                    act.relink_ready(record, wait_committed, deadline, attempt)
+                })
+                .map(answer),
+            );
+        }
+        Box::pin(
+            self.relink_ready(record, wait_committed, deadline, attempt)
+                .map(answer),
+        )
     }
 }

@@ -170,8 +170,10 @@ pub struct LedgerConfig {
     pub auto_migrate: bool,
     /// Most records held on the memory fallback during a PostgreSQL outage.
     pub buffer_capacity: usize,
-    /// Seconds a record may wait for PostgreSQL before the supervisor declares an outage
-    /// (catches black-holed connections that never error).
+    /// Seconds a record may wait for PostgreSQL before the supervisor probes it on a new
+    /// connection and, if that fails too, declares an outage (catches black-holed connections
+    /// that never error). Default 5 s: well above PostgreSQL's `deadlock_timeout` (1 s), so a
+    /// lock wait between processes is never mistaken for an outage.
     #[serde(deserialize_with = "de_failover_after")]
     pub failover_after: Duration,
     /// Directory for the outage spool file (fsynced before acknowledging); none: no spool.
@@ -194,7 +196,7 @@ impl Default for LedgerConfig {
             batch_linger: Duration::from_millis(2),
             auto_migrate: false,
             buffer_capacity: 1_000_000,
-            failover_after: Duration::from_secs(1),
+            failover_after: Duration::from_secs(5),
             spool_dir: None,
         }
     }

@@ -58,6 +58,19 @@ pub enum LedgerError {
         /// The predecessor that already has a successor (`None`: genesis exists).
         prev_hash: Option<ledger_entities::RecordHash>,
     },
+    /// Other writers (other processes sharing the database) kept extending the anchor: the
+    /// record was re-linked onto the new head and written again `attempts` times, and the
+    /// append's time ran out before one attempt committed. Nothing was written. Handle:
+    /// retry; if it persists, fewer processes should write this anchor at once.
+    #[error(
+        "anchor {anchor_id} kept moving under the append ({attempts} attempts); nothing written, retry"
+    )]
+    Contended {
+        /// The anchor.
+        anchor_id: Uuid,
+        /// Attempts made (the first write and the re-links).
+        attempts: u32,
+    },
     /// The database cannot be reached (connection refused or reset, pool timeout, server
     /// shutting down, statement timeout). Handle: retry later; the supervisor fails over to
     /// memory where it is running.
@@ -107,7 +120,9 @@ impl LedgerError {
     pub fn outcome_label(&self) -> &'static str {
         match self {
             LedgerError::Invalid(_) => "validation",
-            LedgerError::Conflict { .. } | LedgerError::ForkRefused { .. } => "conflict",
+            LedgerError::Conflict { .. }
+            | LedgerError::ForkRefused { .. }
+            | LedgerError::Contended { .. } => "conflict",
             LedgerError::Overloaded { .. } => "overloaded",
             LedgerError::Unavailable(_) | LedgerError::Timeout { .. } => "unavailable",
             _ => "error",

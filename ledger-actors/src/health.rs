@@ -118,6 +118,10 @@ pub struct Health {
     /// Records acknowledged on the memory fallback and not yet in PostgreSQL, as the
     /// supervisor reports them (0 without a supervisor).
     pub buffered_records: u64,
+    /// Records acknowledged that can never be written (their rid was stored meanwhile with
+    /// other content), kept by the supervisor (see `Ledger::outage_records`); 0 without a
+    /// supervisor.
+    pub kept_records: u64,
     /// Whether the persistence side answered in time: the supervisor its status request, or
     /// the memory persistence actor a flush (with success or an error).
     pub persistence_responding: bool,
@@ -150,6 +154,11 @@ impl fmt::Display for Health {
         };
         writeln!(f, "database reachable: {reachable}")?;
         writeln!(f, "buffered records: {}", self.buffered_records)?;
+        writeln!(
+            f,
+            "kept records (acknowledged, cannot be written): {}",
+            self.kept_records
+        )?;
         writeln!(
             f,
             "persistence actor: {}",
@@ -227,6 +236,7 @@ struct Observation {
     /// False when a `postgres` ledger started on the memory fallback: no connection exists.
     database_connected: bool,
     buffered_records: u64,
+    kept_records: u64,
     persistence: PersistenceProbe,
     workers_responding: usize,
     workers: usize,
@@ -301,7 +311,8 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
         mode,
         database_reachable,
         database_connected: probe.store.backend() == Backend::Postgres,
-        buffered_records: status.map_or(0, |s| s.buffered as u64),
+        buffered_records: status.as_ref().map_or(0, |s| s.buffered as u64),
+        kept_records: status.map_or(0, |s| s.quarantined),
         persistence,
         workers_responding,
         workers: probe.workers.len(),
@@ -361,6 +372,12 @@ fn grade(o: Observation) -> Health {
             o.buffered_records
         ));
     }
+    if o.kept_records > 0 {
+        degraded.push(format!(
+            "{} acknowledged records cannot be written (rid stored with other content); kept, see the spool directory's kept file",
+            o.kept_records
+        ));
+    }
     let p = &o.pressure;
     if p.in_flight_appends as f64 >= SATURATION * p.max_in_flight as f64 {
         degraded.push(format!(
@@ -383,6 +400,7 @@ fn grade(o: Observation) -> Health {
         backend_active: o.active,
         database_reachable: o.database_reachable,
         buffered_records: o.buffered_records,
+        kept_records: o.kept_records,
         persistence_responding: !matches!(
             o.persistence,
             PersistenceProbe::Gone | PersistenceProbe::Silent
@@ -406,6 +424,7 @@ mod tests {
             database_reachable: None,
             database_connected: false,
             buffered_records: 0,
+            kept_records: 0,
             persistence: PersistenceProbe::Ok,
             workers_responding: 2,
             workers: 2,

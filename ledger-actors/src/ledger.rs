@@ -211,6 +211,7 @@ impl Ledger {
             suspend_passivation: Arc::clone(&degraded),
             mailboxes,
             persistence_queue,
+            relink_for: config.timeout.mul_f64(0.8),
         };
         let router = ChainRouter::new(settings, handles.clone());
         if let Some(s) = &supervised {
@@ -504,6 +505,13 @@ async fn recover_spool(
         }
         for (r, e) in &out.quarantined {
             tracing::error!(rid = %r.rid, error = %e, "spool recovery: the database refuses a record; it is not in PostgreSQL");
+        }
+        if !out.quarantined.is_empty() {
+            // Never dropped with the spool: kept in the spool directory's kept file.
+            let kept: Vec<_> = out.quarantined.iter().map(|(r, _)| Arc::clone(r)).collect();
+            let file = spool::keep(dir, &kept)?;
+            tracing::error!(records = kept.len(), file = %file.display(), "spool recovery kept records it cannot write");
+            crate::metrics::records_kept(kept.len() as u64);
         }
     }
     tracing::info!(records = contents.records.len(), spool = %path.display(), "outage spool written to PostgreSQL");

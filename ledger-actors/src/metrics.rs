@@ -94,8 +94,14 @@ pub const SPOOL_BYTES: &str = "ledger_spool_bytes";
 // ---------------------------------------------------------------------------------------------
 
 /// Counter: records whose hash link was recomputed when they were moved onto the PostgreSQL
-/// chain during a drain.
+/// chain: during a drain, or before they were acknowledged because another process extended
+/// their anchor (a re-link).
 pub const RECORDS_RECHAINED_TOTAL: &str = "ledger_records_rechained_total";
+/// Gauge: records this process acknowledged that can never be written to PostgreSQL (their
+/// client rid was stored meanwhile with other content). They are kept — listed by
+/// `Ledger::outage_records`, in the spool directory's kept file — and `ledger health` is
+/// degraded while it is above 0.
+pub const RECORDS_KEPT: &str = "ledger_records_kept";
 /// Counter: chain breaks found by verification.
 pub const CHAIN_BREAKS_TOTAL: &str = "ledger_chain_breaks_total";
 
@@ -120,6 +126,7 @@ pub const ALL: &[&str] = &[
     DRAIN_DURATION_SECONDS,
     SPOOL_BYTES,
     RECORDS_RECHAINED_TOTAL,
+    RECORDS_KEPT,
     CHAIN_BREAKS_TOTAL,
 ];
 
@@ -597,7 +604,12 @@ pub(crate) fn spool_bytes(bytes: u64) {
     metrics::gauge!(SPOOL_BYTES).set(bytes as f64);
 }
 
-/// A buffered record was written under a new hash (its anchor moved).
+/// Records kept unwritten (see [`RECORDS_KEPT`]).
+pub(crate) fn records_kept(records: u64) {
+    metrics::gauge!(RECORDS_KEPT).set(records as f64);
+}
+
+/// A record was written under a new hash (its anchor moved).
 pub(crate) fn rechained() {
     metrics::counter!(RECORDS_RECHAINED_TOTAL).increment(1);
 }

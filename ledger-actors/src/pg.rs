@@ -12,7 +12,9 @@
 //! # Layout
 //! - [`insert_records`]: one `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT (rid) DO NOTHING`
 //!   per call (one statement, so one transaction), the columns bound as 11 arrays (a fixed
-//!   parameter count whatever the batch size, so the prepared statement is reused).
+//!   parameter count whatever the batch size, so the prepared statement is reused). Rows are
+//!   bound sorted by (anchor, chain position): every writer takes its row locks in that one
+//!   global order, so two processes' batches cannot deadlock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,7 +107,12 @@ fn bind(
     let mut sig = Vec::with_capacity(n);
     let mut producer = Vec::with_capacity(n);
     let mut version = Vec::with_capacity(n);
-    for r in records {
+    // Rows go in one global order — by anchor, then chain position (the callers' order within
+    // an anchor) — so that two processes' statements take their row locks in the same order
+    // and cannot deadlock each other.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (records[i].anchor_id, i));
+    for r in order.into_iter().map(|i| &records[i]) {
         rid.push(r.rid);
         anchor.push(r.anchor_id);
         slot.push(r.slot.as_str());

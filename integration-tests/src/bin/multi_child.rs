@@ -31,6 +31,13 @@ where
 }
 
 fn main() -> anyhow::Result<()> {
+    // Logs on stderr when `LEDGER_LOG` is set (e.g. `LEDGER_LOG=ledger_actors=debug`).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("LEDGER_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let config = LedgerConfig::load(None)?;
     let anchors: Vec<Uuid> = std::env::var("AVL_ANCHORS")
         .context("AVL_ANCHORS is not set")?

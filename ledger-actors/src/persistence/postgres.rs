@@ -503,54 +503,131 @@ impl Handler<Flush> for PostgresPersistence {
 // Database writes (futures run on the actor's thread)
 // ---------------------------------------------------------------------------------------
 
-/// Writes a batch in one statement; on a data error retries its records one by one.
+/// Writes a batch in one statement. When the statement is refused because one anchor moved
+/// (another process extended it: fork guard or missing predecessor, named by the server's
+/// error), that anchor's records are taken out of the batch — refused with
+/// [`LedgerError::ForkRefused`] / [`LedgerError::Aborted`], so their chain actor re-links
+/// them — and the rest is written again as one statement: contention on one anchor costs the
+/// others one more round trip, not a statement each. Any other data error retries the
+/// remaining records one by one.
 async fn write_batch(pool: PgPool, records: Vec<Arc<LedgerRecord>>) -> BatchOutcome {
-    let single = (records.len() == 1).then(|| records[0].as_ref());
-    let started = Instant::now();
-    let result = crate::pg::insert_records(&pool, &records).await;
-    crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
-    let err = match result {
-        Ok(taken) if !taken.is_empty() => {
-            // Rids stored under another hash: those records are refused, the rest committed.
-            crate::metrics::db_batch_committed(records.len() - taken.len());
-            let mut results = vec![Ok(()); records.len()];
-            for i in taken {
-                crate::metrics::db_error(false);
-                results[i] = Err(rid_taken(&records[i]));
+    let mut results: Vec<Result<(), LedgerError>> = vec![Ok(()); records.len()];
+    let mut live: Vec<usize> = (0..records.len()).collect();
+    let mut moved_out = false;
+    loop {
+        let batch: Vec<Arc<LedgerRecord>> = live.iter().map(|&i| Arc::clone(&records[i])).collect();
+        let single = (batch.len() == 1).then(|| batch[0].as_ref());
+        let started = Instant::now();
+        let result = crate::pg::insert_records(&pool, &batch).await;
+        crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
+        let err = match result {
+            Ok(taken) if taken.is_empty() && !moved_out => {
+                crate::metrics::db_batch_committed(records.len());
+                tracing::debug!(
+                    records = records.len(),
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "batch committed"
+                );
+                return BatchOutcome::Committed;
             }
-            return BatchOutcome::Settled {
-                results,
-                unwritten: None,
-            };
-        }
-        Ok(_) => {
-            crate::metrics::db_batch_committed(records.len());
-            tracing::debug!(
-                records = records.len(),
-                ms = started.elapsed().as_secs_f64() * 1e3,
-                "batch committed"
-            );
-            return BatchOutcome::Committed;
-        }
-        Err(e) => classify(&e, single),
-    };
-    if let LedgerError::Unavailable(_) = err {
-        crate::metrics::db_error(true);
-        tracing::warn!(error = %err, records = records.len(), "batch not written: database unavailable");
-        return BatchOutcome::Settled {
-            results: Vec::new(),
-            unwritten: Some((0, err)),
+            Ok(taken) => {
+                // Rids stored under another hash are refused, the rest committed.
+                crate::metrics::db_batch_committed(batch.len() - taken.len());
+                for t in taken {
+                    crate::metrics::db_error(false);
+                    results[live[t]] = Err(rid_taken(&batch[t]));
+                }
+                return BatchOutcome::Settled {
+                    results,
+                    unwritten: None,
+                };
+            }
+            Err(e) => classify(&e, single),
         };
+        match err {
+            LedgerError::Unavailable(_) if !moved_out => {
+                crate::metrics::db_error(true);
+                tracing::warn!(error = %err, records = records.len(), "batch not written: database unavailable");
+                return BatchOutcome::Settled {
+                    results: Vec::new(),
+                    unwritten: Some((0, err)),
+                };
+            }
+            LedgerError::Unavailable(_) => {
+                crate::metrics::db_error(true);
+                for &i in &live {
+                    results[i] = Err(err.clone());
+                }
+                return BatchOutcome::Settled {
+                    results,
+                    unwritten: None,
+                };
+            }
+            LedgerError::ForkRefused { anchor_id, .. }
+                if live.iter().any(|&i| records[i].anchor_id == anchor_id) =>
+            {
+                crate::metrics::db_error(false);
+                tracing::debug!(%anchor_id, records = live.len(), "anchor moved under a batch; writing the rest again");
+                moved_out = true;
+                let mut first = true;
+                live.retain(|&i| {
+                    if records[i].anchor_id != anchor_id {
+                        return true;
+                    }
+                    results[i] = Err(if first {
+                        err.clone()
+                    } else {
+                        LedgerError::Aborted { anchor_id }
+                    });
+                    first = false;
+                    false
+                });
+                if live.is_empty() {
+                    return BatchOutcome::Settled {
+                        results,
+                        unwritten: None,
+                    };
+                }
+            }
+            err if live.len() == 1 => {
+                crate::metrics::db_error(false);
+                results[live[0]] = Err(err);
+                return BatchOutcome::Settled {
+                    results,
+                    unwritten: None,
+                };
+            }
+            err => {
+                tracing::warn!(error = %err, records = live.len(), "batch refused; writing its records one by one");
+                let rest: Vec<Arc<LedgerRecord>> =
+                    live.iter().map(|&i| Arc::clone(&records[i])).collect();
+                return match write_one_by_one(&pool, &rest).await {
+                    BatchOutcome::Committed => BatchOutcome::Settled {
+                        results,
+                        unwritten: None,
+                    },
+                    BatchOutcome::Settled {
+                        results: each,
+                        unwritten,
+                    } => {
+                        let settled = each.len();
+                        for (k, r) in each.into_iter().enumerate() {
+                            results[live[k]] = r;
+                        }
+                        if let Some((_, err)) = unwritten {
+                            for &i in &live[settled..] {
+                                results[i] = Err(err.clone());
+                            }
+                        }
+                        BatchOutcome::Settled {
+                            results,
+                            unwritten: None,
+                        }
+                    }
+                };
+            }
+        }
     }
-    if records.len() == 1 {
-        crate::metrics::db_error(false);
-        return BatchOutcome::Settled {
-            results: vec![Err(err)],
-            unwritten: None,
-        };
-    }
-    tracing::warn!(error = %err, records = records.len(), "batch refused; writing its records one by one");
-    write_one_by_one(&pool, &records).await
 }
 
 /// Writes each record in its own statement, in order. A record whose predecessor failed

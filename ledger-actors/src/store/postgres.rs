@@ -217,6 +217,22 @@ fn classify_sqlx(err: &sqlx::Error, record: Option<&LedgerRecord>) -> LedgerErro
                         prev_hash: r.prev_hash,
                     };
                 }
+                // A multi-row statement: the server's detail names the anchor.
+                let keys = db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|pg| pg.detail())
+                    .and_then(parse_key_detail);
+                if let Some(values) = keys.filter(|v| v.len() == 2)
+                    && let (Ok(anchor_id), Ok(prev)) = (
+                        Uuid::parse_str(values[0].trim()),
+                        values[1].trim().parse::<ledger_entities::RecordHash>(),
+                    )
+                {
+                    return LedgerError::ForkRefused {
+                        anchor_id,
+                        prev_hash: Some(prev),
+                    };
+                }
             }
             if state == "23505" {
                 let detail = db
@@ -290,7 +306,9 @@ fn unique_violation(
 fn parse_key_detail(detail: &str) -> Option<Vec<String>> {
     let rest = detail.strip_prefix("Key (")?;
     let (_, rest) = rest.split_once(")=(")?;
-    let (values, _) = rest.rsplit_once(") already exists")?;
+    let (values, _) = rest
+        .rsplit_once(") already exists")
+        .or_else(|| rest.rsplit_once(") is not present"))?;
     Some(values.split(", ").map(str::to_owned).collect())
 }
 

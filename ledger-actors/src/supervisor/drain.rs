@@ -5,9 +5,13 @@
 //! content) and not written twice. When the database refuses a record because its anchor was
 //! extended meanwhile (the fork guard, e.g. by another process), the policy is **re-chain**:
 //! the record and the anchor's later buffered records move onto the database's head (same
-//! rid and content, new `prev_hash`, `ts` and `hash`); each is reported. A record refused
-//! for any other reason (its rid is stored with other content) is **quarantined**: reported,
-//! never written, and its anchor's later records re-chain onto the database head.
+//! rid and content, new `prev_hash`, `ts` and `hash`); each is reported. It re-chains as
+//! often as it takes (pausing briefly after [`RECHAIN_EAGER`] attempts in a row): an
+//! acknowledged record is never given up because its anchor moved. A record refused for any
+//! other reason (its rid is stored with other content) is **quarantined**: not written, but
+//! kept by the supervisor (listed, counted in `ledger_records_kept`, reported by health and
+//! written to the kept file of the spool directory), and its anchor's later records re-chain
+//! onto the database head.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,8 +24,12 @@ use crate::pg::insert_records;
 use crate::store::postgres::{PostgresLedgerStore, classify};
 use crate::store::{Head, LedgerStore};
 
-/// How often one record is re-chained and retried when its anchor keeps moving.
-const RECHAIN_ATTEMPTS: usize = 5;
+/// After this many re-chains of one record in a row, the drain pauses between attempts
+/// (growing to [`RECHAIN_PAUSE_MAX`]) so that it does not hammer an anchor other processes
+/// are busy extending. It never gives up: the record is acknowledged and must be written.
+const RECHAIN_EAGER: usize = 5;
+/// Longest pause between two re-chains of one record.
+const RECHAIN_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// What the drain remembers between batches (and the supervisor between records): buffered
 /// hashes whose records were written under another hash, and hashes never to be written.
@@ -57,6 +65,20 @@ pub struct DrainOutcome {
 /// content; `prev_hash`/`ts`/`hash` may differ).
 fn same_record(stored: &LedgerRecord, r: &LedgerRecord) -> bool {
     stored.same_record(r)
+}
+
+/// `r` moved onto `head` (the anchor's first record when `None`): same rid and content, new
+/// `prev_hash`, `ts` and hash.
+fn relinked(r: &LedgerRecord, head: Option<&Head>) -> Result<LedgerRecord, ledger_entities::Error> {
+    match head {
+        Some(h) => r.rechained(h.hash, h.ts),
+        None => {
+            let mut n = r.clone();
+            n.prev_hash = None;
+            n.hash = ledger_entities::record::record_hash(&n)?;
+            Ok(n)
+        }
+    }
 }
 
 /// Writes `batch` (in buffer order); see the module doc.
@@ -175,10 +197,18 @@ async fn one_by_one(
                         out.unavailable = Some(e);
                         return;
                     }
-                    LedgerError::ForkRefused { .. } if attempts < RECHAIN_ATTEMPTS => {
+                    // The anchor moved (another writer extended it, or the predecessor is not
+                    // stored): re-chain onto the database's head, as often as it takes.
+                    LedgerError::ForkRefused { .. } => {
                         attempts += 1;
+                        if attempts > RECHAIN_EAGER {
+                            let pause = std::time::Duration::from_millis(
+                                5 * (attempts - RECHAIN_EAGER) as u64,
+                            );
+                            tokio::time::sleep(pause.min(RECHAIN_PAUSE_MAX)).await;
+                        }
                         match store.head(r.anchor_id).await {
-                            Ok(Some(h)) => match r.rechained(h.hash, h.ts) {
+                            Ok(h) => match relinked(&r, h.as_ref()) {
                                 Ok(n) => r = Arc::new(n),
                                 Err(e) => {
                                     out.quarantined.push((Arc::clone(original), e.into()));
@@ -186,18 +216,6 @@ async fn one_by_one(
                                     break;
                                 }
                             },
-                            // A genesis conflict with no head cannot happen; refuse rather
-                            // than loop.
-                            Ok(None) => {
-                                out.quarantined.push((
-                                    Arc::clone(original),
-                                    LedgerError::Database(
-                                        "fork refused but anchor has no head".into(),
-                                    ),
-                                ));
-                                dropped.insert(original.hash);
-                                break;
-                            }
                             Err(e) => {
                                 out.unavailable = Some(e);
                                 return;

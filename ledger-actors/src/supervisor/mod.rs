@@ -4,7 +4,9 @@
 //! Chain actors send their records here. In [`Mode::Primary`] each record goes to the
 //! [`PostgresPersistence`] actor and stays in `pending` until PostgreSQL confirms it. A
 //! connectivity failure (refused/reset connection, pool timeout, shutdown, statement timeout)
-//! or a record pending longer than `failover_after` swaps to [`Mode::Fallback`]: every
+//! or a record pending longer than `failover_after` *and* a failed liveness probe on a new
+//! connection ([`Supervisor::check_liveness`]: a lock wait or a slow statement is not an
+//! outage) swaps to [`Mode::Fallback`]: every
 //! pending record moves, in order, to the front of the [`OutageBuffer`], and new records are
 //! buffered behind them and acknowledged as [`Durability::Buffered`] (or
 //! [`Durability::Spooled`] once fsynced to the spool). A data error is answered to its
@@ -125,12 +127,15 @@ pub struct OutageStatus {
 
 /// The re-chained and quarantined records the supervisor remembers (at most 10,000 of each,
 /// the first ones).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct OutageRecords {
     /// (rid, hash it was buffered with, hash it was written with).
     pub rechained: Vec<(Uuid, RecordHash, RecordHash)>,
     /// (rid, why the database refuses it).
     pub quarantined: Vec<(Uuid, String)>,
+    /// Every record acknowledged and quarantined (all of them, not only the first 10,000):
+    /// kept here and, with a `spool_dir`, in its [`spool::KEPT_FILE`].
+    pub kept: Vec<Arc<LedgerRecord>>,
 }
 
 /// Answer the [`OutageRecords`] (a copy of up to 20,000 entries; the status has the counts).
@@ -215,10 +220,16 @@ pub struct Supervisor {
     quarantined: Vec<(Uuid, String)>,
     rechained_count: u64,
     quarantined_count: u64,
+    /// Quarantined records, kept (never dropped).
+    kept: Vec<Arc<LedgerRecord>>,
     drain_waiters: Vec<oneshot::Sender<OutageStatus>>,
     router: Arc<OnceLock<Weak<ChainRouter>>>,
     /// Set while not in `Primary`: chain actors do not passivate, so they keep their heads.
     degraded: Arc<AtomicBool>,
+    /// A liveness probe (see [`Supervisor::check_liveness`]) is running.
+    liveness_running: bool,
+    /// When the last liveness probe found the server alive while records were slow.
+    alive_at: Option<Instant>,
 }
 
 impl Supervisor {
@@ -264,10 +275,59 @@ impl Supervisor {
             quarantined: Vec::new(),
             rechained_count: 0,
             quarantined_count: 0,
+            kept: Vec::new(),
             drain_waiters: Vec::new(),
             router,
             degraded,
+            liveness_running: false,
+            alive_at: None,
         })
+    }
+
+    /// A record has waited `failover_after` without an answer. A slow statement or a lock
+    /// wait (another process's transaction, a deadlock PostgreSQL has not broken yet) is not
+    /// an outage, so the supervisor looks for evidence first: it opens a *new* connection
+    /// (not one of the busy pool's) and runs `SELECT 1`, within `failover_after`. Only if
+    /// that fails does it fail over; if the server answers, records are left to finish and
+    /// the next probe is due `failover_after` later.
+    fn check_liveness(&mut self, ctx: &mut Context<Self>) {
+        self.liveness_running = true;
+        let options = self.writer_options.clone();
+        let limit = self.config.failover_after.min(self.config.timeout);
+        ctx.spawn(
+            fut::wrap_future(async move {
+                use sea_orm::sqlx::Connection as _;
+                let probe = async {
+                    let mut conn = sea_orm::sqlx::PgConnection::connect_with(&options).await?;
+                    sea_orm::sqlx::query("SELECT 1").execute(&mut conn).await?;
+                    conn.close().await
+                };
+                match tokio::time::timeout(limit, probe).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(format!("a new connection failed: {e}")),
+                    Err(_) => Err(format!("a new connection did not answer within {limit:?}")),
+                }
+            })
+            .map(|alive, act: &mut Self, ctx| {
+                act.liveness_running = false;
+                match alive {
+                    Ok(()) => {
+                        tracing::info!(
+                            pending = act.pending.len(),
+                            "PostgreSQL is slow but alive (a new connection answers): no failover"
+                        );
+                        act.alive_at = Some(Instant::now());
+                    }
+                    Err(why) => {
+                        let limit = act.config.failover_after;
+                        act.failover(
+                            &format!("no answer from PostgreSQL within {limit:?}, and {why}"),
+                            ctx,
+                        );
+                    }
+                }
+            }),
+        );
     }
 
     fn status(&self) -> OutageStatus {
@@ -562,6 +622,10 @@ impl Supervisor {
             }
             rebase.push(r.anchor_id);
         }
+        if !out.quarantined.is_empty() {
+            let records: Vec<_> = out.quarantined.iter().map(|(r, _)| Arc::clone(r)).collect();
+            self.keep(records);
+        }
         self.rebase(rebase);
         if let Some(e) = out.unavailable {
             tracing::warn!(error = %e, "PostgreSQL failed again while draining");
@@ -570,6 +634,21 @@ impl Supervisor {
             return;
         }
         self.drain_next(ctx);
+    }
+
+    /// Keeps acknowledged records the database will never take: in memory (listed by
+    /// [`GetOutageRecords`]) and, with a `spool_dir`, fsynced to its [`spool::KEPT_FILE`].
+    fn keep(&mut self, records: Vec<Arc<LedgerRecord>>) {
+        if let Some(dir) = &self.config.spool_dir {
+            match spool::keep(dir, &records) {
+                Ok(path) => tracing::error!(records = records.len(), file = %path.display(),
+                    "acknowledged records that cannot be written are kept in this file"),
+                Err(e) => tracing::error!(error = %e, records = records.len(),
+                    "could not write kept records to the spool directory; kept in memory only"),
+            }
+        }
+        self.kept.extend(records);
+        crate::metrics::records_kept(self.kept.len() as u64);
     }
 
     /// Tells the chain actors of `anchors` to reload their heads (their records moved).
@@ -652,15 +731,16 @@ impl Actor for Supervisor {
         self.start_primary();
         let limit = self.config.failover_after;
         ctx.run_interval(WATCHDOG_EVERY, move |act, ctx| {
-            // A black-holed connection never errors; a record waiting this long means the
-            // database is not answering.
+            // A black-holed connection never errors; a record waiting this long may mean the
+            // database is not answering — or only that it is slow: probe before failing over.
             let stalled = act
                 .pending
                 .values()
                 .next()
-                .is_some_and(|p| p.sent.elapsed() > limit);
-            if act.mode == Mode::Primary && stalled {
-                act.failover(&format!("no answer from PostgreSQL within {limit:?}"), ctx);
+                .is_some_and(|p| p.sent.elapsed() > limit)
+                && act.alive_at.is_none_or(|t| t.elapsed() > limit);
+            if act.mode == Mode::Primary && stalled && !act.liveness_running {
+                act.check_liveness(ctx);
             }
             act.release_held(act.mode != Mode::Draining, ctx);
         });
@@ -754,6 +834,7 @@ impl Handler<GetOutageRecords> for Supervisor {
         MessageResult(OutageRecords {
             rechained: self.rechained.clone(),
             quarantined: self.quarantined.clone(),
+            kept: self.kept.clone(),
         })
     }
 }

@@ -17,6 +17,12 @@ use crate::error::LedgerError;
 /// File name of the spool inside `spool_dir`.
 pub const SPOOL_FILE: &str = "avl-outage.spool";
 
+/// File name, inside `spool_dir`, of the records the ledger acknowledged but can never write
+/// (their client rid was stored meanwhile with other content): same frame format as the
+/// spool, appended and fsynced, never truncated by the ledger. An operator reads it (for
+/// example with [`read_file`]) and decides; see docs/OPERATIONS.md.
+pub const KEPT_FILE: &str = "avl-kept.spool";
+
 /// Largest frame body accepted when reading (a record is at most ~1 MiB of payload).
 const MAX_FRAME: u32 = 64 << 20;
 
@@ -43,8 +49,13 @@ fn io_err(path: &Path, what: &str, e: &std::io::Error) -> LedgerError {
 impl Spool {
     /// Opens (creating if needed) the spool in `dir` for appending.
     pub fn open(dir: &Path) -> Result<Self, LedgerError> {
+        Self::open_file(dir, SPOOL_FILE)
+    }
+
+    /// Opens (creating if needed) the frame file `name` in `dir` for appending.
+    fn open_file(dir: &Path, name: &str) -> Result<Self, LedgerError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "create directory", &e))?;
-        let path = dir.join(SPOOL_FILE);
+        let path = dir.join(name);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -109,9 +120,24 @@ impl Spool {
     }
 }
 
+/// Appends `records` to the [`KEPT_FILE`] in `dir` and fsyncs it; returns its path.
+pub fn keep(dir: &Path, records: &[Arc<LedgerRecord>]) -> Result<PathBuf, LedgerError> {
+    let mut kept = Spool::open_file(dir, KEPT_FILE)?;
+    for r in records {
+        kept.append(r)?;
+    }
+    kept.sync()?;
+    Ok(kept.path)
+}
+
 /// Reads the spool in `dir` (an absent file is an empty spool).
 pub fn read(dir: &Path) -> Result<SpoolContents, LedgerError> {
-    let path = dir.join(SPOOL_FILE);
+    read_file(&dir.join(SPOOL_FILE))
+}
+
+/// Reads a frame file (the spool, or the [`KEPT_FILE`]); an absent file is empty.
+pub fn read_file(path: &Path) -> Result<SpoolContents, LedgerError> {
+    let path = path.to_path_buf();
     let mut data = Vec::new();
     match File::open(&path) {
         Ok(mut f) => {
