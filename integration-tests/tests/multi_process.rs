@@ -290,3 +290,111 @@ async fn two_processes_through_an_outage() {
 async fn four_processes_through_an_outage() {
     run("multi_four_outage", 4, true).await;
 }
+
+/// A record acknowledged on the outage fallback whose client rid is stored meanwhile by
+/// another writer with other content can never be written: it is kept (in memory, in the
+/// spool directory's kept file, counted by health), never dropped, and its anchor's later
+/// buffered records are still written, re-chained, with the chain intact.
+#[actix_rt::test]
+async fn a_record_whose_rid_was_taken_meanwhile_is_kept_and_reported() {
+    use ledger_actors::{Durability, HealthStatus, Ledger, LedgerStore};
+    use ledger_entities::{LedgerRecord, NewRecord};
+
+    let ctx = TestContext::new("multi_rid_taken").await;
+    let proxy = Proxy::start(upstream());
+    let spool_dir = std::env::temp_dir().join(format!("avl-kept-{}", Uuid::new_v4()));
+    let ledger = Ledger::start(LedgerConfig {
+        backend: Backend::Postgres,
+        dsn: Some(Dsn::parse(&child_dsn(&ctx, Some(&proxy))).unwrap()),
+        pool_size: 2,
+        spool_dir: Some(spool_dir.clone()),
+        ..LedgerConfig::default()
+    })
+    .await
+    .unwrap();
+    let anchor = Uuid::new_v4();
+    let rec = |i: u64| NewRecord::new(anchor, "slot", "event", serde_json::json!({ "i": i }), "t");
+    let first = ledger.append(rec(0)).await.unwrap();
+    assert_eq!(first.durability, Durability::Committed);
+
+    // Outage: the next appends are acknowledged from the fallback (spooled).
+    proxy.set(Mode::Refuse);
+    proxy.cut_all();
+    let taken = Uuid::new_v4();
+    let kept = ledger.append(rec(1).with_rid(taken)).await.unwrap();
+    let after = ledger.append(rec(2)).await.unwrap();
+    assert!(
+        matches!(kept.durability, Durability::Spooled | Durability::Buffered),
+        "{:?}",
+        kept.durability
+    );
+
+    // Meanwhile another writer stores the same rid with other content (another anchor).
+    let direct = create_ledger_store(&LedgerConfig {
+        backend: Backend::Postgres,
+        dsn: Some(Dsn::parse(&ctx.dsn).unwrap()),
+        pool_size: 1,
+        ..LedgerConfig::default()
+    })
+    .await
+    .unwrap();
+    let other = NewRecord::new(
+        Uuid::new_v4(),
+        "slot",
+        "event",
+        serde_json::json!({ "other": true }),
+        "t",
+    );
+    let other = LedgerRecord::seal(other, taken, chrono::Utc::now(), None).unwrap();
+    direct.insert(&[std::sync::Arc::new(other)]).await.unwrap();
+
+    proxy.set(Mode::Pass);
+    let status = ledger.await_drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(status.buffered, 0, "drained");
+    assert_eq!(status.quarantined, 1, "the record whose rid was taken");
+
+    // Kept, with its content, in memory and in the kept file; reported by health.
+    let records = ledger.outage_records().await.unwrap();
+    assert_eq!(records.kept.len(), 1);
+    assert_eq!(records.kept[0].rid, taken);
+    assert_eq!(records.kept[0].payload, kept.record.payload);
+    let file = ledger_actors::supervisor::spool::read_file(
+        &spool_dir.join(ledger_actors::supervisor::spool::KEPT_FILE),
+    )
+    .unwrap();
+    assert_eq!(file.records.len(), 1);
+    assert_eq!(file.records[0].rid, taken);
+    assert_eq!(file.records[0].hash, kept.record.hash);
+    let health = ledger.health().await;
+    assert_eq!(health.kept_records, 1);
+    assert_eq!(
+        health.status,
+        HealthStatus::Degraded,
+        "{:?}",
+        health.reasons
+    );
+    assert!(
+        health
+            .reasons
+            .iter()
+            .any(|r| r.contains("cannot be written")),
+        "{:?}",
+        health.reasons
+    );
+
+    // The rest of the anchor is written, re-chained past the kept record, chain intact.
+    let stored = direct
+        .get(after.record.rid)
+        .await
+        .unwrap()
+        .expect("successor written");
+    assert_eq!(stored.prev_hash, Some(first.record.hash));
+    let report = ledger.verify(anchor).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.records, 2);
+    ledger.shutdown().await.unwrap();
+    drop(direct);
+    let _ = std::fs::remove_dir_all(&spool_dir);
+    drop(proxy);
+    ctx.teardown().await;
+}
