@@ -281,7 +281,7 @@ pub struct LedgerConfig {
     pub pool_size: u32,
     /// How long to wait for capacity, an append's outcome, or the database (seconds, or a
     /// duration such as `250ms`). Env: `LEDGER_TIMEOUT`.
-    #[serde(deserialize_with = "de_seconds")]
+    #[serde(deserialize_with = "de_timeout")]
     pub timeout: Duration,
     /// Largest canonical payload accepted, in bytes (default 1 MiB).
     pub max_payload_bytes: usize,
@@ -291,14 +291,14 @@ pub struct LedgerConfig {
     /// Mailbox capacity of each chain actor.
     pub mailbox_capacity: usize,
     /// Seconds an anchor may stay idle before its chain actor is stopped (passivated).
-    #[serde(deserialize_with = "de_seconds")]
+    #[serde(deserialize_with = "de_passivate_after")]
     pub passivate_after: Duration,
     /// Worker threads (actix Arbiters) for chain actors; 0 means one per core.
     pub workers: usize,
     /// Most records in one PostgreSQL batch (multi-row INSERT, one transaction).
     pub batch_size: usize,
     /// Milliseconds (a plain number) or a duration (`2ms`) a partial batch may wait for more records before it is written.
-    #[serde(deserialize_with = "de_millis")]
+    #[serde(deserialize_with = "de_batch_linger")]
     pub batch_linger: Duration,
     /// Run pending migrations at start instead of refusing to start.
     pub auto_migrate: bool,
@@ -306,7 +306,7 @@ pub struct LedgerConfig {
     pub buffer_capacity: usize,
     /// Seconds a record may wait for PostgreSQL before the supervisor declares an outage
     /// (catches black-holed connections that never error).
-    #[serde(deserialize_with = "de_seconds")]
+    #[serde(deserialize_with = "de_failover_after")]
     pub failover_after: Duration,
     /// Directory for the outage spool file (fsynced before acknowledging); none: no spool.
     pub spool_dir: Option<PathBuf>,
@@ -366,17 +366,32 @@ fn parse_duration(raw: RawDuration, unit: Duration) -> Result<Duration, String> 
     }
 }
 
-fn de_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let raw = RawDuration::deserialize(d)
-        .map_err(|_| serde::de::Error::custom("expected a number of seconds or a duration"))?;
-    parse_duration(raw, Duration::from_secs(1)).map_err(serde::de::Error::custom)
+/// A duration field, named in its errors (serde's custom errors do not carry the key).
+fn de_duration<'de, D: Deserializer<'de>>(
+    d: D,
+    key: &str,
+    unit: Duration,
+) -> Result<Duration, D::Error> {
+    let raw = RawDuration::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(format!("{key}: expected a number or a duration such as 5s"))
+    })?;
+    parse_duration(raw, unit).map_err(|e| serde::de::Error::custom(format!("{key}: {e}")))
 }
 
-fn de_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let raw = RawDuration::deserialize(d).map_err(|_| {
-        serde::de::Error::custom("expected a number of milliseconds or a duration")
-    })?;
-    parse_duration(raw, Duration::from_millis(1)).map_err(serde::de::Error::custom)
+fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    de_duration(d, "timeout", Duration::from_secs(1))
+}
+
+fn de_passivate_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    de_duration(d, "passivate_after", Duration::from_secs(1))
+}
+
+fn de_failover_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    de_duration(d, "failover_after", Duration::from_secs(1))
+}
+
+fn de_batch_linger<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    de_duration(d, "batch_linger", Duration::from_millis(1))
 }
 
 #[derive(Deserialize)]
@@ -400,8 +415,7 @@ fn first_content_line(text: &str) -> usize {
         .map_or(1, |i| i + 1)
 }
 
-/// The allowed range of each numeric setting: `(key, value, min, max)` checked by
-/// [`LedgerConfig::check`]. Durations in milliseconds.
+// Upper bounds of the numeric settings, checked by [`LedgerConfig::check`].
 const MAX_POOL_SIZE: u64 = 10_000;
 const MAX_IN_FLIGHT: u64 = 100_000_000;
 const MAX_MAILBOX: u64 = 10_000_000;

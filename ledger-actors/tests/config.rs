@@ -40,9 +40,9 @@ fn yaml_section_parses() {
         dsn.expose()
             .starts_with("postgres://avl:s3cret@db.example:5433/")
     );
-    // No section at all: defaults, memory backend.
+    // An empty section means the defaults: memory backend.
     assert_eq!(
-        LedgerConfig::from_yaml_str("other: 1\n").unwrap(),
+        LedgerConfig::from_yaml_str("other: 1\nledger:\n").unwrap(),
         LedgerConfig::default()
     );
 }
