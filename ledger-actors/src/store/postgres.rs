@@ -712,6 +712,8 @@ mod tests {
             server("57P03", None),
             server("57014", None),
             server("53300", None),
+            // A standby answered: read-only transaction (after a primary switchover).
+            server("25006", None),
         ];
         for err in cases {
             let classified = classify(&err, None);
@@ -720,6 +722,77 @@ mod tests {
                 "{err} classified as {classified:?}"
             );
         }
+    }
+
+    /// A refused login or a missing database is `AccessDenied` (a configuration error, no
+    /// fallback), whether it comes while connecting or on a statement.
+    #[test]
+    fn refused_login_and_missing_database_are_access_denied() {
+        for code in ["28P01", "28000", "3D000"] {
+            let err = sqlx::Error::Database(Box::new(ServerError {
+                code,
+                constraint: None,
+            }));
+            let on_connect = DbErr::Conn(RuntimeErr::SqlxError(Arc::new(err)));
+            for e in [on_connect, server(code, None)] {
+                let classified = classify(&e, None);
+                assert!(
+                    matches!(classified, LedgerError::AccessDenied(ref m) if m.contains(code)),
+                    "{code}: {classified:?}"
+                );
+            }
+        }
+        // Any other failure while connecting stays connectivity.
+        let other = sqlx::Error::Database(Box::new(ServerError {
+            code: "XX000",
+            constraint: None,
+        }));
+        assert!(is_unavailable(&classify(
+            &DbErr::Conn(RuntimeErr::SqlxError(Arc::new(other))),
+            None
+        )));
+    }
+
+    /// Deadlocks and serialization failures are `Contention` (retried), never connectivity
+    /// and never a plain data error.
+    #[test]
+    fn deadlock_and_serialization_failure_are_contention() {
+        for code in ["40P01", "40001"] {
+            let classified = classify(&server(code, None), None);
+            assert!(
+                matches!(classified, LedgerError::Contention(_)),
+                "{code}: {classified:?}"
+            );
+        }
+    }
+
+    /// A contention error is retried until the operation succeeds; a data error is not.
+    #[test]
+    fn contention_is_retried_data_errors_are_not() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let attempts = std::cell::Cell::new(0);
+        let got = rt.block_on(retry_contention(std::time::Duration::from_secs(5), || {
+            attempts.set(attempts.get() + 1);
+            let n = attempts.get();
+            async move {
+                if n < 4 {
+                    Err(server("40P01", None))
+                } else {
+                    Ok(n)
+                }
+            }
+        }));
+        assert_eq!(got.ok(), Some(4));
+        attempts.set(0);
+        let got = rt.block_on(retry_contention(std::time::Duration::from_secs(5), || {
+            attempts.set(attempts.get() + 1);
+            async { Err::<(), _>(server("23502", None)) }
+        }));
+        assert!(got.is_err());
+        assert_eq!(attempts.get(), 1);
     }
 
     /// A duplicate on the fork guard is `ForkRefused` with the record's anchor and predecessor.
@@ -758,7 +831,6 @@ mod tests {
             server("22P02", None),
             server("22021", None),
             server("42P01", None),
-            server("40001", None),
             sqlx_err(sqlx::Error::RowNotFound),
             sqlx_err(sqlx::Error::Decode("bad".into())),
             DbErr::Type("bad type".into()),
