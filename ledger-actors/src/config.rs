@@ -608,8 +608,17 @@ impl LedgerConfig {
         span("batch_linger", self.batch_linger, Duration::ZERO, Duration::from_secs(10))?;
         range("buffer_capacity", self.buffer_capacity as u64, 0, MAX_BUFFER)?;
         span("failover_after", self.failover_after, ms, HOUR)?;
-        if self.spool_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
-            return Err(config_error("spool_dir: empty path; omit the key for no spool"));
+        if let Some(dir) = &self.spool_dir {
+            let shown = dir.to_string_lossy();
+            if shown.is_empty() {
+                return Err(config_error("spool_dir: empty path; omit the key for no spool"));
+            }
+            if shown.contains("://") || redact_secrets(&shown) != shown {
+                // A DSN typed into the wrong key: refuse it (and do not show it).
+                return Err(config_error(
+                    "spool_dir: expected a directory path, got something shaped like a URL or credentials",
+                ));
+            }
         }
         Ok(())
     }
