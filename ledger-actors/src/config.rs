@@ -597,8 +597,8 @@ impl LedgerConfig {
             ));
         }
         let ms = Duration::from_millis(1);
-        range("pool_size", self.pool_size.into(), 1, MAX_POOL_SIZE)?;
-        span("timeout", self.timeout, ms, HOUR)?;
+        range("pool_size (LEDGER_POOL_SIZE)", self.pool_size.into(), 1, MAX_POOL_SIZE)?;
+        span("timeout (LEDGER_TIMEOUT)", self.timeout, ms, HOUR)?;
         range("max_payload_bytes", self.max_payload_bytes as u64, 1, MAX_PAYLOAD)?;
         range("max_in_flight", self.max_in_flight as u64, 1, MAX_IN_FLIGHT)?;
         range("mailbox_capacity", self.mailbox_capacity as u64, 1, MAX_MAILBOX)?;
