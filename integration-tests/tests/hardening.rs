@@ -101,7 +101,9 @@ async fn a_spool_dir_is_owned_by_one_ledger_at_a_time() {
         Ok(_) => panic!("two ledgers own one spool"),
     }
     first.shutdown().await.expect("shutdown");
-    let second = Ledger::start(with_spool()).await.expect("starts after the first");
+    let second = Ledger::start(with_spool())
+        .await
+        .expect("starts after the first");
     second.shutdown().await.expect("shutdown");
     std::fs::remove_dir_all(&dir).ok();
     ctx.teardown().await;
@@ -118,7 +120,9 @@ async fn refused_login_or_missing_database_does_not_fall_back() {
     let mut no_db = server.clone();
     no_db.set_path("/avl_missing_db_issue8");
     let mut no_role = server;
-    no_role.set_username("avl_missing_role_issue8").expect("user");
+    no_role
+        .set_username("avl_missing_role_issue8")
+        .expect("user");
     for dsn in [no_db.to_string(), no_role.to_string()] {
         match Ledger::start(config(&dsn)).await {
             Err(LedgerError::AccessDenied(reason)) => {
@@ -160,7 +164,10 @@ async fn deadlocks_and_serialization_failures_are_retried_not_failed() {
         let ctx = TestContext::new("contention").await;
         let ledger = Ledger::start(config(&ctx.dsn)).await.expect("starts");
         let anchor = Uuid::new_v4();
-        ledger.append(record(anchor, 0)).await.expect("first append");
+        ledger
+            .append(record(anchor, 0))
+            .await
+            .expect("first append");
         fail_next_inserts(&ctx, state, 3).await;
         let ack = ledger.append(record(anchor, 1)).await;
         assert!(
@@ -183,9 +190,15 @@ async fn read_only_transaction_is_an_outage_not_a_data_error() {
     let ctx = TestContext::new("standby").await;
     let ledger = Ledger::start(config(&ctx.dsn)).await.expect("starts");
     let anchor = Uuid::new_v4();
-    ledger.append(record(anchor, 0)).await.expect("first append");
+    ledger
+        .append(record(anchor, 0))
+        .await
+        .expect("first append");
     fail_next_inserts(&ctx, "25006", 1).await;
-    let ack = ledger.append(record(anchor, 1)).await.expect("acknowledged");
+    let ack = ledger
+        .append(record(anchor, 1))
+        .await
+        .expect("acknowledged");
     assert_ne!(ack.durability, Durability::Committed);
     let status = ledger
         .await_drain(Duration::from_secs(20))

@@ -56,7 +56,8 @@ fn shown(value: &str) -> String {
     let v = value.trim();
     if !v.is_empty()
         && v.len() <= 24
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         format!("{v:?}")
     } else {
@@ -141,7 +142,9 @@ impl Dsn {
             return Err(LedgerError::Config(format!("dsn: no host; {FORM}")));
         }
         if url.path().trim_start_matches('/').is_empty() {
-            return Err(LedgerError::Config(format!("dsn: no database name; {FORM}")));
+            return Err(LedgerError::Config(format!(
+                "dsn: no database name; {FORM}"
+            )));
         }
         Ok(Self::from_url(url))
     }
@@ -434,10 +437,9 @@ impl LedgerConfig {
     /// `LEDGER_DSN`). A DSN given without any backend is ignored with a warning saying so.
     pub fn load(path: Option<&Path>) -> Result<Self, LedgerError> {
         let from_env = std::env::var_os("LEDGER_CONFIG").map(PathBuf::from);
-        Self::load_from(
-            path.map(Path::to_path_buf).or(from_env).as_deref(),
-            |k| std::env::var(k).ok(),
-        )
+        Self::load_from(path.map(Path::to_path_buf).or(from_env).as_deref(), |k| {
+            std::env::var(k).ok()
+        })
     }
 
     /// [`LedgerConfig::load`] with the file and the environment given (tests, hosts with
@@ -449,8 +451,7 @@ impl LedgerConfig {
         let (mut config, backend_in_file) = match path {
             Some(p) => {
                 let text = read_file(p)?;
-                Self::parse_yaml(&text)
-                    .map_err(|e| prefix(e, &format!("{}: ", p.display())))?
+                Self::parse_yaml(&text).map_err(|e| prefix(e, &format!("{}: ", p.display())))?
             }
             None => (Self::default(), false),
         };
@@ -580,7 +581,12 @@ impl LedgerConfig {
             }
             Ok(())
         }
-        fn span(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), LedgerError> {
+        fn span(
+            key: &str,
+            value: Duration,
+            min: Duration,
+            max: Duration,
+        ) -> Result<(), LedgerError> {
             if value < min || value > max {
                 return Err(config_error(format!(
                     "{key}: {} is out of range; expected {}..={}",
@@ -597,21 +603,48 @@ impl LedgerConfig {
             ));
         }
         let ms = Duration::from_millis(1);
-        range("pool_size (LEDGER_POOL_SIZE)", self.pool_size.into(), 1, MAX_POOL_SIZE)?;
+        range(
+            "pool_size (LEDGER_POOL_SIZE)",
+            self.pool_size.into(),
+            1,
+            MAX_POOL_SIZE,
+        )?;
         span("timeout (LEDGER_TIMEOUT)", self.timeout, ms, HOUR)?;
-        range("max_payload_bytes", self.max_payload_bytes as u64, 1, MAX_PAYLOAD)?;
+        range(
+            "max_payload_bytes",
+            self.max_payload_bytes as u64,
+            1,
+            MAX_PAYLOAD,
+        )?;
         range("max_in_flight", self.max_in_flight as u64, 1, MAX_IN_FLIGHT)?;
-        range("mailbox_capacity", self.mailbox_capacity as u64, 1, MAX_MAILBOX)?;
+        range(
+            "mailbox_capacity",
+            self.mailbox_capacity as u64,
+            1,
+            MAX_MAILBOX,
+        )?;
         span("passivate_after", self.passivate_after, ms, 30 * DAY)?;
         range("workers", self.workers as u64, 0, MAX_WORKERS)?;
         range("batch_size", self.batch_size as u64, 1, MAX_BATCH)?;
-        span("batch_linger", self.batch_linger, Duration::ZERO, Duration::from_secs(10))?;
-        range("buffer_capacity", self.buffer_capacity as u64, 0, MAX_BUFFER)?;
+        span(
+            "batch_linger",
+            self.batch_linger,
+            Duration::ZERO,
+            Duration::from_secs(10),
+        )?;
+        range(
+            "buffer_capacity",
+            self.buffer_capacity as u64,
+            0,
+            MAX_BUFFER,
+        )?;
         span("failover_after", self.failover_after, ms, HOUR)?;
         if let Some(dir) = &self.spool_dir {
             let shown = dir.to_string_lossy();
             if shown.is_empty() {
-                return Err(config_error("spool_dir: empty path; omit the key for no spool"));
+                return Err(config_error(
+                    "spool_dir: empty path; omit the key for no spool",
+                ));
             }
             if shown.contains("://") || redact_secrets(&shown) != shown {
                 // A DSN typed into the wrong key: refuse it (and do not show it).

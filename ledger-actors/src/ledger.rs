@@ -100,9 +100,8 @@ impl Ledger {
             }
         };
         let arbiter = Arbiter::new();
-        let refuse = ReadOnlyPersistence::start_in_arbiter(&arbiter.handle(), |_| {
-            ReadOnlyPersistence
-        });
+        let refuse =
+            ReadOnlyPersistence::start_in_arbiter(&arbiter.handle(), |_| ReadOnlyPersistence);
         let ledger = Self::assemble(
             config,
             store,

@@ -726,7 +726,9 @@ mod tests {
             assert!(values.iter().all(|l| l.ends_with(" 0")), "{values:?}");
         }
         // And no gauge of ALL is left out.
-        let all_gauges = ALL.iter().filter(|n| text.contains(&format!("# TYPE {n} gauge")));
+        let all_gauges = ALL
+            .iter()
+            .filter(|n| text.contains(&format!("# TYPE {n} gauge")));
         assert_eq!(all_gauges.count(), 9);
     }
 

@@ -188,9 +188,15 @@ fn numbers_out_of_range_are_refused() {
         let key = yaml.trim().split('\n').nth(1).unwrap().trim();
         let key = key.split(':').next().unwrap();
         let msg = config_error(LedgerConfig::from_yaml_str(yaml));
-        assert!(msg.contains(key) && msg.contains("out of range"), "{yaml}: {msg}");
+        assert!(
+            msg.contains(key) && msg.contains("out of range"),
+            "{yaml}: {msg}"
+        );
     }
-    let msg = config_error(LedgerConfig::load_from(None, env(&[("LEDGER_TIMEOUT", "1e9")])));
+    let msg = config_error(LedgerConfig::load_from(
+        None,
+        env(&[("LEDGER_TIMEOUT", "1e9")]),
+    ));
     assert!(msg.contains("LEDGER_TIMEOUT"), "{msg}");
 }
 
@@ -201,7 +207,10 @@ fn documents_without_a_ledger_section_are_refused() {
     assert!(config_error(LedgerConfig::from_yaml_str("")).contains("empty"));
     assert!(config_error(LedgerConfig::from_yaml_str("# nothing\n---\n")).contains("empty"));
     let msg = config_error(LedgerConfig::from_yaml_str("ledgr:\n  backend: postgres\n"));
-    assert!(msg.contains("no `ledger:` section") && msg.contains("ledgr"), "{msg}");
+    assert!(
+        msg.contains("no `ledger:` section") && msg.contains("ledgr"),
+        "{msg}"
+    );
     let msg = config_error(LedgerConfig::from_yaml_str("\n# list\n- ledger: {}\n"));
     assert!(msg.contains("line 3") && msg.contains("a list"), "{msg}");
 }
@@ -240,5 +249,8 @@ fn redact_secrets_hides_credentials() {
         redact_secrets("host=h password=Secret1 user=u"),
         "host=h password=**** user=u"
     );
-    assert_eq!(redact_secrets("line 3 column 5: a@b c:d"), "line 3 column 5: a@b c:d");
+    assert_eq!(
+        redact_secrets("line 3 column 5: a@b c:d"),
+        "line 3 column 5: a@b c:d"
+    );
 }

@@ -218,10 +218,8 @@ fn yaml_value(dsn: String) -> impl Strategy<Value = String> {
 /// and values, DSNs among them; or arbitrary text around a DSN.
 fn yaml_text() -> impl Strategy<Value = (String, String)> {
     dsn_with_secret().prop_flat_map(|(dsn, pw)| {
-        let entries = prop::collection::vec(
-            (prop::sample::select(KEYS), yaml_value(dsn.clone())),
-            0..6,
-        );
+        let entries =
+            prop::collection::vec((prop::sample::select(KEYS), yaml_value(dsn.clone())), 0..6);
         let top = prop::sample::select(vec!["ledger", "ledger", "ledger", "ledgr", "- ledger"]);
         let generated = (top, entries).prop_map(|(top, entries)| {
             let mut text = format!("{top}:\n");
@@ -247,7 +245,10 @@ fn configuration_never_panics_and_never_shows_a_password() {
             Ok(config) => format!("{config:?}"),
             Err(e) => format!("{e} {e:?}"),
         };
-        prop_assert!(!shown.contains(&pw), "password shown: {shown}\nfor:\n{text}");
+        prop_assert!(
+            !shown.contains(&pw),
+            "password shown: {shown}\nfor:\n{text}"
+        );
         let value = text.lines().find(|l| l.contains(&pw)).unwrap_or(&text);
         for var in [
             "LEDGER_BACKEND",

@@ -94,7 +94,10 @@ fn objects_nested_15000_deep_are_refused_without_crashing() {
     match std::env::var(CHILD).as_deref() {
         Ok("objects") => child("objects"),
         Ok(_) => {}
-        Err(_) => run_child("objects_nested_15000_deep_are_refused_without_crashing", "objects"),
+        Err(_) => run_child(
+            "objects_nested_15000_deep_are_refused_without_crashing",
+            "objects",
+        ),
     }
 }
 
@@ -104,7 +107,10 @@ fn arrays_nested_20000_deep_are_refused_without_crashing() {
     match std::env::var(CHILD).as_deref() {
         Ok("arrays") => child("arrays"),
         Ok(_) => {}
-        Err(_) => run_child("arrays_nested_20000_deep_are_refused_without_crashing", "arrays"),
+        Err(_) => run_child(
+            "arrays_nested_20000_deep_are_refused_without_crashing",
+            "arrays",
+        ),
     }
 }
 

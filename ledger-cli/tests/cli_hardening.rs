@@ -55,7 +55,11 @@ fn verify_with_unreachable_database_exits_2_with_the_reason() {
         &["verify"],
     );
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
     assert!(!stdout.contains("verified"), "{stdout}");
     assert!(stderr.contains("database unavailable"), "{stderr}");
     assert!(!stderr.contains("Pa55w0rdX") && !stdout.contains("Pa55w0rdX"));
@@ -113,7 +117,9 @@ fn missing_database_or_role_is_refused_not_served_from_memory() {
 /// problem (and the line for the list).
 #[test]
 fn misconfigurations_are_refused_naming_the_key_or_line() {
-    let cases: Vec<(Vec<(&str, &str)>, Option<PathBuf>, Vec<&str>)> = vec![
+    /// Environment, configuration file, and the words the error must contain.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Option<PathBuf>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (vec![], Some(yaml("")), vec!["empty", "ledger:"]),
         (vec![], Some(yaml("# only a comment\n")), vec!["empty"]),
         (
@@ -126,8 +132,16 @@ fn misconfigurations_are_refused_naming_the_key_or_line() {
             Some(yaml("# a list\n- backend: postgres\n")),
             vec!["line 2", "a list"],
         ),
-        (vec![("LEDGER_TIMEOUT", "1e9")], None, vec!["timeout", "out of range"]),
-        (vec![("LEDGER_POOL_SIZE", "0")], None, vec!["pool_size", "out of range"]),
+        (
+            vec![("LEDGER_TIMEOUT", "1e9")],
+            None,
+            vec!["timeout", "out of range"],
+        ),
+        (
+            vec![("LEDGER_POOL_SIZE", "0")],
+            None,
+            vec!["pool_size", "out of range"],
+        ),
         (
             vec![],
             Some(yaml("ledger:\n  batch_size: 100000000\n")),
@@ -144,9 +158,16 @@ fn misconfigurations_are_refused_naming_the_key_or_line() {
         args.push("verify");
         let out = ledger(&env, &args);
         let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(2), "{env:?} {file:?}: {stdout}{stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{env:?} {file:?}: {stdout}{stderr}"
+        );
         for w in wanted {
-            assert!(stderr.contains(w), "{env:?} {file:?}: {w:?} not in {stderr}");
+            assert!(
+                stderr.contains(w),
+                "{env:?} {file:?}: {w:?} not in {stderr}"
+            );
         }
         assert!(!stdout.contains("verified"), "{stdout}");
     }
@@ -201,7 +222,10 @@ fn a_misplaced_dsn_never_shows_its_password() {
         let out = ledger(&[], &["--config", file.to_str().unwrap(), "health"]);
         let (stdout, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(2), "{content}: {stdout}{stderr}");
-        assert!(stderr.contains("configuration error"), "{content}: {stderr}");
+        assert!(
+            stderr.contains("configuration error"),
+            "{content}: {stderr}"
+        );
         assert!(
             !stdout.contains(secret) && !stderr.contains(secret),
             "{content}: {stdout}{stderr}"

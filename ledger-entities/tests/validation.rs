@@ -91,13 +91,27 @@ fn numbers_the_hash_cannot_record_exactly_are_refused() {
 #[test]
 fn payload_text_numbers_follow_the_same_rule() {
     for (text, field, value) in [
-        (r#"{"a": [1, 18446744073709551617]}"#, "payload/a/1", "18446744073709551617"),
-        (r#"{"x/y": {"p": 0.10000000000000000001}}"#, "payload/x~1y/p", "0.10000000000000000001"),
+        (
+            r#"{"a": [1, 18446744073709551617]}"#,
+            "payload/a/1",
+            "18446744073709551617",
+        ),
+        (
+            r#"{"x/y": {"p": 0.10000000000000000001}}"#,
+            "payload/x~1y/p",
+            "0.10000000000000000001",
+        ),
         ("9007199254740993", "payload", "9007199254740993"),
-        (r#"[{"k": "1e400 in a string"}, 1e-400]"#, "payload/1", "1e-400"),
+        (
+            r#"[{"k": "1e400 in a string"}, 1e-400]"#,
+            "payload/1",
+            "1e-400",
+        ),
     ] {
         match parse_payload(text) {
-            Err(Error::InexactNumber { field: f, value: v, .. }) => {
+            Err(Error::InexactNumber {
+                field: f, value: v, ..
+            }) => {
                 assert_eq!((f.as_str(), v.as_str()), (field, value), "{text}");
             }
             other => panic!("{text}: expected InexactNumber, got {other:?}"),

@@ -606,8 +606,10 @@ async fn write_one_by_one(
             continue;
         }
         let started = Instant::now();
-        let result =
-            retry_contention(retry_for, || insert_rows(pool, std::slice::from_ref(record))).await;
+        let result = retry_contention(retry_for, || {
+            insert_rows(pool, std::slice::from_ref(record))
+        })
+        .await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
         match result.map_err(|e| classify(&e, Some(record))) {
             Ok(()) => {

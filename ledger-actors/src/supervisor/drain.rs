@@ -158,7 +158,8 @@ async fn one_by_one(
                 }
             }
             let one = std::slice::from_ref(&r);
-            match retry_contention(CONTENTION_RETRY, || insert_rows_skip_existing(pool, one)).await {
+            match retry_contention(CONTENTION_RETRY, || insert_rows_skip_existing(pool, one)).await
+            {
                 Ok(inserted) if inserted.contains(&r.rid) => {
                     if r.hash != original.hash {
                         moved.insert(original.hash.clone(), Head::of(&r));
