@@ -609,7 +609,13 @@ impl LedgerConfig {
             1,
             MAX_POOL_SIZE,
         )?;
-        span("timeout (LEDGER_TIMEOUT)", self.timeout, ms, HOUR)?;
+        // Tests use sub-millisecond timeouts to provoke overload; any non-zero value up to an hour.
+        span(
+            "timeout (LEDGER_TIMEOUT)",
+            self.timeout,
+            Duration::from_micros(1),
+            HOUR,
+        )?;
         range(
             "max_payload_bytes",
             self.max_payload_bytes as u64,
