@@ -442,11 +442,31 @@ impl LedgerConfig {
         })
     }
 
+    /// [`LedgerConfig::load`] for tools that use the DSN whatever the backend (`ledger
+    /// migrate`): the same checks, without the warning that a DSN without a backend runs
+    /// on memory.
+    pub fn load_for_migrations(path: Option<&Path>) -> Result<Self, LedgerError> {
+        let from_env = std::env::var_os("LEDGER_CONFIG").map(PathBuf::from);
+        Self::load_inner(
+            path.map(Path::to_path_buf).or(from_env).as_deref(),
+            |k| std::env::var(k).ok(),
+            false,
+        )
+    }
+
     /// [`LedgerConfig::load`] with the file and the environment given (tests, hosts with
     /// their own environment handling).
     pub fn load_from(
         path: Option<&Path>,
         get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, LedgerError> {
+        Self::load_inner(path, get, true)
+    }
+
+    fn load_inner(
+        path: Option<&Path>,
+        get: impl Fn(&str) -> Option<String>,
+        warn_unused_dsn: bool,
     ) -> Result<Self, LedgerError> {
         let (mut config, backend_in_file) = match path {
             Some(p) => {
@@ -456,7 +476,8 @@ impl LedgerConfig {
             None => (Self::default(), false),
         };
         config.apply_env(&get)?;
-        if config.backend == Backend::Memory
+        if warn_unused_dsn
+            && config.backend == Backend::Memory
             && !backend_in_file
             && get("LEDGER_BACKEND").is_none()
             && config.dsn.is_some()

@@ -63,7 +63,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = match LedgerConfig::load(cli.config.as_deref()) {
+    // `migrate` uses the DSN whatever the backend: no "DSN without backend" warning there.
+    let loaded = match cli.command {
+        Command::Migrate(_) => LedgerConfig::load_for_migrations(cli.config.as_deref()),
+        _ => LedgerConfig::load(cli.config.as_deref()),
+    };
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ledger: {e}");
