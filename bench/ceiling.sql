@@ -1,7 +1,7 @@
 -- pgbench script: the PostgreSQL ceiling for W1's rows on this machine.
 -- One transaction = one multi-row INSERT of 500 rows shaped like `ledger loadtest`'s:
 -- 25 new anchors x a 20-record chain each (genesis, then each record linking to the previous
--- record's hash, so the fork guard and the predecessor foreign key are exercised as in W1),
+-- record's hash, so the fork guard and the predecessor check are exercised as in W1),
 -- payload {"seq": i, "data": 64 x "x"}, producer/slot/kind as the load test writes them.
 INSERT INTO ledger_records
     (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, sig, producer, version)

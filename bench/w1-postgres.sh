@@ -9,6 +9,9 @@
 # `ledger loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512 --json`.
 # Prints one line per run: pgbench rows/s, the load test's JSON, and the load average.
 # Server: $PGHOST/$PGPORT/$PGUSER (default 127.0.0.1, 5432, postgres).
+# With AVL_BENCH_WITHOUT_PREV_CHECK=1 the load test's database drops the trigger
+# `ledger_records_prev_fk` after migrating: the same binary without the predecessor check, to
+# measure what the check costs.
 set -euo pipefail
 bin=${1:?usage: $0 LEDGER_BINARY [RUNS]}
 runs=${2:-3}
@@ -24,6 +27,9 @@ for run in $(seq 1 "$runs"); do
         | awk '/^tps = / { print $3 }')
     rows=$(psql -qXtA -d avl_bench_ceiling -c "SELECT count(*) FROM ledger_records")
     fresh avl_bench_w1
+    if [ "${AVL_BENCH_WITHOUT_PREV_CHECK:-0}" = 1 ]; then
+        psql -qX -d avl_bench_w1 -c "DROP TRIGGER ledger_records_prev_fk ON ledger_records" >/dev/null
+    fi
     out=$(LEDGER_BACKEND=postgres LEDGER_DSN="postgres://$PGUSER@$PGHOST:$PGPORT/avl_bench_w1" \
         "$bin" loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512 --json)
     ceiling=$(awk -v t="$tps" 'BEGIN { printf "%.0f", t * 500 }')

@@ -272,9 +272,8 @@ async fn up_down_up_on_fresh_database() {
 }
 
 /// The migrated schema is exactly the design's: tables, columns (names, order, types,
-/// nullability, defaults), constraints (primary keys, the unique hash, the fork guard, the
-/// predecessor foreign key with its unique `(anchor_id, hash)`, and nothing else) and
-/// indexes.
+/// nullability, defaults), constraints (primary keys, the unique hash, the fork guard and
+/// nothing else), indexes, and the one trigger (the predecessor check).
 #[tokio::test]
 async fn schema_matches_design() {
     let ctx = TestContext::new("schema_design").await;
@@ -317,11 +316,6 @@ async fn schema_matches_design() {
     assert_eq!(
         constraints(db, "ledger_records").await,
         triples(&[
-            (
-                "ledger_records_anchor_hash",
-                "u",
-                "UNIQUE (anchor_id, hash)"
-            ),
             ("ledger_records_hash_key", "u", "UNIQUE (hash)"),
             (
                 FORK_GUARD,
@@ -329,11 +323,6 @@ async fn schema_matches_design() {
                 "UNIQUE NULLS NOT DISTINCT (anchor_id, prev_hash)"
             ),
             ("ledger_records_pkey", "p", "PRIMARY KEY (rid)"),
-            (
-                PREV_FK,
-                "f",
-                "FOREIGN KEY (anchor_id, prev_hash) REFERENCES ledger_records(anchor_id, hash)"
-            ),
         ])
     );
     assert_eq!(
@@ -353,10 +342,6 @@ async fn schema_matches_design() {
             "CREATE UNIQUE INDEX ledger_checkpoints_pkey ON public.ledger_checkpoints USING btree (cid)",
         ),
         (
-            "ledger_records_anchor_hash",
-            "CREATE UNIQUE INDEX ledger_records_anchor_hash ON public.ledger_records USING btree (anchor_id, hash)",
-        ),
-        (
             "ledger_records_hash_key",
             "CREATE UNIQUE INDEX ledger_records_hash_key ON public.ledger_records USING btree (hash)",
         ),
@@ -373,6 +358,17 @@ async fn schema_matches_design() {
     .map(|(name, def)| (name.to_string(), def.to_string()))
     .collect();
     assert_eq!(ledger_indexes(db).await, expected_indexes);
+    let triggers: Vec<String> = query(
+        db,
+        "SELECT tgname::text AS name FROM pg_trigger
+         WHERE tgrelid = 'ledger_records'::regclass AND NOT tgisinternal ORDER BY tgname",
+        vec![],
+    )
+    .await
+    .iter()
+    .map(|row| text(row, "name"))
+    .collect();
+    assert_eq!(triggers, [PREV_FK]);
 
     ctx.teardown().await;
 }
@@ -456,9 +452,9 @@ async fn fork_guard_is_per_anchor() {
 }
 
 /// The database refuses a record whose predecessor is not stored in its anchor (SQLSTATE
-/// 23503 from `ledger_records_prev_fk`): a predecessor that does not exist, or one that
-/// belongs to another anchor. A predecessor and its successor in one statement are accepted
-/// (the key is checked at the end of the statement).
+/// 23503 from the check `ledger_records_prev_fk`): a predecessor that does not exist, or one
+/// that belongs to another anchor. A predecessor and its successor in one statement are
+/// accepted (the check runs at the end of the statement).
 #[tokio::test]
 async fn record_without_stored_predecessor_is_rejected() {
     let ctx = TestContext::new("prev_fk").await;

@@ -6,11 +6,12 @@
 //!
 //! # Layout
 //! - [`record`]: [`NewRecord`] (what a host supplies), [`LedgerRecord`] (what is stored) and
-//!   [`Payload`] (a payload kept once, as its canonical text).
-//! - [`validate`]: checks run before hashing (NUL characters, integers JCS cannot hash,
-//!   duplicate keys, sizes), and [`validate::parse_payload`] for payload text.
-//! - [`hash`]: [`RecordHash`] (32 bytes, `Copy`, hex on the wire), the canonical encoding
-//!   and the SHA-256 hash.
+//!   [`Payload`] (a payload kept once, as its canonical text); the v1 preimage and hash.
+//! - [`validate`]: checks run before hashing (NUL characters, numbers the hash cannot record
+//!   exactly, duplicate keys, sizes, nesting depth checked iteratively), [`validate::dispose`]
+//!   (drops a value without recursion), and [`validate::parse_payload`] for payload text.
+//! - [`hash`]: [`RecordHash`] (32 bytes, `Copy`, hex on the wire), the domain prefix and the
+//!   canonical (JCS) encoding.
 //! - [`error`]: [`Error`], the one error type of this crate.
 //! - [`entity`]: SeaORM entities for the `ledger_records` and `ledger_checkpoints` tables.
 

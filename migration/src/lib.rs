@@ -14,8 +14,8 @@
 //!   (`up`, `down`, `status`, `fresh`, ...) for this [`Migrator`].
 //! - `src/m20261125_000001_create_ledger_tables.rs`: the initial schema, as raw SQL so it is
 //!   exactly the design's.
-//! - `src/m20261126_000020_prev_fk.rs`: the foreign key `ledger_records_prev_fk` (a record's
-//!   predecessor must be stored in its anchor) and the unique `(anchor_id, hash)` it needs.
+//! - `src/m20261126_000020_prev_fk.rs`: the statement-level check `ledger_records_prev_fk` (a
+//!   record's predecessor must be stored in its anchor; SQLSTATE 23503).
 //!
 //! # Example
 //!

@@ -56,7 +56,7 @@ use uuid::Uuid;
 use super::{AnswerBatch, Durability, Flush, Persist, Retire};
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
-use crate::store::postgres::classify;
+use crate::store::postgres::{classify, retry_contention};
 
 /// Most batch transactions in flight at once. Two let the next batch be written while the
 /// previous one commits (its WAL flush); records that depend on a running batch wait for it.
@@ -161,6 +161,8 @@ pub struct PostgresPersistence {
     /// Flushes waiting for every record numbered below theirs to be answered.
     flushes: Vec<(u64, oneshot::Sender<Result<(), LedgerError>>)>,
     stats: BatchStats,
+    /// How long a statement aborted by a deadlock or serialization failure is retried.
+    retry_for: Duration,
 }
 
 impl PostgresPersistence {
@@ -194,6 +196,7 @@ impl PostgresPersistence {
             poison: HashMap::new(),
             flushes: Vec::new(),
             stats: BatchStats::default(),
+            retry_for: config.timeout,
         }
     }
 
@@ -315,7 +318,7 @@ impl PostgresPersistence {
         crate::metrics::persistence_depth(self.queue.len() + self.running_records);
         let pool = self.pool.clone();
         ctx.spawn(
-            fut::wrap_future(write_batch(pool, records))
+            fut::wrap_future(write_batch(pool, records, self.retry_for))
                 .map(move |outcome, act: &mut Self, ctx| act.finish(id, outcome, ctx)),
         );
     }
@@ -509,8 +512,13 @@ impl Handler<Flush> for PostgresPersistence {
 /// [`LedgerError::ForkRefused`] / [`LedgerError::Aborted`], so their chain actor re-links
 /// them — and the rest is written again as one statement: contention on one anchor costs the
 /// others one more round trip, not a statement each. Any other data error retries the
-/// remaining records one by one.
-async fn write_batch(pool: PgPool, records: Vec<Arc<LedgerRecord>>) -> BatchOutcome {
+/// remaining records one by one. Deadlocks and serialization failures are retried for up to
+/// `retry_for`.
+async fn write_batch(
+    pool: PgPool,
+    records: Vec<Arc<LedgerRecord>>,
+    retry_for: Duration,
+) -> BatchOutcome {
     let mut results: Vec<Result<(), LedgerError>> = vec![Ok(()); records.len()];
     let mut live: Vec<usize> = (0..records.len()).collect();
     let mut moved_out = false;
@@ -518,7 +526,8 @@ async fn write_batch(pool: PgPool, records: Vec<Arc<LedgerRecord>>) -> BatchOutc
         let batch: Vec<Arc<LedgerRecord>> = live.iter().map(|&i| Arc::clone(&records[i])).collect();
         let single = (batch.len() == 1).then(|| batch[0].as_ref());
         let started = Instant::now();
-        let result = crate::pg::insert_records(&pool, &batch).await;
+        let result =
+            retry_contention(retry_for, || crate::pg::insert_records(&pool, &batch)).await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
         let err = match result {
             Ok(taken) if taken.is_empty() && !moved_out => {
@@ -601,7 +610,7 @@ async fn write_batch(pool: PgPool, records: Vec<Arc<LedgerRecord>>) -> BatchOutc
                 tracing::warn!(error = %err, records = live.len(), "batch refused; writing its records one by one");
                 let rest: Vec<Arc<LedgerRecord>> =
                     live.iter().map(|&i| Arc::clone(&records[i])).collect();
-                return match write_one_by_one(&pool, &rest).await {
+                return match write_one_by_one(&pool, &rest, retry_for).await {
                     BatchOutcome::Committed => BatchOutcome::Settled {
                         results,
                         unwritten: None,
@@ -632,7 +641,11 @@ async fn write_batch(pool: PgPool, records: Vec<Arc<LedgerRecord>>) -> BatchOutc
 
 /// Writes each record in its own statement, in order. A record whose predecessor failed
 /// here is refused without being written ([`LedgerError::Aborted`]).
-async fn write_one_by_one(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> BatchOutcome {
+async fn write_one_by_one(
+    pool: &PgPool,
+    records: &[Arc<LedgerRecord>],
+    retry_for: Duration,
+) -> BatchOutcome {
     let mut results = Vec::with_capacity(records.len());
     let mut failed: HashSet<RecordHash> = HashSet::new();
     for (i, record) in records.iter().enumerate() {
@@ -644,7 +657,10 @@ async fn write_one_by_one(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> Batch
             continue;
         }
         let started = Instant::now();
-        let result = crate::pg::insert_records(pool, std::slice::from_ref(record)).await;
+        let result = retry_contention(retry_for, || {
+            crate::pg::insert_records(pool, std::slice::from_ref(record))
+        })
+        .await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
         match result.map_err(|e| classify(&e, Some(record))) {
             Ok(taken) if !taken.is_empty() => {

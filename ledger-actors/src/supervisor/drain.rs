@@ -21,7 +21,7 @@ use sea_orm::sqlx::PgPool;
 
 use crate::error::LedgerError;
 use crate::pg::insert_records;
-use crate::store::postgres::{PostgresLedgerStore, classify};
+use crate::store::postgres::{PostgresLedgerStore, classify, retry_contention};
 use crate::store::{Head, LedgerStore};
 
 /// After this many re-chains of one record in a row, the drain pauses between attempts
@@ -30,6 +30,10 @@ use crate::store::{Head, LedgerStore};
 const RECHAIN_EAGER: usize = 5;
 /// Longest pause between two re-chains of one record.
 const RECHAIN_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How long a drain statement aborted by a deadlock or serialization failure is retried
+/// before the drain gives up on this pass (and probes again, as after an outage).
+const CONTENTION_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the drain remembers between batches (and the supervisor between records): buffered
 /// hashes whose records were written under another hash, and hashes never to be written.
@@ -93,7 +97,7 @@ pub async fn drain_batch(
         one_by_one(pool, store, batch, state, &mut out).await;
         return out;
     }
-    match insert_records(pool, batch).await {
+    match retry_contention(CONTENTION_RETRY, || insert_records(pool, batch)).await {
         Ok(taken) => {
             if taken.is_empty() {
                 out.settled = batch.len();
@@ -104,7 +108,7 @@ pub async fn drain_batch(
             // records are recognised.
         }
         Err(e) => match classify(&e, None) {
-            e @ LedgerError::Unavailable(_) => {
+            e @ (LedgerError::Unavailable(_) | LedgerError::Contention(_)) => {
                 out.unavailable = Some(e);
                 return out;
             }
@@ -157,7 +161,8 @@ async fn one_by_one(
                     }
                 }
             }
-            match insert_records(pool, std::slice::from_ref(&r)).await {
+            let one = std::slice::from_ref(&r);
+            match retry_contention(CONTENTION_RETRY, || insert_records(pool, one)).await {
                 Ok(taken) if taken.is_empty() => {
                     if r.hash != original.hash {
                         moved.insert(original.hash, Head::of(&r));
@@ -193,7 +198,9 @@ async fn one_by_one(
                     break;
                 }
                 Err(e) => match classify(&e, Some(&r)) {
-                    e @ LedgerError::Unavailable(_) => {
+                    // Contention beyond the retry window: try again on the next pass, never
+                    // quarantine a record for it.
+                    e @ (LedgerError::Unavailable(_) | LedgerError::Contention(_)) => {
                         out.unavailable = Some(e);
                         return;
                     }

@@ -215,6 +215,9 @@ pub struct Supervisor {
     /// Delays between probes of PostgreSQL during an outage.
     probe: backon::ExponentialBackoff,
     outage_started: Option<Instant>,
+    /// When the running drain began (PostgreSQL answered again), for
+    /// `ledger_drain_duration_seconds`.
+    drain_started: Option<Instant>,
     failovers: u64,
     rechained: Vec<(Uuid, RecordHash, RecordHash)>,
     quarantined: Vec<(Uuid, String)>,
@@ -270,6 +273,7 @@ impl Supervisor {
             drain_running: false,
             probe: probe_backoff(),
             outage_started: None,
+            drain_started: None,
             failovers: 0,
             rechained: Vec::new(),
             quarantined: Vec::new(),
@@ -532,6 +536,7 @@ impl Supervisor {
                         );
                         act.probe = probe_backoff();
                         act.mode = Mode::Draining;
+                        act.drain_started.get_or_insert_with(Instant::now);
                         act.drain_next(ctx);
                     } else {
                         act.schedule_probe(ctx);
@@ -676,6 +681,9 @@ impl Supervisor {
             for reply in self.unsynced.drain(..) {
                 let _ = reply.send(Ok(Durability::Committed));
             }
+        }
+        if let Some(t) = self.drain_started.take() {
+            crate::metrics::drain_finished(t.elapsed().as_secs_f64());
         }
         if let Some(t) = self.outage_started.take() {
             tracing::info!(
