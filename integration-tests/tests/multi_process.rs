@@ -297,7 +297,7 @@ async fn four_processes_through_an_outage() {
 /// buffered records are still written, re-chained, with the chain intact.
 #[actix_rt::test]
 async fn a_record_whose_rid_was_taken_meanwhile_is_kept_and_reported() {
-    use ledger_actors::{Durability, HealthStatus, Ledger, LedgerStore};
+    use ledger_actors::{Durability, HealthStatus, Ledger};
     use ledger_entities::{LedgerRecord, NewRecord};
 
     let ctx = TestContext::new("multi_rid_taken").await;

@@ -242,8 +242,9 @@ async fn three_outages_lose_nothing_and_break_no_chain() {
     ctx.teardown().await;
 }
 
-/// A data error from PostgreSQL (a fork refused by the unique guard, caused by another
-/// writer) is answered to its appender and does not swap to the fallback.
+/// A fork refused by the database because another writer extended the anchor is a data
+/// error, not an outage: no swap to the fallback; the refused record is re-linked onto the
+/// other writer's record and committed (same rid and content), so the append succeeds.
 #[actix_rt::test]
 async fn data_error_does_not_fail_over() {
     let ctx = TestContext::new("outage_data_error").await;
@@ -268,24 +269,25 @@ async fn data_error_does_not_fail_over() {
         .insert(&[Arc::new(foreign.clone())])
         .await
         .unwrap();
-    // The chain actor still links to the old head: the database refuses the fork.
-    match ledger.append(rec(anchor, 3)).await {
-        Err(LedgerError::ForkRefused { anchor_id, .. }) => assert_eq!(anchor_id, anchor),
-        other => panic!("expected ForkRefused, got {other:?}"),
-    }
+    // The chain actor still links to the old head: the database refuses the fork, and the
+    // actor re-links the record onto the foreign one.
+    let relinked = ledger.append(rec(anchor, 3)).await.unwrap();
+    assert_eq!(relinked.record.prev_hash, Some(foreign.hash));
+    assert_eq!(relinked.durability, Durability::Committed);
+    let stored = ledger.get(relinked.record.rid).await.unwrap().unwrap();
+    assert_eq!(stored.hash, relinked.record.hash, "acknowledged with the stored hash");
     let status = ledger.outage_status().await.unwrap();
     assert_eq!(status.failovers, 0);
     assert_eq!(status.mode, SupervisorMode::Primary);
-    // The actor reloaded its head: the next append continues after the foreign record.
     let ack = ledger.append(rec(anchor, 4)).await.unwrap();
-    assert_eq!(ack.record.prev_hash, Some(foreign.hash));
+    assert_eq!(ack.record.prev_hash, Some(relinked.record.hash));
     assert_eq!(ack.durability, Durability::Committed);
     ledger.shutdown().await.unwrap();
     let summary = ledger_actors::verify::verify_all(direct_store(&ctx).await.as_ref())
         .await
         .unwrap();
     assert!(summary.breaks.is_empty());
-    assert_eq!(summary.records, 5);
+    assert_eq!(summary.records, 6);
     ctx.teardown().await;
 }
 

@@ -515,6 +515,23 @@ mod tests {
         assert_eq!(h.status, HealthStatus::Healthy, "{:?}", h.reasons);
     }
 
+    /// Acknowledged records kept because they can never be written make the ledger degraded,
+    /// with their count in the reason and the report.
+    #[test]
+    fn kept_records_are_degraded() {
+        let h = grade(Observation {
+            kept_records: 2,
+            ..healthy_memory()
+        });
+        assert_eq!(h.status, HealthStatus::Degraded);
+        assert_eq!(h.kept_records, 2);
+        assert!(
+            h.reasons[0].starts_with("2 acknowledged records cannot be written"),
+            "{:?}",
+            h.reasons
+        );
+    }
+
     /// Buffered records and a failed flush are degraded, not down.
     #[test]
     fn buffered_records_and_failed_flush_are_degraded() {

@@ -526,8 +526,7 @@ async fn write_batch(
         let batch: Vec<Arc<LedgerRecord>> = live.iter().map(|&i| Arc::clone(&records[i])).collect();
         let single = (batch.len() == 1).then(|| batch[0].as_ref());
         let started = Instant::now();
-        let result =
-            retry_contention(retry_for, || crate::pg::insert_records(&pool, &batch)).await;
+        let result = retry_contention(retry_for, || crate::pg::insert_records(&pool, &batch)).await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
         let err = match result {
             Ok(taken) if taken.is_empty() && !moved_out => {
