@@ -275,7 +275,10 @@ async fn data_error_does_not_fail_over() {
     assert_eq!(relinked.record.prev_hash, Some(foreign.hash));
     assert_eq!(relinked.durability, Durability::Committed);
     let stored = ledger.get(relinked.record.rid).await.unwrap().unwrap();
-    assert_eq!(stored.hash, relinked.record.hash, "acknowledged with the stored hash");
+    assert_eq!(
+        stored.hash, relinked.record.hash,
+        "acknowledged with the stored hash"
+    );
     let status = ledger.outage_status().await.unwrap();
     assert_eq!(status.failovers, 0);
     assert_eq!(status.mode, SupervisorMode::Primary);

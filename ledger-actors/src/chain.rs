@@ -566,15 +566,23 @@ impl ChainActor {
         // A client rid: look it up in the store before committing (idempotency).
         self.busy += 1;
         let store = Arc::clone(&self.settings.store);
-        // A task of its own, for the reason given in `load_head`.
-        let lookup = actix_rt::spawn(async move { store.get(rid).await });
-        let lookup = async move {
-            lookup.await.unwrap_or_else(|e| {
-                Err(LedgerError::Internal(format!(
-                    "rid lookup task failed: {e}"
-                )))
-            })
-        };
+        // On PostgreSQL a task of its own, for the reason given in `load_head`. The memory
+        // store answers on the first poll: there the look-up and the insert stay one step of
+        // this actor, so concurrent repeats of a rid find each other.
+        let lookup: BoxFuture<'static, Result<Option<Arc<LedgerRecord>>, LedgerError>> =
+            if store.backend() == crate::config::Backend::Memory {
+                async move { store.get(rid).await }.boxed()
+            } else {
+                let task = actix_rt::spawn(async move { store.get(rid).await });
+                async move {
+                    task.await.unwrap_or_else(|e| {
+                        Err(LedgerError::Internal(format!(
+                            "rid lookup task failed: {e}"
+                        )))
+                    })
+                }
+                .boxed()
+            };
         Box::pin(fut::wrap_future(lookup).then(
             move |found, act: &mut Self, _ctx| -> ResponseActFuture<Self, _> {
                 act.busy -= 1;

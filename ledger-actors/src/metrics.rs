@@ -371,6 +371,7 @@ pub fn register_gauges() {
         ANCHORS_ACTIVE,
         BUFFERED_RECORDS,
         SPOOL_BYTES,
+        RECORDS_KEPT,
     ] {
         metrics::gauge!(name).set(0.0);
     }
@@ -696,7 +697,7 @@ mod tests {
                 "{name} buckets not increasing"
             );
         }
-        assert_eq!(ALL.len(), 21);
+        assert_eq!(ALL.len(), 22);
     }
 
     /// Every gauge is exposed at 0 as soon as the exporter is installed, before any ledger
