@@ -15,6 +15,8 @@
 //!   [`store::PostgresLedgerStore`].
 //! - [`supervisor`]: [`supervisor::Supervisor`], PostgreSQL failover to the in-memory outage
 //!   buffer and the drain back; the spool.
+//! - [`transfer`]: export and import as JSON Lines (verified, idempotent, resumable), and
+//!   the `ledger append` line format.
 //! - [`verify`]: chain verification.
 //! - [`config`]: [`LedgerConfig`], the YAML `ledger:` section and `LEDGER_*` variables.
 //! - [`metrics`]: metric names and recording.
@@ -33,6 +35,7 @@ pub mod persistence;
 pub mod router;
 pub mod store;
 pub mod supervisor;
+pub mod transfer;
 pub mod verify;
 
 pub use chain::{Append, AppendAck};

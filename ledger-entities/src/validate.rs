@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::hash::canonical_payload;
-use crate::record::NewRecord;
+use crate::record::{LedgerRecord, NewRecord};
 
 /// Maximum length in bytes of `slot`, `kind` and `producer`.
 pub const MAX_LABEL_BYTES: usize = 256;
@@ -44,7 +44,12 @@ pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Vec<u8>, 
     check_label("slot", &new.slot)?;
     check_label("kind", &new.kind)?;
     check_label("producer", &new.producer)?;
-    if let Some(sig) = &new.sig
+    check_sig(new.sig.as_deref())?;
+    check_payload(&new.payload, limits)
+}
+
+fn check_sig(sig: Option<&[u8]>) -> Result<(), Error> {
+    if let Some(sig) = sig
         && sig.len() > MAX_SIG_BYTES
     {
         return Err(Error::FieldTooLong {
@@ -53,9 +58,14 @@ pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Vec<u8>, 
             max: MAX_SIG_BYTES,
         });
     }
+    Ok(())
+}
+
+/// The payload walk and the canonical size check; returns the canonical bytes.
+fn check_payload(payload: &Value, limits: &Limits) -> Result<Vec<u8>, Error> {
     let mut path = String::from("payload");
-    check_value(&new.payload, &mut path, 0, limits.max_depth)?;
-    let canonical = canonical_payload(&new.payload)?;
+    check_value(payload, &mut path, 0, limits.max_depth)?;
+    let canonical = canonical_payload(payload)?;
     if canonical.len() > limits.max_payload_bytes {
         return Err(Error::PayloadTooLarge {
             size: canonical.len(),
@@ -158,12 +168,30 @@ fn check_value(v: &Value, path: &mut String, depth: usize, max_depth: usize) -> 
 /// Parses payload text, refusing duplicate object keys (which `serde_json::from_str` would
 /// silently resolve to the last one). Use it where payloads arrive as text.
 pub fn parse_payload(text: &str) -> Result<Value, Error> {
+    parse_json_strict(text, "payload")
+}
+
+/// Parses any JSON text, refusing duplicate object keys like [`parse_payload`]; errors name
+/// the place as a JSON pointer below `root` (`""` for a whole document, so a duplicate
+/// top-level key is reported with the field `""`).
+pub fn parse_json_strict(text: &str, root: &str) -> Result<Value, Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = StrictValue::new("payload".to_owned())
+    let value = StrictValue::new(root.to_owned())
         .deserialize(&mut de)
         .map_err(|e| decode_strict_error(&e))?;
     de.end().map_err(|e| Error::InvalidJson(e.to_string()))?;
     Ok(value)
+}
+
+/// The checks of [`validate_new_record`] applied to a stored (or imported) record's fields,
+/// returning its canonical payload: what an importer runs before trusting a record that did
+/// not come through an append.
+pub fn validate_record(record: &LedgerRecord, limits: &Limits) -> Result<Vec<u8>, Error> {
+    check_label("slot", &record.slot)?;
+    check_label("kind", &record.kind)?;
+    check_label("producer", &record.producer)?;
+    check_sig(record.sig.as_deref())?;
+    check_payload(&record.payload, limits)
 }
 
 /// Duplicate keys travel through serde's error channel as a tagged message; this turns the
