@@ -44,4 +44,4 @@ pub use error::LedgerError;
 pub use health::{Health, HealthStatus};
 pub use ledger::Ledger;
 pub use persistence::Durability;
-pub use store::{Head, LedgerStore, RecordRange, create_ledger_store};
+pub use store::{Head, LedgerStore, RecordRange, ScanKey, create_ledger_store};

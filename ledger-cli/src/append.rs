@@ -56,7 +56,8 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     let mut waiting: HashMap<Uuid, VecDeque<(u64, NewRecord)>> = HashMap::new();
     let mut busy: HashSet<Uuid> = HashSet::new();
-    let mut ready: VecDeque<(u64, NewRecord)> = VecDeque::new();
+    // Lines whose anchor is free, started lowest line first.
+    let mut ready: BTreeMap<u64, NewRecord> = BTreeMap::new();
     let mut done: BTreeMap<u64, Option<Value>> = BTreeMap::new();
     let mut next_out: u64 = 1;
     let mut line_no: u64 = 0;
@@ -66,7 +67,7 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     loop {
         // Start what may start.
         while !stop && in_flight.len() < concurrency {
-            let Some((line, record)) = ready.pop_front() else {
+            let Some((line, record)) = ready.pop_first() else {
                 break;
             };
             let anchor = record.anchor_id;
@@ -98,7 +99,7 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
                                 waiting.entry(anchor).or_default().push_back((line_no, record));
                             } else {
                                 busy.insert(anchor);
-                                ready.push_back((line_no, record));
+                                ready.insert(line_no, record);
                             }
                         }
                         Err(e) => {
@@ -117,9 +118,9 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
                 done.insert(line, Some(outcome(line, &result)));
                 busy.remove(&anchor);
                 if let Some(queue) = waiting.get_mut(&anchor) {
-                    if let Some(next) = queue.pop_front() {
+                    if let Some((line, record)) = queue.pop_front() {
                         busy.insert(anchor);
-                        ready.push_back(next);
+                        ready.insert(line, record);
                     }
                     if queue.is_empty() {
                         waiting.remove(&anchor);
