@@ -195,7 +195,7 @@ pub trait LedgerStore: Send + Sync + 'static {
             out.extend(rest.into_iter().filter(|r| ScanKey::of(r) > *key));
         }
         while out.len() < limit {
-            let anchors = self.anchors(next_anchor, 100).await?;
+            let anchors = self.anchors(next_anchor, limit.clamp(100, 10_000)).await?;
             let Some(last) = anchors.last() else { break };
             next_anchor = Some(*last);
             for anchor in anchors {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// The format name in the header line's `avl_export` key... its value is the version.
+/// The key that marks the header line; its value is the format version.
 pub const HEADER_KEY: &str = "avl_export";
 /// The key of the end line.
 pub const END_KEY: &str = "avl_export_end";
