@@ -159,3 +159,53 @@ async fn ledger_export_import_refuses_an_edited_record() {
     assert_eq!(kept.records, 3);
     target.shutdown().await.unwrap();
 }
+
+/// A line too long for the configured payload limit and a line that is not UTF-8 are each
+/// refused as malformed, naming their line, without stopping the import or holding the long
+/// line in memory; the records around them are imported.
+#[actix_rt::test]
+async fn overlong_and_non_utf8_lines_are_refused_not_fatal() {
+    let (source, _) = filled(1, 4).await;
+    let bytes = export_bytes(source.as_ref(), &ExportOptions::default()).await;
+    let text = String::from_utf8(bytes).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut input: Vec<u8> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+        if i == 0 {
+            input.extend_from_slice(&vec![b'x'; 200_000]);
+            input.push(b'\n');
+            input.extend_from_slice(b"{\"rid\": \"\xff\xfe\"}\n");
+        }
+    }
+    let target = MemoryLedgerStore::new();
+    let options = ImportOptions {
+        batch_size: 10,
+        limits: ledger_entities::validate::Limits {
+            max_payload_bytes: 1000,
+            ..Default::default()
+        },
+    };
+    let mut refused: Vec<Refusal> = Vec::new();
+    let summary = transfer::import(
+        &target,
+        &input[..],
+        &options,
+        &mut |r| refused.push(r.clone()),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((summary.read, summary.imported, summary.refused), (6, 4, 2));
+    assert_eq!(refused[0].line, 2);
+    assert!(
+        refused[0].to_string().contains("200000 bytes"),
+        "{}",
+        refused[0]
+    );
+    assert_eq!(refused[1].line, 3);
+    assert!(refused[1].to_string().contains("UTF-8"), "{}", refused[1]);
+    // The end line counts only the export's 4 records: the input gained lines.
+    assert!(!summary.is_complete());
+}

@@ -18,7 +18,8 @@ use ledger_actors::transfer::format::{self, FieldError};
 use ledger_actors::{AppendAck, Backend, Durability, Ledger, LedgerConfig, LedgerError};
 use ledger_entities::NewRecord;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// Lines read but not yet printed, at most (bounds memory whatever the input's length).
@@ -51,7 +52,8 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let ledger = Ledger::start(config).await.context("starting the ledger")?;
-    let mut input = BufReader::new(tokio::io::stdin()).lines();
+    let max_line = config_line_limit(ledger.config());
+    let mut input = read_stdin(max_line);
     let concurrency = args.concurrency.max(1);
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     let mut waiting: HashMap<Uuid, VecDeque<(u64, NewRecord)>> = HashMap::new();
@@ -83,16 +85,20 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             break;
         }
         tokio::select! {
-            line = input.next_line(), if may_read => {
-                let Some(text) = line.context("reading standard input")? else {
-                    eof = true;
-                    continue;
+            line = input.recv(), if may_read => {
+                let text = match line {
+                    None => {
+                        eof = true;
+                        continue;
+                    }
+                    Some(Err(e)) => return Err(e).context("reading standard input"),
+                    Some(Ok(text)) => text,
                 };
                 line_no += 1;
-                if text.trim().is_empty() {
+                if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
                     done.insert(line_no, None);
                 } else {
-                    match format::parse_append_line(&text) {
+                    match text.map_err(FieldError::whole_line).and_then(|t| format::parse_append_line(&t)) {
                         Ok(record) => {
                             let anchor = record.anchor_id;
                             if busy.contains(&anchor) || waiting.contains_key(&anchor) {
@@ -169,6 +175,46 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(code))
+}
+
+/// Longest input line kept: six times `max_payload_bytes` (JSON escapes) plus room for the
+/// other fields.
+fn config_line_limit(config: &LedgerConfig) -> usize {
+    config
+        .max_payload_bytes
+        .saturating_mul(6)
+        .saturating_add(64 * 1024)
+}
+
+/// A line of standard input: its text, or why it cannot be a record line (too long, not
+/// UTF-8).
+type InputLine = Result<String, String>;
+
+/// Reads standard input line by line on a task of its own (so that waiting for a line can be
+/// interrupted without losing part of one), holding at most `max_line` bytes of a line.
+fn read_stdin(max_line: usize) -> mpsc::Receiver<std::io::Result<InputLine>> {
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::task::spawn_local(async move {
+        let mut input = BufReader::new(tokio::io::stdin());
+        let mut buf = Vec::new();
+        loop {
+            let line = match format::read_line(&mut input, &mut buf, max_line).await {
+                Ok(format::LineRead::Eof) => return,
+                Ok(format::LineRead::Line) => Ok(String::from_utf8(std::mem::take(&mut buf))
+                    .map(|t| t.trim_end_matches('\r').to_owned())
+                    .map_err(|e| format!("the line is not UTF-8: {e}"))),
+                Ok(format::LineRead::TooLong(n)) => Ok(Err(format!(
+                    "the line is {n} bytes, over the limit of {max_line}"
+                ))),
+                Err(e) => Err(e),
+            };
+            let failed = line.is_err();
+            if tx.send(line).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// The output line of an append: the acknowledgement, or the error.

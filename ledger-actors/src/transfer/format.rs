@@ -65,7 +65,8 @@ impl FieldError {
         }
     }
 
-    fn line(message: impl Into<String>) -> Self {
+    /// An error about the whole line.
+    pub fn whole_line(message: impl Into<String>) -> Self {
         Self {
             field: None,
             message: message.into(),
@@ -109,6 +110,60 @@ pub fn parse_ts(text: &str) -> Result<DateTime<Utc>, String> {
         ));
     }
     Ok(ts)
+}
+
+/// What [`read_line`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineRead {
+    /// A line is in the buffer (without its `\n`).
+    Line,
+    /// A line longer than the limit was read and discarded; its length in bytes.
+    TooLong(usize),
+    /// The input is exhausted.
+    Eof,
+}
+
+/// Reads one `\n`-terminated line (the last may lack it) into `buf`, holding at most `max`
+/// bytes of it: a longer line is consumed up to its end but not kept, so a hostile input
+/// cannot make the reader's memory grow beyond `max`.
+pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    use tokio::io::AsyncBufReadExt as _;
+    buf.clear();
+    let mut len = 0usize;
+    let mut any = false;
+    loop {
+        let available = input.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(match (any, len > max) {
+                (false, _) => LineRead::Eof,
+                (true, false) => LineRead::Line,
+                (true, true) => LineRead::TooLong(len),
+            });
+        }
+        any = true;
+        let (chunk, used, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..i], i + 1, true),
+            None => (available, available.len(), false),
+        };
+        len += chunk.len();
+        if len <= max {
+            buf.extend_from_slice(chunk);
+        } else {
+            buf.clear();
+        }
+        input.consume(used);
+        if done {
+            return Ok(if len > max {
+                LineRead::TooLong(len)
+            } else {
+                LineRead::Line
+            });
+        }
+    }
 }
 
 /// The header line of an export.
@@ -275,7 +330,7 @@ pub fn parse_append_line(text: &str) -> Result<NewRecord, FieldError> {
 fn parse_object(text: &str) -> Result<Map<String, Value>, FieldError> {
     match ledger_entities::validate::parse_json_strict(text, "") {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(FieldError::line("the line is not a JSON object")),
+        Ok(_) => Err(FieldError::whole_line("the line is not a JSON object")),
         Err(ledger_entities::Error::DuplicateKey { field, key }) => {
             let place = if field.is_empty() {
                 key.clone()
@@ -284,7 +339,7 @@ fn parse_object(text: &str) -> Result<Map<String, Value>, FieldError> {
             };
             Err(FieldError::at(&place, format!("has the key {key:?} twice")))
         }
-        Err(e) => Err(FieldError::line(format!("not valid JSON: {e}"))),
+        Err(e) => Err(FieldError::whole_line(format!("not valid JSON: {e}"))),
     }
 }
 
@@ -439,6 +494,27 @@ mod tests {
         assert_eq!(field_of(&dup).as_deref(), Some("payload"));
         assert_eq!(field_of("[1]"), None);
         assert_eq!(field_of("{"), None);
+    }
+
+    /// Lines are split at `\n` (the last one may lack it); a line over the limit is
+    /// consumed and reported with its length, not kept, and the next line reads normally.
+    #[tokio::test]
+    async fn read_line_bounds_memory() {
+        let input = b"short\nxxxxxxxxxxxxxxxxxxxx\n\nlast".to_vec();
+        let mut buf = Vec::new();
+        let mut reader = tokio::io::BufReader::with_capacity(4, &input[..]);
+        let mut lines = Vec::new();
+        loop {
+            match read_line(&mut reader, &mut buf, 10).await.expect("reads") {
+                LineRead::Eof => break,
+                LineRead::Line => lines.push(String::from_utf8(buf.clone()).expect("utf-8")),
+                LineRead::TooLong(n) => {
+                    assert!(buf.len() <= 10);
+                    lines.push(format!("<{n}>"));
+                }
+            }
+        }
+        assert_eq!(lines, ["short", "<20>", "", "last"]);
     }
 
     /// Header and end lines are recognised by their keys.

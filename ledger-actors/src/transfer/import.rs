@@ -22,12 +22,15 @@ use std::sync::Arc;
 use ledger_entities::LedgerRecord;
 use ledger_entities::validate::Limits;
 use serde::Serialize;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::AsyncBufRead;
 use uuid::Uuid;
 
 use super::format::{self, FORMAT_VERSION, Line};
 use crate::error::LedgerError;
 use crate::store::{Head, LedgerStore};
+
+/// Bytes a record line may have beyond six times `max_payload_bytes` (the other fields).
+const MAX_LINE_OVERHEAD: usize = 64 * 1024;
 
 /// Records written per batch by default.
 pub const DEFAULT_IMPORT_BATCH: usize = 1000;
@@ -230,21 +233,48 @@ pub async fn import<R: AsyncBufRead + Unpin>(
         summary: ImportSummary::default(),
         on_refused,
     };
-    let mut text = String::new();
+    // A record line holds at most a payload of `max_payload_bytes` canonical bytes, which
+    // JSON escapes (`\u0000`-style) can make six times longer; anything beyond is refused
+    // without being held in memory.
+    let max_line = options
+        .limits
+        .max_payload_bytes
+        .saturating_mul(6)
+        .saturating_add(MAX_LINE_OVERHEAD);
+    let mut raw: Vec<u8> = Vec::new();
     let mut line_no: u64 = 0;
     let mut header_seen = false;
     let mut batch: Vec<Pending> = Vec::with_capacity(batch_size);
     loop {
-        text.clear();
-        let n = input
-            .read_line(&mut text)
+        let read = format::read_line(&mut input, &mut raw, max_line)
             .await
             .map_err(|e| LedgerError::Io(format!("reading line {}: {e}", line_no + 1)))?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        let line = text.trim_end_matches(['\n', '\r']);
+        let line = match read {
+            format::LineRead::Eof => break,
+            format::LineRead::Line => {
+                line_no += 1;
+                std::str::from_utf8(&raw).map_err(|e| format!("the line is not UTF-8: {e}"))
+            }
+            format::LineRead::TooLong(len) => {
+                line_no += 1;
+                Err(format!(
+                    "the line is {len} bytes, over the limit of {max_line}"
+                ))
+            }
+        };
+        let line = match line {
+            Ok(line) => line.trim_end_matches('\r'),
+            Err(message) if header_seen && state.summary.end.is_none() => {
+                state.summary.read += 1;
+                let reason = RefusalReason::Malformed {
+                    field: None,
+                    message,
+                };
+                state.refuse(line_no, None, reason);
+                continue;
+            }
+            Err(message) => return Err(LedgerError::Format(format!("line {line_no}: {message}"))),
+        };
         if line.trim().is_empty() {
             continue;
         }
