@@ -17,9 +17,13 @@ pub struct Args {
     json: bool,
 }
 
-/// Runs `ledger verify`; exit 0 when every chain is intact, 1 otherwise.
+/// Runs `ledger verify`; exit 0 when every chain is intact, 1 otherwise, 2 when the store
+/// cannot be read (the ledger is opened read-only: an unreachable database is an error,
+/// never an empty memory store, and the outage spool is not touched).
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::start(config).await.context("starting the ledger")?;
+    let ledger = Ledger::open_read_only(config)
+        .await
+        .context("opening the ledger read-only")?;
     let summary = match args.anchor {
         Some(anchor) => {
             let report = ledger.verify(anchor).await?;

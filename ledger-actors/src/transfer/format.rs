@@ -339,7 +339,14 @@ fn parse_object(text: &str) -> Result<Map<String, Value>, FieldError> {
             };
             Err(FieldError::at(&place, format!("has the key {key:?} twice")))
         }
-        Err(e) => Err(FieldError::whole_line(format!("not valid JSON: {e}"))),
+        Err(ledger_entities::Error::InvalidJson(e)) => {
+            Err(FieldError::whole_line(format!("not valid JSON: {e}")))
+        }
+        // Errors inside the line (an inexact number, ...) name a pointer below the line's root.
+        Err(e) => Err(FieldError {
+            field: e.field().map(|f| f.trim_start_matches('/').to_owned()),
+            message: e.to_string(),
+        }),
     }
 }
 
