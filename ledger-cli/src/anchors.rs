@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
-use ledger_actors::LedgerConfig;
+use std::sync::Arc;
+
 use ledger_actors::transfer::format::format_ts;
+use ledger_actors::{LedgerConfig, LedgerStore};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -24,7 +26,10 @@ pub struct Args {
 
 /// Runs `ledger anchors`: exit 0, or 2 when the store cannot be read.
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let store = crate::read::open_store(&config).await?;
+    crate::read::with_store(&config, |store| list(store, args)).await
+}
+
+async fn list(store: Arc<dyn LedgerStore>, args: Args) -> anyhow::Result<ExitCode> {
     let anchors = store.anchors(args.after, args.limit).await?;
     let heads = store.heads(&anchors).await?;
     let counts =

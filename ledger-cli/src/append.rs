@@ -45,7 +45,12 @@ type InFlight = Pin<Box<dyn Future<Output = (u64, Uuid, Result<AppendAck, Ledger
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     if config.backend == Backend::Postgres {
         // Refuse to start on the memory fallback: acknowledgements would be lost at exit.
-        crate::read::open_store(&config).await?;
+        // Opening read-only checks the database and the schema, and nothing else.
+        Ledger::open_read_only(config.clone())
+            .await
+            .context("checking the database")?
+            .shutdown()
+            .await?;
     } else {
         eprintln!(
             "ledger: note: the memory backend keeps nothing after this process exits (set LEDGER_BACKEND=postgres)"

@@ -4,12 +4,13 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use ledger_actors::LedgerConfig;
 use ledger_actors::transfer::{self, ExportOptions};
+use ledger_actors::{LedgerConfig, LedgerStore};
 use tokio::io::{AsyncWrite, BufWriter};
 use uuid::Uuid;
 
@@ -34,7 +35,10 @@ pub struct Args {
 /// Runs `ledger export`: exit 0 when the export is complete, 2 otherwise (an incomplete
 /// export has no end line, and with `-o` no FILE).
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let store = crate::read::open_store(&config).await?;
+    crate::read::with_store(&config, |store| export(store, args)).await
+}
+
+async fn export(store: Arc<dyn LedgerStore>, args: Args) -> anyhow::Result<ExitCode> {
     let options = ExportOptions {
         anchor: args.anchor,
         since: args.since,
@@ -101,7 +105,7 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn write<W: AsyncWrite + Unpin>(
-    store: &dyn ledger_actors::LedgerStore,
+    store: &dyn LedgerStore,
     out: W,
     options: &ExportOptions,
     progress: &mut dyn FnMut(u64),

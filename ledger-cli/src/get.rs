@@ -2,8 +2,10 @@
 
 use std::process::ExitCode;
 
-use ledger_actors::LedgerConfig;
+use std::sync::Arc;
+
 use ledger_actors::transfer::format;
+use ledger_actors::{LedgerConfig, LedgerStore};
 use ledger_entities::LedgerRecord;
 use uuid::Uuid;
 
@@ -19,7 +21,10 @@ pub struct Args {
 
 /// Runs `ledger get`: exit 0 found, 1 no such record, 2 the store cannot be read.
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let store = crate::read::open_store(&config).await?;
+    crate::read::with_store(&config, |store| show(store, args)).await
+}
+
+async fn show(store: Arc<dyn LedgerStore>, args: Args) -> anyhow::Result<ExitCode> {
     let Some(record) = store.get(args.rid).await? else {
         eprintln!("ledger: no record with rid {}", args.rid);
         return Ok(ExitCode::from(1));

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use ledger_actors::transfer::format::format_ts;
-use ledger_actors::{LedgerConfig, RecordRange};
+use std::sync::Arc;
+
+use ledger_actors::{LedgerConfig, LedgerStore, RecordRange};
 use uuid::Uuid;
 
 /// Records read per page.
@@ -34,7 +36,10 @@ pub struct Args {
 /// Runs `ledger records`: exit 0 (even for an empty window), 1 when the anchor has no
 /// records at all, 2 when the store cannot be read.
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let store = crate::read::open_store(&config).await?;
+    crate::read::with_store(&config, |store| list(store, args)).await
+}
+
+async fn list(store: Arc<dyn LedgerStore>, args: Args) -> anyhow::Result<ExitCode> {
     if store.head(args.anchor).await?.is_none() {
         eprintln!("ledger: anchor {} has no records", args.anchor);
         return Ok(ExitCode::from(1));
