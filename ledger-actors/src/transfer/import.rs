@@ -548,9 +548,9 @@ async fn write_verified(state: &mut State<'_>, accepted: Vec<Pending>) -> Result
     Ok(())
 }
 
-/// The one call through which import writes: the store's checked, atomic batch insert
-/// ([`LedgerStore::insert`]: the fork guard and the predecessor check in the same
-/// transaction). Kept to this one place so that it can follow the writer's insert path.
+/// The one call through which import writes: [`LedgerStore::insert`], which on PostgreSQL is
+/// [`crate::pg::insert_records`] — the same statement group commit, the drain and spool
+/// recovery use, refused by the same constraints (fork guard, predecessor check).
 async fn write_batch(
     store: &dyn LedgerStore,
     records: &[Arc<LedgerRecord>],
