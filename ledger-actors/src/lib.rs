@@ -21,6 +21,8 @@
 //! - [`supervisor`]: [`supervisor::Supervisor`], PostgreSQL failover to the in-memory outage
 //!   buffer and the drain back; the spool; [`supervisor::reads::SupervisedStore`] (PostgreSQL
 //!   plus the buffer). Its module doc tells a record's way to PostgreSQL.
+//! - [`transfer`]: export and import as JSON Lines (verified, idempotent, resumable), and
+//!   the `ledger append` line format.
 //! - [`verify`]: chain verification.
 //! - [`config`]: [`LedgerConfig`], the YAML `ledger:` section and `LEDGER_*` variables.
 //! - [`metrics`]: metric names and recording.
@@ -40,6 +42,7 @@ pub mod pg;
 pub mod router;
 pub mod store;
 pub mod supervisor;
+pub mod transfer;
 pub mod verify;
 
 pub use chain::{Append, AppendAck};
@@ -48,4 +51,4 @@ pub use error::LedgerError;
 pub use health::{Health, HealthStatus};
 pub use ledger::Ledger;
 pub use persistence::Durability;
-pub use store::{Head, LedgerStore, RecordRange, create_ledger_store};
+pub use store::{Head, LedgerStore, RecordRange, ScanKey, create_ledger_store};

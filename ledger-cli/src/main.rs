@@ -1,4 +1,5 @@
-//! `ledger`: the AVL command line — load test, verification, health, migrations.
+//! `ledger`: the AVL command line — records from the shell, export/import, load test,
+//! verification, health, migrations.
 //!
 //! # Layout
 //! - `main.rs`: argument parsing, the metrics exporter (`--metrics-addr`) and dispatch.
@@ -6,10 +7,21 @@
 //! - `verify.rs`: `ledger verify`.
 //! - `health.rs`: `ledger health`.
 //! - `migrate.rs`: `ledger migrate up|down|status|fresh`.
+//! - `append.rs`: `ledger append` (JSON Lines in, one acknowledgement per line out).
+//! - `get.rs`, `records.rs`, `anchors.rs`: `ledger get`, `ledger records`, `ledger anchors`.
+//! - `export.rs`, `import.rs`: `ledger export`, `ledger import`.
+//! - `read.rs`: how the commands that only read open the store.
 
+mod anchors;
+mod append;
+mod export;
+mod get;
 mod health;
+mod import;
 mod loadtest;
 mod migrate;
+mod read;
+mod records;
 mod verify;
 
 use std::net::SocketAddr;
@@ -52,6 +64,21 @@ enum Command {
     /// Database schema against LEDGER_DSN: up, down [-n N | --all], status, fresh
     /// (destructive: drops every table). Exit 0 done, 2 on error.
     Migrate(migrate::Args),
+    /// Append records from JSON Lines on stdin; print one JSON acknowledgement (or error)
+    /// per line. Exit 0 all appended, 1 a line failed, 2 cannot start.
+    Append(append::Args),
+    /// Print one record. Exit 0 found, 1 not found, 2 cannot read.
+    Get(get::Args),
+    /// List one anchor's records in chain order. Exit 0, 1 unknown anchor, 2 cannot read.
+    Records(records::Args),
+    /// List anchors with their record count and head. Exit 0, 2 cannot read.
+    Anchors(anchors::Args),
+    /// Write records as JSON Lines (docs/OPERATIONS.md, "Export format"). Exit 0 complete,
+    /// 2 otherwise.
+    Export(export::Args),
+    /// Verify and import an export (idempotent, resumable). Exit 0 all in, 1 refused records
+    /// or a cut-short input, 2 stopped (run again to resume).
+    Import(import::Args),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +116,12 @@ fn main() -> ExitCode {
             Command::Verify(args) => verify::run(config, args).await,
             Command::Health(args) => health::run(config, args).await,
             Command::Migrate(args) => migrate::run(config, args).await,
+            Command::Append(args) => append::run(config, args).await,
+            Command::Get(args) => get::run(config, args).await,
+            Command::Records(args) => records::run(config, args).await,
+            Command::Anchors(args) => anchors::run(config, args).await,
+            Command::Export(args) => export::run(config, args).await,
+            Command::Import(args) => import::run(config, args).await,
         }
     });
     match result {
