@@ -258,6 +258,7 @@ fn error_kind(e: &LedgerError) -> &'static str {
         LedgerError::Overloaded { .. } => "overloaded",
         LedgerError::Timeout { .. } => "timeout",
         LedgerError::Aborted { .. } => "aborted",
+        LedgerError::Contended { .. } => "contended",
         LedgerError::Unavailable(_) => "unavailable",
         LedgerError::Database(_) => "database",
         LedgerError::ShuttingDown => "shutting_down",
