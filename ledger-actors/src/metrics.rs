@@ -729,6 +729,7 @@ mod tests {
             BACKEND_ACTIVE,
             BUFFERED_RECORDS,
             SPOOL_BYTES,
+            RECORDS_KEPT,
         ] {
             assert!(gauges.contains(&name), "{name} missing:\n{text}");
             let values: Vec<&str> = text
@@ -742,7 +743,7 @@ mod tests {
         let all_gauges = ALL
             .iter()
             .filter(|n| text.contains(&format!("# TYPE {n} gauge")));
-        assert_eq!(all_gauges.count(), 9);
+        assert_eq!(all_gauges.count(), 10);
     }
 
     /// Histograms render as `_bucket` series with help text, and counters are pre-registered
