@@ -88,7 +88,14 @@ async fn three_outages_lose_nothing_and_break_no_chain() {
     logs();
     let ctx = TestContext::new("outage_cycles").await;
     let proxy = Proxy::start(upstream());
-    let ledger = Ledger::start(config(proxied(&ctx, &proxy))).await.unwrap();
+    // 1 s (default 5 s): the 2.5 s black hole below must be detected — after 1 s without an
+    // answer, the liveness probe's new connection is black-holed too, so it fails over.
+    let ledger = Ledger::start(LedgerConfig {
+        failover_after: Duration::from_secs(1),
+        ..config(proxied(&ctx, &proxy))
+    })
+    .await
+    .unwrap();
     let anchors: Arc<Vec<Uuid>> = Arc::new((0..100).map(|_| Uuid::new_v4()).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Acks>> = Arc::default();
