@@ -92,7 +92,7 @@ pub fn encode(hashes: &[Hash]) -> Vec<u8> {
 /// Decodes [`encode`]'s bytes; fails unless the length is a multiple of 32 and at most 256
 /// hashes.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Hash>, Error> {
-    if bytes.len() % 32 != 0 || bytes.len() > 32 * TILE_WIDTH {
+    if !bytes.len().is_multiple_of(32) || bytes.len() > 32 * TILE_WIDTH {
         return Err(Error::Malformed(format!("tile of {} bytes", bytes.len())));
     }
     Ok(bytes
