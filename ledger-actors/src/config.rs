@@ -176,6 +176,17 @@ pub struct LedgerConfig {
     pub failover_after: Duration,
     /// Directory for the outage spool file (fsynced before acknowledging); none: no spool.
     pub spool_dir: Option<PathBuf>,
+    /// Seconds between checkpoints of the transparency log (written only when it grew);
+    /// 0 turns the integrator off. Env: `LEDGER_CHECKPOINT_INTERVAL`.
+    #[serde(deserialize_with = "de_checkpoint_interval")]
+    pub checkpoint_interval: Duration,
+    /// Path of the checkpoint signer key (`ledger keygen`); none: checkpoints unsigned.
+    /// Env: `LEDGER_CHECKPOINT_KEY`.
+    pub checkpoint_key: Option<PathBuf>,
+    /// Seconds an integrator's lease lasts; a standby process takes over within about
+    /// 1.33 × this after the holder dies. Env: `LEDGER_INTEGRATOR_LEASE`.
+    #[serde(deserialize_with = "de_integrator_lease")]
+    pub integrator_lease: Duration,
 }
 
 impl Default for LedgerConfig {
@@ -196,6 +207,9 @@ impl Default for LedgerConfig {
             buffer_capacity: 1_000_000,
             failover_after: Duration::from_secs(1),
             spool_dir: None,
+            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_key: None,
+            integrator_lease: Duration::from_secs(3),
         }
     }
 }
@@ -228,6 +242,14 @@ fn de_passivate_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Er
 
 fn de_failover_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     duration_field(d, "failover_after", "seconds", 1.0)
+}
+
+fn de_checkpoint_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_field(d, "checkpoint_interval", "seconds", 1.0)
+}
+
+fn de_integrator_lease<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_field(d, "integrator_lease", "seconds", 1.0)
 }
 
 fn de_batch_linger<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -303,6 +325,26 @@ impl LedgerConfig {
                 ))
             })?;
         }
+        for (key, field) in [
+            ("LEDGER_CHECKPOINT_INTERVAL", &mut self.checkpoint_interval),
+            ("LEDGER_INTEGRATOR_LEASE", &mut self.integrator_lease),
+        ] {
+            if let Some(v) = get(key) {
+                *field = v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .ok_or_else(|| {
+                        LedgerError::Config(format!(
+                            "{key}: expected non-negative seconds, got {v:?}"
+                        ))
+                    })?;
+            }
+        }
+        if let Some(v) = get("LEDGER_CHECKPOINT_KEY") {
+            self.checkpoint_key = Some(PathBuf::from(v));
+        }
         self.check()
     }
 
@@ -329,6 +371,9 @@ impl LedgerConfig {
         }
         if self.max_payload_bytes == 0 {
             return bad("max_payload_bytes", "must be at least 1");
+        }
+        if self.integrator_lease < Duration::from_millis(300) {
+            return bad("integrator_lease", "must be at least 0.3 seconds");
         }
         Ok(())
     }

@@ -96,6 +96,16 @@ pub enum LedgerError {
         /// What went wrong.
         reason: String,
     },
+    /// The transparency log cannot answer yet: the record is not integrated, or no
+    /// checkpoint covers it, or none exists. Handle: retry after the next checkpoint
+    /// (`checkpoint_interval`).
+    #[error("not yet in the log: {0}")]
+    NotYetLogged(String),
+    /// The transparency log's stored data is inconsistent or a proof does not verify
+    /// (a tampered or corrupt database). Handle: run `ledger verify` and alert an operator;
+    /// never retry.
+    #[error("transparency log: {0}")]
+    Log(#[from] ledger_tlog::Error),
     /// An actor stopped unexpectedly or an invariant failed. Handle: report it as a bug;
     /// the append's outcome is unknown (re-append with the same rid to learn it).
     #[error("internal error: {0}")]

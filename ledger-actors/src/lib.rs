@@ -26,6 +26,7 @@ pub mod chain;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod integrator;
 pub mod ledger;
 pub mod metrics;
 pub mod observe;
@@ -33,6 +34,7 @@ pub mod persistence;
 pub mod router;
 pub mod store;
 pub mod supervisor;
+pub mod tlog;
 pub mod verify;
 
 pub use chain::{Append, AppendAck};

@@ -24,7 +24,7 @@ pub mod tile;
 pub use merkle::{Hash, NodeId};
 
 /// Everything that can go wrong in this crate. Each variant says how a caller should react.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     /// A proof, root or signature does not verify: the data is not what the log committed
     /// to. Report it; never retry.

@@ -14,6 +14,8 @@
 //!   (`up`, `down`, `status`, `fresh`, ...) for this [`Migrator`].
 //! - `src/m20261125_000001_create_ledger_tables.rs`: the initial schema, as raw SQL so it is
 //!   exactly the design's.
+//! - `src/m20261126_000010_transparency_log.rs`: the transparency log's tables and the
+//!   integration order columns of `ledger_records`.
 //!
 //! # Example
 //!
@@ -39,6 +41,7 @@ use sea_orm_migration::sea_orm::{DatabaseConnection, EntityTrait};
 use sea_orm_migration::seaql_migrations;
 
 mod m20261125_000001_create_ledger_tables;
+mod m20261126_000010_transparency_log;
 
 /// All AVL migrations, oldest first.
 pub struct Migrator;
@@ -46,7 +49,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_create_ledger_tables::Migration)]
+        vec![
+            Box::new(m20261125_000001_create_ledger_tables::Migration),
+            Box::new(m20261126_000010_transparency_log::Migration),
+        ]
     }
 }
 
