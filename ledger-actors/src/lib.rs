@@ -28,6 +28,7 @@ pub mod error;
 pub mod health;
 pub mod integrator;
 pub mod ledger;
+pub mod log_verify;
 pub mod metrics;
 pub mod observe;
 pub mod persistence;

@@ -21,7 +21,7 @@ use crate::config::LedgerConfig;
 use crate::error::LedgerError;
 use crate::integrator::{Integrator, LogStore, Settings, StoredCheckpoint, load_signer};
 use crate::ledger::Ledger;
-use crate::store::MemoryLedgerStore;
+use crate::store::{LedgerStore, MemoryLedgerStore};
 
 /// A consistency proof between two tree sizes, with both roots.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -91,6 +91,87 @@ pub fn verify_receipt(receipt: &Receipt, key: &NoteVerifier) -> Result<Verified,
     Ok(receipt.verify(key, receipt_record_hash)?)
 }
 
+/// Opens the PostgreSQL log of `config` for tools that read it without running a ledger
+/// (`ledger checkpoint`, `ledger prove`, `ledger verify`). The memory backend has no log
+/// outside a running process: [`LedgerError::Config`].
+pub fn open_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, LedgerError> {
+    match config.backend {
+        crate::config::Backend::Postgres => postgres_log(config),
+        crate::config::Backend::Memory => Err(LedgerError::Config(
+            "the memory backend keeps its log inside the running process; use backend: postgres"
+                .into(),
+        )),
+    }
+}
+
+/// A receipt for `rid` under the latest checkpoint (see [`Ledger::prove`]).
+pub async fn prove(
+    store: &dyn LedgerStore,
+    log: &dyn LogStore,
+    rid: Uuid,
+) -> Result<Receipt, LedgerError> {
+    let record = store
+        .get(rid)
+        .await?
+        .ok_or_else(|| LedgerError::NotYetLogged(format!("no record {rid}")))?;
+    let index = log
+        .leaf_index(rid)
+        .await?
+        .ok_or_else(|| LedgerError::NotYetLogged(format!("record {rid} is not integrated yet")))?;
+    let checkpoint = log
+        .latest_checkpoint()
+        .await?
+        .filter(|c| c.size > index)
+        .ok_or_else(|| {
+            LedgerError::NotYetLogged(format!("no checkpoint covers leaf {index} yet"))
+        })?;
+    let tiles = read_nodes(log, &inclusion_nodes(index, checkpoint.size)?).await?;
+    let path = inclusion_proof(index, checkpoint.size, &tiles)?;
+    let note = checkpoint.note.clone().unwrap_or_else(|| {
+        ledger_tlog::note::Checkpoint {
+            origin: crate::integrator::UNSIGNED_ORIGIN.into(),
+            size: checkpoint.size,
+            root: checkpoint.root,
+        }
+        .text()
+    });
+    let value = serde_json::to_value(record.as_ref())
+        .map_err(|e| LedgerError::Internal(format!("record to JSON: {e}")))?;
+    Ok(Receipt::new(value, index, checkpoint.size, &path, note))
+}
+
+/// The consistency proof from `old_size` to `new_size` (see [`Ledger::prove_consistency`]).
+pub async fn prove_consistency(
+    log: &dyn LogStore,
+    old_size: u64,
+    new_size: Option<u64>,
+) -> Result<ConsistencyProof, LedgerError> {
+    let latest = log
+        .latest_checkpoint()
+        .await?
+        .ok_or_else(|| LedgerError::NotYetLogged("no checkpoint yet".into()))?;
+    let new_size = new_size.unwrap_or(latest.size);
+    if new_size > latest.size {
+        return Err(LedgerError::NotYetLogged(format!(
+            "size {new_size} is beyond the latest checkpoint ({})",
+            latest.size
+        )));
+    }
+    let mut nodes = consistency_nodes(old_size, new_size)?;
+    nodes.extend(root_nodes(old_size));
+    nodes.extend(root_nodes(new_size));
+    let tiles = read_nodes(log, &nodes).await?;
+    let proof = consistency_proof(old_size, new_size, &tiles)?;
+    let hex = |h: Hash| hex::encode(h);
+    Ok(ConsistencyProof {
+        old_size,
+        old_root: hex(tree_root(old_size, &tiles)?),
+        new_size,
+        new_root: hex(tree_root(new_size, &tiles)?),
+        proof: proof.into_iter().map(hex).collect(),
+    })
+}
+
 async fn read_nodes(
     log: &dyn LogStore,
     nodes: &[NodeId],
@@ -129,35 +210,7 @@ impl Ledger {
     /// inclusion path and the signed note. [`LedgerError::NotYetLogged`] when no
     /// checkpoint covers it yet; [`LedgerError::Log`] when stored hashes are missing.
     pub async fn prove(&self, rid: Uuid) -> Result<Receipt, LedgerError> {
-        let log = self.tlog()?.log();
-        let record = self
-            .store()
-            .get(rid)
-            .await?
-            .ok_or_else(|| LedgerError::NotYetLogged(format!("no record {rid}")))?;
-        let index = log.leaf_index(rid).await?.ok_or_else(|| {
-            LedgerError::NotYetLogged(format!("record {rid} is not integrated yet"))
-        })?;
-        let checkpoint = log
-            .latest_checkpoint()
-            .await?
-            .filter(|c| c.size > index)
-            .ok_or_else(|| {
-                LedgerError::NotYetLogged(format!("no checkpoint covers leaf {index} yet"))
-            })?;
-        let tiles = read_nodes(log.as_ref(), &inclusion_nodes(index, checkpoint.size)?).await?;
-        let path = inclusion_proof(index, checkpoint.size, &tiles)?;
-        let note = checkpoint.note.clone().unwrap_or_else(|| {
-            ledger_tlog::note::Checkpoint {
-                origin: crate::integrator::UNSIGNED_ORIGIN.into(),
-                size: checkpoint.size,
-                root: checkpoint.root,
-            }
-            .text()
-        });
-        let value = serde_json::to_value(record.as_ref())
-            .map_err(|e| LedgerError::Internal(format!("record to JSON: {e}")))?;
-        Ok(Receipt::new(value, index, checkpoint.size, &path, note))
+        prove(self.store().as_ref(), self.tlog()?.log().as_ref(), rid).await
     }
 
     /// The consistency proof from `old_size` to `new_size` (default: the latest
@@ -167,31 +220,7 @@ impl Ledger {
         old_size: u64,
         new_size: Option<u64>,
     ) -> Result<ConsistencyProof, LedgerError> {
-        let log = self.tlog()?.log();
-        let latest = log
-            .latest_checkpoint()
-            .await?
-            .ok_or_else(|| LedgerError::NotYetLogged("no checkpoint yet".into()))?;
-        let new_size = new_size.unwrap_or(latest.size);
-        if new_size > latest.size {
-            return Err(LedgerError::NotYetLogged(format!(
-                "size {new_size} is beyond the latest checkpoint ({})",
-                latest.size
-            )));
-        }
-        let mut nodes = consistency_nodes(old_size, new_size)?;
-        nodes.extend(root_nodes(old_size));
-        nodes.extend(root_nodes(new_size));
-        let tiles = read_nodes(log.as_ref(), &nodes).await?;
-        let proof = consistency_proof(old_size, new_size, &tiles)?;
-        let hex = |h: Hash| hex::encode(h);
-        Ok(ConsistencyProof {
-            old_size,
-            old_root: hex(tree_root(old_size, &tiles)?),
-            new_size,
-            new_root: hex(tree_root(new_size, &tiles)?),
-            proof: proof.into_iter().map(hex).collect(),
-        })
+        prove_consistency(self.tlog()?.log().as_ref(), old_size, new_size).await
     }
 
     /// Appends and answers only once a checkpoint covers the record, with its receipt (as

@@ -65,7 +65,13 @@ async fn records_are_logged_once_and_receipts_verify() {
     assert_eq!(latest.size, 500);
 
     let log = ledger.log_store().unwrap();
-    let leaves = log.leaves(0, 10_000).await.unwrap();
+    let leaves: Vec<(u64, Uuid)> = log
+        .leaves(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.index, l.rid))
+        .collect();
     assert_eq!(leaves.len(), 500);
     let rids: HashSet<Uuid> = leaves.iter().map(|(_, r)| *r).collect();
     assert_eq!(rids.len(), 500, "no record logged twice");

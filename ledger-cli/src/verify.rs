@@ -15,10 +15,16 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    log: crate::verify_log::LogArgs,
 }
 
 /// Runs `ledger verify`; exit 0 when every chain is intact, 1 otherwise.
-pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
+    // Verification never integrates: it reads the log as stored.
+    config.checkpoint_interval = std::time::Duration::ZERO;
+    let log = crate::verify_log::run(&config, &args.log).await?;
+    let log_problems = log.as_ref().map_or(0, |l| l.problems.len());
     let ledger = Ledger::start(config).await.context("starting the ledger")?;
     let summary = match args.anchor {
         Some(anchor) => {
@@ -40,6 +46,7 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
                 "records": summary.records,
                 "continuity_breaks": summary.breaks.len(),
                 "breaks": summary.breaks,
+                "log": log,
             })
         );
     } else {
@@ -55,8 +62,17 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             summary.records,
             summary.breaks.len()
         );
+        if let Some(l) = &log {
+            for p in &l.problems {
+                println!("LOG {}: {}", p.subject, p.reason);
+            }
+            println!(
+                "log: {} leaves, {} checkpoints, {} records awaiting integration, {} problems",
+                l.leaves, l.checkpoints, l.pending, log_problems
+            );
+        }
     }
-    Ok(if summary.breaks.is_empty() {
+    Ok(if summary.breaks.is_empty() && log_problems == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

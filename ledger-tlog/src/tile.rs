@@ -176,36 +176,58 @@ impl Edge {
     /// Appends leaf hashes; returns every tile that changed, with its new contents (full
     /// tiles completed on the way, then the partial tiles), to be written.
     pub fn append(&mut self, leaves: &[Hash]) -> Vec<(TileId, Vec<Hash>)> {
-        let mut changed: HashMap<TileId, Vec<Hash>> = HashMap::new();
+        let mut full: Vec<(TileId, Vec<Hash>)> = Vec::new();
+        let start = self.size;
         for leaf in leaves {
-            let mut hash = *leaf;
-            let mut level = 0usize;
-            let mut position = self.size;
-            loop {
-                if self.partial.len() <= level {
-                    self.partial.push(Vec::new());
+            self.push_inner(*leaf, &mut |id, tile| full.push((id, tile)));
+        }
+        if self.size > start {
+            // The partial tiles that differ from before: every level whose count changed.
+            for (id, width) in edge_tiles(self.size) {
+                let shift = u32::from(id.level) * u32::from(TILE_HEIGHT);
+                if start.checked_shr(shift).unwrap_or(0)
+                    != self.size.checked_shr(shift).unwrap_or(0)
+                {
+                    let hashes = &self.partial[usize::from(id.level)];
+                    full.push((id, hashes[..width.min(hashes.len())].to_vec()));
                 }
-                self.partial[level].push(hash);
-                let index = position / TILE_WIDTH as u64;
-                let id = TileId {
+            }
+        }
+        full.sort_unstable_by_key(|(id, _)| *id);
+        full
+    }
+
+    /// Appends one leaf hash without reporting tiles (for recomputing a tree).
+    pub fn push(&mut self, leaf: Hash) {
+        self.push_inner(leaf, &mut |_, _| {});
+    }
+
+    fn push_inner(&mut self, leaf: Hash, completed: &mut dyn FnMut(TileId, Vec<Hash>)) {
+        let mut hash = leaf;
+        let mut level = 0usize;
+        let mut position = self.size;
+        loop {
+            if self.partial.len() <= level {
+                self.partial.push(Vec::new());
+            }
+            self.partial[level].push(hash);
+            let index = position / TILE_WIDTH as u64;
+            if self.partial[level].len() < TILE_WIDTH {
+                break;
+            }
+            let tile = std::mem::take(&mut self.partial[level]);
+            hash = complete_hash(&tile);
+            completed(
+                TileId {
                     level: level as u8,
                     index,
-                };
-                if self.partial[level].len() < TILE_WIDTH {
-                    changed.insert(id, self.partial[level].clone());
-                    break;
-                }
-                let full = std::mem::take(&mut self.partial[level]);
-                hash = complete_hash(&full);
-                changed.insert(id, full);
-                level += 1;
-                position = index;
-            }
-            self.size += 1;
+                },
+                tile,
+            );
+            level += 1;
+            position = index;
         }
-        let mut out: Vec<(TileId, Vec<Hash>)> = changed.into_iter().collect();
-        out.sort_unstable_by_key(|(id, _)| *id);
-        out
+        self.size += 1;
     }
 
     /// The partial tiles as a [`TileSet`].

@@ -79,6 +79,17 @@ fn edge_roots_match_leaves_and_reference() {
         full.root().as_bytes().as_slice(),
         f.roots[MAX as usize].as_slice()
     );
+    // Appending in uneven batches writes exactly the tiles appending one by one wrote.
+    let mut batched = Edge::new();
+    let mut tiles = TileSet::default();
+    let mut at = 0usize;
+    for step in [1usize, 255, 1, 300, 443, 1000] {
+        for (id, hashes) in batched.append(&f.leaves[at..at + step]) {
+            tiles.insert(id, hashes);
+        }
+        at += step;
+    }
+    assert_eq!(tiles, f.tiles);
     // An edge loaded from the stored tiles at size 1,000 reaches the same root at 2,000.
     let mut edge = Edge::load(1000, &f.tiles).expect("edge loads");
     assert_eq!(edge.root(), f.roots[1000]);

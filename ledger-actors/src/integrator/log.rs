@@ -104,6 +104,33 @@ pub trait LogStore: Send + Sync + 'static {
     async fn leaf_index(&self, rid: Uuid) -> Result<Option<u64>, LedgerError>;
     /// The stored tiles among `ids` (missing ones are absent from the set).
     async fn read_tiles(&self, ids: &[TileId]) -> Result<TileSet, LedgerError>;
-    /// The log's entries from leaf `from`, at most `limit`, in leaf order.
-    async fn leaves(&self, from: u64, limit: usize) -> Result<Vec<(u64, Uuid)>, LedgerError>;
+    /// The log's entries from leaf `from`, at most `limit`, in leaf order, each with the
+    /// stored record's hash (`None` when the record is gone).
+    async fn leaves(&self, from: u64, limit: usize) -> Result<Vec<LeafEntry>, LedgerError>;
+    /// Records that are not in the log, each with whether a record that follows it in its
+    /// chain is in the log (which no integrator can cause: it means an inserted record).
+    async fn unlogged(&self, limit: usize) -> Result<Vec<Unlogged>, LedgerError>;
+    /// Logged records whose chain predecessor has a larger leaf index (or is not logged):
+    /// `(record, predecessor)`.
+    async fn misordered(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError>;
+}
+
+/// One leaf of the log, with the record it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafEntry {
+    /// Leaf index.
+    pub index: u64,
+    /// The record's id.
+    pub rid: Uuid,
+    /// The stored record's hash; `None` when no record has this rid any more.
+    pub hash: Option<String>,
+}
+
+/// A record not in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlogged {
+    /// The record's id.
+    pub rid: Uuid,
+    /// True when its successor in the chain is in the log.
+    pub successor_logged: bool,
 }

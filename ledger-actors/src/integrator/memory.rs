@@ -10,7 +10,9 @@ use ledger_tlog::Hash;
 use ledger_tlog::tile::{TileId, TileSet, edge_tiles};
 use uuid::Uuid;
 
-use super::log::{Commit, LogState, LogStore, Pending, StoredCheckpoint, Watermark};
+use super::log::{
+    Commit, LeafEntry, LogState, LogStore, Pending, StoredCheckpoint, Unlogged, Watermark,
+};
 use crate::error::LedgerError;
 use crate::store::MemoryLedgerStore;
 
@@ -137,16 +139,45 @@ impl LogStore for MemoryLog {
         Ok(set)
     }
 
-    async fn leaves(&self, from: u64, limit: usize) -> Result<Vec<(u64, Uuid)>, LedgerError> {
-        let s = self.state();
-        let start = usize::try_from(from)
-            .unwrap_or(usize::MAX)
-            .min(s.leaves.len());
-        Ok(s.leaves[start..]
-            .iter()
-            .take(limit)
-            .enumerate()
-            .map(|(i, rid)| (from + i as u64, *rid))
+    async fn leaves(&self, from: u64, limit: usize) -> Result<Vec<LeafEntry>, LedgerError> {
+        let page: Vec<Uuid> = {
+            let s = self.state();
+            let start = usize::try_from(from)
+                .unwrap_or(usize::MAX)
+                .min(s.leaves.len());
+            s.leaves[start..].iter().take(limit).copied().collect()
+        };
+        let mut out = Vec::with_capacity(page.len());
+        for (i, rid) in page.into_iter().enumerate() {
+            let hash = crate::store::LedgerStore::get(self.store.as_ref(), rid)
+                .await?
+                .map(|r| r.hash.clone());
+            out.push(LeafEntry {
+                index: from + i as u64,
+                rid,
+                hash,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn unlogged(&self, limit: usize) -> Result<Vec<Unlogged>, LedgerError> {
+        // The memory store only grows and the log follows its order: records past the log
+        // are waiting for the integrator; none can be logged after an unlogged one.
+        let size = self.state().leaves.len() as u64;
+        Ok(self
+            .store
+            .committed(size, limit)
+            .into_iter()
+            .map(|r| Unlogged {
+                rid: r.rid,
+                successor_logged: false,
+            })
             .collect())
+    }
+
+    async fn misordered(&self, _limit: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError> {
+        // Leaf order is the store's commit order, which has predecessors first.
+        Ok(Vec::new())
     }
 }

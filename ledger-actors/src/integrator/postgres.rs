@@ -24,7 +24,9 @@ use ledger_tlog::tile::{TileId, TileSet, decode, edge_tiles, encode};
 use sea_orm::sqlx::{self, PgPool, Row, postgres::PgPoolOptions};
 use uuid::Uuid;
 
-use super::log::{Commit, LogState, LogStore, Pending, StoredCheckpoint, Watermark};
+use super::log::{
+    Commit, LeafEntry, LogState, LogStore, Pending, StoredCheckpoint, Unlogged, Watermark,
+};
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
 
@@ -385,10 +387,11 @@ impl LogStore for PostgresLog {
         Ok(set)
     }
 
-    async fn leaves(&self, from: u64, limit: usize) -> Result<Vec<(u64, Uuid)>, LedgerError> {
+    async fn leaves(&self, from: u64, limit: usize) -> Result<Vec<LeafEntry>, LedgerError> {
         let rows = sqlx::query(
-            "SELECT leaf_index, rid FROM ledger_log WHERE leaf_index >= $1 \
-             ORDER BY leaf_index LIMIT $2",
+            "SELECT l.leaf_index, l.rid, r.hash FROM ledger_log l \
+             LEFT JOIN ledger_records r ON r.rid = l.rid \
+             WHERE l.leaf_index >= $1 ORDER BY l.leaf_index LIMIT $2",
         )
         .bind(to_i64(from))
         .bind(to_i64(limit as u64))
@@ -397,9 +400,55 @@ impl LogStore for PostgresLog {
         .map_err(err)?;
         rows.iter()
             .map(|r| {
+                Ok(LeafEntry {
+                    index: to_u64(r.try_get("leaf_index").map_err(err)?),
+                    rid: r.try_get("rid").map_err(err)?,
+                    hash: r.try_get("hash").map_err(err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn unlogged(&self, limit: usize) -> Result<Vec<Unlogged>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT r.rid, EXISTS (SELECT 1 FROM ledger_records s JOIN ledger_log sl \
+                ON sl.rid = s.rid WHERE s.anchor_id = r.anchor_id AND s.prev_hash = r.hash) \
+                AS successor_logged \
+             FROM ledger_records r \
+             WHERE NOT EXISTS (SELECT 1 FROM ledger_log l WHERE l.rid = r.rid) \
+             ORDER BY successor_logged DESC, r.tx_id, r.seq LIMIT $1",
+        )
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Unlogged {
+                    rid: r.try_get("rid").map_err(err)?,
+                    successor_logged: r.try_get("successor_logged").map_err(err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn misordered(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT s.rid AS rid, p.rid AS pred FROM ledger_log sl \
+             JOIN ledger_records s ON s.rid = sl.rid \
+             JOIN ledger_records p ON p.anchor_id = s.anchor_id AND p.hash = s.prev_hash \
+             LEFT JOIN ledger_log pl ON pl.rid = p.rid \
+             WHERE pl.leaf_index IS NULL OR pl.leaf_index > sl.leaf_index LIMIT $1",
+        )
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
                 Ok((
-                    to_u64(r.try_get("leaf_index").map_err(err)?),
                     r.try_get("rid").map_err(err)?,
+                    r.try_get("pred").map_err(err)?,
                 ))
             })
             .collect()
