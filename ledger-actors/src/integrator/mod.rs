@@ -232,13 +232,21 @@ impl Runner {
 
     /// Last rounds at shutdown: everything committed, then a checkpoint, then the lease.
     async fn finish(&mut self) {
+        let mut failures = 0;
         for _ in 0..1000 {
             match self.round(true).await {
                 Ok(true) => continue,
+                // Done, or not leading: the leader integrates what this process wrote.
                 Ok(false) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "integrator: final round failed");
-                    break;
+                    failures += 1;
+                    tracing::warn!(error = %e, attempt = failures, "integrator: final round failed");
+                    if failures >= 5 {
+                        break;
+                    }
+                    // A lease lost to a stall is taken back if no one else holds it.
+                    self.state = None;
+                    tokio::time::sleep(IDLE * 5).await;
                 }
             }
         }
