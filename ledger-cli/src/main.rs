@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - `main.rs`: argument parsing, the metrics exporter (`--metrics-addr`) and dispatch.
-//! - `loadtest.rs`: `ledger loadtest`.
+//! - `loadtest.rs`: `ledger loadtest`; `loadtest_log.rs`: its checkpoint wait and lag.
 //! - `verify.rs`: `ledger verify`.
 //! - `health.rs`: `ledger health`.
 //! - `migrate.rs`: `ledger migrate up|down|status|fresh`.
@@ -14,6 +14,7 @@ mod checkpoint;
 mod health;
 mod keygen;
 mod loadtest;
+mod loadtest_log;
 mod migrate;
 mod prove;
 mod verify;
