@@ -242,10 +242,7 @@ async fn up_down_up_on_fresh_database() {
     );
 
     Migrator::up(&ctx.db, None).await.expect("first up");
-    assert_eq!(
-        tables(&ctx.db).await,
-        ALL_TABLES
-    );
+    assert_eq!(tables(&ctx.db).await, ALL_TABLES);
     assert!(
         ledger_indexes(&ctx.db)
             .await
@@ -266,10 +263,7 @@ async fn up_down_up_on_fresh_database() {
     );
 
     Migrator::up(&ctx.db, None).await.expect("second up");
-    assert_eq!(
-        tables(&ctx.db).await,
-        ALL_TABLES
-    );
+    assert_eq!(tables(&ctx.db).await, ALL_TABLES);
     assert_eq!(
         schema_status(&ctx.db).await.expect("status"),
         SchemaStatus::UpToDate
@@ -286,10 +280,7 @@ async fn schema_matches_design() {
     let ctx = TestContext::new("schema_design").await;
     let db = &ctx.db;
 
-    assert_eq!(
-        tables(db).await,
-        ALL_TABLES
-    );
+    assert_eq!(tables(db).await, ALL_TABLES);
 
     assert_eq!(
         columns(db, "ledger_records").await,
@@ -312,7 +303,10 @@ async fn schema_matches_design() {
     );
     assert_eq!(
         columns(db, "ledger_log").await,
-        vec![col("leaf_index", "bigint", false), col("rid", "uuid", false)]
+        vec![
+            col("leaf_index", "bigint", false),
+            col("rid", "uuid", false)
+        ]
     );
     assert_eq!(
         columns(db, "ledger_tiles").await,
@@ -337,7 +331,11 @@ async fn schema_matches_design() {
     assert_eq!(
         constraints(db, "ledger_log").await,
         triples(&[
-            ("ledger_log_leaf_index_check", "c", "CHECK ((leaf_index >= 0))"),
+            (
+                "ledger_log_leaf_index_check",
+                "c",
+                "CHECK ((leaf_index >= 0))"
+            ),
             ("ledger_log_pkey", "p", "PRIMARY KEY (leaf_index)"),
             ("ledger_log_rid_key", "u", "UNIQUE (rid)"),
         ])

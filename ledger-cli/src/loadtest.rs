@@ -214,8 +214,12 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
                 "checkpoint: size {} root {}; appends end -> covering checkpoint {:.0} ms, commit -> checkpoint max {:.0} ms",
                 checkpoint["size"],
                 checkpoint["root"].as_str().unwrap_or("?"),
-                integration["appends_end_to_checkpoint_ms"].as_f64().unwrap_or(f64::NAN),
-                integration["commit_to_checkpoint_max_ms"].as_f64().unwrap_or(f64::NAN),
+                integration["appends_end_to_checkpoint_ms"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+                integration["commit_to_checkpoint_max_ms"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
             );
             if let Some(k) = checkpoint["verifier_key"].as_str() {
                 println!("ephemeral verifier key: {k}");

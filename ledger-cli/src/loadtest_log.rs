@@ -97,7 +97,8 @@ impl LagWatch {
         let waited = appends_ended.elapsed();
         self.stop.store(true, Ordering::Release);
         if let Some(lag) = ledger.integrator_progress().and_then(|p| p.last_lag) {
-            self.max_micros.fetch_max(lag.as_micros() as u64, Ordering::AcqRel);
+            self.max_micros
+                .fetch_max(lag.as_micros() as u64, Ordering::AcqRel);
         }
         let covered = covering.as_ref().is_some_and(|c| c.size >= records);
         let checkpoint = match &covering {

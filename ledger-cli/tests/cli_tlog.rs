@@ -59,27 +59,57 @@ fn log_commands_end_to_end_on_postgres() {
     let dir = std::env::temp_dir().join(format!("avl-cli-tlog-{}", uuid::Uuid::new_v4()));
 
     // keygen: signer 0600, verifier printed and written.
-    let out = ledger(None, None, &["keygen", "--origin", "example.com/avl-cli", "--out", dir.to_str().unwrap()]);
+    let out = ledger(
+        None,
+        None,
+        &[
+            "keygen",
+            "--origin",
+            "example.com/avl-cli",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let key = dir.join("checkpoint.key");
     let public = dir.join("checkpoint.pub");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     let pub_text = std::fs::read_to_string(&public).unwrap();
     assert!(pub_text.starts_with("example.com/avl-cli+"));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pub_text.trim());
-    let again = ledger(None, None, &["keygen", "--origin", "x", "--out", dir.to_str().unwrap()]);
-    assert_eq!(again.status.code(), Some(2), "an existing key is never overwritten");
+    let again = ledger(
+        None,
+        None,
+        &["keygen", "--origin", "x", "--out", dir.to_str().unwrap()],
+    );
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing key is never overwritten"
+    );
 
     let out = ledger(Some(&dsn), None, &["migrate", "up"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = ledger(
         Some(&dsn),
         Some(&key),
-        &["loadtest", "--anchors", "5", "--appends-per-anchor", "10", "--concurrency", "8", "--json"],
+        &[
+            "loadtest",
+            "--anchors",
+            "5",
+            "--appends-per-anchor",
+            "10",
+            "--concurrency",
+            "8",
+            "--json",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -110,37 +140,88 @@ fn log_commands_end_to_end_on_postgres() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let receipt = dir.join("receipt.json");
     std::fs::write(&receipt, &out.stdout).unwrap();
-    let out = ledger(None, None, &["verify-receipt", receipt.to_str().unwrap(), "--key", public.to_str().unwrap()]);
+    let out = ledger(
+        None,
+        None,
+        &[
+            "verify-receipt",
+            receipt.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("valid:"));
-    let mut forged: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
     forged["record"]["payload"] = serde_json::json!({ "forged": 1 });
     let forged_path = dir.join("forged.json");
     std::fs::write(&forged_path, forged.to_string()).unwrap();
-    let out = ledger(None, None, &["verify-receipt", forged_path.to_str().unwrap(), "--key", public.to_str().unwrap()]);
+    let out = ledger(
+        None,
+        None,
+        &[
+            "verify-receipt",
+            forged_path.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("invalid:"));
 
-    let out = ledger(Some(&dsn), None, &["verify", "--key", public.to_str().unwrap(), "--since", saved.to_str().unwrap()]);
+    let out = ledger(
+        Some(&dsn),
+        None,
+        &[
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            "--since",
+            saved.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     // A database writer changes that record (the last of its chain) and recomputes its hash.
-    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
-    let mut record: ledger_entities::LedgerRecord = serde_json::from_value(stored["record"].clone()).unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    let mut record: ledger_entities::LedgerRecord =
+        serde_json::from_value(stored["record"].clone()).unwrap();
     record.payload = serde_json::json!({ "changed": true });
     record.hash = ledger_entities::hash::record_hash(&record).unwrap();
     rt.block_on(db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "UPDATE ledger_records SET payload = $2, hash = $3 WHERE rid = $1",
-        vec![record.rid.into(), record.payload.clone().into(), record.hash.clone().into()],
+        vec![
+            record.rid.into(),
+            record.payload.clone().into(),
+            record.hash.clone().into(),
+        ],
     )))
     .unwrap();
-    let out = ledger(Some(&dsn), None, &["verify", "--key", public.to_str().unwrap()]);
+    let out = ledger(
+        Some(&dsn),
+        None,
+        &["verify", "--key", public.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(report.contains(&rid) && report.contains("record changed"), "{report}");
+    assert!(
+        report.contains(&rid) && report.contains("record changed"),
+        "{report}"
+    );
     // The receipt taken before still verifies offline.
-    let out = ledger(None, None, &["verify-receipt", receipt.to_str().unwrap(), "--key", public.to_str().unwrap()]);
+    let out = ledger(
+        None,
+        None,
+        &[
+            "verify-receipt",
+            receipt.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     rt.block_on(db.close()).unwrap();
