@@ -112,13 +112,13 @@ pub async fn verify_log(
         }
         previous_size = c.size;
     }
-    if let (Some(s), Some(v)) = (since, verifier) {
-        if s.origin != v.name() {
-            report.problems.push(problem(
-                format!("saved checkpoint (size {})", s.size),
-                format!("origin {:?} is not this ledger's", s.origin),
-            ));
-        }
+    if let (Some(s), Some(v)) = (since, verifier)
+        && s.origin != v.name()
+    {
+        report.problems.push(problem(
+            format!("saved checkpoint (size {})", s.size),
+            format!("origin {:?} is not this ledger's", s.origin),
+        ));
     }
 
     let mut edge = Edge::new();
@@ -141,13 +141,13 @@ pub async fn verify_log(
             }
             *next += 1;
         }
-        if let Some(s) = since.filter(|s| s.size == edge.size()) {
-            if s.root != edge.root() {
-                report.problems.push(problem(
-                    format!("saved checkpoint (size {})", s.size),
-                    "today's log does not contain it: history was rewritten",
-                ));
-            }
+        if let Some(s) = since.filter(|s| s.size == edge.size())
+            && s.root != edge.root()
+        {
+            report.problems.push(problem(
+                format!("saved checkpoint (size {})", s.size),
+                "today's log does not contain it: history was rewritten",
+            ));
         }
     };
     check_roots(&edge, &mut report, &mut next_checkpoint);

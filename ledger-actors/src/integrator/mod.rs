@@ -250,10 +250,10 @@ impl Runner {
                 }
             }
         }
-        if self.state.take().is_some() {
-            if let Err(e) = self.log.release(self.holder).await {
-                tracing::warn!(error = %e, "integrator: lease not released (it expires)");
-            }
+        if self.state.take().is_some()
+            && let Err(e) = self.log.release(self.holder).await
+        {
+            tracing::warn!(error = %e, "integrator: lease not released (it expires)");
         }
         self.publish(None);
     }
@@ -283,13 +283,14 @@ impl Runner {
             }
             let loaded = self.log.load().await?;
             let edge = Edge::load(loaded.size, &loaded.edge_tiles)?;
-            if let Some(c) = &loaded.checkpoint {
-                if c.size == loaded.size && c.root != edge.root() {
-                    return Err(LedgerError::Log(ledger_tlog::Error::Invalid(format!(
-                        "stored tiles give another root than checkpoint {} at size {}",
-                        c.cid, c.size
-                    ))));
-                }
+            if let Some(c) = &loaded.checkpoint
+                && c.size == loaded.size
+                && c.root != edge.root()
+            {
+                return Err(LedgerError::Log(ledger_tlog::Error::Invalid(format!(
+                    "stored tiles give another root than checkpoint {} at size {}",
+                    c.cid, c.size
+                ))));
             }
             tracing::info!(size = loaded.size, "integrator holds the lease");
             self.state = Some(Leading {
