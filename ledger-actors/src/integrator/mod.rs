@@ -41,7 +41,7 @@ pub const UNSIGNED_ORIGIN: &str = "avl-ledger/unsigned";
 /// Most records integrated per step.
 pub const BATCH: usize = 20_000;
 /// Pause between rounds when nothing is waiting.
-pub const IDLE: Duration = Duration::from_millis(20);
+pub const IDLE: Duration = Duration::from_millis(50);
 
 /// The integrator's settings.
 #[derive(Debug, Clone)]
