@@ -54,7 +54,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let path = inclusion_proof(index, LEAVES, &tiles)?;
         times.push(t.elapsed());
-        assert!(ledger_tlog::merkle::verify_inclusion(index, LEAVES, &leaf(index), &path, &root).is_ok());
+        assert!(
+            ledger_tlog::merkle::verify_inclusion(index, LEAVES, &leaf(index), &path, &root)
+                .is_ok()
+        );
     }
     let (m, p) = median_p99(times);
     println!("inclusion proof, 10M leaves, tiles in memory: median {m:?}, p99 {p:?} (2000 runs)");
@@ -89,7 +92,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while at < LEAVES {
         let leaves: Vec<[u8; 32]> = chunk
             .iter()
-            .map(|i| if at + i == 0 { leaf_hash(&bytes) } else { leaf(at + i) })
+            .map(|i| {
+                if at + i == 0 {
+                    leaf_hash(&bytes)
+                } else {
+                    leaf(at + i)
+                }
+            })
             .collect();
         for (id, hashes) in edge2.append(&leaves) {
             tiles2.insert(id, hashes);
@@ -126,7 +135,9 @@ async fn postgres(
     use sea_orm::{ConnectionTrait, Database};
     let name = format!("avl_bench_{}", uuid::Uuid::new_v4().simple());
     let admin = Database::connect(dsn).await?;
-    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
     let mut url = url::Url::parse(dsn)?;
     url.set_path(&format!("/{name}"));
     let db = Database::connect(url.as_str()).await?;
@@ -145,7 +156,10 @@ async fn postgres(
         let levels: Vec<i16> = batch.iter().map(|(id, _)| i16::from(id.level)).collect();
         let idxs: Vec<i64> = batch.iter().map(|(id, _)| id.index as i64).collect();
         let widths: Vec<i16> = batch.iter().map(|(_, h)| h.len() as i16).collect();
-        let bytes: Vec<Vec<u8>> = batch.iter().map(|(_, h)| ledger_tlog::tile::encode(h)).collect();
+        let bytes: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|(_, h)| ledger_tlog::tile::encode(h))
+            .collect();
         sea_orm::sqlx::query(
             "INSERT INTO ledger_tiles (level, idx, width, hashes) \
              SELECT * FROM UNNEST($1::smallint[], $2::bigint[], $3::smallint[], $4::bytea[])",
@@ -157,7 +171,9 @@ async fn postgres(
         .execute(log.pool())
         .await?;
     }
-    sea_orm::sqlx::query("ANALYZE ledger_tiles").execute(log.pool()).await?;
+    sea_orm::sqlx::query("ANALYZE ledger_tiles")
+        .execute(log.pool())
+        .await?;
     println!(
         "wrote {} tiles to PostgreSQL in {:.1} s",
         all.len(),
@@ -167,7 +183,9 @@ async fn postgres(
     for k in 0..1000u64 {
         let index = (k * 7_777_777 + 13) % LEAVES;
         let t = Instant::now();
-        let set = log.read_tiles(&tiles_for(&inclusion_nodes(index, LEAVES)?)).await?;
+        let set = log
+            .read_tiles(&tiles_for(&inclusion_nodes(index, LEAVES)?))
+            .await?;
         let path = inclusion_proof(index, LEAVES, &set)?;
         times.push(t.elapsed());
         assert!(
