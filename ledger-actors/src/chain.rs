@@ -334,7 +334,11 @@ impl ChainActor {
     ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
         let canonical = match validate_new_record(&new, &self.settings.limits) {
             Ok(c) => c,
-            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+            Err(e) => {
+                // A refused payload may be nested too deep for a recursive drop.
+                ledger_entities::validate::dispose(new.payload);
+                return Box::pin(fut::ready(Err(e.into())));
+            }
         };
         if new.anchor_id != self.anchor_id {
             return Box::pin(fut::ready(Err(LedgerError::Internal(format!(

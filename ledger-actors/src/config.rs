@@ -5,25 +5,38 @@
 //!   backend: postgres          # memory | postgres
 //!   dsn: postgres://avl:secret@127.0.0.1:5432/avl
 //!   pool_size: 10
-//!   timeout: 5                 # seconds
+//!   timeout: 5s                # a plain number means seconds; or "250ms", "2m", ...
 //! ```
+//!
+//! [`LedgerConfig::load`] reads the file (if any), applies the environment, then checks the
+//! result once: every value has a range, a file without a `ledger:` section is refused, and
+//! no error ever echoes a password (see [`redact_secrets`]).
+//!
+//! # Layout
+//! - [`Backend`], [`Dsn`] (password held in a [`secrecy::SecretString`]).
+//! - [`LedgerConfig`]: the settings, their defaults, [`LedgerConfig::load`] and
+//!   [`LedgerConfig::check`] (the ranges).
+//! - duration fields: a number (seconds, or milliseconds for `batch_linger`) or a
+//!   [`humantime`] string.
+//! - [`redact_secrets`]: the scrubber every configuration error goes through.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
 use crate::error::LedgerError;
 
 /// Which store holds the records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
     /// In-process memory: fast, lost when the process exits. Never touches the network.
     #[default]
     Memory,
-    /// PostgreSQL through SeaORM: every acknowledged append is durable.
+    /// PostgreSQL through SeaORM: appends acknowledged [`crate::Durability::Committed`] are
+    /// in PostgreSQL; see [`crate::Durability`] for what outages change.
     Postgres,
 }
 
@@ -37,36 +50,84 @@ impl Backend {
     }
 }
 
+/// A configuration value shown in an error only when it is a plain short word: anything else
+/// (a DSN typed into the wrong place, say) may hold a secret.
+fn shown(value: &str) -> String {
+    let v = value.trim();
+    if !v.is_empty()
+        && v.len() <= 24
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        format!("{v:?}")
+    } else {
+        "a value that is not a backend name (not shown: it may hold a secret)".to_owned()
+    }
+}
+
 impl std::str::FromStr for Backend {
     type Err = LedgerError;
     fn from_str(s: &str) -> Result<Self, LedgerError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "memory" => Ok(Backend::Memory),
             "postgres" | "postgresql" => Ok(Backend::Postgres),
-            other => Err(LedgerError::Config(format!(
-                "backend: unknown backend {other:?}; expected memory or postgres"
+            _ => Err(LedgerError::Config(format!(
+                "backend: unknown backend {}; expected memory or postgres",
+                shown(s)
             ))),
         }
     }
 }
 
+impl<'de> Deserialize<'de> for Backend {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Not serde's derived enum: its "unknown variant" error quotes the value, which may be
+        // a DSN with its password.
+        let raw = String::deserialize(d)?;
+        raw.parse().map_err(|e: LedgerError| match e {
+            LedgerError::Config(m) => serde::de::Error::custom(m),
+            other => serde::de::Error::custom(other),
+        })
+    }
+}
+
 /// A PostgreSQL connection string. Accepts `postgres://`, `postgresql://` and the SQLAlchemy
-/// form `postgresql+asyncpg://` (same meaning). The password is kept out of `Debug`,
-/// `Display` and every error message; only [`Dsn::expose`] returns it, for connecting.
-#[derive(Clone, PartialEq, Eq)]
+/// form `postgresql+asyncpg://` (same meaning). The full DSN is kept in a
+/// [`SecretString`] (zeroed on drop); `Debug`, `Display` and every error see only the
+/// redacted form, and only [`Dsn::expose`] returns the password, for connecting.
+#[derive(Clone)]
 pub struct Dsn {
-    url: url::Url,
+    /// The DSN with any password replaced by `****`.
+    public: url::Url,
+    /// The DSN as the driver needs it, password included.
+    secret: SecretString,
+}
+
+impl PartialEq for Dsn {
+    fn eq(&self, other: &Self) -> bool {
+        self.secret.expose_secret() == other.secret.expose_secret()
+    }
+}
+
+impl Eq for Dsn {}
+
+/// True for a URL scheme as RFC 3986 spells it (letters, digits, `+-.`), short.
+fn looks_like_scheme(s: &str) -> bool {
+    s.len() <= 32
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 impl Dsn {
     /// Parses and normalizes a DSN. Errors never contain the input (it may hold a password).
     pub fn parse(raw: &str) -> Result<Self, LedgerError> {
+        const FORM: &str = "expected postgres://user[:password]@host[:port]/database";
         let raw = raw.trim();
-        let (scheme, rest) = raw.split_once("://").ok_or_else(|| {
-            LedgerError::Config(
-                "dsn: expected postgres://user[:password]@host[:port]/database".into(),
-            )
-        })?;
+        let Some((scheme, rest)) = raw.split_once("://").filter(|(s, _)| looks_like_scheme(s))
+        else {
+            return Err(LedgerError::Config(format!("dsn: no URL scheme; {FORM}")));
+        };
         match scheme.to_ascii_lowercase().as_str() {
             "postgres" | "postgresql" | "postgresql+asyncpg" => {}
             other => {
@@ -76,42 +137,115 @@ impl Dsn {
             }
         }
         let url = url::Url::parse(&format!("postgres://{rest}"))
-            .map_err(|e| LedgerError::Config(format!("dsn: malformed ({e})")))?;
+            .map_err(|e| LedgerError::Config(format!("dsn: malformed ({e}); {FORM}")))?;
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(LedgerError::Config("dsn: no host".into()));
+            return Err(LedgerError::Config(format!("dsn: no host; {FORM}")));
         }
         if url.path().trim_start_matches('/').is_empty() {
-            return Err(LedgerError::Config("dsn: no database name".into()));
+            return Err(LedgerError::Config(format!(
+                "dsn: no database name; {FORM}"
+            )));
         }
-        Ok(Self { url })
+        Ok(Self::from_url(url))
+    }
+
+    fn from_url(url: url::Url) -> Self {
+        let mut public = url.clone();
+        if public.password().is_some() {
+            // Setting a password fails only for URLs that cannot have one ("cannot-be-a-base"),
+            // which `parse` has ruled out by requiring a host.
+            let _ = public.set_password(Some("****"));
+        }
+        Self {
+            public,
+            secret: SecretString::from(String::from(url)),
+        }
     }
 
     /// The full DSN including the password, for the database driver only. Never log it.
     pub fn expose(&self) -> &str {
-        self.url.as_str()
+        self.secret.expose_secret()
     }
 
     /// The database name.
     pub fn database(&self) -> &str {
-        self.url.path().trim_start_matches('/')
+        self.public.path().trim_start_matches('/')
     }
 
     /// The same server with another database name (used by tools and tests).
     pub fn with_database(&self, name: &str) -> Self {
-        let mut url = self.url.clone();
+        // `expose` was produced by `url::Url`, so it parses again.
+        let mut url = match url::Url::parse(self.expose()) {
+            Ok(u) => u,
+            Err(_) => self.public.clone(),
+        };
         url.set_path(&format!("/{name}"));
-        Self { url }
+        Self::from_url(url)
     }
 
     /// The DSN with any password replaced by `****`: safe for logs.
     pub fn redacted(&self) -> String {
-        let mut url = self.url.clone();
-        if url.password().is_some() {
-            // Setting a password fails only for URLs that cannot have one ("cannot-be-a-base"),
-            // which `parse` has ruled out by requiring a host.
-            let _ = url.set_password(Some("****"));
+        self.public.to_string()
+    }
+
+    /// `text` with this DSN and its password removed: the full DSN becomes the redacted one,
+    /// and the password (as written and percent-decoded) becomes `****`; then
+    /// [`redact_secrets`] runs for passwords written elsewhere.
+    pub fn scrub(&self, text: &str) -> String {
+        let secret = self.expose();
+        let mut s = text.replace(secret, &self.redacted());
+        let password = url::Url::parse(secret)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned))
+            .filter(|p| !p.is_empty());
+        if let Some(p) = password {
+            s = s.replace(p.as_str(), "****");
+            let decoded = percent_encoding::percent_decode_str(&p).decode_utf8_lossy();
+            if !decoded.is_empty() {
+                s = s.replace(decoded.as_ref(), "****");
+            }
         }
-        url.to_string()
+        redact_secrets(&s)
+    }
+}
+
+/// `text` with anything shaped like a credential replaced by `****`: the password of
+/// `user:password@host` (with or without a scheme) and the value of `password=...`. Every
+/// configuration error passes through here, so a DSN typed into the wrong key, variable or
+/// file never shows its password.
+pub fn redact_secrets(text: &str) -> String {
+    let is_delim = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | ',' | ';');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let token_len = rest.find(is_delim).unwrap_or(rest.len());
+        let (token, tail) = rest.split_at(token_len);
+        out.push_str(&redact_token(token));
+        let delim_len = tail.chars().next().map_or(0, char::len_utf8);
+        out.push_str(&tail[..delim_len]);
+        rest = &tail[delim_len..];
+    }
+    out
+}
+
+fn redact_token(token: &str) -> String {
+    let lower = token.to_ascii_lowercase();
+    if let Some(at) = lower.find("password=") {
+        return format!("{}****", &token[..at + "password=".len()]);
+    }
+    let Some(at) = token.rfind('@') else {
+        return token.to_owned();
+    };
+    let auth_start = token.find("://").map_or(0, |i| i + 3);
+    if auth_start > at {
+        return token.to_owned();
+    }
+    match token[auth_start..at].find(':') {
+        Some(colon) => {
+            let colon = auth_start + colon;
+            format!("{}:****{}", &token[..colon], &token[at..])
+        }
+        None => token.to_owned(),
     }
 }
 
@@ -130,7 +264,10 @@ impl fmt::Display for Dsn {
 impl<'de> Deserialize<'de> for Dsn {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        Dsn::parse(&raw).map_err(serde::de::Error::custom)
+        Dsn::parse(&raw).map_err(|e| match e {
+            LedgerError::Config(m) => serde::de::Error::custom(m),
+            other => serde::de::Error::custom(other),
+        })
     }
 }
 
@@ -145,8 +282,8 @@ pub struct LedgerConfig {
     pub dsn: Option<Dsn>,
     /// Database connection pool size. Env: `LEDGER_POOL_SIZE`.
     pub pool_size: u32,
-    /// Seconds to wait for capacity, an append's outcome, or the database. Env:
-    /// `LEDGER_TIMEOUT`.
+    /// How long to wait for capacity, an append's outcome, or the database (seconds, or a
+    /// duration such as `250ms`). Env: `LEDGER_TIMEOUT`.
     #[serde(deserialize_with = "de_timeout")]
     pub timeout: Duration,
     /// Largest canonical payload accepted, in bytes (default 1 MiB).
@@ -163,7 +300,7 @@ pub struct LedgerConfig {
     pub workers: usize,
     /// Most records in one PostgreSQL batch (multi-row INSERT, one transaction).
     pub batch_size: usize,
-    /// Milliseconds a partial batch may wait for more records before it is written.
+    /// Milliseconds (a plain number) or a duration (`2ms`) a partial batch may wait for more records before it is written.
     #[serde(deserialize_with = "de_batch_linger")]
     pub batch_linger: Duration,
     /// Run pending migrations at start instead of refusing to start.
@@ -214,167 +351,381 @@ impl Default for LedgerConfig {
     }
 }
 
-/// A duration given as a number of `unit_secs`-long units, with the key named in errors
-/// (serde's custom errors do not carry the field name).
-fn duration_field<'de, D: Deserializer<'de>>(
+/// A duration written as a plain number of seconds (`5`, `0.25`) or as a [`humantime`]
+/// duration (`5s`, `250ms`, `1m 30s`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Number(f64),
+    Text(String),
+}
+
+/// Parses a duration: a plain number counts `unit` (1 s or 1 ms), text is [`humantime`].
+/// The error says what was expected and never quotes text that is not a duration.
+fn parse_duration(raw: RawDuration, unit: Duration) -> Result<Duration, String> {
+    let unit_name = if unit == Duration::from_millis(1) {
+        "milliseconds"
+    } else {
+        "seconds"
+    };
+    match raw {
+        RawDuration::Number(n) => Duration::try_from_secs_f64(n * unit.as_secs_f64())
+            .map_err(|_| format!("expected a non-negative number of {unit_name}, got {n}")),
+        RawDuration::Text(t) => {
+            let t = t.trim();
+            if let Ok(n) = t.parse::<f64>() {
+                return parse_duration(RawDuration::Number(n), unit);
+            }
+            humantime::parse_duration(t).map_err(|e| {
+                format!("expected a number of {unit_name} or a duration such as 5s or 250ms ({e})")
+            })
+        }
+    }
+}
+
+/// A duration field, named in its errors (serde's custom errors do not carry the key).
+fn de_duration<'de, D: Deserializer<'de>>(
     d: D,
     key: &str,
-    unit: &str,
-    unit_secs: f64,
+    unit: Duration,
 ) -> Result<Duration, D::Error> {
-    let n = f64::deserialize(d).map_err(|e| {
-        serde::de::Error::custom(format!("{key}: expected a number of {unit} ({e})"))
+    let raw = RawDuration::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(format!("{key}: expected a number or a duration such as 5s"))
     })?;
-    Duration::try_from_secs_f64(n * unit_secs).map_err(|_| {
-        serde::de::Error::custom(format!(
-            "{key}: expected a non-negative number of {unit}, got {n}"
-        ))
-    })
+    parse_duration(raw, unit).map_err(|e| serde::de::Error::custom(format!("{key}: {e}")))
 }
 
 fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    duration_field(d, "timeout", "seconds", 1.0)
+    de_duration(d, "timeout", Duration::from_secs(1))
 }
 
 fn de_passivate_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    duration_field(d, "passivate_after", "seconds", 1.0)
+    de_duration(d, "passivate_after", Duration::from_secs(1))
 }
 
 fn de_failover_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    duration_field(d, "failover_after", "seconds", 1.0)
+    de_duration(d, "failover_after", Duration::from_secs(1))
 }
 
 fn de_checkpoint_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    duration_field(d, "checkpoint_interval", "seconds", 1.0)
+    de_duration(d, "checkpoint_interval", Duration::from_secs(1))
 }
 
 fn de_integrator_lease<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    duration_field(d, "integrator_lease", "seconds", 1.0)
+    de_duration(d, "integrator_lease", Duration::from_secs(1))
 }
 
 fn de_batch_linger<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    duration_field(d, "batch_linger", "milliseconds", 0.001)
+    de_duration(d, "batch_linger", Duration::from_millis(1))
 }
 
 #[derive(Deserialize)]
 struct ConfigFile {
     /// Other top-level sections belong to the host application and are ignored.
-    ledger: Option<LedgerConfig>,
+    ledger: Option<Option<LedgerConfig>>,
 }
+
+/// A configuration error with any credential in `msg` redacted.
+fn config_error(msg: impl Into<String>) -> LedgerError {
+    LedgerError::Config(redact_secrets(&msg.into()))
+}
+
+/// Line (1-based) of the first line of YAML content: not blank, not a comment, not `---`.
+fn first_content_line(text: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with('#') && l != "---"
+        })
+        .map_or(1, |i| i + 1)
+}
+
+// Upper bounds of the numeric settings, checked by [`LedgerConfig::check`].
+const MAX_POOL_SIZE: u64 = 10_000;
+const MAX_IN_FLIGHT: u64 = 100_000_000;
+const MAX_MAILBOX: u64 = 10_000_000;
+const MAX_WORKERS: u64 = 1024;
+const MAX_BATCH: u64 = 1_000_000;
+const MAX_BUFFER: u64 = 1_000_000_000;
+/// The spool's largest frame is 64 MiB; a payload must fit in one.
+const MAX_PAYLOAD: u64 = 32 << 20;
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
 
 impl LedgerConfig {
     /// Loads the configuration the way the CLI and hosts do: the YAML file named by `path`
-    /// or else by `LEDGER_CONFIG` (if any), then the `LEDGER_*` environment variables.
+    /// or else by `LEDGER_CONFIG` (if any), then the `LEDGER_*` environment variables, then
+    /// [`LedgerConfig::check`] once on the result (so a file may leave the DSN to
+    /// `LEDGER_DSN`). A DSN given without any backend is ignored with a warning saying so.
     pub fn load(path: Option<&Path>) -> Result<Self, LedgerError> {
         let from_env = std::env::var_os("LEDGER_CONFIG").map(PathBuf::from);
-        let mut config = match path.map(Path::to_path_buf).or(from_env) {
-            Some(p) => Self::from_yaml_file(&p)?,
-            None => Self::default(),
+        Self::load_from(path.map(Path::to_path_buf).or(from_env).as_deref(), |k| {
+            std::env::var(k).ok()
+        })
+    }
+
+    /// [`LedgerConfig::load`] for tools that use the DSN whatever the backend (`ledger
+    /// migrate`): the same checks, without the warning that a DSN without a backend runs
+    /// on memory.
+    pub fn load_for_migrations(path: Option<&Path>) -> Result<Self, LedgerError> {
+        let from_env = std::env::var_os("LEDGER_CONFIG").map(PathBuf::from);
+        Self::load_inner(
+            path.map(Path::to_path_buf).or(from_env).as_deref(),
+            |k| std::env::var(k).ok(),
+            false,
+        )
+    }
+
+    /// [`LedgerConfig::load`] with the file and the environment given (tests, hosts with
+    /// their own environment handling).
+    pub fn load_from(
+        path: Option<&Path>,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, LedgerError> {
+        Self::load_inner(path, get, true)
+    }
+
+    fn load_inner(
+        path: Option<&Path>,
+        get: impl Fn(&str) -> Option<String>,
+        warn_unused_dsn: bool,
+    ) -> Result<Self, LedgerError> {
+        let (mut config, backend_in_file) = match path {
+            Some(p) => {
+                let text = read_file(p)?;
+                Self::parse_yaml(&text).map_err(|e| prefix(e, &format!("{}: ", p.display())))?
+            }
+            None => (Self::default(), false),
         };
-        config.apply_env(|k| std::env::var(k).ok())?;
+        config.apply_env(&get)?;
+        if warn_unused_dsn
+            && config.backend == Backend::Memory
+            && !backend_in_file
+            && get("LEDGER_BACKEND").is_none()
+            && config.dsn.is_some()
+        {
+            tracing::warn!(
+                dsn = %config.dsn.as_ref().map(Dsn::redacted).unwrap_or_default(),
+                "a DSN is set but no backend is: running on the MEMORY backend (records are not durable); set LEDGER_BACKEND=postgres (or backend: postgres) to use the DSN"
+            );
+        }
         config.check()?;
         Ok(config)
     }
 
-    /// Reads the `ledger:` section of a YAML file.
+    /// Reads the `ledger:` section of a YAML file and checks it ([`LedgerConfig::check`]).
     pub fn from_yaml_file(path: &Path) -> Result<Self, LedgerError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| LedgerError::Config(format!("cannot read {}: {e}", path.display())))?;
-        Self::from_yaml_str(&text)
-            .map_err(|e| LedgerError::Config(format!("{}: {e}", path.display())))
+        let text = read_file(path)?;
+        Self::from_yaml_str(&text).map_err(|e| prefix(e, &format!("{}: ", path.display())))
     }
 
-    /// Parses YAML text holding a `ledger:` section. Errors name the key and line.
+    /// Parses YAML text holding a `ledger:` section and checks it. Errors name the key and
+    /// line. A document that is empty, not a mapping, or has no `ledger:` key is refused.
     pub fn from_yaml_str(text: &str) -> Result<Self, LedgerError> {
-        let file: ConfigFile = serde_yaml_ng::from_str(text).map_err(|e| {
-            // serde_yaml_ng's message names the key path and line/column; a DSN's password
-            // cannot leak through it because `Dsn`'s own error never echoes the input.
-            LedgerError::Config(e.to_string())
-        })?;
-        let config = file.ledger.unwrap_or_default();
+        let (config, _) = Self::parse_yaml(text)?;
         config.check()?;
         Ok(config)
+    }
+
+    /// Parses without checking; also says whether the section set `backend`.
+    fn parse_yaml(text: &str) -> Result<(Self, bool), LedgerError> {
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
+            .map_err(|e| config_error(format!("not valid YAML: {e}")))?;
+        let top_keys = match &doc {
+            serde_yaml_ng::Value::Null => {
+                return Err(config_error(
+                    "the file is empty; it needs a `ledger:` section (see docs/OPERATIONS.md)",
+                ));
+            }
+            serde_yaml_ng::Value::Mapping(m) => m
+                .keys()
+                .map(|k| match k {
+                    serde_yaml_ng::Value::String(s) => s.clone(),
+                    _ => "(a non-text key)".to_owned(),
+                })
+                .collect::<Vec<_>>(),
+            other => {
+                let kind = match other {
+                    serde_yaml_ng::Value::Sequence(_) => "a list",
+                    serde_yaml_ng::Value::String(_) => "a string",
+                    serde_yaml_ng::Value::Number(_) => "a number",
+                    serde_yaml_ng::Value::Bool(_) => "a boolean",
+                    _ => "not a mapping",
+                };
+                return Err(config_error(format!(
+                    "line {}: the document is {kind}; expected a mapping with a `ledger:` section",
+                    first_content_line(text)
+                )));
+            }
+        };
+        if !top_keys.iter().any(|k| k == "ledger") {
+            let near: Vec<&String> = top_keys
+                .iter()
+                .filter(|k| k.to_ascii_lowercase().starts_with("led"))
+                .collect();
+            let hint = if near.is_empty() {
+                String::new()
+            } else {
+                format!(" (did you mean `ledger:` instead of {near:?}?)")
+            };
+            return Err(config_error(format!(
+                "no `ledger:` section at the top level{hint}; a configuration file for the ledger must have one"
+            )));
+        }
+        let file: ConfigFile = serde_yaml_ng::from_str(text).map_err(|e| {
+            // serde_yaml_ng's message names the key path and line/column; `config_error`
+            // removes any credential the message quotes.
+            config_error(e.to_string())
+        })?;
+        let backend_set = doc
+            .get("ledger")
+            .and_then(|l| l.get("backend"))
+            .is_some_and(|b| !b.is_null());
+        Ok((file.ledger.flatten().unwrap_or_default(), backend_set))
     }
 
     /// Applies `LEDGER_BACKEND`, `LEDGER_DSN`, `LEDGER_POOL_SIZE` and `LEDGER_TIMEOUT`
-    /// (seconds) from `get`, which is `std::env::var` in production and a map in tests.
+    /// (seconds, or a duration such as `250ms`) from `get`, which is `std::env::var` in
+    /// production and a map in tests. Malformed values are errors naming the variable; the
+    /// combination is checked by [`LedgerConfig::check`], which [`LedgerConfig::load`] runs
+    /// once after the file and the environment.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), LedgerError> {
         if let Some(v) = get("LEDGER_BACKEND") {
             self.backend = v
                 .parse()
-                .map_err(|e: LedgerError| LedgerError::Config(format!("LEDGER_BACKEND: {e}")))?;
+                .map_err(|e: LedgerError| config_error(format!("LEDGER_BACKEND: {e}")))?;
         }
         if let Some(v) = get("LEDGER_DSN") {
-            self.dsn =
-                Some(Dsn::parse(&v).map_err(|e| LedgerError::Config(format!("LEDGER_DSN: {e}")))?);
+            self.dsn = Some(Dsn::parse(&v).map_err(|e| config_error(format!("LEDGER_DSN: {e}")))?);
         }
         if let Some(v) = get("LEDGER_POOL_SIZE") {
             self.pool_size = v.trim().parse().map_err(|_| {
-                LedgerError::Config(format!(
-                    "LEDGER_POOL_SIZE: expected a whole number of connections, got {v:?}"
+                config_error(format!(
+                    "LEDGER_POOL_SIZE: expected a whole number of connections (1..={MAX_POOL_SIZE}), got {}",
+                    shown(&v)
                 ))
             })?;
         }
         if let Some(v) = get("LEDGER_TIMEOUT") {
-            let secs: f64 = v.trim().parse().map_err(|_| {
-                LedgerError::Config(format!("LEDGER_TIMEOUT: expected seconds, got {v:?}"))
-            })?;
-            self.timeout = Duration::try_from_secs_f64(secs).map_err(|_| {
-                LedgerError::Config(format!(
-                    "LEDGER_TIMEOUT: expected non-negative seconds, got {v:?}"
-                ))
-            })?;
+            self.timeout = parse_duration(RawDuration::Text(v), Duration::from_secs(1))
+                .map_err(|e| config_error(format!("LEDGER_TIMEOUT: {e}")))?;
         }
         for (key, field) in [
             ("LEDGER_CHECKPOINT_INTERVAL", &mut self.checkpoint_interval),
             ("LEDGER_INTEGRATOR_LEASE", &mut self.integrator_lease),
         ] {
             if let Some(v) = get(key) {
-                *field = v
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                    .ok_or_else(|| {
-                        LedgerError::Config(format!(
-                            "{key}: expected non-negative seconds, got {v:?}"
-                        ))
-                    })?;
+                *field = parse_duration(RawDuration::Text(v), Duration::from_secs(1))
+                    .map_err(|e| config_error(format!("{key}: {e}")))?;
             }
         }
         if let Some(v) = get("LEDGER_CHECKPOINT_KEY") {
             self.checkpoint_key = Some(PathBuf::from(v));
         }
-        self.check()
+        Ok(())
     }
 
-    /// Checks values that parse but make no sense together.
+    /// Checks values that parse but make no sense, alone (each number has a range) or
+    /// together (postgres needs a DSN). Errors name the key.
     pub fn check(&self) -> Result<(), LedgerError> {
-        let bad = |key: &str, why: &str| Err(LedgerError::Config(format!("{key}: {why}")));
+        fn range(key: &str, value: u64, min: u64, max: u64) -> Result<(), LedgerError> {
+            if value < min || value > max {
+                return Err(config_error(format!(
+                    "{key}: {value} is out of range; expected {min}..={max}"
+                )));
+            }
+            Ok(())
+        }
+        fn span(
+            key: &str,
+            value: Duration,
+            min: Duration,
+            max: Duration,
+        ) -> Result<(), LedgerError> {
+            if value < min || value > max {
+                return Err(config_error(format!(
+                    "{key}: {} is out of range; expected {}..={}",
+                    humantime::format_duration(value),
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                )));
+            }
+            Ok(())
+        }
         if self.backend == Backend::Postgres && self.dsn.is_none() {
-            return bad("dsn", "backend is postgres but no dsn is set (LEDGER_DSN)");
+            return Err(config_error(
+                "dsn: backend is postgres but no dsn is set (dsn: in the file or LEDGER_DSN)",
+            ));
         }
-        if self.pool_size == 0 {
-            return bad("pool_size", "must be at least 1");
+        let ms = Duration::from_millis(1);
+        range(
+            "pool_size (LEDGER_POOL_SIZE)",
+            self.pool_size.into(),
+            1,
+            MAX_POOL_SIZE,
+        )?;
+        // Tests use sub-millisecond timeouts to provoke overload; any non-zero value up to an hour.
+        span(
+            "timeout (LEDGER_TIMEOUT)",
+            self.timeout,
+            Duration::from_micros(1),
+            HOUR,
+        )?;
+        range(
+            "max_payload_bytes",
+            self.max_payload_bytes as u64,
+            1,
+            MAX_PAYLOAD,
+        )?;
+        range("max_in_flight", self.max_in_flight as u64, 1, MAX_IN_FLIGHT)?;
+        range(
+            "mailbox_capacity",
+            self.mailbox_capacity as u64,
+            1,
+            MAX_MAILBOX,
+        )?;
+        span("passivate_after", self.passivate_after, ms, 30 * DAY)?;
+        range("workers", self.workers as u64, 0, MAX_WORKERS)?;
+        range("batch_size", self.batch_size as u64, 1, MAX_BATCH)?;
+        span(
+            "batch_linger",
+            self.batch_linger,
+            Duration::ZERO,
+            Duration::from_secs(10),
+        )?;
+        range(
+            "buffer_capacity",
+            self.buffer_capacity as u64,
+            0,
+            MAX_BUFFER,
+        )?;
+        span("failover_after", self.failover_after, ms, HOUR)?;
+        if let Some(dir) = &self.spool_dir {
+            let shown = dir.to_string_lossy();
+            if shown.is_empty() {
+                return Err(config_error(
+                    "spool_dir: empty path; omit the key for no spool",
+                ));
+            }
+            if shown.contains("://") || redact_secrets(&shown) != shown {
+                // A DSN typed into the wrong key: refuse it (and do not show it).
+                return Err(config_error(
+                    "spool_dir: expected a directory path, got something shaped like a URL or credentials",
+                ));
+            }
         }
-        if self.timeout.is_zero() {
-            return bad("timeout", "must be greater than 0 seconds");
-        }
-        if self.max_in_flight == 0 {
-            return bad("max_in_flight", "must be at least 1");
-        }
-        if self.mailbox_capacity == 0 {
-            return bad("mailbox_capacity", "must be at least 1");
-        }
-        if self.batch_size == 0 {
-            return bad("batch_size", "must be at least 1");
-        }
-        if self.max_payload_bytes == 0 {
-            return bad("max_payload_bytes", "must be at least 1");
-        }
-        if self.integrator_lease < Duration::from_millis(300) {
-            return bad("integrator_lease", "must be at least 0.3 seconds");
-        }
+        span(
+            "checkpoint_interval (LEDGER_CHECKPOINT_INTERVAL)",
+            self.checkpoint_interval,
+            Duration::ZERO,
+            DAY,
+        )?;
+        span(
+            "integrator_lease (LEDGER_INTEGRATOR_LEASE)",
+            self.integrator_lease,
+            Duration::from_millis(300),
+            HOUR,
+        )?;
         Ok(())
     }
 
@@ -393,5 +744,18 @@ impl LedgerConfig {
             max_payload_bytes: self.max_payload_bytes,
             ..Default::default()
         }
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, LedgerError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| config_error(format!("cannot read {}: {e}", path.display())))
+}
+
+/// The same error with `prefix` before its message (for the file name).
+fn prefix(err: LedgerError, prefix: &str) -> LedgerError {
+    match err {
+        LedgerError::Config(m) => LedgerError::Config(format!("{prefix}{m}")),
+        other => other,
     }
 }

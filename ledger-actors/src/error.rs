@@ -67,6 +67,29 @@ pub enum LedgerError {
     /// Retrying the same data fails again. Handle: report it; do not treat it as an outage.
     #[error("database refused the data: {0}")]
     Database(String),
+    /// The database refused the login or does not exist: wrong password (SQLSTATE 28P01),
+    /// unknown role or other authorization failure (28000), unknown database (3D000). A
+    /// configuration error, not an outage: the ledger does not fall back to memory. Handle:
+    /// fix the DSN (user, password, database name) or create the role/database.
+    #[error("database access refused: {0}; check the DSN's user, password and database name")]
+    AccessDenied(String),
+    /// The database aborted the transaction to resolve a conflict with a concurrent one
+    /// (deadlock 40P01, serialization failure 40001); nothing was written. The ledger retries
+    /// these itself while its timeout allows; seen by a caller only when time ran out.
+    /// Handle: retry.
+    #[error("transaction conflict in the database (retry): {0}")]
+    Contention(String),
+    /// A second ledger process was started with the same `spool_dir` while another ledger
+    /// owns that spool (it holds an exclusive lock on `avl-outage.lock`). Nothing was started.
+    /// Handle: give each ledger process its own `spool_dir`, or stop the other process.
+    #[error(
+        "the outage spool in {0} is locked by another running ledger; give each process its own spool_dir"
+    )]
+    SpoolLocked(std::path::PathBuf),
+    /// The ledger was opened read-only ([`crate::Ledger::open_read_only`]) and takes no
+    /// appends. Handle: append through a ledger started with [`crate::Ledger::start`].
+    #[error("this ledger was opened read-only and takes no appends")]
+    ReadOnly,
     /// The database schema is missing or out of date. Handle: run `ledger migrate up` (or set
     /// `auto_migrate: true`).
     #[error("database schema is not up to date ({0}); run `ledger migrate up`")]
@@ -119,7 +142,9 @@ impl LedgerError {
             LedgerError::Invalid(_) => "validation",
             LedgerError::Conflict { .. } | LedgerError::ForkRefused { .. } => "conflict",
             LedgerError::Overloaded { .. } => "overloaded",
-            LedgerError::Unavailable(_) | LedgerError::Timeout { .. } => "unavailable",
+            LedgerError::Unavailable(_)
+            | LedgerError::Timeout { .. }
+            | LedgerError::Contention(_) => "unavailable",
             _ => "error",
         }
     }

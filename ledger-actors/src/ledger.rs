@@ -14,7 +14,7 @@ use crate::config::{Backend, LedgerConfig};
 use crate::error::LedgerError;
 use crate::health::Health;
 use crate::observe::{ActiveBackend, ChainMailboxes, Observer, QueueDepth, Sampler};
-use crate::persistence::{Durability, Flush, MemoryPersistence, Persist};
+use crate::persistence::{Durability, Flush, MemoryPersistence, Persist, ReadOnlyPersistence};
 use crate::router::ChainRouter;
 use crate::store::supervised::SupervisedStore;
 use crate::store::{Head, LedgerStore, MemoryLedgerStore, PostgresLedgerStore, RecordRange};
@@ -47,6 +47,10 @@ struct Inner {
     supervisor: Option<Addr<Supervisor>>,
     /// The transparency log's integrator (see `crate::tlog`), set right after start.
     integrator: OnceLock<Arc<crate::integrator::Integrator>>,
+    /// Opened with [`Ledger::open_read_only`]: appends are refused before any actor.
+    read_only: AtomicBool,
+    /// The lock on `spool_dir` while this ledger owns the spool; released by shutdown.
+    spool_lock: std::sync::Mutex<Option<spool::SpoolLock>>,
 }
 
 /// What [`Ledger::shutdown`] left behind.
@@ -77,6 +81,45 @@ impl Ledger {
             Backend::Memory => Self::start_memory(config, Arc::new(MemoryLedgerStore::new())),
             Backend::Postgres => Self::start_postgres(config).await,
         }
+    }
+
+    /// Opens the ledger for reading only, as commands that read (verify, health, export)
+    /// must: on the `postgres` backend it connects and checks the schema (never migrates),
+    /// and an unreachable database is an error ([`LedgerError::Unavailable`]) — it never falls
+    /// back to memory, never reads, replays or truncates the outage spool, and starts no
+    /// supervisor. On the `memory` backend it reads a fresh, empty store. Appends are refused
+    /// with [`LedgerError::ReadOnly`] before they reach an actor.
+    pub async fn open_read_only(config: LedgerConfig) -> Result<Self, LedgerError> {
+        config.check()?;
+        let store: Arc<dyn LedgerStore> = match config.backend {
+            Backend::Memory => Arc::new(MemoryLedgerStore::new()),
+            Backend::Postgres => {
+                let reading = LedgerConfig {
+                    auto_migrate: false,
+                    ..config.clone()
+                };
+                Arc::new(crate::store::postgres::open(&reading).await?)
+            }
+        };
+        let arbiter = Arbiter::new();
+        let refuse =
+            ReadOnlyPersistence::start_in_arbiter(&arbiter.handle(), |_| ReadOnlyPersistence);
+        let ledger = Self::assemble(
+            config,
+            store,
+            refuse.clone().recipient(),
+            refuse.recipient(),
+            vec![arbiter],
+            None,
+            None,
+        );
+        ledger.inner.read_only.store(true, Ordering::Release);
+        Ok(ledger)
+    }
+
+    /// Whether this ledger was opened with [`Ledger::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only.load(Ordering::Acquire)
     }
 
     /// Starts a memory-backend ledger over an existing store (a restarted ledger continues
@@ -127,7 +170,25 @@ impl Ledger {
     /// Arbiter. If the database cannot be reached at start it logs a warning and starts on a
     /// fresh memory store instead (records then acknowledged as [`Durability::Volatile`], the
     /// spool left untouched); a missing schema is an error.
+    ///
+    /// With a `spool_dir`, the ledger first takes an exclusive lock on it
+    /// ([`spool::SpoolLock`]), held until [`Ledger::shutdown`]: a second process with the same
+    /// `spool_dir` fails with [`LedgerError::SpoolLocked`] and touches nothing.
     async fn start_postgres(config: LedgerConfig) -> Result<Self, LedgerError> {
+        let lock = match &config.spool_dir {
+            Some(dir) => Some(spool::SpoolLock::acquire(dir)?),
+            None => None,
+        };
+        let ledger = Self::start_postgres_locked(config).await?;
+        *ledger
+            .inner
+            .spool_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = lock;
+        Ok(ledger)
+    }
+
+    async fn start_postgres_locked(config: LedgerConfig) -> Result<Self, LedgerError> {
         let store = match crate::store::postgres::open(&config).await {
             Ok(store) => Arc::new(store),
             Err(LedgerError::Unavailable(reason)) => {
@@ -247,6 +308,8 @@ impl Ledger {
                 workers: handles,
                 supervisor: supervised.map(|s| s.addr),
                 integrator: OnceLock::new(),
+                read_only: AtomicBool::new(false),
+                spool_lock: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -299,9 +362,15 @@ impl Ledger {
     /// Appends a record to its anchor's chain and answers once it is stored. Waits at most
     /// the configured timeout for capacity ([`LedgerError::Overloaded`]) and for the outcome
     /// ([`LedgerError::Timeout`]).
+    ///
+    /// A payload nested deeper than the validation limit is refused here, before it reaches
+    /// an actor, and dropped without recursion: no payload can overflow a stack.
     pub async fn append(&self, record: NewRecord) -> Result<AppendAck, LedgerError> {
         let started = Instant::now();
-        let result = self.append_inner(record).await;
+        let result = match self.admit(record) {
+            Ok(record) => self.append_inner(record).await,
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.outcome_label(),
@@ -320,15 +389,32 @@ impl Ledger {
         wait: std::time::Duration,
     ) -> Result<AppendAck, LedgerError> {
         let started = Instant::now();
-        let result = self
-            .send(Append::durable(record.clone()), record.anchor_id, wait)
-            .await;
+        let result = match self.admit(record) {
+            Ok(record) => {
+                let anchor_id = record.anchor_id;
+                self.send(Append::durable(record), anchor_id, wait).await
+            }
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.outcome_label(),
         };
         crate::metrics::append_finished(outcome, started.elapsed().as_secs_f64());
         result
+    }
+
+    /// The checks made before a record crosses into an actor: the payload's nesting depth
+    /// (iteratively; a refused payload is disposed of without recursion).
+    fn admit(&self, record: NewRecord) -> Result<NewRecord, LedgerError> {
+        let max_depth = self.inner.config.limits().max_depth;
+        match ledger_entities::validate::check_depth(&record.payload, max_depth) {
+            Ok(()) => Ok(record),
+            Err(e) => {
+                ledger_entities::validate::dispose(record.payload);
+                Err(e.into())
+            }
+        }
     }
 
     async fn append_inner(&self, record: NewRecord) -> Result<AppendAck, LedgerError> {
@@ -345,6 +431,9 @@ impl Ledger {
     ) -> Result<AppendAck, LedgerError> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(LedgerError::ShuttingDown);
+        }
+        if self.is_read_only() {
+            return Err(LedgerError::ReadOnly);
         }
         let timeout = self.inner.config.timeout;
         let _permit = match tokio::time::timeout(timeout, self.inner.permits.acquire()).await {
@@ -475,6 +564,14 @@ impl Ledger {
             arbiter.stop();
         }
         self.inner.observer.finish();
+        // The supervisor (the spool's writer) is stopped: the next ledger may take the spool.
+        drop(
+            self.inner
+                .spool_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         flushed?;
         Ok(ShutdownReport {
             unanswered,

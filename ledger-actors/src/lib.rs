@@ -6,11 +6,13 @@
 //! append is answered when the persistence actor confirms.
 //!
 //! # Layout
-//! - [`ledger`]: [`Ledger`], the handle: start, append, read, verify, shut down.
+//! - [`ledger`]: [`Ledger`], the handle: start (or open read-only), append, read, verify, shut
+//!   down.
 //! - [`chain`]: [`chain::ChainActor`] and its [`chain::Append`] message.
 //! - [`router`]: [`router::ChainRouter`], anchor → actor, passivation-safe resends.
-//! - [`persistence`]: the persistence actors' messages, the memory persistence actor and the
-//!   group-committing [`persistence::PostgresPersistence`].
+//! - [`persistence`]: the persistence actors' messages, the memory persistence actor, the
+//!   group-committing [`persistence::PostgresPersistence`] and the refusing
+//!   [`persistence::ReadOnlyPersistence`] of [`Ledger::open_read_only`].
 //! - [`store`]: the [`store::LedgerStore`] trait, [`store::MemoryLedgerStore`] and
 //!   [`store::PostgresLedgerStore`].
 //! - [`supervisor`]: [`supervisor::Supervisor`], PostgreSQL failover to the in-memory outage

@@ -51,8 +51,10 @@ pub const IN_FLIGHT_APPENDS: &str = "ledger_in_flight_appends";
 pub const CHAIN_MAILBOX_DEPTH: &str = "ledger_chain_mailbox_depth";
 /// Gauge: messages queued in the persistence actor's mailbox.
 pub const PERSISTENCE_MAILBOX_DEPTH: &str = "ledger_persistence_mailbox_depth";
-/// Gauge: messages queued in the supervisor's mailbox.
-pub const SUPERVISOR_MAILBOX_DEPTH: &str = "ledger_supervisor_mailbox_depth";
+/// Gauge: records the supervisor has forwarded to PostgreSQL and holds until PostgreSQL
+/// answers (not its actix mailbox: those records are the ones a failover moves to the
+/// fallback).
+pub const SUPERVISOR_PENDING_RECORDS: &str = "ledger_supervisor_pending_records";
 /// Gauge: chain actors currently alive (one per active anchor).
 pub const ANCHORS_ACTIVE: &str = "ledger_anchors_active";
 /// Counter: chain actors stopped after being idle (passivated).
@@ -84,8 +86,12 @@ pub const FAILOVERS_TOTAL: &str = "ledger_failovers_total";
 pub const BUFFERED_RECORDS: &str = "ledger_buffered_records";
 /// Counter: records drained from the fallback into PostgreSQL.
 pub const DRAIN_RECORDS_TOTAL: &str = "ledger_drain_records_total";
-/// Histogram (seconds): duration of one complete drain of the fallback into PostgreSQL.
+/// Histogram (seconds): duration of one complete drain of the fallback into PostgreSQL, from
+/// PostgreSQL answering again to the buffer being empty (recorded once per outage).
 pub const DRAIN_DURATION_SECONDS: &str = "ledger_drain_duration_seconds";
+/// Histogram (seconds): duration of one drain batch (one round of writes of up to
+/// `batch_size` buffered records).
+pub const DRAIN_BATCH_DURATION_SECONDS: &str = "ledger_drain_batch_duration_seconds";
 /// Gauge: bytes currently held in the on-disk spool.
 pub const SPOOL_BYTES: &str = "ledger_spool_bytes";
 
@@ -106,7 +112,7 @@ pub const ALL: &[&str] = &[
     IN_FLIGHT_APPENDS,
     CHAIN_MAILBOX_DEPTH,
     PERSISTENCE_MAILBOX_DEPTH,
-    SUPERVISOR_MAILBOX_DEPTH,
+    SUPERVISOR_PENDING_RECORDS,
     ANCHORS_ACTIVE,
     ANCHORS_PASSIVATED_TOTAL,
     DB_BATCH_SIZE,
@@ -118,6 +124,7 @@ pub const ALL: &[&str] = &[
     BUFFERED_RECORDS,
     DRAIN_RECORDS_TOTAL,
     DRAIN_DURATION_SECONDS,
+    DRAIN_BATCH_DURATION_SECONDS,
     SPOOL_BYTES,
     RECORDS_RECHAINED_TOTAL,
     CHAIN_BREAKS_TOTAL,
@@ -144,6 +151,7 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     (DB_WRITE_DURATION_SECONDS, LATENCY_BUCKETS),
     (DB_BATCH_SIZE, BATCH_SIZE_BUCKETS),
     (DRAIN_DURATION_SECONDS, DRAIN_DURATION_BUCKETS),
+    (DRAIN_BATCH_DURATION_SECONDS, LATENCY_BUCKETS),
 ];
 
 /// Label keys and their permitted (bounded) values.
@@ -310,6 +318,7 @@ pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, LedgerError> {
         .map_err(|_| exporter_error(addr, "the exporter thread exited before it was ready"))??;
     describe();
     register_counters();
+    register_gauges();
     cache_handles();
     Ok(handle)
 }
@@ -331,6 +340,32 @@ pub fn register_counters() {
         CHAIN_BREAKS_TOTAL,
     ] {
         counter!(name).increment(0);
+    }
+}
+
+/// Sets every gauge series (all bounded label combinations) to 0 on the current recorder, so
+/// dashboards and absent-series alerts see each gauge from the start, not from its first
+/// change (the buffered records, for one, change only during an outage). [`install`] calls
+/// it before any ledger starts; a starting ledger then sets what it knows.
+pub fn register_gauges() {
+    for stat in [labels::STAT_SUM, labels::STAT_MAX] {
+        metrics::gauge!(CHAIN_MAILBOX_DEPTH, labels::STAT => stat).set(0.0);
+    }
+    for state in [labels::STATE_IN_USE, labels::STATE_IDLE, labels::STATE_MAX] {
+        metrics::gauge!(DB_POOL_CONNECTIONS, labels::STATE => state).set(0.0);
+    }
+    for backend in [labels::BACKEND_POSTGRES, labels::BACKEND_MEMORY] {
+        metrics::gauge!(BACKEND_ACTIVE, labels::BACKEND => backend).set(0.0);
+    }
+    for name in [
+        IN_FLIGHT_APPENDS,
+        PERSISTENCE_MAILBOX_DEPTH,
+        SUPERVISOR_PENDING_RECORDS,
+        ANCHORS_ACTIVE,
+        BUFFERED_RECORDS,
+        SPOOL_BYTES,
+    ] {
+        metrics::gauge!(name).set(0.0);
     }
 }
 
@@ -363,9 +398,9 @@ pub fn describe() {
         "Messages queued in the persistence actor's mailbox."
     );
     describe_gauge!(
-        SUPERVISOR_MAILBOX_DEPTH,
+        SUPERVISOR_PENDING_RECORDS,
         Unit::Count,
-        "Messages queued in the supervisor's mailbox."
+        "Records forwarded to PostgreSQL by the supervisor and not yet answered."
     );
     describe_gauge!(
         ANCHORS_ACTIVE,
@@ -420,7 +455,12 @@ pub fn describe() {
     describe_histogram!(
         DRAIN_DURATION_SECONDS,
         Unit::Seconds,
-        "Duration of one complete drain of the memory fallback into PostgreSQL."
+        "Duration of one complete drain of the memory fallback into PostgreSQL (once per outage)."
+    );
+    describe_histogram!(
+        DRAIN_BATCH_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one drain batch (up to batch_size buffered records written)."
     );
     describe_gauge!(
         SPOOL_BYTES,
@@ -589,6 +629,11 @@ pub(crate) fn buffered(records: usize) {
 /// A drain batch settled `records` records in `seconds`.
 pub(crate) fn drained(records: usize, seconds: f64) {
     metrics::counter!(DRAIN_RECORDS_TOTAL).increment(records as u64);
+    metrics::histogram!(DRAIN_BATCH_DURATION_SECONDS).record(seconds);
+}
+
+/// A whole drain (PostgreSQL back to buffer empty) took `seconds`.
+pub(crate) fn drain_finished(seconds: f64) {
     metrics::histogram!(DRAIN_DURATION_SECONDS).record(seconds);
 }
 
@@ -604,7 +649,7 @@ pub(crate) fn rechained() {
 
 /// Records the supervisor holds waiting for PostgreSQL's answer.
 pub(crate) fn supervisor_depth(records: usize) {
-    metrics::gauge!(SUPERVISOR_MAILBOX_DEPTH).set(records as f64);
+    metrics::gauge!(SUPERVISOR_PENDING_RECORDS).set(records as f64);
 }
 
 #[cfg(test)]
@@ -639,7 +684,52 @@ mod tests {
                 "{name} buckets not increasing"
             );
         }
-        assert_eq!(ALL.len(), 20);
+        assert_eq!(ALL.len(), 21);
+    }
+
+    /// Every gauge is exposed at 0 as soon as the exporter is installed, before any ledger
+    /// event (issue 8: dashboards showed "No data" and absent-series alerts misfired until the
+    /// first outage).
+    #[test]
+    fn every_gauge_exists_from_the_start_at_zero() {
+        let recorder = builder()
+            .expect("valid exporter configuration")
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            register_gauges();
+        });
+        let text = handle.render();
+        let gauges: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" gauge"))
+            .collect();
+        for name in [
+            IN_FLIGHT_APPENDS,
+            CHAIN_MAILBOX_DEPTH,
+            PERSISTENCE_MAILBOX_DEPTH,
+            SUPERVISOR_PENDING_RECORDS,
+            ANCHORS_ACTIVE,
+            DB_POOL_CONNECTIONS,
+            BACKEND_ACTIVE,
+            BUFFERED_RECORDS,
+            SPOOL_BYTES,
+        ] {
+            assert!(gauges.contains(&name), "{name} missing:\n{text}");
+            let values: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+                .collect();
+            assert!(!values.is_empty(), "{name} has no series:\n{text}");
+            assert!(values.iter().all(|l| l.ends_with(" 0")), "{values:?}");
+        }
+        // And no gauge of ALL is left out.
+        let all_gauges = ALL
+            .iter()
+            .filter(|n| text.contains(&format!("# TYPE {n} gauge")));
+        assert_eq!(all_gauges.count(), 9);
     }
 
     /// Histograms render as `_bucket` series with help text, and counters are pre-registered
@@ -657,6 +747,7 @@ mod tests {
             histogram!(DB_WRITE_DURATION_SECONDS).record(0.02);
             histogram!(DB_BATCH_SIZE).record(42.0);
             histogram!(DRAIN_DURATION_SECONDS).record(3.0);
+            histogram!(DRAIN_BATCH_DURATION_SECONDS).record(0.5);
             gauge!(BACKEND_ACTIVE, labels::BACKEND => labels::BACKEND_MEMORY).set(1.0);
         });
         let text = handle.render();

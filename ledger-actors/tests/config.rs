@@ -40,9 +40,9 @@ fn yaml_section_parses() {
         dsn.expose()
             .starts_with("postgres://avl:s3cret@db.example:5433/")
     );
-    // No section at all: defaults, memory backend.
+    // An empty section means the defaults: memory backend.
     assert_eq!(
-        LedgerConfig::from_yaml_str("other: 1\n").unwrap(),
+        LedgerConfig::from_yaml_str("other: 1\nledger:\n").unwrap(),
         LedgerConfig::default()
     );
 }
@@ -141,4 +141,116 @@ fn dsn_password_never_shows() {
         "ledger:\n  dsn: 'postgres://a:hunter2@:99999/d'\n",
     ));
     assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+/// Durations take a plain number (seconds; milliseconds for `batch_linger`) as before, or a
+/// humantime duration, in the file and in LEDGER_TIMEOUT.
+#[test]
+fn durations_take_numbers_or_humantime() {
+    let c = LedgerConfig::from_yaml_str(
+        "ledger:\n  timeout: 250ms\n  passivate_after: 2m\n  batch_linger: 1s\n  failover_after: 1.5\n",
+    )
+    .unwrap();
+    assert_eq!(c.timeout, Duration::from_millis(250));
+    assert_eq!(c.passivate_after, Duration::from_secs(120));
+    assert_eq!(c.batch_linger, Duration::from_secs(1));
+    assert_eq!(c.failover_after, Duration::from_millis(1500));
+    let c = LedgerConfig::from_yaml_str("ledger:\n  timeout: 5\n  batch_linger: 3\n").unwrap();
+    assert_eq!(c.timeout, Duration::from_secs(5));
+    assert_eq!(c.batch_linger, Duration::from_millis(3));
+    for (v, want) in [("5s", 5000), ("250ms", 250), ("0.5", 500), ("2", 2000)] {
+        let mut c = LedgerConfig::default();
+        c.apply_env(env(&[("LEDGER_TIMEOUT", v)])).unwrap();
+        assert_eq!(c.timeout, Duration::from_millis(want), "{v}");
+    }
+    let msg = config_error(LedgerConfig::from_yaml_str("ledger:\n  timeout: soon\n"));
+    assert!(msg.contains("timeout") && msg.contains("250ms"), "{msg}");
+}
+
+/// Every number has a range; out-of-range values name the key (and the variable).
+#[test]
+fn numbers_out_of_range_are_refused() {
+    for yaml in [
+        "ledger:\n  pool_size: 0\n",
+        "ledger:\n  pool_size: 1000000\n",
+        "ledger:\n  timeout: 2h\n",
+        "ledger:\n  timeout: 0\n",
+        "ledger:\n  max_payload_bytes: 0\n",
+        "ledger:\n  max_payload_bytes: 1000000000\n",
+        "ledger:\n  max_in_flight: 0\n",
+        "ledger:\n  mailbox_capacity: 0\n",
+        "ledger:\n  workers: 100000\n",
+        "ledger:\n  batch_size: 0\n",
+        "ledger:\n  batch_linger: 1m\n",
+        "ledger:\n  failover_after: 0\n",
+        "ledger:\n  passivate_after: 100d\n",
+    ] {
+        let key = yaml.trim().split('\n').nth(1).unwrap().trim();
+        let key = key.split(':').next().unwrap();
+        let msg = config_error(LedgerConfig::from_yaml_str(yaml));
+        assert!(
+            msg.contains(key) && msg.contains("out of range"),
+            "{yaml}: {msg}"
+        );
+    }
+    let msg = config_error(LedgerConfig::load_from(
+        None,
+        env(&[("LEDGER_TIMEOUT", "1e9")]),
+    ));
+    assert!(msg.contains("LEDGER_TIMEOUT"), "{msg}");
+}
+
+/// An empty document, one without `ledger:` (a misspelled `ledgr:`), and one that is a list
+/// are refused, naming the problem (and the line for the list).
+#[test]
+fn documents_without_a_ledger_section_are_refused() {
+    assert!(config_error(LedgerConfig::from_yaml_str("")).contains("empty"));
+    assert!(config_error(LedgerConfig::from_yaml_str("# nothing\n---\n")).contains("empty"));
+    let msg = config_error(LedgerConfig::from_yaml_str("ledgr:\n  backend: postgres\n"));
+    assert!(
+        msg.contains("no `ledger:` section") && msg.contains("ledgr"),
+        "{msg}"
+    );
+    let msg = config_error(LedgerConfig::from_yaml_str("\n# list\n- ledger: {}\n"));
+    assert!(msg.contains("line 3") && msg.contains("a list"), "{msg}");
+}
+
+/// The file and the environment are checked once, together: a file with `backend: postgres`
+/// takes its DSN from LEDGER_DSN.
+#[test]
+fn file_and_environment_are_checked_together() {
+    let dir = std::env::temp_dir().join(format!("avl-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("avl.yaml");
+    std::fs::write(&path, "ledger:\n  backend: postgres\n").unwrap();
+    let c = LedgerConfig::load_from(
+        Some(&path),
+        env(&[("LEDGER_DSN", "postgres://u:pw@127.0.0.1/db")]),
+    )
+    .unwrap();
+    assert_eq!(c.backend, Backend::Postgres);
+    assert_eq!(c.dsn.unwrap().database(), "db");
+    let msg = config_error(LedgerConfig::load_from(Some(&path), env(&[])));
+    assert!(msg.contains("no dsn"), "{msg}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `redact_secrets` hides the password of `user:password@host` (with or without a scheme)
+/// and of `password=...`, and leaves other text alone.
+#[test]
+fn redact_secrets_hides_credentials() {
+    use ledger_actors::config::redact_secrets;
+    assert_eq!(
+        redact_secrets("bad `postgres://u:Secret1@h:5/d` here"),
+        "bad `postgres://u:****@h:5/d` here"
+    );
+    assert_eq!(redact_secrets("\"u:Secret1@h/d\","), "\"u:****@h/d\",");
+    assert_eq!(
+        redact_secrets("host=h password=Secret1 user=u"),
+        "host=h password=**** user=u"
+    );
+    assert_eq!(
+        redact_secrets("line 3 column 5: a@b c:d"),
+        "line 3 column 5: a@b c:d"
+    );
 }

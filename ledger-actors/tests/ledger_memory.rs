@@ -132,7 +132,7 @@ async fn invalid_records_are_refused_and_change_nothing() {
         nul_slot,
         empty_kind,
         NewRecord::new(anchor, "s", "k", json!({"v": "nul\u{0}"}), "p"),
-        NewRecord::new(anchor, "s", "k", json!({"big": 1u64 << 60}), "p"),
+        NewRecord::new(anchor, "s", "k", json!({"big": (1u64 << 60) + 1}), "p"),
         NewRecord::new(anchor, "s", "k", json!("x".repeat(2 << 20)), "p"),
     ];
     for bad in cases {

@@ -22,13 +22,13 @@ pub fn exit_code(status: HealthStatus) -> ExitCode {
     }
 }
 
-/// Runs `ledger health`: starts a ledger in this process from the configuration (so the
-/// backend, the database and the actors are exercised), prints [`ledger_actors::Health`] and
-/// shuts the ledger down. A ledger that cannot start at all is reported down.
-pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
-    // A health check never integrates records into the transparency log.
-    config.checkpoint_interval = std::time::Duration::ZERO;
-    let ledger = match Ledger::start(config).await {
+/// Runs `ledger health`: opens the ledger read-only in this process from the configuration
+/// (so the backend, the database and the actors are exercised, but it never falls back to
+/// memory and never touches a running service's outage spool), prints
+/// [`ledger_actors::Health`] and shuts the ledger down. A ledger that cannot open at all
+/// (database unreachable, login refused, schema missing) is reported down.
+pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let ledger = match Ledger::open_read_only(config).await {
         Ok(ledger) => ledger,
         Err(e) => {
             let reason = format!("the ledger cannot start: {e}");

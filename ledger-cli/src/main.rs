@@ -52,9 +52,10 @@ struct Cli {
 enum Command {
     /// Append N×M records with C in flight, verify every chain, print throughput and latency.
     Loadtest(loadtest::Args),
-    /// Verify every chain (or one): exit 0 when intact, 1 with each break listed.
+    /// Verify every chain (or one), read-only: exit 0 when intact, 1 with each break listed,
+    /// 2 when the store cannot be read (e.g. the database is unreachable).
     Verify(verify::Args),
-    /// Start the ledger from the configuration and report its health: exit 0 healthy,
+    /// Open the ledger read-only from the configuration and report its health: exit 0 healthy,
     /// 1 degraded, 2 down.
     Health(health::Args),
     /// Database schema against LEDGER_DSN: up, down [-n N | --all], status, fresh
@@ -98,7 +99,12 @@ fn run_online(
     metrics_addr: Option<SocketAddr>,
     command: Command,
 ) -> ExitCode {
-    let config = match LedgerConfig::load(config_path.as_deref()) {
+    // `migrate` uses the DSN whatever the backend: no "DSN without backend" warning there.
+    let loaded = match command {
+        Command::Migrate(_) => LedgerConfig::load_for_migrations(config_path.as_deref()),
+        _ => LedgerConfig::load(config_path.as_deref()),
+    };
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ledger: {e}");

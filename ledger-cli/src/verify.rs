@@ -19,13 +19,15 @@ pub struct Args {
     log: crate::verify_log::LogArgs,
 }
 
-/// Runs `ledger verify`; exit 0 when every chain is intact, 1 otherwise.
-pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
-    // Verification never integrates: it reads the log as stored.
-    config.checkpoint_interval = std::time::Duration::ZERO;
+/// Runs `ledger verify`; exit 0 when every chain is intact, 1 otherwise, 2 when the store
+/// cannot be read (the ledger is opened read-only: an unreachable database is an error,
+/// never an empty memory store, and the outage spool is not touched).
+pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     let log = crate::verify_log::run(&config, &args.log).await?;
     let log_problems = log.as_ref().map_or(0, |l| l.problems.len());
-    let ledger = Ledger::start(config).await.context("starting the ledger")?;
+    let ledger = Ledger::open_read_only(config)
+        .await
+        .context("opening the ledger read-only")?;
     let summary = match args.anchor {
         Some(anchor) => {
             let report = ledger.verify(anchor).await?;

@@ -12,16 +12,22 @@ pub enum Error {
         /// The field, or a JSON pointer into the payload (`payload/a/0`).
         field: String,
     },
-    /// A payload integer lies outside ±(2^53 − 1): JCS (RFC 8785) would round it, so its hash
-    /// could not be reproduced. Handle: send it as a string.
+    /// A payload number that the hash cannot record exactly: JCS (RFC 8785) writes every
+    /// number as the shortest form of the nearest IEEE-754 double, and this number's value
+    /// differs from that (an integer beyond what a double holds, such as 2^53 + 1 or
+    /// 18446744073709551617, or a decimal with more digits than a double keeps, such as
+    /// `0.10000000000000000001`). Its hash would verify a different number. Handle: send it
+    /// as a string.
     #[error(
-        "{field} holds the integer {value}, outside ±(2^53-1) that JCS can hash faithfully; send it as a string"
+        "{field} holds the number {value}, which the hash would record as {hashed_as}; send it as a string"
     )]
-    IntegerOutOfRange {
-        /// JSON pointer of the number.
+    InexactNumber {
+        /// JSON pointer of the number (`payload/a/0`).
         field: String,
         /// The number as written.
         value: String,
+        /// What JCS would write for it (and so what a verifier would read back).
+        hashed_as: String,
     },
     /// A payload parsed from text has the same key twice in one object; JSON parsers disagree
     /// on which one wins, so the ledger refuses it. Handle: remove the duplicate.
@@ -81,7 +87,7 @@ pub enum Error {
     #[error("record version {0:?} is not supported (this build hashes \"v1\")")]
     UnsupportedVersion(String),
     /// JCS canonicalization failed (for example a number it cannot represent). Handle: as for
-    /// [`Error::IntegerOutOfRange`], send the value as a string.
+    /// [`Error::InexactNumber`], send the value as a string.
     #[error("payload cannot be canonicalized with RFC 8785: {0}")]
     Canonicalization(String),
 }

@@ -6,8 +6,9 @@
 //!
 //! # Layout
 //! - [`record`]: [`NewRecord`] (what a host supplies) and [`LedgerRecord`] (what is stored).
-//! - [`validate`]: checks run before hashing (NUL characters, integers JCS cannot hash,
-//!   duplicate keys, sizes), and [`validate::parse_payload`] for payload text.
+//! - [`validate`]: checks run before hashing (NUL characters, numbers the hash cannot record
+//!   exactly, duplicate keys, sizes, nesting depth checked iteratively), [`validate::dispose`]
+//!   (drops a value without recursion), and [`validate::parse_payload`] for payload text.
 //! - [`hash`]: the canonical encoding and the SHA-256 hash.
 //! - [`error`]: [`Error`], the one error type of this crate.
 //! - [`entity`]: SeaORM entities for the `ledger_records` and `ledger_checkpoints` tables.

@@ -12,7 +12,9 @@ use crate::record::NewRecord;
 pub const MAX_LABEL_BYTES: usize = 256;
 /// Maximum length in bytes of a detached signature.
 pub const MAX_SIG_BYTES: usize = 4096;
-/// Largest integer magnitude JCS (IEEE-754 double) represents exactly: 2^53 − 1.
+/// Largest integer magnitude below which every integer is an exact IEEE-754 double (and so
+/// hashed exactly by JCS): 2^53 − 1. Larger integers are accepted only when a double holds
+/// them exactly (the number rule, see [`number_is_exact`]).
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// Default maximum canonical payload size: 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
@@ -38,8 +40,9 @@ impl Default for Limits {
 }
 
 /// Checks a host-supplied record and returns its payload in canonical (JCS) form, ready to
-/// hash. The checks, in order: labels (empty, too long, NUL), signature size, payload walk
-/// (NUL in keys/strings, integers beyond ±(2^53−1), nesting depth), canonical size.
+/// hash. The checks, in order: labels (empty, too long, NUL), signature size, payload depth
+/// (iterative, [`check_depth`]), payload walk (NUL in keys/strings, numbers JCS cannot
+/// record exactly), canonical size.
 pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Vec<u8>, Error> {
     check_label("slot", &new.slot)?;
     check_label("kind", &new.kind)?;
@@ -53,6 +56,7 @@ pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Vec<u8>, 
             max: MAX_SIG_BYTES,
         });
     }
+    check_depth(&new.payload, limits.max_depth)?;
     let mut path = String::from("payload");
     check_value(&new.payload, &mut path, 0, limits.max_depth)?;
     let canonical = canonical_payload(&new.payload)?;
@@ -90,18 +94,19 @@ fn check_value(v: &Value, path: &mut String, depth: usize, max_depth: usize) -> 
     match v {
         Value::Null | Value::Bool(_) => Ok(()),
         Value::Number(n) => {
-            let out_of_range = if let Some(u) = n.as_u64() {
-                u > MAX_SAFE_INTEGER
-            } else if let Some(i) = n.as_i64() {
-                i.unsigned_abs() > MAX_SAFE_INTEGER
-            } else {
-                // serde_json holds only finite doubles; JCS prints every one of them exactly.
-                false
+            let exact = match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => u <= MAX_SAFE_INTEGER || (u as f64) as u128 == u128::from(u),
+                (None, Some(i)) => {
+                    i.unsigned_abs() <= MAX_SAFE_INTEGER || (i as f64) as i128 == i128::from(i)
+                }
+                // serde_json holds only finite doubles; JCS writes every one of them exactly.
+                _ => true,
             };
-            if out_of_range {
-                return Err(Error::IntegerOutOfRange {
+            if !exact {
+                return Err(Error::InexactNumber {
                     field: path.clone(),
                     value: n.to_string(),
+                    hashed_as: hashed_as(n),
                 });
             }
             Ok(())
@@ -155,15 +160,229 @@ fn check_value(v: &Value, path: &mut String, depth: usize, max_depth: usize) -> 
     }
 }
 
+/// What JCS writes for `n`.
+fn hashed_as(n: &serde_json::Number) -> String {
+    canonical_payload(&Value::Number(n.clone()))
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| "nothing (JCS refuses it)".to_owned())
+}
+
+/// Refuses a payload nesting arrays/objects deeper than `max_depth`, without recursion (so a
+/// hostile payload nested 100,000 levels deep is refused on any stack). The error names the
+/// JSON pointer where the limit is crossed.
+pub fn check_depth(payload: &Value, max_depth: usize) -> Result<(), Error> {
+    enum Children<'a> {
+        Array(std::iter::Enumerate<std::slice::Iter<'a, Value>>),
+        Object(serde_json::map::Iter<'a>),
+    }
+    fn children(v: &Value) -> Option<Children<'_>> {
+        match v {
+            Value::Array(a) => Some(Children::Array(a.iter().enumerate())),
+            Value::Object(m) => Some(Children::Object(m.iter())),
+            _ => None,
+        }
+    }
+    let Some(root) = children(payload) else {
+        return Ok(());
+    };
+    if max_depth == 0 {
+        return Err(Error::NestingTooDeep {
+            field: "payload".into(),
+            limit: max_depth,
+        });
+    }
+    // One open container per level, with the path segment that led to it.
+    let mut stack: Vec<(Children<'_>, String)> = vec![(root, String::new())];
+    while let Some((top, _)) = stack.last_mut() {
+        let next = match top {
+            Children::Array(it) => it.next().map(|(i, v)| (i.to_string(), v)),
+            Children::Object(it) => it
+                .next()
+                .map(|(k, v)| (k.replace('~', "~0").replace('/', "~1"), v)),
+        };
+        let Some((segment, value)) = next else {
+            stack.pop();
+            continue;
+        };
+        if let Some(c) = children(value) {
+            if stack.len() >= max_depth {
+                let mut field = String::from("payload");
+                for (_, seg) in stack.iter().skip(1) {
+                    field.push('/');
+                    field.push_str(seg);
+                }
+                field.push('/');
+                field.push_str(&segment);
+                return Err(Error::NestingTooDeep {
+                    field,
+                    limit: max_depth,
+                });
+            }
+            stack.push((c, segment));
+        }
+    }
+    Ok(())
+}
+
+/// Drops a JSON value without recursion. `serde_json::Value`'s own drop recurses once per
+/// level, so dropping a value nested ~15,000 levels deep overflows a thread's stack and
+/// aborts the process; the ledger disposes of refused payloads through here.
+pub fn dispose(value: Value) {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
 /// Parses payload text, refusing duplicate object keys (which `serde_json::from_str` would
-/// silently resolve to the last one). Use it where payloads arrive as text.
+/// silently resolve to the last one) and numbers the hash cannot record exactly (see
+/// [`number_is_exact`]), naming the JSON pointer. Nesting is bounded by serde_json's
+/// recursion limit (128). Use it where payloads arrive as text.
 pub fn parse_payload(text: &str) -> Result<Value, Error> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value = StrictValue::new("payload".to_owned())
         .deserialize(&mut de)
         .map_err(|e| decode_strict_error(&e))?;
     de.end().map_err(|e| Error::InvalidJson(e.to_string()))?;
+    if let Err(e) = check_number_literals(text) {
+        dispose(value);
+        return Err(e);
+    }
     Ok(value)
+}
+
+/// The number rule: a number written as `literal` is exact when its decimal value equals the
+/// value of what JCS writes for it (the shortest form of the nearest IEEE-754 double).
+/// `1.0`, `1e21`, `0.1` and `-0` are exact (JCS writes `1`, `1e+21`, `0.1`, `0`);
+/// `9007199254740993`, `18446744073709551617` and `0.10000000000000000001` are not.
+/// Returns what JCS writes when the number is not exact.
+pub fn number_is_exact(literal: &str) -> Result<(), String> {
+    let digits = literal.bytes().filter(u8::is_ascii_digit).count();
+    if digits <= 15 && !literal.contains(['.', 'e', 'E']) {
+        // An integer of at most 15 digits is an exact double.
+        return Ok(());
+    }
+    let Ok(f) = literal.parse::<f64>() else {
+        return Err("nothing (not a number)".to_owned());
+    };
+    let Some(n) = serde_json::Number::from_f64(f) else {
+        return Err("nothing (not finite)".to_owned());
+    };
+    let jcs = hashed_as(&n);
+    if decimal_value(literal).is_some() && decimal_value(literal) == decimal_value(&jcs) {
+        Ok(())
+    } else {
+        Err(jcs)
+    }
+}
+
+/// A decimal number as (negative, significant digits without leading or trailing zeros,
+/// power of ten of the last digit); zero is `(false, "", 0)`.
+fn decimal_value(text: &str) -> Option<(bool, String, i64)> {
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exp) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], body[i + 1..].parse::<i64>().ok()?),
+        None => (body, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let all: String = int.chars().chain(frac.chars()).collect();
+    let trimmed_start = all.trim_start_matches('0');
+    let trimmed = trimmed_start.trim_end_matches('0');
+    if trimmed.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    let trailing = (trimmed_start.len() - trimmed.len()) as i64;
+    let power = exp.checked_sub(frac.len() as i64)?.checked_add(trailing)?;
+    Some((neg, trimmed.to_owned(), power))
+}
+
+/// Walks well-formed JSON text (already parsed once) and applies [`number_is_exact`] to every
+/// number literal outside strings, tracking the JSON pointer for the error.
+fn check_number_literals(text: &str) -> Result<(), Error> {
+    enum Frame {
+        Array(usize),
+        Object { key: String, want_key: bool },
+    }
+    let bytes = text.as_bytes();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if let Some(Frame::Object { key, want_key }) = stack.last_mut()
+                    && *want_key
+                {
+                    *key = text
+                        .get(start..=i)
+                        .and_then(|raw| serde_json::from_str::<String>(raw).ok())
+                        .unwrap_or_default();
+                }
+            }
+            b'{' => stack.push(Frame::Object {
+                key: String::new(),
+                want_key: true,
+            }),
+            b'[' => stack.push(Frame::Array(0)),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b':' => {
+                if let Some(Frame::Object { want_key, .. }) = stack.last_mut() {
+                    *want_key = false;
+                }
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Array(n)) => *n += 1,
+                Some(Frame::Object { want_key, .. }) => *want_key = true,
+                None => {}
+            },
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i + 1 < bytes.len()
+                    && matches!(bytes[i + 1], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let literal = &text[start..=i];
+                if let Err(hashed_as) = number_is_exact(literal) {
+                    let mut field = String::from("payload");
+                    for frame in &stack {
+                        field.push('/');
+                        match frame {
+                            Frame::Array(n) => field.push_str(&n.to_string()),
+                            Frame::Object { key, .. } => {
+                                field.push_str(&key.replace('~', "~0").replace('/', "~1"))
+                            }
+                        }
+                    }
+                    return Err(Error::InexactNumber {
+                        field,
+                        value: literal.to_owned(),
+                        hashed_as,
+                    });
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Duplicate keys travel through serde's error channel as a tagged message; this turns the

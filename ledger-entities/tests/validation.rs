@@ -58,25 +58,76 @@ fn nul_characters_are_refused_everywhere() {
     );
 }
 
-/// Integers JCS cannot represent exactly are refused; the limits themselves pass.
+/// One number rule: a number is refused exactly when JCS would record another value for it
+/// (`InexactNumber` naming the path and what the hash would hold); numbers a double holds
+/// exactly pass, however large.
 #[test]
-fn integers_beyond_2_pow_53_are_refused() {
+fn numbers_the_hash_cannot_record_exactly_are_refused() {
     assert!(check(&rec(json!(9_007_199_254_740_991_i64))).is_ok());
     assert!(check(&rec(json!(-9_007_199_254_740_991_i64))).is_ok());
+    // 2^53 and 2^60 are doubles exactly: JCS writes them digit for digit.
+    assert!(check(&rec(json!(9_007_199_254_740_992_i64))).is_ok());
+    assert!(check(&rec(json!(1_u64 << 60))).is_ok());
     assert!(matches!(
-        check(&rec(json!({"n": 9_007_199_254_740_992_i64}))),
-        Err(Error::IntegerOutOfRange { field, value }) if field == "payload/n" && value == "9007199254740992"
+        check(&rec(json!({"n": 9_007_199_254_740_993_i64}))),
+        Err(Error::InexactNumber { field, value, hashed_as })
+            if field == "payload/n" && value == "9007199254740993" && hashed_as == "9007199254740992"
     ));
     assert!(matches!(
-        check(&rec(json!([-9_007_199_254_740_992_i64]))),
-        Err(Error::IntegerOutOfRange { field, .. }) if field == "payload/0"
+        check(&rec(json!([-9_007_199_254_740_993_i64]))),
+        Err(Error::InexactNumber { field, .. }) if field == "payload/0"
     ));
     assert!(matches!(
         check(&rec(json!(u64::MAX))),
-        Err(Error::IntegerOutOfRange { .. })
+        Err(Error::InexactNumber { hashed_as, .. }) if hashed_as == "18446744073709552000"
     ));
     // Floats are doubles already: JCS prints them exactly.
     assert!(check(&rec(json!(1e300))).is_ok());
+}
+
+/// Payload text follows the same rule, literal by literal: an integer beyond u64 that serde
+/// would silently turn into a float, and a decimal with more digits than a double keeps, are
+/// refused naming their path; `1.0`, `1e21`, `0.1`, `-0` and `2^53` are exact.
+#[test]
+fn payload_text_numbers_follow_the_same_rule() {
+    for (text, field, value) in [
+        (
+            r#"{"a": [1, 18446744073709551617]}"#,
+            "payload/a/1",
+            "18446744073709551617",
+        ),
+        (
+            r#"{"x/y": {"p": 0.10000000000000000001}}"#,
+            "payload/x~1y/p",
+            "0.10000000000000000001",
+        ),
+        ("9007199254740993", "payload", "9007199254740993"),
+        (
+            r#"[{"k": "1e400 in a string"}, 1e-400]"#,
+            "payload/1",
+            "1e-400",
+        ),
+    ] {
+        match parse_payload(text) {
+            Err(Error::InexactNumber {
+                field: f, value: v, ..
+            }) => {
+                assert_eq!((f.as_str(), v.as_str()), (field, value), "{text}");
+            }
+            other => panic!("{text}: expected InexactNumber, got {other:?}"),
+        }
+    }
+    for text in [
+        "1.0",
+        "1e21",
+        "0.1",
+        "-0",
+        "9007199254740992",
+        r#"{"s": "0.10000000000000000001", "n": -12.5e-3}"#,
+    ] {
+        let v = parse_payload(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert!(check(&rec(v)).is_ok(), "{text}");
+    }
 }
 
 /// Payload text with a duplicate key is refused; valid text parses; junk is InvalidJson.

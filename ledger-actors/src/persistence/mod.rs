@@ -14,9 +14,11 @@ use crate::error::LedgerError;
 
 pub mod memory;
 pub mod postgres;
+pub mod read_only;
 
 pub use memory::MemoryPersistence;
 pub use postgres::PostgresPersistence;
+pub use read_only::ReadOnlyPersistence;
 
 /// How durable an acknowledged record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -57,7 +57,7 @@ use uuid::Uuid;
 use super::{Durability, Flush, Persist, Retire};
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
-use crate::store::postgres::classify;
+use crate::store::postgres::{classify, retry_contention};
 
 /// Most batch transactions in flight at once. Two let the next batch be written while the
 /// previous one commits (its WAL flush); records that depend on a running batch wait for it.
@@ -199,6 +199,8 @@ pub struct PostgresPersistence {
     /// Flushes waiting for every record numbered below theirs to be answered.
     flushes: Vec<(u64, oneshot::Sender<Result<(), LedgerError>>)>,
     stats: BatchStats,
+    /// How long a statement aborted by a deadlock or serialization failure is retried.
+    retry_for: Duration,
 }
 
 impl PostgresPersistence {
@@ -232,6 +234,7 @@ impl PostgresPersistence {
             poison: HashMap::new(),
             flushes: Vec::new(),
             stats: BatchStats::default(),
+            retry_for: config.timeout,
         }
     }
 
@@ -355,7 +358,7 @@ impl PostgresPersistence {
         crate::metrics::persistence_depth(self.queue.len() + self.running_records);
         let pool = self.pool.clone();
         ctx.spawn(
-            fut::wrap_future(write_batch(pool, records))
+            fut::wrap_future(write_batch(pool, records, self.retry_for))
                 .map(move |outcome, act: &mut Self, ctx| act.finish(id, outcome, ctx)),
         );
     }
@@ -540,10 +543,15 @@ impl Handler<Flush> for PostgresPersistence {
 // ---------------------------------------------------------------------------------------
 
 /// Writes a batch in one statement; on a data error retries its records one by one.
-async fn write_batch(pool: PgPool, records: Vec<Arc<LedgerRecord>>) -> BatchOutcome {
+/// Deadlocks and serialization failures are retried for up to `retry_for`.
+async fn write_batch(
+    pool: PgPool,
+    records: Vec<Arc<LedgerRecord>>,
+    retry_for: Duration,
+) -> BatchOutcome {
     let single = (records.len() == 1).then(|| records[0].as_ref());
     let started = Instant::now();
-    let result = insert_rows(&pool, &records).await;
+    let result = retry_contention(retry_for, || insert_rows(&pool, &records)).await;
     crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
     let err = match result {
         Ok(()) => {
@@ -573,12 +581,16 @@ async fn write_batch(pool: PgPool, records: Vec<Arc<LedgerRecord>>) -> BatchOutc
         };
     }
     tracing::warn!(error = %err, records = records.len(), "batch refused; writing its records one by one");
-    write_one_by_one(&pool, &records).await
+    write_one_by_one(&pool, &records, retry_for).await
 }
 
 /// Writes each record in its own statement, in order. A record whose predecessor failed
 /// here is refused without being written ([`LedgerError::Aborted`]).
-async fn write_one_by_one(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> BatchOutcome {
+async fn write_one_by_one(
+    pool: &PgPool,
+    records: &[Arc<LedgerRecord>],
+    retry_for: Duration,
+) -> BatchOutcome {
     let mut results = Vec::with_capacity(records.len());
     let mut failed: HashSet<&str> = HashSet::new();
     for (i, record) in records.iter().enumerate() {
@@ -594,7 +606,10 @@ async fn write_one_by_one(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> Batch
             continue;
         }
         let started = Instant::now();
-        let result = insert_rows(pool, std::slice::from_ref(record)).await;
+        let result = retry_contention(retry_for, || {
+            insert_rows(pool, std::slice::from_ref(record))
+        })
+        .await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
         match result.map_err(|e| classify(&e, Some(record))) {
             Ok(()) => {

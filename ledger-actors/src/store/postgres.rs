@@ -111,69 +111,44 @@ pub async fn open(config: &LedgerConfig) -> Result<PostgresLedgerStore, LedgerEr
     Ok(PostgresLedgerStore::new(db))
 }
 
-/// Removes the DSN's secrets from an error's text: the full DSN becomes the redacted one,
-/// and the password itself (as written and percent-decoded) becomes `****`. Driver messages
-/// do not echo the DSN today; this keeps it so.
+/// Removes the DSN's secrets from an error's text ([`Dsn::scrub`]). Driver messages do not
+/// echo the DSN today; this keeps it so.
 fn scrub(err: LedgerError, dsn: &Dsn) -> LedgerError {
-    let secret = dsn.expose();
-    let password = url::Url::parse(secret)
-        .ok()
-        .and_then(|u| u.password().map(str::to_owned))
-        .filter(|p| !p.is_empty());
-    let clean = |s: String| {
-        let mut s = s.replace(secret, &dsn.redacted());
-        if let Some(p) = &password {
-            s = s.replace(p.as_str(), "****");
-            let decoded = percent_decode(p);
-            if !decoded.is_empty() {
-                s = s.replace(&decoded, "****");
-            }
-        }
-        s
-    };
     match err {
-        LedgerError::Unavailable(m) => LedgerError::Unavailable(clean(m)),
-        LedgerError::Database(m) => LedgerError::Database(clean(m)),
-        LedgerError::Config(m) => LedgerError::Config(clean(m)),
+        LedgerError::Unavailable(m) => LedgerError::Unavailable(dsn.scrub(&m)),
+        LedgerError::Database(m) => LedgerError::Database(dsn.scrub(&m)),
+        LedgerError::Config(m) => LedgerError::Config(dsn.scrub(&m)),
+        LedgerError::AccessDenied(m) => LedgerError::AccessDenied(dsn.scrub(&m)),
         other => other,
     }
 }
 
-/// `%XX` sequences decoded (as URLs encode a password); invalid ones are kept as written.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// SQLSTATEs that mean the server cannot serve us now, not that it refused our data:
 /// shutdown in progress (57P01 admin, 57P02 crash, 57P03 cannot connect now), query
-/// cancelled or `statement_timeout` (57014), too many connections (53300).
-const UNAVAILABLE_STATES: &[&str] = &["57P01", "57P02", "57P03", "57014", "53300"];
+/// cancelled or `statement_timeout` (57014), too many connections (53300), and a read-only
+/// transaction (25006: we reached a standby, as after a primary switchover).
+pub const UNAVAILABLE_STATES: &[&str] = &["57P01", "57P02", "57P03", "57014", "53300", "25006"];
+
+/// SQLSTATEs that mean the server refused our login or the database does not exist:
+/// invalid password (28P01), invalid authorization, e.g. an unknown role (28000), unknown
+/// database (3D000). Configuration errors: never an outage, never a fallback.
+pub const ACCESS_STATES: &[&str] = &["28P01", "28000", "3D000"];
+
+/// SQLSTATEs of a transaction the server aborted to resolve a conflict with another one:
+/// deadlock (40P01), serialization failure (40001). Nothing was written; the same statement
+/// succeeds when retried.
+pub const CONTENTION_STATES: &[&str] = &["40P01", "40001"];
 
 /// Classifies a SeaORM error into the ledger's error.
 ///
 /// - Connectivity, [`LedgerError::Unavailable`]: I/O errors (connection refused or reset),
 ///   TLS and protocol errors, pool acquire timeout and closed pool
-///   ([`DbErr::ConnectionAcquire`]), any failure while connecting ([`DbErr::Conn`]),
-///   SQLSTATE class 08 and the states of `UNAVAILABLE_STATES`.
+///   ([`DbErr::ConnectionAcquire`]), any other failure while connecting ([`DbErr::Conn`]),
+///   SQLSTATE class 08 and the states of [`UNAVAILABLE_STATES`].
+/// - Refused login or unknown database, [`LedgerError::AccessDenied`]: [`ACCESS_STATES`],
+///   while connecting or later.
+/// - Conflict with a concurrent transaction, [`LedgerError::Contention`]:
+///   [`CONTENTION_STATES`]; retry ([`retry_contention`]).
 /// - SQLSTATE 23505 on [`FORK_GUARD`]: [`LedgerError::ForkRefused`]; on [`RID_KEY`] or
 ///   [`HASH_KEY`]: [`LedgerError::Conflict`]. `record` is the record the failed statement
 ///   wrote, when it wrote only one; without it the anchor, predecessor and rid are read from
@@ -185,6 +160,11 @@ const UNAVAILABLE_STATES: &[&str] = &["57P01", "57P02", "57P03", "57014", "53300
 pub fn classify(err: &DbErr, record: Option<&LedgerRecord>) -> LedgerError {
     match err {
         DbErr::ConnectionAcquire(e) => LedgerError::Unavailable(format!("connection pool: {e}")),
+        DbErr::Conn(RuntimeErr::SqlxError(e)) => match classify_sqlx(e, None) {
+            // Any failure to connect is connectivity unless the server refused the login.
+            denied @ LedgerError::AccessDenied(_) => denied,
+            _ => LedgerError::Unavailable(e.to_string()),
+        },
         DbErr::Conn(e) => LedgerError::Unavailable(e.to_string()),
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
             classify_sqlx(e, record)
@@ -208,6 +188,12 @@ fn classify_sqlx(err: &sqlx::Error, record: Option<&LedgerRecord>) -> LedgerErro
             if state.starts_with("08") || UNAVAILABLE_STATES.contains(&state.as_str()) {
                 return LedgerError::Unavailable(format!("{} (SQLSTATE {state})", db.message()));
             }
+            if ACCESS_STATES.contains(&state.as_str()) {
+                return LedgerError::AccessDenied(format!("{} (SQLSTATE {state})", db.message()));
+            }
+            if CONTENTION_STATES.contains(&state.as_str()) {
+                return LedgerError::Contention(format!("{} (SQLSTATE {state})", db.message()));
+            }
             if state == "23505" {
                 let detail = db
                     .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
@@ -220,6 +206,33 @@ fn classify_sqlx(err: &sqlx::Error, record: Option<&LedgerRecord>) -> LedgerErro
         }
         other => LedgerError::Database(other.to_string()),
     }
+}
+
+/// Runs `op` again while it fails with [`LedgerError::Contention`] (deadlock, serialization
+/// failure) and `within` has not passed, with exponential back-off and jitter (backon); any
+/// other outcome, or the last contention error when time is up, is returned as is. A
+/// contention error is never a failover and never fails an append while time remains.
+pub async fn retry_contention<T, F, Fut>(within: std::time::Duration, op: F) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    use backon::Retryable as _;
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(5))
+        .with_max_delay(std::time::Duration::from_millis(500))
+        .with_jitter()
+        .with_total_delay(Some(within))
+        .without_max_times();
+    op.retry(backoff)
+        .when(|e: &DbErr| {
+            let contended = matches!(classify(e, None), LedgerError::Contention(_));
+            if contended {
+                tracing::debug!(error = %e, "transaction conflict; retrying");
+            }
+            contended
+        })
+        .await
 }
 
 /// The typed error for a unique violation on one of the ledger's constraints, if it can be
@@ -699,6 +712,8 @@ mod tests {
             server("57P03", None),
             server("57014", None),
             server("53300", None),
+            // A standby answered: read-only transaction (after a primary switchover).
+            server("25006", None),
         ];
         for err in cases {
             let classified = classify(&err, None);
@@ -707,6 +722,77 @@ mod tests {
                 "{err} classified as {classified:?}"
             );
         }
+    }
+
+    /// A refused login or a missing database is `AccessDenied` (a configuration error, no
+    /// fallback), whether it comes while connecting or on a statement.
+    #[test]
+    fn refused_login_and_missing_database_are_access_denied() {
+        for code in ["28P01", "28000", "3D000"] {
+            let err = sqlx::Error::Database(Box::new(ServerError {
+                code,
+                constraint: None,
+            }));
+            let on_connect = DbErr::Conn(RuntimeErr::SqlxError(Arc::new(err)));
+            for e in [on_connect, server(code, None)] {
+                let classified = classify(&e, None);
+                assert!(
+                    matches!(classified, LedgerError::AccessDenied(ref m) if m.contains(code)),
+                    "{code}: {classified:?}"
+                );
+            }
+        }
+        // Any other failure while connecting stays connectivity.
+        let other = sqlx::Error::Database(Box::new(ServerError {
+            code: "XX000",
+            constraint: None,
+        }));
+        assert!(is_unavailable(&classify(
+            &DbErr::Conn(RuntimeErr::SqlxError(Arc::new(other))),
+            None
+        )));
+    }
+
+    /// Deadlocks and serialization failures are `Contention` (retried), never connectivity
+    /// and never a plain data error.
+    #[test]
+    fn deadlock_and_serialization_failure_are_contention() {
+        for code in ["40P01", "40001"] {
+            let classified = classify(&server(code, None), None);
+            assert!(
+                matches!(classified, LedgerError::Contention(_)),
+                "{code}: {classified:?}"
+            );
+        }
+    }
+
+    /// A contention error is retried until the operation succeeds; a data error is not.
+    #[test]
+    fn contention_is_retried_data_errors_are_not() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let attempts = std::cell::Cell::new(0);
+        let got = rt.block_on(retry_contention(std::time::Duration::from_secs(5), || {
+            attempts.set(attempts.get() + 1);
+            let n = attempts.get();
+            async move {
+                if n < 4 {
+                    Err(server("40P01", None))
+                } else {
+                    Ok(n)
+                }
+            }
+        }));
+        assert_eq!(got.ok(), Some(4));
+        attempts.set(0);
+        let got = rt.block_on(retry_contention(std::time::Duration::from_secs(5), || {
+            attempts.set(attempts.get() + 1);
+            async { Err::<(), _>(server("23502", None)) }
+        }));
+        assert!(got.is_err());
+        assert_eq!(attempts.get(), 1);
     }
 
     /// A duplicate on the fork guard is `ForkRefused` with the record's anchor and predecessor.
@@ -745,7 +831,6 @@ mod tests {
             server("22P02", None),
             server("22021", None),
             server("42P01", None),
-            server("40001", None),
             sqlx_err(sqlx::Error::RowNotFound),
             sqlx_err(sqlx::Error::Decode("bad".into())),
             DbErr::Type("bad type".into()),

@@ -17,11 +17,15 @@ use sea_orm::sqlx::PgPool;
 
 use crate::error::LedgerError;
 use crate::persistence::postgres::insert_rows_skip_existing;
-use crate::store::postgres::{PostgresLedgerStore, classify};
+use crate::store::postgres::{PostgresLedgerStore, classify, retry_contention};
 use crate::store::{Head, LedgerStore};
 
 /// How often one record is re-chained and retried when its anchor keeps moving.
 const RECHAIN_ATTEMPTS: usize = 5;
+
+/// How long a drain statement aborted by a deadlock or serialization failure is retried
+/// before the drain gives up on this pass (and probes again, as after an outage).
+const CONTENTION_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the drain remembers between batches (and the supervisor between records): buffered
 /// hashes whose records were written under another hash, and hashes never to be written.
@@ -78,7 +82,7 @@ pub async fn drain_batch(
         one_by_one(pool, store, batch, state, &mut out).await;
         return out;
     }
-    match insert_rows_skip_existing(pool, batch).await {
+    match retry_contention(CONTENTION_RETRY, || insert_rows_skip_existing(pool, batch)).await {
         Ok(inserted) => {
             let mut fallback = false;
             for r in batch.iter().filter(|r| !inserted.contains(&r.rid)) {
@@ -100,7 +104,7 @@ pub async fn drain_batch(
             // records are recognised.
         }
         Err(e) => match classify(&e, None) {
-            e @ LedgerError::Unavailable(_) => {
+            e @ (LedgerError::Unavailable(_) | LedgerError::Contention(_)) => {
                 out.unavailable = Some(e);
                 return out;
             }
@@ -153,7 +157,9 @@ async fn one_by_one(
                     }
                 }
             }
-            match insert_rows_skip_existing(pool, std::slice::from_ref(&r)).await {
+            let one = std::slice::from_ref(&r);
+            match retry_contention(CONTENTION_RETRY, || insert_rows_skip_existing(pool, one)).await
+            {
                 Ok(inserted) if inserted.contains(&r.rid) => {
                     if r.hash != original.hash {
                         moved.insert(original.hash.clone(), Head::of(&r));
@@ -189,7 +195,9 @@ async fn one_by_one(
                     break;
                 }
                 Err(e) => match classify(&e, Some(&r)) {
-                    e @ LedgerError::Unavailable(_) => {
+                    // Contention beyond the retry window: try again on the next pass, never
+                    // quarantine a record for it.
+                    e @ (LedgerError::Unavailable(_) | LedgerError::Contention(_)) => {
                         out.unavailable = Some(e);
                         return;
                     }

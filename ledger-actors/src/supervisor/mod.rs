@@ -166,6 +166,9 @@ pub struct Supervisor {
     drain_running: bool,
     probe_attempt: u32,
     outage_started: Option<Instant>,
+    /// When the running drain began (PostgreSQL answered again), for
+    /// `ledger_drain_duration_seconds`.
+    drain_started: Option<Instant>,
     failovers: u64,
     rechained: Vec<(Uuid, String, String)>,
     quarantined: Vec<(Uuid, String)>,
@@ -213,6 +216,7 @@ impl Supervisor {
             drain_running: false,
             probe_attempt: 0,
             outage_started: None,
+            drain_started: None,
             failovers: 0,
             rechained: Vec::new(),
             quarantined: Vec::new(),
@@ -432,6 +436,7 @@ impl Supervisor {
                         );
                         act.probe_attempt = 0;
                         act.mode = Mode::Draining;
+                        act.drain_started.get_or_insert_with(Instant::now);
                         act.drain_next(ctx);
                     } else {
                         act.schedule_probe(ctx);
@@ -556,6 +561,9 @@ impl Supervisor {
             for reply in self.unsynced.drain(..) {
                 let _ = reply.send(Ok(Durability::Committed));
             }
+        }
+        if let Some(t) = self.drain_started.take() {
+            crate::metrics::drain_finished(t.elapsed().as_secs_f64());
         }
         if let Some(t) = self.outage_started.take() {
             tracing::info!(

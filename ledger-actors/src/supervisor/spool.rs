@@ -17,6 +17,50 @@ use crate::error::LedgerError;
 /// File name of the spool inside `spool_dir`.
 pub const SPOOL_FILE: &str = "avl-outage.spool";
 
+/// File name of the lock a ledger holds on `spool_dir` for as long as it owns the spool.
+pub const LOCK_FILE: &str = "avl-outage.lock";
+
+/// An exclusive lock on a spool directory (fd-lock: `flock(LOCK_EX)` / `LockFileEx`), held
+/// by the ledger that owns the spool from before it replays it until it shuts down. A second
+/// process configured with the same `spool_dir` gets [`LedgerError::SpoolLocked`] instead of
+/// replaying or truncating a spool another ledger is writing. The operating system releases
+/// the lock when the file is closed: on drop, or when the process dies.
+pub struct SpoolLock {
+    path: PathBuf,
+    _lock: fd_lock::RwLock<File>,
+}
+
+impl SpoolLock {
+    /// Takes the lock without waiting (creating `dir` and the lock file if needed).
+    pub fn acquire(dir: &Path) -> Result<Self, LedgerError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "create directory", &e))?;
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, "open lock file", &e))?;
+        let mut lock = fd_lock::RwLock::new(file);
+        match lock.try_write() {
+            // fd-lock's guard borrows the lock, so it cannot live beside it in this struct;
+            // forgetting it skips only its unlock call, and the OS lock is released when the
+            // file inside `lock` is closed (this struct dropped, or the process gone).
+            Ok(guard) => std::mem::forget(guard),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(LedgerError::SpoolLocked(dir.to_path_buf()));
+            }
+            Err(e) => return Err(io_err(&path, "lock", &e)),
+        }
+        Ok(Self { path, _lock: lock })
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// Largest frame body accepted when reading (a record is at most ~1 MiB of payload).
 const MAX_FRAME: u32 = 64 << 20;
 
@@ -197,6 +241,24 @@ mod tests {
         let bytes = std::fs::read(spool.path()).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         bytes
+    }
+
+    /// A spool directory is owned by one ledger at a time: a second lock fails with
+    /// `SpoolLocked` until the first is dropped.
+    #[test]
+    fn spool_lock_is_exclusive() {
+        let dir = std::env::temp_dir().join(format!("avl-spool-lock-{}", uuid::Uuid::new_v4()));
+        let first = SpoolLock::acquire(&dir).unwrap();
+        match SpoolLock::acquire(&dir) {
+            Err(LedgerError::SpoolLocked(d)) => assert_eq!(d, dir),
+            Err(e) => panic!("expected SpoolLocked, got {e:?}"),
+            Ok(_) => panic!("expected SpoolLocked, got the lock twice"),
+        }
+        drop(first);
+        let again = SpoolLock::acquire(&dir).unwrap();
+        assert!(again.path().ends_with(LOCK_FILE));
+        drop(again);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Complete frames come back exactly, in order, with no corrupt tail.
