@@ -23,11 +23,11 @@ pub struct Args {
 /// cannot be read (the ledger is opened read-only: an unreachable database is an error,
 /// never an empty memory store, and the outage spool is not touched).
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let log = crate::verify_log::run(&config, &args.log).await?;
-    let log_problems = log.as_ref().map_or(0, |l| l.problems.len());
-    let ledger = Ledger::open_read_only(config)
+    let ledger = Ledger::open_read_only(config.clone())
         .await
         .context("opening the ledger read-only")?;
+    let log = crate::verify_log::run(&config, &args.log).await?;
+    let log_problems = log.as_ref().map_or(0, |l| l.problems.len());
     let summary = match args.anchor {
         Some(anchor) => {
             let report = ledger.verify(anchor).await?;

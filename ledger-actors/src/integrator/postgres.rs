@@ -36,19 +36,20 @@ pub struct PostgresLog {
 }
 
 fn err(e: sqlx::Error) -> LedgerError {
+    use crate::store::postgres::{ACCESS_STATES, UNAVAILABLE_STATES};
     match e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Protocol(_) => LedgerError::Unavailable(e.to_string()),
-        sqlx::Error::Database(ref d)
-            if d.code().is_some_and(|c| {
-                c.starts_with("08") || ["57P01", "57P02", "57P03", "57014", "53300"].contains(&&*c)
-            }) =>
-        {
-            LedgerError::Unavailable(e.to_string())
-        }
+        sqlx::Error::Database(ref d) => match d.code() {
+            Some(c) if ACCESS_STATES.contains(&&*c) => LedgerError::AccessDenied(e.to_string()),
+            Some(c) if c.starts_with("08") || UNAVAILABLE_STATES.contains(&&*c) => {
+                LedgerError::Unavailable(e.to_string())
+            }
+            _ => LedgerError::Database(e.to_string()),
+        },
         other => LedgerError::Database(other.to_string()),
     }
 }
