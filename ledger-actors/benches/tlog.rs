@@ -153,12 +153,18 @@ async fn postgres(
     let t = Instant::now();
     // Only the tiles the measured proofs read are written (a full 10M-leaf log is 320 MB of
     // tiles): each lookup is still one primary-key probe per tile.
-    let probes: Vec<u64> = (0..1000u64).map(|k| (k * 2_654_435_761 + 13) % LEAVES).collect();
+    let probes: Vec<u64> = (0..1000u64)
+        .map(|k| (k * 2_654_435_761 + 13) % LEAVES)
+        .collect();
     let mut needed = std::collections::BTreeSet::new();
     for index in &probes {
         needed.extend(tiles_for(&inclusion_nodes(*index, LEAVES)?));
     }
-    let all: Vec<_> = tiles.tiles.iter().filter(|(id, _)| needed.contains(*id)).collect();
+    let all: Vec<_> = tiles
+        .tiles
+        .iter()
+        .filter(|(id, _)| needed.contains(*id))
+        .collect();
     for batch in all.chunks(500) {
         let levels: Vec<i16> = batch.iter().map(|(id, _)| i16::from(id.level)).collect();
         let idxs: Vec<i64> = batch.iter().map(|(id, _)| id.index as i64).collect();
