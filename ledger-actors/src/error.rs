@@ -129,6 +129,17 @@ pub enum LedgerError {
     /// never retry.
     #[error("transparency log: {0}")]
     Log(#[from] ledger_tlog::Error),
+    /// Reading or writing a stream failed (an export's output, an import's input). Handle:
+    /// check the file, pipe or disk named in the message; an import can simply be run again
+    /// (it resumes), an export must be redone.
+    #[error("i/o error: {0}")]
+    Io(String),
+    /// The input is not an AVL export this build can read: no or wrong header line, an
+    /// unsupported format version, or an end line that does not match the records before it.
+    /// Nothing after the problem was read. Handle: check that the file is an export (see
+    /// `docs/OPERATIONS.md`, "Export format") and was copied whole.
+    #[error("not a readable AVL export: {0}")]
+    Format(String),
     /// An actor stopped unexpectedly or an invariant failed. Handle: report it as a bug;
     /// the append's outcome is unknown (re-append with the same rid to learn it).
     #[error("internal error: {0}")]

@@ -483,6 +483,43 @@ impl Ledger {
         self.inner.store.anchors(after, limit).await
     }
 
+    /// Writes the records `options` selects to `out` as an export (JSON Lines, see
+    /// [`crate::transfer`]), a page at a time, in constant memory; reads go through the
+    /// ledger's store, so during an outage they include buffered records (or fail with
+    /// [`LedgerError::Unavailable`] where PostgreSQL is needed).
+    pub async fn export<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        out: &mut W,
+        options: &crate::transfer::ExportOptions,
+    ) -> Result<crate::transfer::ExportSummary, LedgerError> {
+        crate::transfer::export(self.inner.store.as_ref(), out, options, &mut |_| {}).await
+    }
+
+    /// Imports an export into this ledger's store (verified, idempotent, resumable; see
+    /// [`crate::transfer::import()`]), calling `on_refused` for each refused record. The
+    /// records are written to the store directly, not through the chain actors: a chain
+    /// actor holding the head of an anchor that the import extends finds out at its next
+    /// append (refused as [`LedgerError::ForkRefused`], then it reloads its head), so import
+    /// anchors that are not being appended to.
+    pub async fn import<R: tokio::io::AsyncBufRead + Unpin>(
+        &self,
+        input: R,
+        on_refused: &mut dyn FnMut(&crate::transfer::Refusal),
+    ) -> Result<crate::transfer::ImportSummary, LedgerError> {
+        let options = crate::transfer::ImportOptions {
+            batch_size: self.inner.config.batch_size,
+            limits: self.inner.config.limits(),
+        };
+        crate::transfer::import(
+            self.inner.store.as_ref(),
+            input,
+            &options,
+            on_refused,
+            &mut |_| {},
+        )
+        .await
+    }
+
     /// Walks one anchor's chain, recomputing every hash; reports the first break.
     pub async fn verify(&self, anchor_id: Uuid) -> Result<ChainReport, LedgerError> {
         verify::verify_chain(self.inner.store.as_ref(), anchor_id).await

@@ -17,6 +17,8 @@
 //!   [`store::PostgresLedgerStore`].
 //! - [`supervisor`]: [`supervisor::Supervisor`], PostgreSQL failover to the in-memory outage
 //!   buffer and the drain back; the spool.
+//! - [`transfer`]: export and import as JSON Lines (verified, idempotent, resumable), and
+//!   the `ledger append` line format.
 //! - [`verify`]: chain verification.
 //! - [`config`]: [`LedgerConfig`], the YAML `ledger:` section and `LEDGER_*` variables.
 //! - [`metrics`]: metric names and recording.
@@ -38,6 +40,7 @@ pub mod router;
 pub mod store;
 pub mod supervisor;
 pub mod tlog;
+pub mod transfer;
 pub mod verify;
 
 pub use chain::{Append, AppendAck};
@@ -46,4 +49,4 @@ pub use error::LedgerError;
 pub use health::{Health, HealthStatus};
 pub use ledger::Ledger;
 pub use persistence::Durability;
-pub use store::{Head, LedgerStore, RecordRange, create_ledger_store};
+pub use store::{Head, LedgerStore, RecordRange, ScanKey, create_ledger_store};

@@ -1,4 +1,5 @@
-//! `ledger`: the AVL command line — load test, verification, health, migrations.
+//! `ledger`: the AVL command line — records from the shell, export/import, load test,
+//! verification, health, migrations.
 //!
 //! # Layout
 //! - `main.rs`: argument parsing, the metrics exporter (`--metrics-addr`) and dispatch.
@@ -9,14 +10,25 @@
 //! - `keygen.rs`, `checkpoint.rs`, `prove.rs`, `verify_receipt.rs`: the transparency log's
 //!   commands (`keygen`, `checkpoint`, `prove`, `verify-receipt`).
 //! - `verify_log.rs`: the log half of `ledger verify` (`--key`, `--since`).
+//! - `append.rs`: `ledger append` (JSON Lines in, one acknowledgement per line out).
+//! - `get.rs`, `records.rs`, `anchors.rs`: `ledger get`, `ledger records`, `ledger anchors`.
+//! - `export.rs`, `import.rs`: `ledger export`, `ledger import`.
+//! - `read.rs`: how the commands that only read open the store.
 
+mod anchors;
+mod append;
 mod checkpoint;
+mod export;
+mod get;
 mod health;
+mod import;
 mod keygen;
 mod loadtest;
 mod loadtest_log;
 mod migrate;
 mod prove;
+mod read;
+mod records;
 mod verify;
 mod verify_log;
 mod verify_receipt;
@@ -71,6 +83,21 @@ enum Command {
     /// Check a receipt offline with the verifier key (no database, no configuration):
     /// exit 0 valid, 1 invalid with the reason.
     VerifyReceipt(verify_receipt::Args),
+    /// Append records from JSON Lines on stdin; print one JSON acknowledgement (or error)
+    /// per line. Exit 0 all appended, 1 a line failed, 2 cannot start.
+    Append(append::Args),
+    /// Print one record. Exit 0 found, 1 not found, 2 cannot read.
+    Get(get::Args),
+    /// List one anchor's records in chain order. Exit 0, 1 unknown anchor, 2 cannot read.
+    Records(records::Args),
+    /// List anchors with their record count and head. Exit 0, 2 cannot read.
+    Anchors(anchors::Args),
+    /// Write records as JSON Lines (docs/OPERATIONS.md, "Export format"). Exit 0 complete,
+    /// 2 otherwise.
+    Export(export::Args),
+    /// Verify and import an export (idempotent, resumable). Exit 0 all in, 1 refused records
+    /// or a cut-short input, 2 stopped (run again to resume).
+    Import(import::Args),
 }
 
 fn main() -> ExitCode {
@@ -131,6 +158,12 @@ fn run_online(
             Command::Keygen(_) | Command::VerifyReceipt(_) => Err(anyhow::anyhow!(
                 "offline command reached the online dispatcher"
             )),
+            Command::Append(args) => append::run(config, args).await,
+            Command::Get(args) => get::run(config, args).await,
+            Command::Records(args) => records::run(config, args).await,
+            Command::Anchors(args) => anchors::run(config, args).await,
+            Command::Export(args) => export::run(config, args).await,
+            Command::Import(args) => import::run(config, args).await,
         }
     });
     match result {

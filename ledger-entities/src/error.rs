@@ -91,3 +91,23 @@ pub enum Error {
     #[error("payload cannot be canonicalized with RFC 8785: {0}")]
     Canonicalization(String),
 }
+
+impl Error {
+    /// The field (or JSON pointer into the payload, `payload/a/0`) the error is about, when
+    /// it names one: what a caller reporting errors per field shows.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::NulCharacter { field }
+            | Error::InexactNumber { field, .. }
+            | Error::DuplicateKey { field, .. }
+            | Error::NestingTooDeep { field, .. } => Some(field),
+            Error::EmptyField { field }
+            | Error::FieldTooLong { field, .. }
+            | Error::MalformedHash { field, .. } => Some(field),
+            Error::InvalidJson(_) | Error::PayloadTooLarge { .. } | Error::Canonicalization(_) => {
+                Some("payload")
+            }
+            Error::UnsupportedVersion(_) => Some("version"),
+        }
+    }
+}

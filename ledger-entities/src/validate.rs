@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::hash::canonical_payload;
-use crate::record::NewRecord;
+use crate::record::{LedgerRecord, NewRecord};
 
 /// Maximum length in bytes of `slot`, `kind` and `producer`.
 pub const MAX_LABEL_BYTES: usize = 256;
@@ -47,7 +47,23 @@ pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Vec<u8>, 
     check_label("slot", &new.slot)?;
     check_label("kind", &new.kind)?;
     check_label("producer", &new.producer)?;
-    if let Some(sig) = &new.sig
+    check_sig(new.sig.as_deref())?;
+    check_payload(&new.payload, limits)
+}
+
+/// The checks of [`validate_new_record`] applied to a stored (or imported) record's fields,
+/// returning its canonical payload: what an importer runs before trusting a record that did
+/// not come through an append.
+pub fn validate_record(record: &LedgerRecord, limits: &Limits) -> Result<Vec<u8>, Error> {
+    check_label("slot", &record.slot)?;
+    check_label("kind", &record.kind)?;
+    check_label("producer", &record.producer)?;
+    check_sig(record.sig.as_deref())?;
+    check_payload(&record.payload, limits)
+}
+
+fn check_sig(sig: Option<&[u8]>) -> Result<(), Error> {
+    if let Some(sig) = sig
         && sig.len() > MAX_SIG_BYTES
     {
         return Err(Error::FieldTooLong {
@@ -56,10 +72,16 @@ pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Vec<u8>, 
             max: MAX_SIG_BYTES,
         });
     }
-    check_depth(&new.payload, limits.max_depth)?;
+    Ok(())
+}
+
+/// Depth (iterative), the payload walk and the canonical size check; returns the canonical
+/// bytes.
+fn check_payload(payload: &Value, limits: &Limits) -> Result<Vec<u8>, Error> {
+    check_depth(payload, limits.max_depth)?;
     let mut path = String::from("payload");
-    check_value(&new.payload, &mut path, 0, limits.max_depth)?;
-    let canonical = canonical_payload(&new.payload)?;
+    check_value(payload, &mut path, 0, limits.max_depth)?;
+    let canonical = canonical_payload(payload)?;
     if canonical.len() > limits.max_payload_bytes {
         return Err(Error::PayloadTooLarge {
             size: canonical.len(),
@@ -244,12 +266,20 @@ pub fn dispose(value: Value) {
 /// [`number_is_exact`]), naming the JSON pointer. Nesting is bounded by serde_json's
 /// recursion limit (128). Use it where payloads arrive as text.
 pub fn parse_payload(text: &str) -> Result<Value, Error> {
+    parse_json_strict(text, "payload")
+}
+
+/// Parses any JSON text with the rules of [`parse_payload`] (no duplicate keys, only exact
+/// numbers); errors name the place as a JSON pointer below `root` (`""` for a whole
+/// document: a field of it is then reported as `/name/...`, and a duplicate top-level key
+/// with the field `""`).
+pub fn parse_json_strict(text: &str, root: &str) -> Result<Value, Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = StrictValue::new("payload".to_owned())
+    let value = StrictValue::new(root.to_owned())
         .deserialize(&mut de)
         .map_err(|e| decode_strict_error(&e))?;
     de.end().map_err(|e| Error::InvalidJson(e.to_string()))?;
-    if let Err(e) = check_number_literals(text) {
+    if let Err(e) = check_number_literals(text, root) {
         dispose(value);
         return Err(e);
     }
@@ -309,7 +339,7 @@ fn decimal_value(text: &str) -> Option<(bool, String, i64)> {
 
 /// Walks well-formed JSON text (already parsed once) and applies [`number_is_exact`] to every
 /// number literal outside strings, tracking the JSON pointer for the error.
-fn check_number_literals(text: &str) -> Result<(), Error> {
+fn check_number_literals(text: &str, root: &str) -> Result<(), Error> {
     enum Frame {
         Array(usize),
         Object { key: String, want_key: bool },
@@ -361,7 +391,7 @@ fn check_number_literals(text: &str) -> Result<(), Error> {
                 }
                 let literal = &text[start..=i];
                 if let Err(hashed_as) = number_is_exact(literal) {
-                    let mut field = String::from("payload");
+                    let mut field = String::from(root);
                     for frame in &stack {
                         field.push('/');
                         match frame {

@@ -4,6 +4,7 @@
 //! the fork guard itself (a record's `prev_hash` must be its anchor's current head), so no
 //! writer — not even a second process — can fork a chain.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -89,6 +90,28 @@ impl RecordRange {
     }
 }
 
+/// A position in the `(anchor_id, ts, rid)` order of [`LedgerStore::scan`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ScanKey {
+    /// The anchor.
+    pub anchor_id: Uuid,
+    /// The record's timestamp.
+    pub ts: DateTime<Utc>,
+    /// The record id (orders records that share a timestamp, which a valid chain never has).
+    pub rid: Uuid,
+}
+
+impl ScanKey {
+    /// The position of `record`.
+    pub fn of(record: &LedgerRecord) -> Self {
+        Self {
+            anchor_id: record.anchor_id,
+            ts: record.ts,
+            rid: record.rid,
+        }
+    }
+}
+
 /// Storage for hashed records. Implementations are concurrent and cheap to share
 /// (`Arc<dyn LedgerStore>`).
 #[async_trait]
@@ -126,6 +149,70 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// Number of records of one anchor.
     async fn count_anchor(&self, anchor_id: Uuid) -> Result<u64, LedgerError>;
+
+    /// The records with these rids that are stored (in no particular order). The default
+    /// asks [`LedgerStore::get`] for each; stores with a database answer in one query.
+    async fn get_many(&self, rids: &[Uuid]) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
+        let found = futures::future::try_join_all(rids.iter().map(|rid| self.get(*rid))).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// The heads of these anchors (anchors without records are absent). The default asks
+    /// [`LedgerStore::head`] for each, concurrently (the PostgreSQL store answers concurrent
+    /// head lookups with one batched query).
+    async fn heads(&self, anchors: &[Uuid]) -> Result<HashMap<Uuid, Head>, LedgerError> {
+        let heads = futures::future::try_join_all(anchors.iter().map(|a| self.head(*a))).await?;
+        Ok(anchors
+            .iter()
+            .zip(heads)
+            .filter_map(|(a, h)| h.map(|h| (*a, h)))
+            .collect())
+    }
+
+    /// Records of every anchor in `(anchor_id, ts, rid)` order, strictly after `after`
+    /// (a position returned by [`ScanKey::of`] for the last record of the previous page),
+    /// with `ts >= since` when given, at most `limit`: the pages of an export, each anchor's
+    /// records in chain order. Records appended meanwhile to an anchor not yet passed are
+    /// included; each anchor's records form a prefix of its chain (appends only add later
+    /// `ts`). The default walks [`LedgerStore::anchors`] and [`LedgerStore::records`];
+    /// stores with a database answer with one indexed query per page.
+    async fn scan(
+        &self,
+        after: Option<&ScanKey>,
+        since: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
+        let mut out: Vec<Arc<LedgerRecord>> = Vec::new();
+        let mut next_anchor = after.map(|k| k.anchor_id);
+        if let Some(key) = after {
+            // The rest of the anchor the previous page ended in.
+            let range = RecordRange {
+                since: Some(since.map_or(key.ts, |s| s.max(key.ts))),
+                until: None,
+                limit: limit.saturating_add(1),
+            };
+            let rest = self.records(key.anchor_id, &range).await?;
+            out.extend(rest.into_iter().filter(|r| ScanKey::of(r) > *key));
+        }
+        while out.len() < limit {
+            let anchors = self.anchors(next_anchor, limit.clamp(100, 10_000)).await?;
+            let Some(last) = anchors.last() else { break };
+            next_anchor = Some(*last);
+            for anchor in anchors {
+                let range = RecordRange {
+                    since,
+                    until: None,
+                    limit: limit - out.len(),
+                };
+                out.extend(self.records(anchor, &range).await?);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
 
     /// Checks that the database behind the store answers (for PostgreSQL, a `SELECT 1`
     /// through the pool), for [`crate::Ledger::health`]. Stores without a database answer at

@@ -25,7 +25,7 @@ use sea_orm::{
 use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 
-use super::{Head, LedgerStore, RecordRange};
+use super::{Head, LedgerStore, RecordRange, ScanKey};
 use crate::config::{Backend, Dsn, LedgerConfig};
 use crate::error::LedgerError;
 
@@ -603,6 +603,69 @@ impl LedgerStore for PostgresLedgerStore {
             .count(&self.db)
             .await
             .map_err(read_err)
+    }
+
+    /// `SELECT ... WHERE rid = ANY($1)`, in chunks of [`MAX_ROWS_PER_INSERT`] rids.
+    async fn get_many(&self, rids: &[Uuid]) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
+        let mut out = Vec::new();
+        for chunk in rids.chunks(MAX_ROWS_PER_INSERT) {
+            let rows = Records::find()
+                .filter(Column::Rid.is_in(chunk.iter().copied()))
+                .all(&self.db)
+                .await
+                .map_err(read_err)?;
+            for row in rows {
+                out.push(to_record(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One keyset query per page, served by `idx_records_anchor_ts` (an index range scan
+    /// from the position on, then an incremental sort by `rid` within equal `(anchor_id, ts)`,
+    /// stopped by the `LIMIT`).
+    async fn scan(
+        &self,
+        after: Option<&ScanKey>,
+        since: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
+        use sea_orm::{DbBackend, Statement};
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conditions: Vec<String> = Vec::new();
+        let mut values: Vec<sea_orm::Value> = Vec::new();
+        if let Some(key) = after {
+            values.extend([key.anchor_id.into(), key.ts.into(), key.rid.into()]);
+            conditions.push("(anchor_id, ts, rid) > ($1, $2, $3)".into());
+        }
+        if let Some(since) = since {
+            values.push(since.into());
+            conditions.push(format!("ts >= ${}", values.len()));
+        }
+        values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+        let sql = format!(
+            "SELECT * FROM ledger_records {} ORDER BY anchor_id, ts, rid LIMIT ${}",
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            },
+            values.len()
+        );
+        Records::find()
+            .from_raw_sql(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .all(&self.db)
+            .await
+            .map_err(read_err)?
+            .into_iter()
+            .map(to_record)
+            .collect()
     }
 
     /// A round trip through the pool (SeaORM's `ping`).

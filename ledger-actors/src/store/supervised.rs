@@ -81,6 +81,21 @@ impl LedgerStore for SupervisedStore {
         }
     }
 
+    async fn get_many(&self, rids: &[Uuid]) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
+        let mut out = Vec::new();
+        let mut rest = Vec::new();
+        for rid in rids {
+            match self.buffer.get(*rid) {
+                Some(r) => out.push(r),
+                None => rest.push(*rid),
+            }
+        }
+        if !rest.is_empty() {
+            out.extend(self.postgres()?.get_many(&rest).await?);
+        }
+        Ok(out)
+    }
+
     async fn records(
         &self,
         anchor_id: Uuid,
