@@ -27,6 +27,9 @@ const ALL_TABLES: [&str; 6] = [
     "ledger_tiles",
     "seaql_migrations",
 ];
+const PREV_FK_MIGRATION: &str = "m20261126_000020_prev_fk";
+const FOREIGN_KEY_VIOLATION: &str = "23503";
+const PREV_FK: &str = "ledger_records_prev_fk";
 const UNIQUE_VIOLATION: &str = "23505";
 const FORK_GUARD: &str = "ledger_records_no_fork";
 
@@ -274,7 +277,7 @@ async fn up_down_up_on_fresh_database() {
 
 /// The migrated schema is exactly the design's: tables, columns (names, order, types,
 /// nullability, defaults), constraints (primary keys, the unique hash, the fork guard and
-/// nothing else) and indexes.
+/// nothing else), indexes, and the one trigger (the predecessor check).
 #[tokio::test]
 async fn schema_matches_design() {
     let ctx = TestContext::new("schema_design").await;
@@ -402,6 +405,17 @@ async fn schema_matches_design() {
     .map(|(name, def)| (name.to_string(), def.to_string()))
     .collect();
     assert_eq!(ledger_indexes(db).await, expected_indexes);
+    let triggers: Vec<String> = query(
+        db,
+        "SELECT tgname::text AS name FROM pg_trigger
+         WHERE tgrelid = 'ledger_records'::regclass AND NOT tgisinternal ORDER BY tgname",
+        vec![],
+    )
+    .await
+    .iter()
+    .map(|row| text(row, "name"))
+    .collect();
+    assert_eq!(triggers, [PREV_FK]);
 
     ctx.teardown().await;
 }
@@ -458,8 +472,8 @@ async fn two_successors_of_one_record_are_rejected() {
     ctx.teardown().await;
 }
 
-/// The fork guard is per anchor: different anchors may each have a genesis record, and
-/// records in different anchors may carry the same prev_hash value.
+/// The fork guard is per anchor: different anchors may each have a genesis record and each
+/// extend their own chain.
 #[tokio::test]
 async fn fork_guard_is_per_anchor() {
     let ctx = TestContext::new("fork_per_anchor").await;
@@ -471,17 +485,66 @@ async fn fork_guard_is_per_anchor() {
     insert_record(&ctx.db, b, None, &h(2))
         .await
         .expect("genesis of anchor b");
-
-    let shared_prev = h(99);
-    insert_record(&ctx.db, a, Some(&shared_prev), &h(3))
+    insert_record(&ctx.db, a, Some(&h(1)), &h(3))
         .await
-        .expect("anchor a record with the shared prev_hash");
-    insert_record(&ctx.db, b, Some(&shared_prev), &h(4))
+        .expect("anchor a extends its genesis");
+    insert_record(&ctx.db, b, Some(&h(2)), &h(4))
         .await
-        .expect("anchor b record with the same prev_hash");
+        .expect("anchor b extends its genesis");
 
     assert_eq!(count_records(&ctx.db, a).await, 2);
     assert_eq!(count_records(&ctx.db, b).await, 2);
+
+    ctx.teardown().await;
+}
+
+/// The database refuses a record whose predecessor is not stored in its anchor (SQLSTATE
+/// 23503 from the check `ledger_records_prev_fk`): a predecessor that does not exist, or one
+/// that belongs to another anchor. A predecessor and its successor in one statement are
+/// accepted (the check runs at the end of the statement).
+#[tokio::test]
+async fn record_without_stored_predecessor_is_rejected() {
+    let ctx = TestContext::new("prev_fk").await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    insert_record(&ctx.db, a, None, &h(1))
+        .await
+        .expect("genesis of anchor a");
+    for (anchor, prev, what) in [
+        (a, h(99), "predecessor not stored"),
+        (b, h(1), "predecessor in another anchor"),
+    ] {
+        let err = insert_record(&ctx.db, anchor, Some(&prev), &h(5))
+            .await
+            .expect_err(what);
+        assert_eq!(
+            sqlstate(&err).as_deref(),
+            Some(FOREIGN_KEY_VIOLATION),
+            "{what}: {err}"
+        );
+        assert_eq!(
+            constraint_name(&err).as_deref(),
+            Some(PREV_FK),
+            "{what}: {err}"
+        );
+    }
+    ctx.db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO ledger_records (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, producer)
+             VALUES ($1, $3, 's', 'k', now(), $4, $5, '{}', 'p'), ($2, $3, 's', 'k', now(), $5, $6, '{}', 'p')",
+            vec![
+                Uuid::new_v4().into(),
+                Uuid::new_v4().into(),
+                a.into(),
+                h(1).into(),
+                h(2).into(),
+                h(3).into(),
+            ],
+        ))
+        .await
+        .expect("a predecessor and its successor in one statement");
+    assert_eq!(count_records(&ctx.db, a).await, 3);
+    assert_eq!(count_records(&ctx.db, b).await, 0);
 
     ctx.teardown().await;
 }
@@ -499,7 +562,11 @@ async fn schema_status_tracks_migrations_read_only() {
     assert_eq!(
         status,
         SchemaStatus::Pending {
-            pending: vec![MIGRATION_NAME.to_owned(), LOG_MIGRATION_NAME.to_owned()]
+            pending: vec![
+                MIGRATION_NAME.to_owned(),
+                LOG_MIGRATION_NAME.to_owned(),
+                PREV_FK_MIGRATION.to_owned(),
+            ]
         }
     );
     assert!(!status.is_up_to_date());
@@ -547,9 +614,14 @@ async fn entities_round_trip_through_migrated_tables() {
         .single()
         .expect("valid timestamp");
 
+    // The record's predecessor must be stored (`ledger_records_prev_fk`).
+    let anchor = Uuid::new_v4();
+    insert_record(&ctx.db, anchor, None, &h(1))
+        .await
+        .expect("predecessor");
     let record = ledger_records::Model {
         rid: Uuid::new_v4(),
-        anchor_id: Uuid::new_v4(),
+        anchor_id: anchor,
         slot: "slot-a".to_owned(),
         kind: "measurement".to_owned(),
         ts,

@@ -180,7 +180,9 @@ async fn three_outages_lose_nothing_and_break_no_chain() {
     let status = ledger.await_drain(Duration::from_secs(60)).await.unwrap();
     assert_eq!(status.buffered, 0, "buffer drained");
     assert_eq!(status.mode, SupervisorMode::Primary);
-    assert!(status.rechained.is_empty() && status.quarantined.is_empty());
+    assert_eq!((status.rechained, status.quarantined), (0, 0));
+    let records = ledger.outage_records().await.unwrap();
+    assert!(records.rechained.is_empty() && records.quarantined.is_empty());
     let errors = errors.lock().unwrap().clone();
     assert!(
         errors.is_empty(),
@@ -261,7 +263,7 @@ async fn data_error_does_not_fail_over() {
         rec(anchor, 100),
         Uuid::new_v4(),
         chrono::Utc::now(),
-        Some(head.hash.clone()),
+        Some(head.hash),
     )
     .unwrap();
     direct_store(&ctx)
@@ -279,7 +281,7 @@ async fn data_error_does_not_fail_over() {
     assert_eq!(status.mode, SupervisorMode::Primary);
     // The actor reloaded its head: the next append continues after the foreign record.
     let ack = ledger.append(rec(anchor, 4)).await.unwrap();
-    assert_eq!(ack.record.prev_hash.as_deref(), Some(foreign.hash.as_str()));
+    assert_eq!(ack.record.prev_hash, Some(foreign.hash));
     assert_eq!(ack.durability, Durability::Committed);
     ledger.shutdown().await.unwrap();
     let summary = ledger_actors::verify::verify_all(direct_store(&ctx).await.as_ref())
@@ -321,10 +323,7 @@ async fn append_durable_waits_through_an_outage() {
     let ack = durable.await.unwrap().unwrap();
     assert_eq!(ack.durability, Durability::Committed);
     let stored = direct_store(&ctx).await.get(ack.record.rid).await.unwrap();
-    assert_eq!(
-        stored.map(|r| r.hash.clone()),
-        Some(ack.record.hash.clone())
-    );
+    assert_eq!(stored.map(|r| r.hash), Some(ack.record.hash));
     ledger.shutdown().await.unwrap();
     drop(proxy);
     ctx.teardown().await;

@@ -12,13 +12,12 @@ use actix::prelude::*;
 use chrono::{TimeZone, Utc};
 use common::{TestContext, constraint_name, sqlstate};
 use futures::future::join_all;
-use ledger_actors::persistence::{Durability, Flush, Persist, PostgresPersistence};
+use ledger_actors::persistence::{Durability, Flush, Persist, PersistReply, PostgresPersistence};
 use ledger_actors::store::{PostgresLedgerStore, postgres};
 use ledger_actors::{
     Backend, Dsn, Ledger, LedgerConfig, LedgerError, LedgerStore, RecordRange, create_ledger_store,
 };
-use ledger_entities::hash::canonical_payload;
-use ledger_entities::{LedgerRecord, NewRecord};
+use ledger_entities::{LedgerRecord, NewRecord, RecordHash};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -95,7 +94,7 @@ fn sealed(anchor: Uuid, rid: Uuid, prev: Option<&LedgerRecord>, n: i64) -> Ledge
         new_record(anchor, json!({ "n": n })),
         rid,
         ts,
-        prev.map(|p| p.hash.clone()),
+        prev.map(|p| p.hash),
     )
     .expect("record seals")
 }
@@ -114,9 +113,9 @@ async fn insert_sql(ctx: &TestContext, r: &LedgerRecord) -> Result<(), sea_orm::
                 r.slot.clone().into(),
                 r.kind.clone().into(),
                 r.ts.into(),
-                r.prev_hash.clone().into(),
-                r.hash.clone().into(),
-                r.payload.clone().into(),
+                r.prev_hash.map(|h| h.to_hex()).into(),
+                r.hash.to_hex().into(),
+                r.payload.to_value().into(),
                 r.sig.clone().into(),
                 r.producer.clone().into(),
                 r.version.clone().into(),
@@ -184,8 +183,7 @@ async fn hostile_payloads_round_trip_without_breaks() {
         assert_eq!(read.ts, w.ts);
         assert_eq!(read.prev_hash, w.prev_hash);
         assert_eq!(
-            canonical_payload(&read.payload).expect("canonical"),
-            canonical_payload(&w.payload).expect("canonical"),
+            read.payload, w.payload,
             "payload {} changed meaning",
             w.payload
         );
@@ -217,7 +215,7 @@ async fn nanosecond_clock_never_breaks_a_hash() {
             new_record(anchor, json!({ "i": i })),
             Uuid::now_v7(),
             ts,
-            prev.as_ref().map(|p| p.hash.clone()),
+            prev.as_ref().map(|p| p.hash),
         )
         .expect("seals");
         assert_eq!(
@@ -294,7 +292,7 @@ async fn store_reads_windows_heads_and_anchors() {
     assert_eq!(store.count().await.expect("count"), 50);
     assert_eq!(store.count_anchor(a).await.expect("count"), 10);
     assert_eq!(
-        store.get_by_hash(&all[3].hash).await.expect("get"),
+        store.get_by_hash(all[3].hash).await.expect("get"),
         Some(Arc::clone(&all[3]))
     );
     ctx.teardown().await;
@@ -312,7 +310,7 @@ async fn concurrent_head_lookups_get_their_own_heads() {
         let anchor = Uuid::new_v4();
         let first = sealed(anchor, Uuid::now_v7(), None, i);
         let second = sealed(anchor, Uuid::now_v7(), Some(&first), i + 1);
-        expected.push((anchor, Some(second.hash.clone())));
+        expected.push((anchor, Some(second.hash)));
         records.extend([Arc::new(first), Arc::new(second)]);
     }
     store.insert(&records).await.expect("insert");
@@ -486,7 +484,7 @@ async fn fork_bypassing_the_actors_is_refused_by_the_database() {
     for victim in [&chain[0], &chain[2], &chain[4]] {
         let fork = LedgerRecord {
             rid: Uuid::now_v7(),
-            hash: format!("{:064x}", Uuid::new_v4().as_u128()),
+            hash: RecordHash::digest(Uuid::new_v4().as_bytes()),
             ..(**victim).clone()
         };
         let err = insert_sql(&ctx, &fork).await.expect_err("fork inserted");
@@ -501,17 +499,23 @@ async fn fork_bypassing_the_actors_is_refused_by_the_database() {
             err,
             LedgerError::ForkRefused {
                 anchor_id: anchor,
-                prev_hash: victim.prev_hash.clone(),
+                prev_hash: victim.prev_hash,
             }
         );
     }
-    // A record whose predecessor does not exist is refused by the store's own check.
+    // A record whose predecessor does not exist is refused by the database's foreign key
+    // (`ledger_records_prev_fk`), by SQL and through the store.
     let orphan = sealed(
         anchor,
         Uuid::now_v7(),
         Some(&sealed(anchor, Uuid::now_v7(), None, 0)),
         1,
     );
+    let err = insert_sql(&ctx, &orphan)
+        .await
+        .expect_err("orphan inserted");
+    assert_eq!(sqlstate(&err).as_deref(), Some("23503"), "{err}");
+    assert_eq!(constraint_name(&err).as_deref(), Some(postgres::PREV_FK));
     assert!(matches!(
         fresh_store(&ctx).await.insert(&[Arc::new(orphan)]).await,
         Err(LedgerError::ForkRefused { .. })
@@ -614,7 +618,7 @@ async fn database_refusal_does_not_fail_innocent_records() {
     );
     // The chain actor reloads its head from the database and continues after `sneaky`.
     let next = append(&ledger, victim, json!({ "after": "reload" })).await;
-    assert_eq!(next.prev_hash.as_deref(), Some(sneaky.hash.as_str()));
+    assert_eq!(next.prev_hash, Some(sneaky.hash));
     ledger.shutdown().await.expect("clean shutdown");
     let store = fresh_store(&ctx).await;
     assert_eq!(store.count_anchor(victim).await.expect("count"), 3);
@@ -634,7 +638,7 @@ async fn persist_all(
             let (reply, rx) = oneshot::channel();
             actor.do_send(Persist {
                 record: Arc::new(r.clone()),
-                reply,
+                reply: PersistReply::Oneshot(reply),
                 wait_committed: false,
             });
             rx

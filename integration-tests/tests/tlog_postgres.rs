@@ -86,9 +86,9 @@ async fn overwrite(ctx: &TestContext, records: &[LedgerRecord]) {
             "UPDATE ledger_records SET payload = $2, prev_hash = $3, hash = $4 WHERE rid = $1",
             vec![
                 r.rid.into(),
-                r.payload.clone().into(),
-                r.prev_hash.clone().into(),
-                r.hash.clone().into(),
+                r.payload.to_value().into(),
+                r.prev_hash.map(|h| h.to_hex()).into(),
+                r.hash.to_hex().into(),
             ],
         ))
         .await
@@ -99,14 +99,17 @@ async fn overwrite(ctx: &TestContext, records: &[LedgerRecord]) {
 
 /// Re-links `records` (one anchor's chain from some position) after `prev`, recomputing
 /// every hash.
-fn relink(records: &[Arc<LedgerRecord>], mut prev: String) -> Vec<LedgerRecord> {
+fn relink(
+    records: &[Arc<LedgerRecord>],
+    mut prev: ledger_entities::RecordHash,
+) -> Vec<LedgerRecord> {
     records
         .iter()
         .map(|r| {
             let mut r = (**r).clone();
-            r.prev_hash = Some(prev.clone());
-            r.hash = ledger_entities::hash::record_hash(&r).unwrap();
-            prev = r.hash.clone();
+            r.prev_hash = Some(prev);
+            r.hash = ledger_entities::record::record_hash(&r).unwrap();
+            prev = r.hash;
             r
         })
         .collect()
@@ -209,10 +212,10 @@ async fn tampering_is_detected_and_named() {
 
     // 1. Payload of anchor 0's 4th record changed, its hash and every later link recomputed.
     let mut changed = (*a[3]).clone();
-    changed.payload = json!({ "i": 1_000_000 });
-    changed.hash = ledger_entities::hash::record_hash(&changed).unwrap();
+    changed.payload = ledger_entities::Payload::from_value(&json!({ "i": 1_000_000 })).unwrap();
+    changed.hash = ledger_entities::record::record_hash(&changed).unwrap();
     let mut rewritten = vec![changed.clone()];
-    rewritten.extend(relink(&a[4..], changed.hash.clone()));
+    rewritten.extend(relink(&a[4..], changed.hash));
     overwrite(&ctx, &rewritten).await;
     let chains = ledger_actors::verify::verify_all(store.as_ref())
         .await
@@ -263,11 +266,11 @@ async fn tampering_is_detected_and_named() {
     let d = chain(store.as_ref(), anchors[3]).await;
     let mut inserted = (*d[2]).clone();
     inserted.rid = Uuid::now_v7();
-    inserted.payload = json!({ "forged": true });
+    inserted.payload = ledger_entities::Payload::from_value(&json!({ "forged": true })).unwrap();
     inserted.ts = d[2].ts + chrono::Duration::microseconds(1);
-    inserted.prev_hash = Some(d[2].hash.clone());
-    inserted.hash = ledger_entities::hash::record_hash(&inserted).unwrap();
-    overwrite(&ctx, &relink(&d[3..], inserted.hash.clone())).await;
+    inserted.prev_hash = Some(d[2].hash);
+    inserted.hash = ledger_entities::record::record_hash(&inserted).unwrap();
+    overwrite(&ctx, &relink(&d[3..], inserted.hash)).await;
     exec(
         &ctx,
         "INSERT INTO ledger_records (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, producer, version) \
@@ -278,9 +281,9 @@ async fn tampering_is_detected_and_named() {
             inserted.slot.clone().into(),
             inserted.kind.clone().into(),
             inserted.ts.into(),
-            inserted.prev_hash.clone().into(),
-            inserted.hash.clone().into(),
-            inserted.payload.clone().into(),
+            inserted.prev_hash.map(|h| h.to_hex()).into(),
+            inserted.hash.to_hex().into(),
+            inserted.payload.to_value().into(),
             inserted.producer.clone().into(),
             inserted.version.clone().into(),
         ],

@@ -85,8 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     record.sig = None;
     // Put the record at leaf 0 of a fresh 10M tree whose other leaves are the synthetic ones.
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(&record.hash, &mut bytes)?;
+    let bytes = record.hash.0;
     let mut edge2 = Edge::new();
     let mut tiles2 = TileSet::default();
     let mut at = 0u64;

@@ -18,7 +18,7 @@ async fn main() -> Result<(), LedgerError> {
         );
     }
     let chain = ledger.records(order, &RecordRange::default()).await?;
-    assert_eq!(chain[1].prev_hash.as_deref(), Some(chain[0].hash.as_str()));
+    assert_eq!(chain[1].prev_hash, Some(chain[0].hash));
     assert!(ledger.verify(order).await?.is_intact());
     ledger.shutdown().await?;
     Ok(())

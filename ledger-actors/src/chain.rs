@@ -15,13 +15,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use ledger_entities::validate::{Limits, validate_new_record};
-use ledger_entities::{LedgerRecord, NewRecord};
+use ledger_entities::{LedgerRecord, NewRecord, Payload, RecordHash};
 use uuid::Uuid;
 
 use crate::error::LedgerError;
 use crate::observe::{ChainMailboxes, QueueDepth, QueueTicket};
-use crate::persistence::{Durability, Persist};
-use crate::router::ChainRouter;
+use crate::persistence::{Durability, Persist, PersistReply};
 use crate::store::{Head, LedgerStore};
 
 // ---------------------------------------------------------------------------------------
@@ -120,13 +119,34 @@ pub struct AppendAck {
 // Actor
 // ---------------------------------------------------------------------------------------
 
+/// The registry an actor leaves when it retires (the [`crate::router::ChainRouter`]); a trait
+/// so that the chain module does not depend on the router (the router depends on it).
+pub trait Registry: Send + Sync {
+    /// Removes `addr` as the anchor's actor (no-op if another actor has replaced it).
+    fn forget(&self, anchor_id: Uuid, addr: &Addr<ChainActor>);
+    /// Records that an actor left because it was idle.
+    fn note_passivated(&self);
+}
+
+/// Where chain actors hand their sealed records.
+#[derive(Clone)]
+pub enum Sink {
+    /// The memory backend: the actor inserts into the store itself (fork guard and
+    /// uniqueness checked there) and answers at once, [`Durability::Volatile`] — no hop to
+    /// another thread, no channel.
+    Memory(Arc<crate::store::MemoryLedgerStore>),
+    /// A persistence actor (the supervisor on PostgreSQL), which answers each record through
+    /// its [`Persist::reply`].
+    Actor(Recipient<Persist>),
+}
+
 /// Settings shared by every chain actor of a ledger.
 #[derive(Clone)]
 pub struct ChainSettings {
     /// Where heads are loaded from and idempotency is checked.
     pub store: Arc<dyn LedgerStore>,
-    /// The persistence actor (or the supervisor in front of it).
-    pub persist: Recipient<Persist>,
+    /// Where sealed records go.
+    pub persist: Sink,
     /// Validation limits.
     pub limits: Limits,
     /// Mailbox capacity (back-pressure on senders).
@@ -158,14 +178,15 @@ enum State {
 
 type Outcome = Shared<BoxFuture<'static, Result<Durability, LedgerError>>>;
 
-/// The per-anchor actor. Create it through [`ChainRouter`], which guarantees at most one
+/// The per-anchor actor. Create it through [`crate::router::ChainRouter`], which guarantees at most one
 /// live actor per anchor.
 pub struct ChainActor {
     anchor_id: Uuid,
-    settings: ChainSettings,
-    router: Option<std::sync::Weak<ChainRouter>>,
+    /// Shared by every actor of the ledger (one pointer per actor).
+    settings: Arc<ChainSettings>,
+    router: Option<std::sync::Weak<dyn Registry>>,
     state: State,
-    head: Option<String>,
+    head: Option<RecordHash>,
     /// `ts` of the last record sent, in µs since the epoch.
     last_ts: i64,
     /// Bumped whenever the head is reset; outcomes of older epochs do not touch the head.
@@ -182,8 +203,8 @@ impl ChainActor {
     /// passivates (none: it never passivates).
     pub fn new(
         anchor_id: Uuid,
-        settings: ChainSettings,
-        router: Option<std::sync::Weak<ChainRouter>>,
+        settings: Arc<ChainSettings>,
+        router: Option<std::sync::Weak<dyn Registry>>,
     ) -> Self {
         Self {
             anchor_id,
@@ -250,7 +271,7 @@ impl ChainActor {
         &mut self,
         new: NewRecord,
         rid: Uuid,
-        canonical: &[u8],
+        canonical: Payload,
         wait_committed: bool,
     ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
         let now = chrono::Utc::now().timestamp_micros();
@@ -260,22 +281,48 @@ impl ChainActor {
             new,
             rid,
             ledger_entities::record::micros_to_datetime(ts),
-            self.head.clone(),
+            self.head,
             canonical,
         ) {
             Ok(r) => Arc::new(r),
             Err(e) => return Box::pin(fut::ready(Err(e.into()))),
         };
+        let persist = match &self.settings.persist {
+            Sink::Memory(store) => {
+                // Written now, on this thread: the append is answered without another hop.
+                let outcome = store.insert_now(std::slice::from_ref(&record));
+                return Box::pin(fut::ready(match outcome {
+                    Ok(()) => {
+                        self.head = Some(record.hash);
+                        self.last_ts = ts;
+                        Ok(AppendAck {
+                            record,
+                            durability: Durability::Volatile,
+                            replayed: false,
+                        })
+                    }
+                    Err(e) => {
+                        if matches!(e, LedgerError::ForkRefused { .. }) {
+                            // Another writer extended the anchor in the store: reload.
+                            self.epoch += 1;
+                            self.state = State::NeedsReload;
+                        }
+                        Err(e)
+                    }
+                }));
+            }
+            Sink::Actor(persist) => persist,
+        };
         let (reply, rx) = tokio::sync::oneshot::channel();
         if let Some(queue) = &self.settings.persistence_queue {
             queue.push();
         }
-        self.settings.persist.do_send(Persist {
+        persist.do_send(Persist {
             record: Arc::clone(&record),
-            reply,
+            reply: PersistReply::Oneshot(reply),
             wait_committed,
         });
-        self.head = Some(record.hash.clone());
+        self.head = Some(record.hash);
         self.last_ts = ts;
         self.busy += 1;
         let epoch = self.epoch;
@@ -313,7 +360,7 @@ impl ChainActor {
                         // The first refusal of this epoch: everything sent after it is doomed
                         // (its predecessor is missing), so start a new epoch from the store.
                         act.epoch += 1;
-                        act.head = record.prev_hash.clone();
+                        act.head = record.prev_hash;
                         act.state = State::NeedsReload;
                         Err(e)
                     }
@@ -363,7 +410,7 @@ impl ChainActor {
     fn process_ready(
         &mut self,
         new: NewRecord,
-        canonical: Vec<u8>,
+        canonical: Payload,
         wait_committed: bool,
         _ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
@@ -371,7 +418,7 @@ impl ChainActor {
             return Box::pin(fut::ready(Err(e.clone())));
         }
         let Some(rid) = new.rid else {
-            return self.commit(new, Uuid::now_v7(), &canonical, wait_committed);
+            return self.commit(new, Uuid::now_v7(), canonical, wait_committed);
         };
         if let Some(replay) = self.replay_pending(rid, &new) {
             return replay;
@@ -388,7 +435,7 @@ impl ChainActor {
                     // the record still lands exactly once.
                     Err(LedgerError::Unavailable(_)) => match act.replay_pending(rid, &new) {
                         Some(replay) => replay,
-                        None => act.commit(new, rid, &canonical, wait_committed),
+                        None => act.commit(new, rid, canonical, wait_committed),
                     },
                     Err(e) => Box::pin(fut::ready(Err(e))),
                     Ok(Some(stored)) => {
@@ -397,7 +444,7 @@ impl ChainActor {
                     }
                     Ok(None) => match act.replay_pending(rid, &new) {
                         Some(replay) => replay,
-                        None => act.commit(new, rid, &canonical, wait_committed),
+                        None => act.commit(new, rid, canonical, wait_committed),
                     },
                 }
             },

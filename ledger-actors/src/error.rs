@@ -56,7 +56,7 @@ pub enum LedgerError {
         /// The anchor.
         anchor_id: Uuid,
         /// The predecessor that already has a successor (`None`: genesis exists).
-        prev_hash: Option<String>,
+        prev_hash: Option<ledger_entities::RecordHash>,
     },
     /// The database cannot be reached (connection refused or reset, pool timeout, server
     /// shutting down, statement timeout). Handle: retry later; the supervisor fails over to

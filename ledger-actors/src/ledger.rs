@@ -9,18 +9,20 @@ use ledger_entities::{LedgerRecord, NewRecord};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::chain::{Append, AppendAck, ChainSettings};
+use crate::chain::{Append, AppendAck, ChainSettings, Sink};
 use crate::config::{Backend, LedgerConfig};
 use crate::error::LedgerError;
 use crate::health::Health;
 use crate::observe::{ActiveBackend, ChainMailboxes, Observer, QueueDepth, Sampler};
-use crate::persistence::{Durability, Flush, MemoryPersistence, Persist, ReadOnlyPersistence};
+use crate::persistence::{Durability, Flush, MemoryPersistence, ReadOnlyPersistence};
 use crate::router::ChainRouter;
-use crate::store::supervised::SupervisedStore;
 use crate::store::{Head, LedgerStore, MemoryLedgerStore, PostgresLedgerStore, RecordRange};
 use crate::supervisor::buffer::OutageBuffer;
 use crate::supervisor::drain::{self, DrainState};
-use crate::supervisor::{AwaitDrain, GetStatus, OutageStatus, Supervisor, spool};
+use crate::supervisor::reads::SupervisedStore;
+use crate::supervisor::{
+    AwaitDrain, GetOutageRecords, GetStatus, OutageRecords, OutageStatus, Supervisor, spool,
+};
 use crate::verify::{self, ChainReport, VerifySummary};
 
 /// The running ledger. Clone it freely; every clone talks to the same actors.
@@ -107,7 +109,7 @@ impl Ledger {
         let ledger = Self::assemble(
             config,
             store,
-            refuse.clone().recipient(),
+            Sink::Actor(refuse.clone().recipient()),
             refuse.recipient(),
             vec![arbiter],
             None,
@@ -138,11 +140,12 @@ impl Ledger {
                 MemoryPersistence::new(memory, Durability::Volatile).with_queue(actor_queue)
             });
         let log = crate::tlog::memory_log(&store);
+        let sink = Sink::Memory(Arc::clone(&store));
         let store: Arc<dyn LedgerStore> = store;
         let ledger = Self::assemble(
             config,
             store,
-            persistence.clone().recipient(),
+            sink,
             persistence.recipient(),
             vec![persistence_arbiter],
             None,
@@ -223,7 +226,7 @@ impl Ledger {
         let ledger = Self::assemble(
             config,
             reads,
-            addr.clone().recipient(),
+            Sink::Actor(addr.clone().recipient()),
             addr.clone().recipient(),
             vec![arbiter],
             Some(Supervised {
@@ -244,7 +247,7 @@ impl Ledger {
     fn assemble(
         config: LedgerConfig,
         store: Arc<dyn LedgerStore>,
-        persist: Recipient<Persist>,
+        persist: Sink,
         flush: Recipient<Flush>,
         mut arbiters: Vec<Arbiter>,
         supervised: Option<Supervised>,
@@ -531,10 +534,17 @@ impl Ledger {
     }
 
     /// The supervisor's view of PostgreSQL: active mode, buffered records, failovers,
-    /// re-chained and quarantined records. `None` on the memory backend.
+    /// counts of re-chained and quarantined records. `None` on the memory backend.
     pub async fn outage_status(&self) -> Option<OutageStatus> {
         let addr = self.inner.supervisor.as_ref()?;
         addr.send(GetStatus).await.ok()
+    }
+
+    /// The records re-chained or quarantined by outage drains (the status has only their
+    /// counts). `None` on the memory backend.
+    pub async fn outage_records(&self) -> Option<OutageRecords> {
+        let addr = self.inner.supervisor.as_ref()?;
+        addr.send(GetOutageRecords).await.ok()
     }
 
     /// Waits until records buffered during an outage are all in PostgreSQL (or `timeout`

@@ -12,19 +12,29 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use uuid::Uuid;
 
-use crate::chain::{Append, AppendAck, ChainActor, ChainSettings};
+use crate::chain::{Append, AppendAck, ChainActor, ChainSettings, Registry};
 use crate::error::LedgerError;
 
 /// How often an append is resent after racing an actor's passivation. Each resend finds a
 /// fresh actor, so more than a couple means something is wrong.
 const MAX_ATTEMPTS: usize = 8;
 
+impl Registry for ChainRouter {
+    fn forget(&self, anchor_id: Uuid, addr: &Addr<ChainActor>) {
+        self.actors.remove_if(&anchor_id, |_, a| a == addr);
+    }
+
+    fn note_passivated(&self) {
+        self.passivated.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The anchor → chain actor registry.
 pub struct ChainRouter {
     actors: DashMap<Uuid, Addr<ChainActor>>,
     workers: Vec<ArbiterHandle>,
     next: AtomicUsize,
-    settings: ChainSettings,
+    settings: Arc<ChainSettings>,
     passivated: std::sync::atomic::AtomicU64,
 }
 
@@ -35,7 +45,7 @@ impl ChainRouter {
             actors: DashMap::new(),
             workers,
             next: AtomicUsize::new(0),
-            settings,
+            settings: Arc::new(settings),
             passivated: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -48,8 +58,8 @@ impl ChainRouter {
         self.actors
             .entry(anchor_id)
             .or_insert_with(|| {
-                let settings = self.settings.clone();
-                let router = Arc::downgrade(self);
+                let settings = Arc::clone(&self.settings);
+                let router: std::sync::Weak<dyn Registry> = Arc::downgrade(self) as _;
                 let make = move |_: &mut Context<ChainActor>| {
                     ChainActor::new(anchor_id, settings, Some(router))
                 };
@@ -66,16 +76,6 @@ impl ChainRouter {
     /// The anchor's live actor, if any (never starts one).
     pub fn existing(&self, anchor_id: Uuid) -> Option<Addr<ChainActor>> {
         self.actors.get(&anchor_id).map(|a| a.clone())
-    }
-
-    /// Removes `addr` as the anchor's actor (no-op if another actor has replaced it).
-    pub fn forget(&self, anchor_id: Uuid, addr: &Addr<ChainActor>) {
-        self.actors.remove_if(&anchor_id, |_, a| a == addr);
-    }
-
-    /// Records that an actor left the map because it was idle.
-    pub(crate) fn note_passivated(&self) {
-        self.passivated.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Chain actors passivated since start.

@@ -82,7 +82,9 @@ pub(crate) fn postgres_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, L
 pub fn receipt_record_hash(record: &serde_json::Value) -> Result<String, String> {
     let r: LedgerRecord = serde_json::from_value(record.clone())
         .map_err(|e| format!("the receipt's record is malformed: {e}"))?;
-    ledger_entities::hash::record_hash(&r).map_err(|e| e.to_string())
+    ledger_entities::record::record_hash(&r)
+        .map(|h| h.to_hex())
+        .map_err(|e| e.to_string())
 }
 
 /// Verifies a receipt offline with the log's verifier key: signature, record hash,

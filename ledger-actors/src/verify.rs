@@ -4,7 +4,7 @@
 use std::fmt;
 
 use futures::StreamExt;
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -23,17 +23,17 @@ pub enum BreakReason {
     /// The stored hash is not the hash of the stored fields (a field was altered).
     HashMismatch {
         /// Hash stored with the record.
-        stored: String,
+        stored: RecordHash,
         /// Hash recomputed from its fields.
-        computed: String,
+        computed: RecordHash,
     },
     /// `prev_hash` does not name the previous record (a record is missing, inserted or
     /// reordered).
     PrevHashMismatch {
         /// Hash of the previous record (`None` at the start of the chain).
-        expected: Option<String>,
+        expected: Option<RecordHash>,
         /// The record's `prev_hash`.
-        found: Option<String>,
+        found: Option<RecordHash>,
     },
     /// `ts` does not increase strictly.
     TimestampNotIncreasing {
@@ -58,8 +58,8 @@ impl fmt::Display for BreakReason {
             BreakReason::PrevHashMismatch { expected, found } => write!(
                 f,
                 "prev_hash {} does not match the previous record's hash {}",
-                found.as_deref().unwrap_or("(none)"),
-                expected.as_deref().unwrap_or("(none: genesis expected)")
+                found.map_or_else(|| "(none)".to_owned(), |h| h.to_string()),
+                expected.map_or_else(|| "(none: genesis expected)".to_owned(), |h| h.to_string())
             ),
             BreakReason::TimestampNotIncreasing { previous_us, ts_us } => {
                 write!(
@@ -93,7 +93,7 @@ pub struct ChainReport {
     /// Records walked (up to and including a break).
     pub records: u64,
     /// Hash of the last record walked.
-    pub head: Option<String>,
+    pub head: Option<RecordHash>,
     /// The first break, if any.
     pub broken: Option<ChainBreak>,
 }
@@ -118,11 +118,11 @@ pub struct VerifySummary {
 
 /// Checks one record against its predecessor; `None` when it links and hashes correctly.
 pub fn check_link(prev: Option<&LedgerRecord>, record: &LedgerRecord) -> Option<BreakReason> {
-    let expected = prev.map(|p| p.hash.clone());
+    let expected = prev.map(|p| p.hash);
     if record.prev_hash != expected {
         return Some(BreakReason::PrevHashMismatch {
             expected,
-            found: record.prev_hash.clone(),
+            found: record.prev_hash,
         });
     }
     if let Some(p) = prev
@@ -133,10 +133,10 @@ pub fn check_link(prev: Option<&LedgerRecord>, record: &LedgerRecord) -> Option<
             ts_us: record.ts_micros(),
         });
     }
-    match ledger_entities::hash::record_hash(record) {
+    match ledger_entities::record::record_hash(record) {
         Ok(computed) if computed == record.hash => None,
         Ok(computed) => Some(BreakReason::HashMismatch {
-            stored: record.hash.clone(),
+            stored: record.hash,
             computed,
         }),
         Err(e) => Some(BreakReason::Unhashable {
@@ -179,7 +179,7 @@ pub async fn verify_chain(
                 return Ok(report);
             }
             report.records += 1;
-            report.head = Some(record.hash.clone());
+            report.head = Some(record.hash);
             prev = Some(record);
         }
         if !full {

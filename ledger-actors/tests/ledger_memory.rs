@@ -56,7 +56,7 @@ async fn assert_chain_is(ledger: &Ledger, anchor: Uuid, acked: &HashSet<Uuid>) {
     assert_eq!(&stored, acked);
     assert_eq!(chain[0].prev_hash, None);
     for w in chain.windows(2) {
-        assert_eq!(w[1].prev_hash.as_deref(), Some(w[0].hash.as_str()));
+        assert_eq!(w[1].prev_hash, Some(w[0].hash));
         assert!(w[1].ts > w[0].ts, "ts must strictly increase");
     }
     let report = ledger.verify(anchor).await.unwrap();
@@ -185,10 +185,8 @@ async fn client_rids_make_appends_idempotent() {
     // 32 concurrent appends of one new rid: all succeed with the same record, stored once.
     let rid2 = Uuid::new_v4();
     let acks = join_all((0..32).map(|_| ledger.append(rec(anchor, 7).with_rid(rid2)))).await;
-    let hashes: HashSet<String> = acks
-        .into_iter()
-        .map(|a| a.unwrap().record.hash.clone())
-        .collect();
+    let hashes: HashSet<ledger_entities::RecordHash> =
+        acks.into_iter().map(|a| a.unwrap().record.hash).collect();
     assert_eq!(hashes.len(), 1);
     assert_eq!(ledger.store().count().await.unwrap(), 3);
     assert!(ledger.verify(anchor).await.unwrap().is_intact());
@@ -255,7 +253,7 @@ async fn restarted_ledger_continues_every_chain() {
     for a in &anchors {
         let head = second.head(*a).await.unwrap();
         let ack = second.append(rec(*a, 1000)).await.unwrap();
-        assert_eq!(ack.record.prev_hash.as_deref(), Some(head.hash.as_str()));
+        assert_eq!(ack.record.prev_hash, Some(head.hash));
         assert!(ack.record.ts > head.ts);
     }
     let summary = second.verify_all().await.unwrap();
@@ -294,7 +292,7 @@ async fn verify_reports_the_first_altered_record() {
     for (i, r) in chain.iter().enumerate() {
         let mut r = (**r).clone();
         if i == 2 {
-            r.payload = json!({"i": 999});
+            r.payload = ledger_entities::Payload::from_value(&json!({"i": 999})).unwrap();
         }
         tampered.insert_now(&[Arc::new(r)]).unwrap();
     }
@@ -323,13 +321,8 @@ fn check_link_reports_prev_hash_and_ts_breaks() {
         None,
     )
     .unwrap();
-    let b = LedgerRecord::seal(
-        rec(Uuid::nil(), 2),
-        Uuid::from_u128(2),
-        a.ts,
-        Some(a.hash.clone()),
-    )
-    .unwrap();
+    let b =
+        LedgerRecord::seal(rec(Uuid::nil(), 2), Uuid::from_u128(2), a.ts, Some(a.hash)).unwrap();
     assert_eq!(check_link(None, &a), None);
     assert!(matches!(
         check_link(Some(&a), &b),

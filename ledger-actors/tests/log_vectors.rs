@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 use ledger_actors::tlog::verify_receipt;
-use ledger_entities::{LedgerRecord, hash};
-use ledger_tlog::merkle::{LeafHashes, inclusion_proof, leaf_hash, parse_hash, tree_root};
+use ledger_entities::LedgerRecord;
+use ledger_tlog::merkle::{LeafHashes, inclusion_proof, leaf_hash, tree_root};
 use ledger_tlog::note::{Checkpoint, NoteSigner, NoteVerifier};
 use ledger_tlog::receipt::Receipt;
 use serde_json::{Value, json};
@@ -21,8 +21,8 @@ fn records() -> Vec<LedgerRecord> {
     for v in raw {
         let r = &v["record"];
         let prev_hash = r["prev_hash"].as_str().map(|s| match s.strip_prefix('@') {
-            Some(i) => out[i.parse::<usize>().unwrap()].hash.clone(),
-            None => s.to_owned(),
+            Some(i) => out[i.parse::<usize>().unwrap()].hash,
+            None => s.parse().unwrap(),
         });
         let mut record = LedgerRecord {
             rid: r["rid"].as_str().unwrap().parse().unwrap(),
@@ -31,13 +31,13 @@ fn records() -> Vec<LedgerRecord> {
             kind: r["kind"].as_str().unwrap().to_owned(),
             ts: r["ts"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap(),
             prev_hash,
-            hash: String::new(),
-            payload: r["payload"].clone(),
+            hash: ledger_entities::RecordHash([0; 32]),
+            payload: ledger_entities::Payload::from_value(&r["payload"]).unwrap(),
             sig: None,
             producer: r["producer"].as_str().unwrap().to_owned(),
             version: r["version"].as_str().unwrap().to_owned(),
         };
-        record.hash = hash::record_hash(&record).unwrap();
+        record.hash = ledger_entities::record::record_hash(&record).unwrap();
         out.push(record);
     }
     out
@@ -46,10 +46,7 @@ fn records() -> Vec<LedgerRecord> {
 /// What the code computes for the AVL log section of the vectors file.
 fn computed() -> Value {
     let records = records();
-    let leaves: Vec<[u8; 32]> = records
-        .iter()
-        .map(|r| leaf_hash(&parse_hash(&r.hash).unwrap()))
-        .collect();
+    let leaves: Vec<[u8; 32]> = records.iter().map(|r| leaf_hash(&r.hash.0)).collect();
     let size = leaves.len() as u64;
     let root = tree_root(size, &LeafHashes(&leaves)).unwrap();
     let signer = NoteSigner::from_seed("example.com/avl-vectors", &[1u8; 32]).unwrap();

@@ -25,7 +25,7 @@ async fn filled(anchors: usize, per_anchor: usize) -> (Arc<MemoryLedgerStore>, V
         let mut chain: Vec<Arc<LedgerRecord>> = Vec::new();
         for i in 0..per_anchor {
             let new = NewRecord::new(anchor, "s", "k", json!({ "i": i }), "p");
-            let prev = chain.last().map(|r| r.hash.clone());
+            let prev = chain.last().map(|r| r.hash);
             let ts = start + Duration::microseconds(i as i64 * 3);
             chain.push(Arc::new(
                 LedgerRecord::seal(new, Uuid::now_v7(), ts, prev).unwrap(),

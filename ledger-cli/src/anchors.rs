@@ -43,7 +43,7 @@ async fn list(store: Arc<dyn LedgerStore>, args: Args) -> anyhow::Result<ExitCod
     for (anchor, count) in anchors.iter().zip(counts) {
         let head = heads.get(anchor);
         let head_ts = head.map(|h| format_ts(h.ts));
-        let head_hash = head.map(|h| h.hash.as_str());
+        let head_hash = head.map(|h| h.hash.to_hex());
         if args.json {
             println!(
                 "{}",
@@ -53,7 +53,7 @@ async fn list(store: Arc<dyn LedgerStore>, args: Args) -> anyhow::Result<ExitCod
             println!(
                 "{anchor:<36} {count:>10} {:<27} {}",
                 head_ts.as_deref().unwrap_or("-"),
-                head_hash.unwrap_or("-")
+                head_hash.as_deref().unwrap_or("-")
             );
         }
     }

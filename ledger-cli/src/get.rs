@@ -58,7 +58,8 @@ fn describe(r: &LedgerRecord) -> String {
         r.slot,
         r.kind,
         format::format_ts(r.ts),
-        r.prev_hash.as_deref().unwrap_or("(none: genesis)"),
+        r.prev_hash
+            .map_or_else(|| "(none: genesis)".to_owned(), |h| h.to_hex()),
         r.hash,
         r.producer,
         r.version,

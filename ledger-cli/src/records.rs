@@ -73,7 +73,7 @@ async fn list(store: Arc<dyn LedgerStore>, args: Args) -> anyhow::Result<ExitCod
                     cut(&r.kind, 16),
                     cut(&r.slot, 16),
                     cut(&r.producer, 16),
-                    &r.hash[..r.hash.len().min(12)],
+                    &r.hash.to_hex()[..12],
                     cut(&r.payload.to_string(), 60)
                 );
             }

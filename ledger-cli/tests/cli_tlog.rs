@@ -188,15 +188,16 @@ fn log_commands_end_to_end_on_postgres() {
         serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
     let mut record: ledger_entities::LedgerRecord =
         serde_json::from_value(stored["record"].clone()).unwrap();
-    record.payload = serde_json::json!({ "changed": true });
-    record.hash = ledger_entities::hash::record_hash(&record).unwrap();
+    record.payload =
+        ledger_entities::Payload::from_value(&serde_json::json!({ "changed": true })).unwrap();
+    record.hash = ledger_entities::record::record_hash(&record).unwrap();
     rt.block_on(db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "UPDATE ledger_records SET payload = $2, hash = $3 WHERE rid = $1",
         vec![
             record.rid.into(),
-            record.payload.clone().into(),
-            record.hash.clone().into(),
+            record.payload.to_value().into(),
+            record.hash.to_hex().into(),
         ],
     )))
     .unwrap();

@@ -312,7 +312,7 @@ async fn import_refuses_a_fork_of_a_stored_chain() {
         NewRecord::new(a, "slot", "other", json!({ "fork": true }), "elsewhere"),
         Uuid::now_v7(),
         records[4].ts,
-        Some(records[3].hash.clone()),
+        Some(records[3].hash),
     )
     .unwrap();
     let other_file = write_file(

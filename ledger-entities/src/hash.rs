@@ -1,15 +1,106 @@
-//! The canonical encoding of a record and its SHA-256 hash. `docs/HASHING.md` specifies the
-//! same bytes for implementers in other languages; the test vectors there are checked by the
-//! tests of this module, so the two cannot drift apart.
+//! The record hash type [`RecordHash`] (32 bytes, `Copy`), the domain prefix and the
+//! canonical (JCS) payload encoding. The preimage of a record is built in
+//! [`crate::record::preimage`] (this module does not depend on the record model).
+//! `docs/HASHING.md` specifies the bytes for implementers in other languages; the test
+//! vectors there are checked by the tests of this crate, so the two cannot drift apart.
 
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::record::{LedgerRecord, RECORD_VERSION};
 
 /// Domain-separation prefix of the v1 encoding: 19 ASCII bytes and a NUL. It names the
 /// encoding version so a v1 digest can never be confused with any other SHA-256 use.
 pub const DOMAIN_V1: &[u8] = b"AVL-LEDGER-RECORD-V1\0";
+
+/// A record hash: the 32 bytes of a SHA-256 digest. It is `Copy` (no allocation wherever it
+/// travels) and is displayed, serialized and parsed as 64 lowercase hex digits, the form
+/// stored in PostgreSQL's `CHAR(64)` columns.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordHash(pub [u8; 32]);
+
+impl RecordHash {
+    /// The hash with these bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// SHA-256 of `data`.
+    pub fn digest(data: &[u8]) -> Self {
+        Self(Sha256::digest(data).into())
+    }
+
+    /// Parses 64 lowercase hex digits; `field` names the field in the error.
+    pub fn parse(field: &'static str, text: &str) -> Result<Self, Error> {
+        let malformed = || Error::MalformedHash {
+            field,
+            value: text.to_owned(),
+        };
+        if text.len() != 64 || text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(malformed());
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).map_err(|_| malformed())?;
+        Ok(Self(out))
+    }
+
+    /// The 64 lowercase hex digits as a stack buffer (no allocation).
+    pub fn hex_bytes(&self) -> [u8; 64] {
+        let mut buf = [0u8; 64];
+        // 32 bytes always encode into exactly 64 hex digits, so this cannot fail.
+        let _ = hex::encode_to_slice(self.0, &mut buf);
+        buf
+    }
+
+    /// The 64 lowercase hex digits as a `String`.
+    pub fn to_hex(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for RecordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let buf = self.hex_bytes();
+        // Hex digits are ASCII, so the buffer is valid UTF-8.
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for RecordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for RecordHash {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::parse("hash", s)
+    }
+}
+
+impl Serialize for RecordHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let buf = self.hex_bytes();
+        serializer.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse("hash", &text).map_err(serde::de::Error::custom)
+    }
+}
 
 /// The payload in RFC 8785 (JCS) canonical form, as UTF-8 bytes.
 pub fn canonical_payload(payload: &serde_json::Value) -> Result<Vec<u8>, Error> {
@@ -18,80 +109,5 @@ pub fn canonical_payload(payload: &serde_json::Value) -> Result<Vec<u8>, Error> 
 
 /// Decodes a 64-digit lowercase hex hash into its 32 bytes.
 pub fn decode_hash(field: &'static str, hex_hash: &str) -> Result<[u8; 32], Error> {
-    let malformed = || Error::MalformedHash {
-        field,
-        value: hex_hash.to_owned(),
-    };
-    if hex_hash.len() != 64 || hex_hash.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(malformed());
-    }
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_hash, &mut out).map_err(|_| malformed())?;
-    Ok(out)
-}
-
-/// The exact bytes that are hashed for `record` (see `docs/HASHING.md`): the domain prefix,
-/// then each field as a 4-byte big-endian length followed by its bytes.
-pub fn preimage(record: &LedgerRecord) -> Result<Vec<u8>, Error> {
-    let payload = canonical_payload(&record.payload)?;
-    preimage_with_payload(record, &payload)
-}
-
-fn preimage_with_payload(record: &LedgerRecord, payload: &[u8]) -> Result<Vec<u8>, Error> {
-    if record.version != RECORD_VERSION {
-        return Err(Error::UnsupportedVersion(record.version.clone()));
-    }
-    let prev = match &record.prev_hash {
-        Some(h) => Some(decode_hash("prev_hash", h)?),
-        None => None,
-    };
-    let mut buf = Vec::with_capacity(
-        DOMAIN_V1.len()
-            + 9 * 4
-            + 16
-            + 16
-            + record.slot.len()
-            + record.kind.len()
-            + 8
-            + 32
-            + payload.len()
-            + record.producer.len()
-            + record.version.len(),
-    );
-    buf.extend_from_slice(DOMAIN_V1);
-    put(&mut buf, record.rid.as_bytes())?;
-    put(&mut buf, record.anchor_id.as_bytes())?;
-    put(&mut buf, record.slot.as_bytes())?;
-    put(&mut buf, record.kind.as_bytes())?;
-    put(&mut buf, &record.ts_micros().to_be_bytes())?;
-    put(&mut buf, prev.as_ref().map_or(&[][..], |p| &p[..]))?;
-    put(&mut buf, payload)?;
-    put(&mut buf, record.producer.as_bytes())?;
-    put(&mut buf, record.version.as_bytes())?;
-    Ok(buf)
-}
-
-fn put(buf: &mut Vec<u8>, field: &[u8]) -> Result<(), Error> {
-    // Validation caps every field far below 4 GiB; this guards direct callers of `preimage`.
-    let len = u32::try_from(field.len()).map_err(|_| Error::FieldTooLong {
-        field: "field",
-        len: field.len(),
-        max: u32::MAX as usize,
-    })?;
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(field);
-    Ok(())
-}
-
-/// The record's hash: lowercase hex SHA-256 of [`preimage`].
-pub fn record_hash(record: &LedgerRecord) -> Result<String, Error> {
-    let bytes = preimage(record)?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
-}
-
-/// Like [`record_hash`] for a payload already in canonical form (saves a second JCS pass
-/// when the caller canonicalized during validation).
-pub fn record_hash_with_canonical(record: &LedgerRecord, payload: &[u8]) -> Result<String, Error> {
-    let bytes = preimage_with_payload(record, payload)?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    RecordHash::parse(field, hex_hash).map(|h| h.0)
 }

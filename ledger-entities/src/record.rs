@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::hash;
+use crate::hash::{self, DOMAIN_V1, RecordHash};
 
 /// The record-format version written by this code. It selects the hash encoding
 /// (see `docs/HASHING.md`).
@@ -68,7 +68,76 @@ impl NewRecord {
     }
 }
 
+/// A record's payload, kept once as its RFC 8785 (JCS) canonical JSON text: the exact bytes
+/// that are hashed. Serialized as the JSON value itself (not a string); deserialized from any
+/// JSON value, which is canonicalized. [`Payload::to_value`] parses it back when a
+/// `serde_json::Value` is wanted.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Payload(Box<str>);
+
+impl Payload {
+    /// The canonical form of `value`.
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, Error> {
+        Self::from_canonical(hash::canonical_payload(value)?)
+    }
+
+    /// Wraps bytes already in canonical form (as [`crate::validate::validate_new_record`]
+    /// returns them). Fails only if they are not UTF-8, which JCS output always is.
+    pub fn from_canonical(canonical: Vec<u8>) -> Result<Self, Error> {
+        String::from_utf8(canonical)
+            .map(|s| Self(s.into_boxed_str()))
+            .map_err(|e| Error::Canonicalization(format!("canonical payload is not UTF-8: {e}")))
+    }
+
+    /// The canonical JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The canonical bytes (what is hashed).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// The payload as a JSON value.
+    pub fn to_value(&self) -> serde_json::Value {
+        // The text was produced by the JCS serializer (or canonicalized on deserialization),
+        // so it is always valid JSON; `Null` is unreachable.
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Without serde_json's `raw_value` feature the text cannot be spliced in as is; the
+        // value is re-read (only spool frames and JSON output serialize records).
+        self.to_value().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Self::from_value(&value).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A committed (or committing) record: one link of an anchor's chain.
+///
+/// Lean by design: hashes are [`RecordHash`] (32 bytes, `Copy`) and the payload is kept once,
+/// as its canonical text ([`Payload`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerRecord {
     /// Record id (primary key).
@@ -82,11 +151,11 @@ pub struct LedgerRecord {
     /// Ledger-assigned time, microsecond precision, strictly increasing within an anchor.
     pub ts: DateTime<Utc>,
     /// Hash of the previous record of the anchor; `None` for the genesis record.
-    pub prev_hash: Option<String>,
-    /// Lowercase hex SHA-256 of the canonical encoding (see `docs/HASHING.md`).
-    pub hash: String,
-    /// The host's JSON payload.
-    pub payload: serde_json::Value,
+    pub prev_hash: Option<RecordHash>,
+    /// SHA-256 of the canonical encoding (see `docs/HASHING.md`).
+    pub hash: RecordHash,
+    /// The host's JSON payload, in canonical form.
+    pub payload: Payload,
     /// Optional detached signature; not covered by `hash`.
     pub sig: Option<Vec<u8>>,
     /// Who produced the record.
@@ -105,21 +174,21 @@ impl LedgerRecord {
         new: NewRecord,
         rid: Uuid,
         ts: DateTime<Utc>,
-        prev_hash: Option<String>,
+        prev_hash: Option<RecordHash>,
     ) -> Result<Self, Error> {
-        let canonical = hash::canonical_payload(&new.payload)?;
-        Self::seal_canonical(new, rid, ts, prev_hash, &canonical)
+        let payload = Payload::from_value(&new.payload)?;
+        Self::seal_canonical(new, rid, ts, prev_hash, payload)
     }
 
-    /// Like [`LedgerRecord::seal`] with the payload's canonical (JCS) bytes already computed,
-    /// as [`crate::validate::validate_new_record`] returns them; `canonical` must be the
-    /// canonical form of `new.payload`.
+    /// Like [`LedgerRecord::seal`] with the payload already in canonical form, as
+    /// [`crate::validate::validate_new_record`] returns it; `payload` must be the canonical
+    /// form of `new.payload` (which is dropped: the record keeps only the canonical text).
     pub fn seal_canonical(
         new: NewRecord,
         rid: Uuid,
         ts: DateTime<Utc>,
-        prev_hash: Option<String>,
-        canonical: &[u8],
+        prev_hash: Option<RecordHash>,
+        payload: Payload,
     ) -> Result<Self, Error> {
         let mut record = LedgerRecord {
             rid,
@@ -128,24 +197,24 @@ impl LedgerRecord {
             kind: new.kind,
             ts: truncate_to_micros(ts),
             prev_hash,
-            hash: String::new(),
-            payload: new.payload,
+            hash: RecordHash([0; 32]),
+            payload,
             sig: new.sig,
             producer: new.producer,
             version: RECORD_VERSION.to_owned(),
         };
-        record.hash = hash::record_hash_with_canonical(&record, canonical)?;
+        record.hash = record_hash(&record)?;
         Ok(record)
     }
 
     /// This record moved onto another predecessor (`prev_hash`, whose ts is `prev_ts`): same
     /// rid and content, `ts` raised if needed to stay after the predecessor, hash recomputed.
     /// Used when a record buffered during an outage finds its anchor extended meanwhile.
-    pub fn rechained(&self, prev_hash: &str, prev_ts: DateTime<Utc>) -> Result<Self, Error> {
+    pub fn rechained(&self, prev_hash: RecordHash, prev_ts: DateTime<Utc>) -> Result<Self, Error> {
         let mut r = self.clone();
-        r.prev_hash = Some(prev_hash.to_owned());
+        r.prev_hash = Some(prev_hash);
         r.ts = r.ts.max(prev_ts + chrono::Duration::microseconds(1));
-        r.hash = hash::record_hash(&r)?;
+        r.hash = record_hash(&r)?;
         Ok(r)
     }
 
@@ -156,7 +225,20 @@ impl LedgerRecord {
 
     /// Recomputes the hash from the stored fields; `Ok(true)` when it matches `hash`.
     pub fn hash_matches(&self) -> Result<bool, Error> {
-        Ok(hash::record_hash(self)? == self.hash)
+        Ok(record_hash(self)? == self.hash)
+    }
+
+    /// True when `other` is the same record apart from its place in the chain (same rid,
+    /// anchor, slot, kind, producer, signature and payload; `prev_hash`, `ts` and `hash` may
+    /// differ, as after a re-chain).
+    pub fn same_record(&self, other: &LedgerRecord) -> bool {
+        self.rid == other.rid
+            && self.anchor_id == other.anchor_id
+            && self.slot == other.slot
+            && self.kind == other.kind
+            && self.producer == other.producer
+            && self.sig == other.sig
+            && self.payload == other.payload
     }
 
     /// True when `new` asks for the same record as this stored one (same anchor, slot, kind,
@@ -167,8 +249,62 @@ impl LedgerRecord {
             && self.kind == new.kind
             && self.producer == new.producer
             && self.sig == new.sig
-            && hash::canonical_payload(&self.payload)? == hash::canonical_payload(&new.payload)?)
+            && self.payload.as_bytes() == hash::canonical_payload(&new.payload)?.as_slice())
     }
+}
+
+/// The exact bytes that are hashed for `record` (see `docs/HASHING.md`): the domain prefix,
+/// then each field as a 4-byte big-endian length followed by its bytes. The payload enters
+/// as its canonical bytes, which the record keeps ([`crate::record::Payload`]).
+pub fn preimage(record: &LedgerRecord) -> Result<Vec<u8>, Error> {
+    if record.version != RECORD_VERSION {
+        return Err(Error::UnsupportedVersion(record.version.clone()));
+    }
+    let payload = record.payload.as_bytes();
+    let mut buf = Vec::with_capacity(
+        DOMAIN_V1.len()
+            + 9 * 4
+            + 16
+            + 16
+            + record.slot.len()
+            + record.kind.len()
+            + 8
+            + 32
+            + payload.len()
+            + record.producer.len()
+            + record.version.len(),
+    );
+    buf.extend_from_slice(DOMAIN_V1);
+    put(&mut buf, record.rid.as_bytes())?;
+    put(&mut buf, record.anchor_id.as_bytes())?;
+    put(&mut buf, record.slot.as_bytes())?;
+    put(&mut buf, record.kind.as_bytes())?;
+    put(&mut buf, &record.ts_micros().to_be_bytes())?;
+    put(
+        &mut buf,
+        record.prev_hash.as_ref().map_or(&[][..], |p| &p.0[..]),
+    )?;
+    put(&mut buf, payload)?;
+    put(&mut buf, record.producer.as_bytes())?;
+    put(&mut buf, record.version.as_bytes())?;
+    Ok(buf)
+}
+
+fn put(buf: &mut Vec<u8>, field: &[u8]) -> Result<(), Error> {
+    // Validation caps every field far below 4 GiB; this guards direct callers of `preimage`.
+    let len = u32::try_from(field.len()).map_err(|_| Error::FieldTooLong {
+        field: "field",
+        len: field.len(),
+        max: u32::MAX as usize,
+    })?;
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(field);
+    Ok(())
+}
+
+/// The record's hash: SHA-256 of [`preimage`].
+pub fn record_hash(record: &LedgerRecord) -> Result<RecordHash, Error> {
+    Ok(RecordHash::digest(&preimage(record)?))
 }
 
 /// Truncates a timestamp to whole microseconds (towards the past), as PostgreSQL stores it.

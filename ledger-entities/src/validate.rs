@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::hash::canonical_payload;
-use crate::record::{LedgerRecord, NewRecord};
+use crate::record::{LedgerRecord, NewRecord, Payload};
 
 /// Maximum length in bytes of `slot`, `kind` and `producer`.
 pub const MAX_LABEL_BYTES: usize = 256;
@@ -43,7 +43,7 @@ impl Default for Limits {
 /// hash. The checks, in order: labels (empty, too long, NUL), signature size, payload depth
 /// (iterative, [`check_depth`]), payload walk (NUL in keys/strings, numbers JCS cannot
 /// record exactly), canonical size.
-pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Vec<u8>, Error> {
+pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Payload, Error> {
     check_label("slot", &new.slot)?;
     check_label("kind", &new.kind)?;
     check_label("producer", &new.producer)?;
@@ -54,12 +54,12 @@ pub fn validate_new_record(new: &NewRecord, limits: &Limits) -> Result<Vec<u8>, 
 /// The checks of [`validate_new_record`] applied to a stored (or imported) record's fields,
 /// returning its canonical payload: what an importer runs before trusting a record that did
 /// not come through an append.
-pub fn validate_record(record: &LedgerRecord, limits: &Limits) -> Result<Vec<u8>, Error> {
+pub fn validate_record(record: &LedgerRecord, limits: &Limits) -> Result<Payload, Error> {
     check_label("slot", &record.slot)?;
     check_label("kind", &record.kind)?;
     check_label("producer", &record.producer)?;
     check_sig(record.sig.as_deref())?;
-    check_payload(&record.payload, limits)
+    check_payload(&record.payload.to_value(), limits)
 }
 
 fn check_sig(sig: Option<&[u8]>) -> Result<(), Error> {
@@ -77,7 +77,7 @@ fn check_sig(sig: Option<&[u8]>) -> Result<(), Error> {
 
 /// Depth (iterative), the payload walk and the canonical size check; returns the canonical
 /// bytes.
-fn check_payload(payload: &Value, limits: &Limits) -> Result<Vec<u8>, Error> {
+fn check_payload(payload: &Value, limits: &Limits) -> Result<Payload, Error> {
     check_depth(payload, limits.max_depth)?;
     let mut path = String::from("payload");
     check_value(payload, &mut path, 0, limits.max_depth)?;
@@ -88,7 +88,7 @@ fn check_payload(payload: &Value, limits: &Limits) -> Result<Vec<u8>, Error> {
             limit: limits.max_payload_bytes,
         });
     }
-    Ok(canonical)
+    Payload::from_canonical(canonical)
 }
 
 fn check_label(field: &'static str, value: &str) -> Result<(), Error> {

@@ -4,7 +4,7 @@
 
 use chrono::{TimeZone, Utc};
 use ledger_entities::record::truncate_to_micros;
-use ledger_entities::{LedgerRecord, NewRecord};
+use ledger_entities::{LedgerRecord, NewRecord, Payload, RecordHash};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -31,7 +31,7 @@ fn payload() -> impl Strategy<Value = Value> {
     })
 }
 
-fn record(payload: Value, prev: Option<String>, micros: i64) -> LedgerRecord {
+fn record(payload: Value, prev: Option<RecordHash>, micros: i64) -> LedgerRecord {
     LedgerRecord::seal(
         NewRecord::new(Uuid::from_u128(7), "slot", "kind", payload, "producer"),
         Uuid::from_u128(42),
@@ -79,7 +79,7 @@ proptest! {
     /// Changing any hashed field changes the hash; changing the signature does not.
     #[test]
     fn hash_changes_with_every_hashed_field(p in payload(), micros in 0i64..4_000_000_000_000_000, which in 0usize..9) {
-        let base = record(p.clone(), Some("ab".repeat(32)), micros);
+        let base = record(p.clone(), Some(RecordHash::from_bytes([0xab; 32])), micros);
         let mut other = base.clone();
         match which {
             0 => other.rid = Uuid::from_u128(43),
@@ -87,16 +87,16 @@ proptest! {
             2 => other.slot.push('x'),
             3 => other.kind.push('x'),
             4 => other.ts = base.ts + chrono::Duration::microseconds(1),
-            5 => other.prev_hash = Some("cd".repeat(32)),
+            5 => other.prev_hash = Some(RecordHash::from_bytes([0xcd; 32])),
             6 => other.prev_hash = None,
-            7 => other.payload = json!([p]),
+            7 => other.payload = Payload::from_value(&json!([p])).unwrap(),
             _ => other.producer.push('x'),
         }
-        let rehashed = ledger_entities::hash::record_hash(&other).unwrap();
+        let rehashed = ledger_entities::record::record_hash(&other).unwrap();
         prop_assert_ne!(&rehashed, &base.hash);
         other = base.clone();
         other.sig = Some(vec![1, 2, 3]);
-        prop_assert_eq!(ledger_entities::hash::record_hash(&other).unwrap(), base.hash);
+        prop_assert_eq!(ledger_entities::record::record_hash(&other).unwrap(), base.hash);
     }
 
     /// Nanoseconds are truncated before hashing: the hash survives PostgreSQL's µs storage.

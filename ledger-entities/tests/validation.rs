@@ -5,7 +5,7 @@
 use ledger_entities::validate::{
     Limits, MAX_LABEL_BYTES, MAX_SIG_BYTES, parse_payload, validate_new_record,
 };
-use ledger_entities::{Error, NewRecord};
+use ledger_entities::{Error, NewRecord, RecordHash};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -14,7 +14,7 @@ fn rec(payload: serde_json::Value) -> NewRecord {
 }
 
 fn check(r: &NewRecord) -> Result<Vec<u8>, Error> {
-    validate_new_record(r, &Limits::default())
+    validate_new_record(r, &Limits::default()).map(|p| p.as_bytes().to_vec())
 }
 
 /// A NUL in any label, payload string or payload key is refused, naming where.
@@ -220,16 +220,27 @@ fn malformed_prev_hash_and_unknown_version_are_typed_errors() {
     let mut r =
         ledger_entities::LedgerRecord::seal(rec(json!(1)), Uuid::nil(), chrono::Utc::now(), None)
             .unwrap();
-    r.prev_hash = Some("ABC".into());
     assert!(matches!(
-        r.hash_matches(),
+        RecordHash::parse("prev_hash", "ABC"),
         Err(Error::MalformedHash {
             field: "prev_hash",
             ..
         })
     ));
-    r.prev_hash = Some("A".repeat(64));
-    assert!(matches!(r.hash_matches(), Err(Error::MalformedHash { .. })));
+    assert!(matches!(
+        RecordHash::parse("prev_hash", &"A".repeat(64)),
+        Err(Error::MalformedHash { .. })
+    ));
+    assert!(matches!(
+        "zz".repeat(32).parse::<RecordHash>(),
+        Err(Error::MalformedHash { .. })
+    ));
+    let h: RecordHash = "ab".repeat(32).parse().unwrap();
+    assert_eq!(h.to_string(), "ab".repeat(32));
+    assert_eq!(
+        serde_json::to_string(&h).unwrap(),
+        format!("\"{}\"", "ab".repeat(32))
+    );
     r.prev_hash = None;
     r.version = "v2".into();
     assert_eq!(

@@ -16,6 +16,8 @@
 //!   exactly the design's.
 //! - `src/m20261126_000010_transparency_log.rs`: the transparency log's tables and the
 //!   integration order columns of `ledger_records`.
+//! - `src/m20261126_000020_prev_fk.rs`: the statement-level check `ledger_records_prev_fk` (a
+//!   record's predecessor must be stored in its anchor; SQLSTATE 23503).
 //!
 //! # Example
 //!
@@ -42,6 +44,7 @@ use sea_orm_migration::seaql_migrations;
 
 mod m20261125_000001_create_ledger_tables;
 mod m20261126_000010_transparency_log;
+mod m20261126_000020_prev_fk;
 
 /// All AVL migrations, oldest first.
 pub struct Migrator;
@@ -52,6 +55,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_create_ledger_tables::Migration),
             Box::new(m20261126_000010_transparency_log::Migration),
+            Box::new(m20261126_000020_prev_fk::Migration),
         ]
     }
 }

@@ -151,7 +151,7 @@ impl LogStore for MemoryLog {
         for (i, rid) in page.into_iter().enumerate() {
             let hash = crate::store::LedgerStore::get(self.store.as_ref(), rid)
                 .await?
-                .map(|r| r.hash.clone());
+                .map(|r| r.hash.to_hex());
             out.push(LeafEntry {
                 index: from + i as u64,
                 rid,

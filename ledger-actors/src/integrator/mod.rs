@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Arbiter;
-use ledger_tlog::merkle::{leaf_hash, parse_hash};
+use ledger_tlog::merkle::leaf_hash;
 use ledger_tlog::note::{Checkpoint, NoteSigner, NoteVerifier};
 use ledger_tlog::tile::Edge;
 use tokio::sync::{oneshot, watch};
@@ -317,7 +317,7 @@ impl Runner {
         let pending = self.log.pending(state.watermark, BATCH).await?;
         let mut leaves = Vec::with_capacity(pending.records.len());
         for r in &pending.records {
-            leaves.push(leaf_hash(&parse_hash(&r.hash)?));
+            leaves.push(leaf_hash(&r.hash.0));
             let ts = r.ts;
             state.oldest_uncovered = Some(state.oldest_uncovered.map_or(ts, |o| o.min(ts)));
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, Payload, RecordHash};
 use ledger_tlog::tile::{TileId, TileSet, decode, edge_tiles, encode};
 use sea_orm::sqlx::{self, PgPool, Row, postgres::PgPoolOptions};
 use uuid::Uuid;
@@ -210,9 +210,16 @@ impl LogStore for PostgresLog {
                 slot: row.try_get("slot").map_err(err)?,
                 kind: row.try_get("kind").map_err(err)?,
                 ts: row.try_get("ts").map_err(err)?,
-                prev_hash: row.try_get("prev_hash").map_err(err)?,
-                hash: row.try_get("hash").map_err(err)?,
-                payload: row.try_get("payload").map_err(err)?,
+                prev_hash: row
+                    .try_get::<Option<String>, _>("prev_hash")
+                    .map_err(err)?
+                    .map(|h| RecordHash::parse("prev_hash", &h))
+                    .transpose()?,
+                hash: RecordHash::parse("hash", &row.try_get::<String, _>("hash").map_err(err)?)?,
+                payload: Payload::from_value(
+                    &row.try_get::<serde_json::Value, _>("payload")
+                        .map_err(err)?,
+                )?,
                 sig: row.try_get("sig").map_err(err)?,
                 // A NULL here is not the ledger's row; it is logged as stored (its hash
                 // will not verify, which `ledger verify` reports).
@@ -220,7 +227,11 @@ impl LogStore for PostgresLog {
                 version: version.unwrap_or_default(),
             };
             let pred_logged: bool = row.try_get("pred_logged").map_err(err)?;
-            let ready = pred_logged || record.prev_hash.as_ref().is_some_and(|p| taken.contains(p));
+            let ready = pred_logged
+                || record
+                    .prev_hash
+                    .as_ref()
+                    .is_some_and(|p| taken.contains(&p.to_hex()));
             if !ready {
                 held_back = true;
                 continue;
@@ -234,7 +245,7 @@ impl LogStore for PostgresLog {
                     seq: row.try_get("seq").map_err(err)?,
                 };
             }
-            taken.insert(record.hash.clone());
+            taken.insert(record.hash.to_hex());
             out.records.push(Arc::new(record));
         }
         Ok(out)

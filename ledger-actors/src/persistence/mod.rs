@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use actix::Message;
+use actix::{Message, Recipient};
 use ledger_entities::LedgerRecord;
 use tokio::sync::oneshot;
 
@@ -20,22 +20,81 @@ pub use memory::MemoryPersistence;
 pub use postgres::PostgresPersistence;
 pub use read_only::ReadOnlyPersistence;
 
-/// How durable an acknowledged record is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Durability {
-    /// In this process's memory only (the `memory` backend): lost when the process exits.
-    Volatile,
-    /// Held on the memory fallback during a PostgreSQL outage; written to PostgreSQL when it
-    /// returns. Lost if the process dies before that, unless spooled.
-    Buffered,
-    /// Held on the memory fallback and fsynced to the local spool file; survives a crash.
-    Spooled,
-    /// Committed in PostgreSQL.
-    Committed,
-}
+pub use crate::store::Durability;
+
+/// A record's outcome.
+pub type Outcome = Result<Durability, LedgerError>;
 
 /// Where a persistence actor sends a record's outcome.
-pub type PersistReply = oneshot::Sender<Result<Durability, LedgerError>>;
+pub enum PersistReply {
+    /// To one waiter (a chain actor's append).
+    Oneshot(oneshot::Sender<Outcome>),
+    /// To a forwarding actor (the supervisor), by the sequence number it gave the record.
+    /// A persistence actor answers every such record of a batch in one [`Answers`] message.
+    Forwarded {
+        /// The forwarder's number for the record.
+        seq: u64,
+        /// Where the answers go.
+        to: Recipient<Answers>,
+    },
+}
+
+impl PersistReply {
+    /// Sends `outcome` on its own. `Err` when nobody waits any more (the appender gave up);
+    /// callers ignore that.
+    #[allow(
+        clippy::result_unit_err,
+        reason = "nothing to report: the waiter is gone"
+    )]
+    pub fn send(self, outcome: Outcome) -> Result<(), ()> {
+        match self {
+            PersistReply::Oneshot(tx) => tx.send(outcome).map_err(|_| ()),
+            PersistReply::Forwarded { seq, to } => {
+                to.do_send(Answers(vec![(seq, outcome)]));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Outcomes of forwarded records, by their forwarder's sequence number (one message per
+/// settled batch).
+pub struct Answers(pub Vec<(u64, Outcome)>);
+
+impl Message for Answers {
+    type Result = ();
+}
+
+/// Collects the outcomes of one batch: oneshots are answered at once, forwarded records are
+/// sent together by [`AnswerBatch::finish`].
+#[derive(Default)]
+pub struct AnswerBatch {
+    to: Option<Recipient<Answers>>,
+    forwarded: Vec<(u64, Outcome)>,
+}
+
+impl AnswerBatch {
+    /// Answers one record (forwarded ones when the batch finishes).
+    pub fn answer(&mut self, reply: PersistReply, outcome: Outcome) {
+        match reply {
+            PersistReply::Oneshot(tx) => {
+                // The appender may have given up waiting; then nobody reads this.
+                let _ = tx.send(outcome);
+            }
+            PersistReply::Forwarded { seq, to } => {
+                self.to.get_or_insert(to);
+                self.forwarded.push((seq, outcome));
+            }
+        }
+    }
+
+    /// Sends the forwarded outcomes in one message.
+    pub fn finish(self) {
+        if let Some(to) = self.to {
+            to.do_send(Answers(self.forwarded));
+        }
+    }
+}
 
 /// Store this record after every record sent before it by the same chain actor. Sent with
 /// `do_send` so that one chain actor's records stay in order.

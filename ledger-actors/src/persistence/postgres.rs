@@ -1,7 +1,8 @@
 //! [`PostgresPersistence`]: the persistence actor of the `postgres` backend. It group-commits:
-//! records from every chain actor are collected and written with one multi-row `INSERT` per
-//! batch (a single statement, so one transaction), and each record is answered when its batch
-//! has committed.
+//! records from every chain actor are collected and written with one
+//! [`crate::pg::insert_records`] per batch (a single statement, so one transaction), and each
+//! record is answered when its batch has committed — records forwarded by the supervisor in
+//! one [`super::Answers`] message per batch.
 //!
 //! # Batching
 //! A batch is cut when `batch_size` records are waiting, when the oldest waiting record has
@@ -16,8 +17,9 @@
 //!   batch waits (with every later record of its anchor) for that batch to settle, so a record
 //!   is only ever written with or after its predecessor.
 //! - A refused record poisons its hash: a later record whose `prev_hash` is poisoned is
-//!   refused too ([`LedgerError::Aborted`]) and poisons its own hash, since the database would
-//!   not notice the missing predecessor (no foreign key). A record of the anchor whose
+//!   refused too ([`LedgerError::Aborted`]) and poisons its own hash, without a round trip:
+//!   the database would refuse it anyway (`ledger_records_prev_fk`), so the poison only saves
+//!   the statement; correctness no longer depends on it. A record of the anchor whose
 //!   `prev_hash` is not poisoned (the chain actor has reloaded its head) clears the anchor's
 //!   poison; idle entries expire after [`POISON_TTL`].
 //! - A data error in a multi-row batch does not fail the innocent records: the batch's
@@ -39,22 +41,19 @@
 //! actor. It poisons their hashes so that no successor is written without them; a supervisor
 //! that re-sends them instead must also re-send (not fail) their queued successors.
 
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
+use sea_orm::DatabaseConnection;
+use sea_orm::sqlx::PgPool;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sea_orm::sqlx::{self, PgPool};
-use sea_orm::{DatabaseConnection, DbErr, RuntimeErr};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{Durability, Flush, Persist, Retire};
+use super::{AnswerBatch, Durability, Flush, Persist, Retire};
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
 use crate::store::postgres::{classify, retry_contention};
@@ -71,23 +70,6 @@ pub const POISON_TTL: Duration = Duration::from_secs(60);
 /// How often pool and depth gauges are sampled and expired poison is swept.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-/// One statement writes a whole batch: the columns travel as 11 arrays (a fixed parameter
-/// count whatever the batch size, so the prepared statement is reused) and `UNNEST` zips
-/// them into rows.
-const INSERT_UNNEST: &str = "INSERT INTO ledger_records \
-     (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, sig, producer, version) \
-     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
-     $5::timestamptz[], $6::text[], $7::text[], $8::jsonb[], $9::bytea[], $10::text[], \
-     $11::text[])";
-
-/// [`INSERT_UNNEST`] that skips rows whose rid is already stored and returns the inserted
-/// rids (sqlx takes only static SQL text, hence the repetition).
-const INSERT_UNNEST_SKIP_EXISTING: &str = "INSERT INTO ledger_records \
-     (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, sig, producer, version) \
-     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
-     $5::timestamptz[], $6::text[], $7::text[], $8::jsonb[], $9::bytea[], $10::text[], \
-     $11::text[]) ON CONFLICT (rid) DO NOTHING RETURNING rid";
-
 /// A record waiting in the actor, with its arrival number and time.
 struct Queued {
     seq: u64,
@@ -95,33 +77,9 @@ struct Queued {
     msg: Persist,
 }
 
-/// A record keyed by its hash, so sets of records can be probed with a `&str` hash.
-#[derive(Clone)]
-struct ByHash(Arc<LedgerRecord>);
-
-impl Hash for ByHash {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash.as_str().hash(state);
-    }
-}
-
-impl PartialEq for ByHash {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.hash == other.0.hash
-    }
-}
-
-impl Eq for ByHash {}
-
-impl Borrow<str> for ByHash {
-    fn borrow(&self) -> &str {
-        &self.0.hash
-    }
-}
-
 /// The refused hashes of one anchor.
 struct Poison {
-    hashes: HashSet<String>,
+    hashes: HashSet<RecordHash>,
     touched: Instant,
 }
 
@@ -138,36 +96,40 @@ enum BatchOutcome {
     },
 }
 
-/// Counters for the batch-size summary logged at each [`Flush`].
-#[derive(Default)]
+/// Batch sizes for the summary logged at each [`Flush`], in an HDR histogram (sizes 1 to
+/// 65,536 at 3 significant digits: exact up to 2,048).
 struct BatchStats {
-    batches: u64,
     records: u64,
-    /// `by_size[n]`: committed multi-record batches of `n` records (n ≤ `batch_size`).
-    by_size: Vec<u64>,
+    sizes: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for BatchStats {
+    fn default() -> Self {
+        Self {
+            records: 0,
+            // Valid bounds (1 ≤ low, 2·low ≤ high, sigfig ≤ 5): construction cannot fail.
+            sizes: hdrhistogram::Histogram::new_with_bounds(1, 65_536, 3)
+                .expect("constant, valid histogram bounds"),
+        }
+    }
 }
 
 impl BatchStats {
     fn committed(&mut self, records: usize) {
-        self.batches += 1;
         self.records += records as u64;
-        if self.by_size.len() <= records {
-            self.by_size.resize(records + 1, 0);
-        }
-        self.by_size[records] += 1;
+        self.sizes.saturating_record(records.max(1) as u64);
     }
 
-    /// The batch size at quantile `q` (0..=1), by batches.
-    fn quantile(&self, q: f64) -> usize {
-        let target = (q * self.batches as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (size, n) in self.by_size.iter().enumerate() {
-            seen += n;
-            if seen >= target {
-                return size;
-            }
+    fn batches(&self) -> u64 {
+        self.sizes.len()
+    }
+
+    /// The batch size at quantile `q` (0..=1), by batches; 0 before any batch.
+    fn quantile(&self, q: f64) -> u64 {
+        if self.sizes.is_empty() {
+            return 0;
         }
-        self.by_size.len().saturating_sub(1)
+        self.sizes.value_at_quantile(q)
     }
 }
 
@@ -191,7 +153,7 @@ pub struct PostgresPersistence {
     running_records: usize,
     next_batch: u64,
     /// Records in running batches, by hash.
-    in_flight: HashSet<ByHash>,
+    in_flight: HashSet<RecordHash>,
     /// Every waiting record depends on a running batch; wait for one to settle.
     blocked: bool,
     linger_timer: Option<SpawnHandle>,
@@ -301,7 +263,7 @@ impl PostgresPersistence {
     fn take_batch(&mut self) -> Vec<Queued> {
         let mut batch = Vec::with_capacity(self.queue.len().min(self.batch_size));
         let mut left: VecDeque<Queued> = VecDeque::new();
-        let mut left_hashes: HashSet<ByHash> = HashSet::new();
+        let mut left_hashes: HashSet<RecordHash> = HashSet::new();
         while batch.len() < self.batch_size {
             let Some(q) = self.queue.pop_front() else {
                 break;
@@ -313,9 +275,9 @@ impl PostgresPersistence {
                 self.poison.get_mut(&record.anchor_id)
             };
             if let Some(poison) = poisoned {
-                match record.prev_hash.as_deref() {
-                    Some(prev) if poison.hashes.contains(prev) => {
-                        poison.hashes.insert(record.hash.clone());
+                match record.prev_hash {
+                    Some(prev) if poison.hashes.contains(&prev) => {
+                        poison.hashes.insert(record.hash);
                         poison.touched = Instant::now();
                         let anchor_id = record.anchor_id;
                         // The appender may have given up waiting; then nobody reads this.
@@ -330,10 +292,9 @@ impl PostgresPersistence {
             }
             let waits = record
                 .prev_hash
-                .as_deref()
-                .is_some_and(|prev| self.in_flight.contains(prev) || left_hashes.contains(prev));
+                .is_some_and(|prev| self.in_flight.contains(&prev) || left_hashes.contains(&prev));
             if waits {
-                left_hashes.insert(ByHash(Arc::clone(record)));
+                left_hashes.insert(record.hash);
                 left.push_back(q);
             } else {
                 batch.push(q);
@@ -351,8 +312,7 @@ impl PostgresPersistence {
         self.next_batch += 1;
         let records: Vec<Arc<LedgerRecord>> =
             batch.iter().map(|q| Arc::clone(&q.msg.record)).collect();
-        self.in_flight
-            .extend(records.iter().map(|r| ByHash(Arc::clone(r))));
+        self.in_flight.extend(records.iter().map(|r| r.hash));
         self.running_records += batch.len();
         self.running.insert(id, batch);
         crate::metrics::persistence_depth(self.queue.len() + self.running_records);
@@ -371,13 +331,14 @@ impl PostgresPersistence {
         };
         self.running_records -= batch.len();
         for q in &batch {
-            self.in_flight.remove(q.msg.record.hash.as_str());
+            self.in_flight.remove(&q.msg.record.hash);
         }
+        let mut answers = AnswerBatch::default();
         match outcome {
             BatchOutcome::Committed => {
                 self.stats.committed(batch.len());
                 for q in batch {
-                    let _ = q.msg.reply.send(Ok(Durability::Committed));
+                    answers.answer(q.msg.reply, Ok(Durability::Committed));
                 }
             }
             BatchOutcome::Settled { results, unwritten } => {
@@ -388,13 +349,17 @@ impl PostgresPersistence {
                     if result.is_err() {
                         self.poison_record(&q.msg.record);
                     }
-                    let _ = q.msg.reply.send(result.map(|()| Durability::Committed));
+                    answers.answer(q.msg.reply, result.map(|()| Durability::Committed));
                 }
                 if let Some((_, err)) = unwritten {
-                    self.unwritten(batch.map(|q| q.msg).collect(), err);
+                    for q in batch {
+                        self.poison_record(&q.msg.record);
+                        answers.answer(q.msg.reply, Err(err.clone()));
+                    }
                 }
             }
         }
+        answers.finish();
         self.blocked = false;
         self.dispatch(ctx);
         crate::metrics::persistence_depth(self.queue.len() + self.running_records);
@@ -408,10 +373,12 @@ impl PostgresPersistence {
     /// retries instead (a later issue) takes `msgs` here, unanswered, rather than failing
     /// them.
     pub fn unwritten(&mut self, msgs: Vec<Persist>, err: LedgerError) {
+        let mut answers = AnswerBatch::default();
         for msg in msgs {
             self.poison_record(&msg.record);
-            let _ = msg.reply.send(Err(err.clone()));
+            answers.answer(msg.reply, Err(err.clone()));
         }
+        answers.finish();
     }
 
     fn poison_record(&mut self, record: &LedgerRecord) {
@@ -422,7 +389,7 @@ impl PostgresPersistence {
                 hashes: HashSet::new(),
                 touched: Instant::now(),
             });
-        entry.hashes.insert(record.hash.clone());
+        entry.hashes.insert(record.hash);
         entry.touched = Instant::now();
     }
 
@@ -513,16 +480,13 @@ impl Handler<Flush> for PostgresPersistence {
     fn handle(&mut self, _msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
         let s = &self.stats;
         tracing::info!(
-            batches = s.batches,
+            batches = s.batches(),
             records = s.records,
-            mean = if s.batches == 0 {
-                0.0
-            } else {
-                s.records as f64 / s.batches as f64
-            },
+            mean = s.sizes.mean(),
             p50 = s.quantile(0.5),
             p90 = s.quantile(0.9),
-            largest = s.by_size.len().saturating_sub(1),
+            p99 = s.quantile(0.99),
+            largest = s.sizes.max(),
             "persistence: batches committed whole so far (sizes in records)"
         );
         let (tx, rx) = oneshot::channel();
@@ -551,10 +515,23 @@ async fn write_batch(
 ) -> BatchOutcome {
     let single = (records.len() == 1).then(|| records[0].as_ref());
     let started = Instant::now();
-    let result = retry_contention(retry_for, || insert_rows(&pool, &records)).await;
+    let result = retry_contention(retry_for, || crate::pg::insert_records(&pool, &records)).await;
     crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
     let err = match result {
-        Ok(()) => {
+        Ok(taken) if !taken.is_empty() => {
+            // Rids stored under another hash: those records are refused, the rest committed.
+            crate::metrics::db_batch_committed(records.len() - taken.len());
+            let mut results = vec![Ok(()); records.len()];
+            for i in taken {
+                crate::metrics::db_error(false);
+                results[i] = Err(rid_taken(&records[i]));
+            }
+            return BatchOutcome::Settled {
+                results,
+                unwritten: None,
+            };
+        }
+        Ok(_) => {
             crate::metrics::db_batch_committed(records.len());
             tracing::debug!(
                 records = records.len(),
@@ -592,14 +569,10 @@ async fn write_one_by_one(
     retry_for: Duration,
 ) -> BatchOutcome {
     let mut results = Vec::with_capacity(records.len());
-    let mut failed: HashSet<&str> = HashSet::new();
+    let mut failed: HashSet<RecordHash> = HashSet::new();
     for (i, record) in records.iter().enumerate() {
-        if record
-            .prev_hash
-            .as_deref()
-            .is_some_and(|p| failed.contains(p))
-        {
-            failed.insert(&record.hash);
+        if record.prev_hash.is_some_and(|p| failed.contains(&p)) {
+            failed.insert(record.hash);
             results.push(Err(LedgerError::Aborted {
                 anchor_id: record.anchor_id,
             }));
@@ -607,12 +580,17 @@ async fn write_one_by_one(
         }
         let started = Instant::now();
         let result = retry_contention(retry_for, || {
-            insert_rows(pool, std::slice::from_ref(record))
+            crate::pg::insert_records(pool, std::slice::from_ref(record))
         })
         .await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
         match result.map_err(|e| classify(&e, Some(record))) {
-            Ok(()) => {
+            Ok(taken) if !taken.is_empty() => {
+                crate::metrics::db_error(false);
+                failed.insert(record.hash);
+                results.push(Err(rid_taken(record)));
+            }
+            Ok(_) => {
                 crate::metrics::db_batch_committed(1);
                 results.push(Ok(()));
             }
@@ -626,7 +604,7 @@ async fn write_one_by_one(
             Err(err) => {
                 crate::metrics::db_error(false);
                 tracing::warn!(rid = %record.rid, anchor = %record.anchor_id, error = %err, "record refused by the database");
-                failed.insert(&record.hash);
+                failed.insert(record.hash);
                 results.push(Err(err));
             }
         }
@@ -637,65 +615,12 @@ async fn write_one_by_one(
     }
 }
 
-/// `INSERT ... SELECT * FROM UNNEST(...)`: one statement, so one transaction.
-async fn insert_rows(pool: &PgPool, records: &[Arc<LedgerRecord>]) -> Result<(), DbErr> {
-    unnest_query(INSERT_UNNEST, records)
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
-}
-
-/// Like [`insert_rows`], but a record whose rid is already stored is skipped instead of
-/// failing the statement; returns the rids actually inserted. The outage drain uses it: a
-/// record whose batch committed just before the connection died must not be written twice.
-pub(crate) async fn insert_rows_skip_existing(
-    pool: &PgPool,
-    records: &[Arc<LedgerRecord>],
-) -> Result<HashSet<Uuid>, DbErr> {
-    let rows = unnest_query(INSERT_UNNEST_SKIP_EXISTING, records)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))?;
-    rows.iter()
-        .map(|row| {
-            sqlx::Row::try_get::<Uuid, _>(row, 0)
-                .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
-        })
-        .collect()
-}
-
-/// Binds the 11 column arrays of `records` to an `UNNEST` insert statement.
-fn unnest_query<'q>(
-    sql: &'static str,
-    records: &'q [Arc<LedgerRecord>],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let rid: Vec<Uuid> = records.iter().map(|r| r.rid).collect();
-    let anchor: Vec<Uuid> = records.iter().map(|r| r.anchor_id).collect();
-    let slot: Vec<&str> = records.iter().map(|r| r.slot.as_str()).collect();
-    let kind: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
-    let ts: Vec<DateTime<Utc>> = records.iter().map(|r| r.ts).collect();
-    let prev: Vec<Option<&str>> = records.iter().map(|r| r.prev_hash.as_deref()).collect();
-    let hash: Vec<&str> = records.iter().map(|r| r.hash.as_str()).collect();
-    let payload: Vec<sqlx::types::Json<&serde_json::Value>> = records
-        .iter()
-        .map(|r| sqlx::types::Json(&r.payload))
-        .collect();
-    let sig: Vec<Option<&[u8]>> = records.iter().map(|r| r.sig.as_deref()).collect();
-    let producer: Vec<&str> = records.iter().map(|r| r.producer.as_str()).collect();
-    let version: Vec<&str> = records.iter().map(|r| r.version.as_str()).collect();
-    sqlx::query(sql)
-        .bind(rid)
-        .bind(anchor)
-        .bind(slot)
-        .bind(kind)
-        .bind(ts)
-        .bind(prev)
-        .bind(hash)
-        .bind(payload)
-        .bind(sig)
-        .bind(producer)
-        .bind(version)
+/// The refusal of a record whose rid is stored with other content.
+fn rid_taken(record: &LedgerRecord) -> LedgerError {
+    LedgerError::Conflict {
+        rid: record.rid,
+        reason: "rid already stored".into(),
+    }
 }
 
 #[cfg(test)]
@@ -709,7 +634,7 @@ mod tests {
         for size in [1, 2, 2, 3, 10, 10, 10, 10, 500, 1000] {
             stats.committed(size);
         }
-        assert_eq!(stats.batches, 10);
+        assert_eq!(stats.batches(), 10);
         assert_eq!(stats.records, 1548);
         assert_eq!(stats.quantile(0.5), 10);
         assert_eq!(stats.quantile(0.1), 1);

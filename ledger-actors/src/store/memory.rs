@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
 use uuid::Uuid;
 
 use super::{Head, LedgerStore, RecordRange};
@@ -18,7 +18,7 @@ use crate::error::LedgerError;
 #[derive(Default)]
 pub struct MemoryLedgerStore {
     by_rid: DashMap<Uuid, Arc<LedgerRecord>>,
-    by_hash: DashMap<String, Uuid>,
+    by_hash: DashMap<RecordHash, Uuid>,
     chains: DashMap<Uuid, Vec<Arc<LedgerRecord>>>,
     count: AtomicU64,
     /// Every record in commit order (predecessors first): the memory backend's source for
@@ -44,7 +44,7 @@ impl MemoryLedgerStore {
         self.check_batch(records)?;
         for r in records {
             self.by_rid.insert(r.rid, Arc::clone(r));
-            self.by_hash.insert(r.hash.clone(), r.rid);
+            self.by_hash.insert(r.hash, r.rid);
             self.chains
                 .entry(r.anchor_id)
                 .or_default()
@@ -70,37 +70,37 @@ impl MemoryLedgerStore {
         let stored_head = |anchor: &Uuid| {
             self.chains
                 .get(anchor)
-                .and_then(|c| c.last().map(|l| l.hash.clone()))
+                .and_then(|c| c.last().map(|l| l.hash))
         };
         if let [r] = records {
             // One record (the persistence actor's case): no bookkeeping maps needed.
-            return self.check_one(r, stored_head(&r.anchor_id).as_ref());
+            return self.check_one(r, stored_head(&r.anchor_id));
         }
         // Heads and rids as they will be after the earlier records of this batch.
-        let mut heads: HashMap<Uuid, Option<String>> = HashMap::new();
+        let mut heads: HashMap<Uuid, Option<RecordHash>> = HashMap::new();
         let mut rids = std::collections::HashSet::new();
         for r in records {
             let head = heads
                 .entry(r.anchor_id)
                 .or_insert_with(|| stored_head(&r.anchor_id));
-            self.check_one(r, head.as_ref())?;
+            self.check_one(r, *head)?;
             if !rids.insert(r.rid) {
                 return Err(LedgerError::Conflict {
                     rid: r.rid,
                     reason: "rid appears twice in one batch".into(),
                 });
             }
-            *head = Some(r.hash.clone());
+            *head = Some(r.hash);
         }
         Ok(())
     }
 
     /// The fork guard and uniqueness checks for one record given its anchor's head.
-    fn check_one(&self, r: &LedgerRecord, head: Option<&String>) -> Result<(), LedgerError> {
-        if head != r.prev_hash.as_ref() {
+    fn check_one(&self, r: &LedgerRecord, head: Option<RecordHash>) -> Result<(), LedgerError> {
+        if head != r.prev_hash {
             return Err(LedgerError::ForkRefused {
                 anchor_id: r.anchor_id,
-                prev_hash: r.prev_hash.clone(),
+                prev_hash: r.prev_hash,
             });
         }
         if self.by_rid.contains_key(&r.rid) {
@@ -133,8 +133,11 @@ impl LedgerStore for MemoryLedgerStore {
         Ok(self.by_rid.get(&rid).map(|r| Arc::clone(r.value())))
     }
 
-    async fn get_by_hash(&self, hash: &str) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
-        let Some(rid) = self.by_hash.get(hash).map(|r| *r.value()) else {
+    async fn get_by_hash(
+        &self,
+        hash: RecordHash,
+    ) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
+        let Some(rid) = self.by_hash.get(&hash).map(|r| *r.value()) else {
             return Ok(None);
         };
         self.get(rid).await

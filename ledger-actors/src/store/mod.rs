@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
 use uuid::Uuid;
 
 use crate::config::{Backend, LedgerConfig};
@@ -17,16 +17,29 @@ use crate::error::LedgerError;
 
 pub mod memory;
 pub mod postgres;
-pub mod supervised;
 
 pub use memory::MemoryLedgerStore;
 pub use postgres::PostgresLedgerStore;
 
+/// How durable an acknowledged record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// In this process's memory only (the `memory` backend): lost when the process exits.
+    Volatile,
+    /// Held on the memory fallback during a PostgreSQL outage; written to PostgreSQL when it
+    /// returns. Lost if the process dies before that, unless spooled.
+    Buffered,
+    /// Held on the memory fallback and fsynced to the local spool file; survives a crash.
+    Spooled,
+    /// Committed in PostgreSQL.
+    Committed,
+}
+
 /// The durability of a record found in a store of this backend.
-pub fn durability_of(backend: Backend) -> crate::persistence::Durability {
+pub fn durability_of(backend: Backend) -> Durability {
     match backend {
-        Backend::Memory => crate::persistence::Durability::Volatile,
-        Backend::Postgres => crate::persistence::Durability::Committed,
+        Backend::Memory => Durability::Volatile,
+        Backend::Postgres => Durability::Committed,
     }
 }
 
@@ -36,7 +49,7 @@ pub struct Head {
     /// The head record's id.
     pub rid: Uuid,
     /// The head record's hash (the next record's `prev_hash`).
-    pub hash: String,
+    pub hash: RecordHash,
     /// The head record's timestamp (the next record's `ts` must be later).
     pub ts: DateTime<Utc>,
 }
@@ -46,7 +59,7 @@ impl Head {
     pub fn of(record: &LedgerRecord) -> Self {
         Self {
             rid: record.rid,
-            hash: record.hash.clone(),
+            hash: record.hash,
             ts: record.ts,
         }
     }
@@ -129,7 +142,8 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError>;
 
     /// The record with this hash.
-    async fn get_by_hash(&self, hash: &str) -> Result<Option<Arc<LedgerRecord>>, LedgerError>;
+    async fn get_by_hash(&self, hash: RecordHash)
+    -> Result<Option<Arc<LedgerRecord>>, LedgerError>;
 
     /// One anchor's records within `range`, in chain order (empty for an unknown anchor).
     async fn records(

@@ -7,20 +7,21 @@
 //!
 //! The fork guard is the database's: the unique constraint `ledger_records_no_fork` on
 //! `(anchor_id, prev_hash)` (NULLS NOT DISTINCT) refuses a second genesis or a second
-//! successor of a record. It cannot refuse a record whose predecessor does not exist (there is
-//! no foreign key), so [`LedgerStore::insert`] checks that in the same transaction.
+//! successor of a record; the predecessor check `ledger_records_prev_fk` (a statement-level
+//! trigger) refuses a record whose predecessor is not stored in its anchor. Writes go through
+//! [`crate::pg::insert_records`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ledger_entities::LedgerRecord;
 use ledger_entities::entity::ledger_records::{self, Column, Entity as Records};
+use ledger_entities::{LedgerRecord, RecordHash};
 use sea_orm::sqlx;
 use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, RuntimeErr, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, RuntimeErr,
 };
 use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
@@ -35,10 +36,10 @@ pub const FORK_GUARD: &str = "ledger_records_no_fork";
 pub const RID_KEY: &str = "ledger_records_pkey";
 /// Name of the unique constraint on `hash`.
 pub const HASH_KEY: &str = "ledger_records_hash_key";
-
-/// Most rows in one multi-row `INSERT ... VALUES`: PostgreSQL takes at most 65,535 bind
-/// parameters per statement and a row has 11 columns.
-const MAX_ROWS_PER_INSERT: usize = 65_535 / 11;
+/// Name the predecessor check (trigger `ledger_records_prev_fk`, migration
+/// `m20261126_000020_prev_fk`) reports with SQLSTATE 23503: a record's predecessor must be
+/// stored, in the same anchor.
+pub const PREV_FK: &str = "ledger_records_prev_fk";
 
 /// Opens a connection pool to the configured database: at most `config.pool_size`
 /// connections, `config.timeout` to open a connection or acquire one from the pool, a
@@ -149,6 +150,8 @@ pub const CONTENTION_STATES: &[&str] = &["40P01", "40001"];
 ///   while connecting or later.
 /// - Conflict with a concurrent transaction, [`LedgerError::Contention`]:
 ///   [`CONTENTION_STATES`]; retry ([`retry_contention`]).
+/// - SQLSTATE 23503 on [`PREV_FK`] (predecessor not stored in the anchor), with `record`:
+///   [`LedgerError::ForkRefused`].
 /// - SQLSTATE 23505 on [`FORK_GUARD`]: [`LedgerError::ForkRefused`]; on [`RID_KEY`] or
 ///   [`HASH_KEY`]: [`LedgerError::Conflict`]. `record` is the record the failed statement
 ///   wrote, when it wrote only one; without it the anchor, predecessor and rid are read from
@@ -193,6 +196,15 @@ fn classify_sqlx(err: &sqlx::Error, record: Option<&LedgerRecord>) -> LedgerErro
             }
             if CONTENTION_STATES.contains(&state.as_str()) {
                 return LedgerError::Contention(format!("{} (SQLSTATE {state})", db.message()));
+            }
+            if state == "23503" && db.constraint() == Some(PREV_FK) {
+                // The predecessor is not stored in the record's anchor.
+                if let Some(r) = record {
+                    return LedgerError::ForkRefused {
+                        anchor_id: r.anchor_id,
+                        prev_hash: r.prev_hash,
+                    };
+                }
             }
             if state == "23505" {
                 let detail = db
@@ -246,12 +258,16 @@ fn unique_violation(
     match constraint? {
         FORK_GUARD => {
             let (anchor_id, prev_hash) = match (record, &keys) {
-                (Some(r), _) => (r.anchor_id, r.prev_hash.clone()),
+                (Some(r), _) => (r.anchor_id, r.prev_hash),
                 (None, Some(values)) if values.len() == 2 => {
                     let prev = values[1].trim();
                     (
                         Uuid::parse_str(values[0].trim()).ok()?,
-                        (!prev.is_empty() && prev != "null").then(|| prev.to_owned()),
+                        if prev.is_empty() || prev == "null" {
+                            None
+                        } else {
+                            Some(prev.parse().ok()?)
+                        },
                     )
                 }
                 _ => return None,
@@ -320,6 +336,8 @@ fn read_err(err: DbErr) -> LedgerError {
 
 /// Most anchors looked up by one batched head query.
 const MAX_HEADS_PER_QUERY: usize = 1024;
+/// Rids per `rid = ANY($1)` look-up of [`LedgerStore::get_many`].
+const MAX_RIDS_PER_QUERY: usize = 5_000;
 /// Batched head queries in flight at once; further lookups queue and join the next batch.
 const HEAD_QUERIES_IN_FLIGHT: usize = 2;
 
@@ -373,13 +391,20 @@ impl PostgresLedgerStore {
             .await;
         match rows {
             Ok(rows) => {
-                let mut heads: HashMap<Uuid, Head> = rows
+                let mut heads: HashMap<Uuid, Result<Head, LedgerError>> = rows
                     .into_iter()
-                    .map(|(anchor, rid, hash, ts)| (anchor, Head { rid, hash, ts }))
+                    .map(|(anchor, rid, hash, ts)| {
+                        let head = RecordHash::parse("hash", &hash)
+                            .map(|hash| Head { rid, hash, ts })
+                            .map_err(|e| {
+                                LedgerError::Database(format!("head of anchor {anchor}: {e}"))
+                            });
+                        (anchor, head)
+                    })
                     .collect();
                 for (anchor, reply) in batch {
                     // The caller may have given up; then nobody reads the answer.
-                    let _ = reply.send(Ok(heads.remove(&anchor)));
+                    let _ = reply.send(heads.remove(&anchor).transpose());
                 }
             }
             Err(e) => {
@@ -400,57 +425,6 @@ impl PostgresLedgerStore {
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
-
-    /// Checks, inside the inserting transaction, what the unique constraints cannot: each
-    /// anchor's records in `records` chain on each other in order, and the first one's
-    /// predecessor exists in that anchor (a missing predecessor would leave a gap).
-    async fn check_links<C: sea_orm::ConnectionTrait>(
-        txn: &C,
-        records: &[Arc<LedgerRecord>],
-    ) -> Result<(), LedgerError> {
-        let mut last: HashMap<Uuid, &str> = HashMap::new();
-        let mut outside: HashMap<&str, &LedgerRecord> = HashMap::new();
-        for r in records {
-            match (last.get(&r.anchor_id), r.prev_hash.as_deref()) {
-                (Some(prev), Some(p)) if *prev == p => {}
-                (Some(_), _) => {
-                    return Err(LedgerError::ForkRefused {
-                        anchor_id: r.anchor_id,
-                        prev_hash: r.prev_hash.clone(),
-                    });
-                }
-                (None, Some(p)) => {
-                    outside.insert(p, r);
-                }
-                (None, None) => {}
-            }
-            last.insert(r.anchor_id, &r.hash);
-        }
-        if outside.is_empty() {
-            return Ok(());
-        }
-        let wanted: Vec<String> = outside.keys().map(|h| (*h).to_owned()).collect();
-        let found: HashSet<(Uuid, String)> = Records::find()
-            .select_only()
-            .column(Column::AnchorId)
-            .column(Column::Hash)
-            .filter(Column::Hash.is_in(wanted))
-            .into_tuple::<(Uuid, String)>()
-            .all(txn)
-            .await
-            .map_err(read_err)?
-            .into_iter()
-            .collect();
-        for (prev, r) in outside {
-            if !found.contains(&(r.anchor_id, prev.to_owned())) {
-                return Err(LedgerError::ForkRefused {
-                    anchor_id: r.anchor_id,
-                    prev_hash: r.prev_hash.clone(),
-                });
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -459,35 +433,36 @@ impl LedgerStore for PostgresLedgerStore {
         Backend::Postgres
     }
 
-    /// One transaction: the predecessor check, then multi-row `INSERT`s (chunked below the
-    /// bind-parameter limit), then commit.
+    /// One statement through [`crate::pg::insert_records`], the ledger's only insert: the
+    /// database's constraints refuse a fork, a second genesis, a missing predecessor
+    /// (`ledger_records_prev_fk`) and a duplicate hash; a rid already stored with the same
+    /// hash is the same record (nothing written, `Ok`), with another hash it is
+    /// [`LedgerError::Conflict`] and nothing is written.
     async fn insert(&self, records: &[Arc<LedgerRecord>]) -> Result<(), LedgerError> {
         if records.is_empty() {
             return Ok(());
         }
         let single = (records.len() == 1).then(|| records[0].as_ref());
-        let txn = self.db.begin().await.map_err(|e| counted(&e, single))?;
-        let written = async {
-            Self::check_links(&txn, records).await?;
-            for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-                Records::insert_many(
-                    chunk
-                        .iter()
-                        .map(|r| ledger_records::ActiveModel::from(r.as_ref())),
-                )
-                .exec_without_returning(&txn)
-                .await
-                .map_err(|e| counted(&e, (chunk.len() == 1).then(|| chunk[0].as_ref())))?;
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = written {
-            // The transaction is rolled back when dropped anyway; this only does it now.
+        let sqlx_err =
+            |e: sqlx::Error| counted(&DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))), single);
+        let mut txn = self
+            .db
+            .get_postgres_connection_pool()
+            .begin()
+            .await
+            .map_err(sqlx_err)?;
+        let taken = crate::pg::insert_records_on(&mut txn, records)
+            .await
+            .map_err(|e| counted(&e, single))?;
+        if let Some(&i) = taken.first() {
+            // All or nothing: undo the rows written beside the refused one.
             let _ = txn.rollback().await;
-            return Err(e);
+            return Err(LedgerError::Conflict {
+                rid: records[i].rid,
+                reason: "rid already stored with other content".into(),
+            });
         }
-        txn.commit().await.map_err(|e| counted(&e, single))
+        txn.commit().await.map_err(sqlx_err)
     }
 
     async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
@@ -499,9 +474,12 @@ impl LedgerStore for PostgresLedgerStore {
             .transpose()
     }
 
-    async fn get_by_hash(&self, hash: &str) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
+    async fn get_by_hash(
+        &self,
+        hash: RecordHash,
+    ) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
         Records::find()
-            .filter(Column::Hash.eq(hash))
+            .filter(Column::Hash.eq(hash.to_hex()))
             .one(&self.db)
             .await
             .map_err(read_err)?
@@ -605,10 +583,10 @@ impl LedgerStore for PostgresLedgerStore {
             .map_err(read_err)
     }
 
-    /// `SELECT ... WHERE rid = ANY($1)`, in chunks of [`MAX_ROWS_PER_INSERT`] rids.
+    /// `SELECT ... WHERE rid = ANY($1)`, in chunks of [`MAX_RIDS_PER_QUERY`] rids.
     async fn get_many(&self, rids: &[Uuid]) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
         let mut out = Vec::new();
-        for chunk in rids.chunks(MAX_ROWS_PER_INSERT) {
+        for chunk in rids.chunks(MAX_RIDS_PER_QUERY) {
             let rows = Records::find()
                 .filter(Column::Rid.is_in(chunk.iter().copied()))
                 .all(&self.db)
@@ -740,9 +718,10 @@ mod tests {
             slot: "s".into(),
             kind: "k".into(),
             ts: chrono::Utc::now(),
-            prev_hash: Some("a".repeat(64)),
-            hash: "b".repeat(64),
-            payload: serde_json::json!({}),
+            prev_hash: Some(RecordHash::from_bytes([0xaa; 32])),
+            hash: RecordHash::from_bytes([0xbb; 32]),
+            payload: ledger_entities::Payload::from_value(&serde_json::json!({}))
+                .expect("canonical"),
             sig: None,
             producer: "p".into(),
             version: "v1".into(),
@@ -858,15 +837,23 @@ mod tests {
         assert_eq!(attempts.get(), 1);
     }
 
-    /// A duplicate on the fork guard is `ForkRefused` with the record's anchor and predecessor.
+    /// A duplicate on the fork guard, or a missing predecessor (the predecessor check), is
+    /// `ForkRefused` with the record's anchor and predecessor.
     #[test]
     fn fork_guard_violation_is_fork_refused() {
         let r = record();
         assert_eq!(
+            classify(&server("23503", Some(PREV_FK)), Some(&r)),
+            LedgerError::ForkRefused {
+                anchor_id: r.anchor_id,
+                prev_hash: r.prev_hash,
+            }
+        );
+        assert_eq!(
             classify(&server("23505", Some(FORK_GUARD)), Some(&r)),
             LedgerError::ForkRefused {
                 anchor_id: r.anchor_id,
-                prev_hash: r.prev_hash.clone(),
+                prev_hash: r.prev_hash,
             }
         );
     }
@@ -912,7 +899,7 @@ mod tests {
     #[test]
     fn key_detail_is_parsed() {
         let anchor = Uuid::from_u128(9);
-        let prev = "c".repeat(64);
+        let prev = RecordHash::from_bytes([0xcc; 32]);
         let detail = format!("Key (anchor_id, prev_hash)=({anchor}, {prev}) already exists.");
         assert_eq!(
             unique_violation(Some(FORK_GUARD), Some(&detail), None),

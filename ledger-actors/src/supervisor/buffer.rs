@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
 use uuid::Uuid;
 
 use crate::store::{Head, RecordRange};
@@ -19,6 +19,8 @@ struct Inner {
     /// Each anchor's buffered records in chain order.
     by_anchor: HashMap<Uuid, VecDeque<Arc<LedgerRecord>>>,
     by_rid: HashMap<Uuid, Arc<LedgerRecord>>,
+    /// Hash → rid, for reads by hash during an outage.
+    by_hash: HashMap<RecordHash, Uuid>,
 }
 
 /// The outage buffer. Bounded by the supervisor (`buffer_capacity`).
@@ -52,6 +54,7 @@ impl OutageBuffer {
             .or_default()
             .push_back(Arc::clone(&record));
         b.by_rid.insert(record.rid, Arc::clone(&record));
+        b.by_hash.insert(record.hash, record.rid);
         b.queue.push_back(record);
     }
 
@@ -60,14 +63,24 @@ impl OutageBuffer {
         self.lock().queue.iter().take(n).cloned().collect()
     }
 
-    /// Removes the oldest `n` records (after they reached the database).
+    /// Removes the oldest `n` records (after they reached the database). O(1) per record:
+    /// the queue holds each anchor's records in chain order, so the oldest record overall is
+    /// also the oldest of its anchor.
     pub fn pop_front(&self, n: usize) {
         let mut b = self.lock();
         for _ in 0..n {
             let Some(r) = b.queue.pop_front() else { break };
             b.by_rid.remove(&r.rid);
+            if b.by_hash.get(&r.hash) == Some(&r.rid) {
+                b.by_hash.remove(&r.hash);
+            }
             if let Some(chain) = b.by_anchor.get_mut(&r.anchor_id) {
-                chain.retain(|x| x.rid != r.rid);
+                if chain.front().is_some_and(|x| x.rid == r.rid) {
+                    chain.pop_front();
+                } else {
+                    // Unreachable while the order invariant holds; stay correct regardless.
+                    chain.retain(|x| x.rid != r.rid);
+                }
                 if chain.is_empty() {
                     b.by_anchor.remove(&r.anchor_id);
                 }
@@ -84,6 +97,7 @@ impl OutageBuffer {
             queue,
             by_anchor,
             by_rid: index,
+            by_hash,
         } = &mut *b;
         for slot in queue.iter_mut().chain(by_anchor.values_mut().flatten()) {
             if let Some(new) = by_rid.get(&slot.rid) {
@@ -91,8 +105,11 @@ impl OutageBuffer {
             }
         }
         for r in updated {
-            if index.contains_key(&r.rid) {
-                index.insert(r.rid, Arc::clone(r));
+            if let Some(old) = index.insert(r.rid, Arc::clone(r)) {
+                by_hash.remove(&old.hash);
+                by_hash.insert(r.hash, r.rid);
+            } else {
+                index.remove(&r.rid);
             }
         }
     }
@@ -119,9 +136,21 @@ impl OutageBuffer {
         self.lock().by_rid.get(&rid).cloned()
     }
 
-    /// The buffered record with this hash.
-    pub fn get_by_hash(&self, hash: &str) -> Option<Arc<LedgerRecord>> {
-        self.lock().queue.iter().find(|r| r.hash == hash).cloned()
+    /// The buffered record with this hash (an index look-up).
+    pub fn get_by_hash(&self, hash: RecordHash) -> Option<Arc<LedgerRecord>> {
+        let b = self.lock();
+        b.by_hash
+            .get(&hash)
+            .and_then(|rid| b.by_rid.get(rid))
+            .cloned()
+    }
+
+    /// Number of one anchor's buffered records.
+    pub fn anchor_len(&self, anchor_id: Uuid) -> usize {
+        self.lock()
+            .by_anchor
+            .get(&anchor_id)
+            .map_or(0, VecDeque::len)
     }
 
     /// One anchor's buffered records within `range`.

@@ -12,11 +12,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
 use sea_orm::sqlx::PgPool;
 
 use crate::error::LedgerError;
-use crate::persistence::postgres::insert_rows_skip_existing;
+use crate::pg::insert_records;
 use crate::store::postgres::{PostgresLedgerStore, classify, retry_contention};
 use crate::store::{Head, LedgerStore};
 
@@ -32,15 +32,15 @@ const CONTENTION_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub struct DrainState {
     /// Buffered hash -> the head it was written as.
-    pub moved: HashMap<String, Head>,
+    pub moved: HashMap<RecordHash, Head>,
     /// Hashes of quarantined records.
-    pub dropped: HashSet<String>,
+    pub dropped: HashSet<RecordHash>,
 }
 
 impl DrainState {
     /// True when a record with this `prev_hash` must be re-chained before it is written.
-    pub fn affects(&self, prev_hash: Option<&str>) -> bool {
-        prev_hash.is_some_and(|p| self.moved.contains_key(p) || self.dropped.contains(p))
+    pub fn affects(&self, prev_hash: Option<RecordHash>) -> bool {
+        prev_hash.is_some_and(|p| self.moved.contains_key(&p) || self.dropped.contains(&p))
     }
 }
 
@@ -50,7 +50,7 @@ pub struct DrainOutcome {
     /// Records from the front of the batch now in PostgreSQL (or quarantined): settled.
     pub settled: usize,
     /// Records written under a new hash: (hash they were buffered with, record as written).
-    pub rechained: Vec<(String, Arc<LedgerRecord>)>,
+    pub rechained: Vec<(RecordHash, Arc<LedgerRecord>)>,
     /// Records refused for good, with the reason (they are not in PostgreSQL).
     pub quarantined: Vec<(Arc<LedgerRecord>, LedgerError)>,
     /// The database became unreachable; records from `settled` on are still to be written.
@@ -60,14 +60,7 @@ pub struct DrainOutcome {
 /// True when `stored` is the same record as `r`, possibly re-chained (same rid, anchor and
 /// content; `prev_hash`/`ts`/`hash` may differ).
 fn same_record(stored: &LedgerRecord, r: &LedgerRecord) -> bool {
-    stored.rid == r.rid
-        && stored.anchor_id == r.anchor_id
-        && stored.slot == r.slot
-        && stored.kind == r.kind
-        && stored.producer == r.producer
-        && stored.sig == r.sig
-        && ledger_entities::hash::canonical_payload(&stored.payload).ok()
-            == ledger_entities::hash::canonical_payload(&r.payload).ok()
+    stored.same_record(r)
 }
 
 /// Writes `batch` (in buffer order); see the module doc.
@@ -78,24 +71,13 @@ pub async fn drain_batch(
     state: &mut DrainState,
 ) -> DrainOutcome {
     let mut out = DrainOutcome::default();
-    if batch.iter().any(|r| state.affects(r.prev_hash.as_deref())) {
+    if batch.iter().any(|r| state.affects(r.prev_hash)) {
         one_by_one(pool, store, batch, state, &mut out).await;
         return out;
     }
-    match retry_contention(CONTENTION_RETRY, || insert_rows_skip_existing(pool, batch)).await {
-        Ok(inserted) => {
-            let mut fallback = false;
-            for r in batch.iter().filter(|r| !inserted.contains(&r.rid)) {
-                match store.get(r.rid).await {
-                    Ok(Some(stored)) if stored.hash == r.hash => {}
-                    Ok(_) => fallback = true,
-                    Err(e) => {
-                        out.unavailable = Some(e);
-                        return out;
-                    }
-                }
-            }
-            if !fallback {
+    match retry_contention(CONTENTION_RETRY, || insert_records(pool, batch)).await {
+        Ok(taken) => {
+            if taken.is_empty() {
                 out.settled = batch.len();
                 return out;
             }
@@ -132,10 +114,10 @@ async fn one_by_one(
         let mut attempts = 0;
         loop {
             // Follow the predecessor if it moved or was dropped.
-            if let Some(prev) = r.prev_hash.as_deref() {
-                let new_prev = if let Some(h) = moved.get(prev) {
+            if let Some(prev) = r.prev_hash {
+                let new_prev = if let Some(h) = moved.get(&prev) {
                     Some(h.clone())
-                } else if dropped.contains(prev) {
+                } else if dropped.contains(&prev) {
                     match store.head(r.anchor_id).await {
                         Ok(h) => h,
                         Err(e) => {
@@ -147,23 +129,22 @@ async fn one_by_one(
                     None
                 };
                 if let Some(h) = new_prev {
-                    match r.rechained(&h.hash, h.ts) {
+                    match r.rechained(h.hash, h.ts) {
                         Ok(n) => r = Arc::new(n),
                         Err(e) => {
                             out.quarantined.push((Arc::clone(original), e.into()));
-                            dropped.insert(original.hash.clone());
+                            dropped.insert(original.hash);
                             break;
                         }
                     }
                 }
             }
             let one = std::slice::from_ref(&r);
-            match retry_contention(CONTENTION_RETRY, || insert_rows_skip_existing(pool, one)).await
-            {
-                Ok(inserted) if inserted.contains(&r.rid) => {
+            match retry_contention(CONTENTION_RETRY, || insert_records(pool, one)).await {
+                Ok(taken) if taken.is_empty() => {
                     if r.hash != original.hash {
-                        moved.insert(original.hash.clone(), Head::of(&r));
-                        out.rechained.push((original.hash.clone(), Arc::clone(&r)));
+                        moved.insert(original.hash, Head::of(&r));
+                        out.rechained.push((original.hash, Arc::clone(&r)));
                     }
                     break;
                 }
@@ -173,8 +154,8 @@ async fn one_by_one(
                     match store.get(r.rid).await {
                         Ok(Some(stored)) if same_record(&stored, &r) => {
                             if stored.hash != original.hash {
-                                moved.insert(original.hash.clone(), Head::of(&stored));
-                                out.rechained.push((original.hash.clone(), stored));
+                                moved.insert(original.hash, Head::of(&stored));
+                                out.rechained.push((original.hash, stored));
                             }
                         }
                         Ok(_) => {
@@ -185,7 +166,7 @@ async fn one_by_one(
                                     reason: "stored in PostgreSQL with different content".into(),
                                 },
                             ));
-                            dropped.insert(original.hash.clone());
+                            dropped.insert(original.hash);
                         }
                         Err(e) => {
                             out.unavailable = Some(e);
@@ -204,11 +185,11 @@ async fn one_by_one(
                     LedgerError::ForkRefused { .. } if attempts < RECHAIN_ATTEMPTS => {
                         attempts += 1;
                         match store.head(r.anchor_id).await {
-                            Ok(Some(h)) => match r.rechained(&h.hash, h.ts) {
+                            Ok(Some(h)) => match r.rechained(h.hash, h.ts) {
                                 Ok(n) => r = Arc::new(n),
                                 Err(e) => {
                                     out.quarantined.push((Arc::clone(original), e.into()));
-                                    dropped.insert(original.hash.clone());
+                                    dropped.insert(original.hash);
                                     break;
                                 }
                             },
@@ -221,7 +202,7 @@ async fn one_by_one(
                                         "fork refused but anchor has no head".into(),
                                     ),
                                 ));
-                                dropped.insert(original.hash.clone());
+                                dropped.insert(original.hash);
                                 break;
                             }
                             Err(e) => {
@@ -232,7 +213,7 @@ async fn one_by_one(
                     }
                     other => {
                         out.quarantined.push((Arc::clone(original), other));
-                        dropped.insert(original.hash.clone());
+                        dropped.insert(original.hash);
                         break;
                     }
                 },

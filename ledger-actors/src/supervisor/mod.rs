@@ -14,13 +14,29 @@
 //! while new records keep queueing behind, and the supervisor swaps back to a fresh
 //! PostgreSQL persistence actor when the buffer is empty.
 //!
+//! # A record's way to PostgreSQL
+//! 1. Its chain actor seals it and sends [`Persist`] here (one FIFO mailbox per sender, so
+//!    one anchor's records arrive in chain order), with a oneshot for the outcome.
+//! 2. Primary: it is numbered, kept in `pending`, and forwarded to the
+//!    [`PostgresPersistence`] actor, which group-commits it with others through
+//!    [`crate::pg::insert_records`] (the ledger's only insert; the database refuses forks,
+//!    gaps and duplicate hashes) and answers the whole batch in one
+//!    [`crate::persistence::Answers`] message.
+//! 3. Here each answer settles its `pending` entry and answers the chain actor's oneshot; the
+//!    chain actor answers the appender. A connectivity error instead fails over (below).
+//! 4. Outage: it goes to the [`OutageBuffer`] (and the spool) and is acknowledged
+//!    `Buffered`/`Spooled`; the drain ([`drain`]) writes it later through the same
+//!    [`crate::pg::insert_records`]; at start, spool recovery does the same.
+//!
 //! # Layout
 //! - [`buffer`]: the outage buffer, shared with the store reads go through.
 //! - [`spool`]: the fsynced outage spool file.
 //! - [`drain`]: writing the buffer to PostgreSQL; the re-chain and quarantine policy.
+//! - [`reads`]: [`reads::SupervisedStore`], PostgreSQL plus the buffer, for reads.
 
 pub mod buffer;
 pub mod drain;
+pub mod reads;
 pub mod spool;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,7 +46,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
 use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -42,16 +58,34 @@ use self::spool::Spool;
 use crate::chain::Rebase;
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
-use crate::persistence::{Durability, Flush, Persist, PersistReply, PostgresPersistence, Retire};
+use crate::persistence::{
+    Answers, Durability, Flush, Persist, PersistReply, PostgresPersistence, Retire,
+};
 use crate::router::ChainRouter;
 use crate::store::postgres::PostgresLedgerStore;
 
-/// First probe delay after a failover; doubles per failed probe up to [`PROBE_MAX`].
-const PROBE_BASE: Duration = Duration::from_millis(50);
-/// Longest delay between probes.
-const PROBE_MAX: Duration = Duration::from_secs(2);
+/// First probe delay after a failover (before jitter); doubles per failed probe up to
+/// [`PROBE_MAX`].
+const PROBE_BASE: Duration = Duration::from_millis(25);
+/// Longest delay between probes before jitter (backon's jitter adds up to 100 %, so at most
+/// 2 s).
+const PROBE_MAX: Duration = Duration::from_secs(1);
 /// How often pending records are checked against `failover_after`.
 const WATCHDOG_EVERY: Duration = Duration::from_millis(50);
+/// Exponential back-off with jitter between probes of PostgreSQL (backon): from
+/// [`PROBE_BASE`], doubling, at most [`PROBE_MAX`], each delay plus a random 0–100 %
+/// (25–50 ms first, 1–2 s at most), never giving up.
+fn probe_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(PROBE_BASE)
+        .with_max_delay(PROBE_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Most re-chained and quarantined rids remembered for reports.
 const REPORT_LIMIT: usize = 10_000;
 
@@ -81,20 +115,29 @@ pub struct OutageStatus {
     pub spool: Option<PathBuf>,
     /// Failovers since start.
     pub failovers: u64,
-    /// Records written under a new hash after their anchor moved (rid, buffered hash, new hash).
-    pub rechained: Vec<(Uuid, String, String)>,
-    /// Records refused for good during a drain (rid, reason).
+    /// Records written under a new hash after their anchor moved, since start (the records
+    /// themselves: [`GetOutageRecords`]).
+    pub rechained: u64,
+    /// Records refused for good during a drain, since start (the records:
+    /// [`GetOutageRecords`]).
+    pub quarantined: u64,
+}
+
+/// The re-chained and quarantined records the supervisor remembers (at most 10,000 of each,
+/// the first ones).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutageRecords {
+    /// (rid, hash it was buffered with, hash it was written with).
+    pub rechained: Vec<(Uuid, RecordHash, RecordHash)>,
+    /// (rid, why the database refuses it).
     pub quarantined: Vec<(Uuid, String)>,
 }
 
-/// PostgreSQL's answer for the record forwarded as `seq` (internal).
-struct PrimaryAnswer {
-    seq: u64,
-    result: Result<Durability, LedgerError>,
-}
+/// Answer the [`OutageRecords`] (a copy of up to 20,000 entries; the status has the counts).
+pub struct GetOutageRecords;
 
-impl Message for PrimaryAnswer {
-    type Result = ();
+impl Message for GetOutageRecords {
+    type Result = OutageRecords;
 }
 
 /// A drain batch finished (internal).
@@ -164,14 +207,17 @@ pub struct Supervisor {
     held: std::collections::VecDeque<(PersistReply, bool, Instant)>,
     drain_state: DrainState,
     drain_running: bool,
-    probe_attempt: u32,
+    /// Delays between probes of PostgreSQL during an outage.
+    probe: backon::ExponentialBackoff,
     outage_started: Option<Instant>,
     /// When the running drain began (PostgreSQL answered again), for
     /// `ledger_drain_duration_seconds`.
     drain_started: Option<Instant>,
     failovers: u64,
-    rechained: Vec<(Uuid, String, String)>,
+    rechained: Vec<(Uuid, RecordHash, RecordHash)>,
     quarantined: Vec<(Uuid, String)>,
+    rechained_count: u64,
+    quarantined_count: u64,
     drain_waiters: Vec<oneshot::Sender<OutageStatus>>,
     router: Arc<OnceLock<Weak<ChainRouter>>>,
     /// Set while not in `Primary`: chain actors do not passivate, so they keep their heads.
@@ -214,12 +260,14 @@ impl Supervisor {
             held: std::collections::VecDeque::new(),
             drain_state: DrainState::default(),
             drain_running: false,
-            probe_attempt: 0,
+            probe: probe_backoff(),
             outage_started: None,
             drain_started: None,
             failovers: 0,
             rechained: Vec::new(),
             quarantined: Vec::new(),
+            rechained_count: 0,
+            quarantined_count: 0,
             drain_waiters: Vec::new(),
             router,
             degraded,
@@ -232,8 +280,8 @@ impl Supervisor {
             buffered: self.buffer.len(),
             spool: self.spool.as_ref().map(|s| s.path().to_path_buf()),
             failovers: self.failovers,
-            rechained: self.rechained.clone(),
-            quarantined: self.quarantined.clone(),
+            rechained: self.rechained_count,
+            quarantined: self.quarantined_count,
         }
     }
 
@@ -256,10 +304,12 @@ impl Supervisor {
     ) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let (reply, rx) = oneshot::channel();
         primary.do_send(Persist {
             record: Arc::clone(&msg.record),
-            reply,
+            reply: PersistReply::Forwarded {
+                seq,
+                to: ctx.address().recipient(),
+            },
             wait_committed: false,
         });
         self.pending.insert(
@@ -271,17 +321,9 @@ impl Supervisor {
                 sent: Instant::now(),
             },
         );
-        // A plain task per record, not a future on this actor's context: actix polls every
-        // context future on each wake-up, which is quadratic with thousands pending.
-        let me = ctx.address();
-        actix_rt::spawn(async move {
-            let result = rx.await.unwrap_or_else(|_| {
-                Err(LedgerError::Unavailable(
-                    "PostgreSQL persistence actor stopped".into(),
-                ))
-            });
-            me.do_send(PrimaryAnswer { seq, result });
-        });
+        // The persistence actor answers a whole batch in one `Answers` message (no task or
+        // channel per record). If it stops without answering, the watchdog fails over after
+        // `failover_after` and the drain finds whatever was committed.
     }
 
     fn on_primary_answer(
@@ -413,10 +455,8 @@ impl Supervisor {
     }
 
     fn schedule_probe(&mut self, ctx: &mut Context<Self>) {
-        let exp = PROBE_BASE.saturating_mul(1 << self.probe_attempt.min(10));
-        let jitter: f64 = rand::random_range(0.5..1.0);
-        let delay = exp.min(PROBE_MAX).mul_f64(jitter);
-        self.probe_attempt += 1;
+        // The back-off never runs out (`without_max_times`); the fallback is unreachable.
+        let delay = self.probe.next().unwrap_or(PROBE_MAX);
         ctx.run_later(delay, |act, ctx| {
             let pool = act.pool.clone();
             // A probe on a black-holed connection must not hang for the full timeout.
@@ -434,7 +474,7 @@ impl Supervisor {
                             buffered = act.buffer.len(),
                             "PostgreSQL answers again: draining the buffer"
                         );
-                        act.probe_attempt = 0;
+                        act.probe = probe_backoff();
                         act.mode = Mode::Draining;
                         act.drain_started.get_or_insert_with(Instant::now);
                         act.drain_next(ctx);
@@ -512,15 +552,16 @@ impl Supervisor {
             tracing::warn!(rid = %new.rid, anchor = %new.anchor_id, buffered_hash = %old, new_hash = %new.hash,
                 "re-chained a buffered record onto the database's head");
             crate::metrics::rechained();
+            self.rechained_count += 1;
             if self.rechained.len() < REPORT_LIMIT {
-                self.rechained
-                    .push((new.rid, old.clone(), new.hash.clone()));
+                self.rechained.push((new.rid, *old, new.hash));
             }
             rebase.push(new.anchor_id);
         }
         for (r, e) in &out.quarantined {
             tracing::error!(rid = %r.rid, anchor = %r.anchor_id, error = %e,
                 "quarantined a buffered record the database refuses; it is not in PostgreSQL");
+            self.quarantined_count += 1;
             if self.quarantined.len() < REPORT_LIMIT {
                 self.quarantined.push((r.rid, e.to_string()));
             }
@@ -582,15 +623,15 @@ impl Supervisor {
     /// written; one whose predecessor was quarantined is refused (its appender retries on the
     /// reloaded head).
     fn follow_moves(&mut self, msg: Persist) -> Option<Persist> {
-        let Some(prev) = msg.record.prev_hash.as_deref() else {
+        let Some(prev) = msg.record.prev_hash else {
             return Some(msg);
         };
-        if let Some(head) = self.drain_state.moved.get(prev).cloned() {
-            match msg.record.rechained(&head.hash, head.ts) {
+        if let Some(head) = self.drain_state.moved.get(&prev).cloned() {
+            match msg.record.rechained(head.hash, head.ts) {
                 Ok(r) => {
                     self.drain_state
                         .moved
-                        .insert(msg.record.hash.clone(), crate::store::Head::of(&r));
+                        .insert(msg.record.hash, crate::store::Head::of(&r));
                     crate::metrics::rechained();
                     return Some(Persist {
                         record: Arc::new(r),
@@ -603,7 +644,7 @@ impl Supervisor {
                 }
             }
         }
-        if self.drain_state.dropped.contains(prev) {
+        if self.drain_state.dropped.contains(&prev) {
             let anchor_id = msg.record.anchor_id;
             let _ = msg.reply.send(Err(LedgerError::Aborted { anchor_id }));
             return None;
@@ -643,7 +684,7 @@ impl Handler<Persist> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
-        let msg = if self.drain_state.affects(msg.record.prev_hash.as_deref()) {
+        let msg = if self.drain_state.affects(msg.record.prev_hash) {
             match self.follow_moves(msg) {
                 Some(m) => m,
                 None => return,
@@ -683,11 +724,13 @@ impl Handler<Flush> for Supervisor {
 }
 
 /// Settles a forwarded record: answers its appender, or fails over on a connectivity error.
-impl Handler<PrimaryAnswer> for Supervisor {
+impl Handler<Answers> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: PrimaryAnswer, ctx: &mut Context<Self>) {
-        self.on_primary_answer(msg.seq, msg.result, ctx);
+    fn handle(&mut self, msg: Answers, ctx: &mut Context<Self>) {
+        for (seq, result) in msg.0 {
+            self.on_primary_answer(seq, result, ctx);
+        }
     }
 }
 
@@ -708,6 +751,18 @@ impl Handler<GetStatus> for Supervisor {
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.status())
+    }
+}
+
+/// Copies the remembered re-chained and quarantined records.
+impl Handler<GetOutageRecords> for Supervisor {
+    type Result = MessageResult<GetOutageRecords>;
+
+    fn handle(&mut self, _msg: GetOutageRecords, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(OutageRecords {
+            rechained: self.rechained.clone(),
+            quarantined: self.quarantined.clone(),
+        })
     }
 }
 

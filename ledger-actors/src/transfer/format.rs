@@ -9,7 +9,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, SecondsFormat, Utc};
-use ledger_entities::{LedgerRecord, NewRecord};
+use ledger_entities::{LedgerRecord, NewRecord, Payload, RecordHash};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -197,9 +197,9 @@ struct RecordLine<'a> {
     slot: &'a str,
     kind: &'a str,
     ts: String,
-    prev_hash: Option<&'a str>,
-    hash: &'a str,
-    payload: &'a Value,
+    prev_hash: Option<RecordHash>,
+    hash: RecordHash,
+    payload: Value,
     sig: Option<String>,
     producer: &'a str,
     version: &'a str,
@@ -213,9 +213,9 @@ pub fn write_record(out: &mut Vec<u8>, record: &LedgerRecord) -> Result<(), serd
         slot: &record.slot,
         kind: &record.kind,
         ts: format_ts(record.ts),
-        prev_hash: record.prev_hash.as_deref(),
-        hash: &record.hash,
-        payload: &record.payload,
+        prev_hash: record.prev_hash,
+        hash: record.hash,
+        payload: record.payload.to_value(),
         sig: record.sig.as_ref().map(|s| BASE64.encode(s)),
         producer: &record.producer,
         version: &record.version,
@@ -272,11 +272,17 @@ fn record_fields(rid: Uuid, mut map: Map<String, Value>) -> Result<LedgerRecord,
     let kind = take_string(&mut map, "kind")?;
     let ts_text = take_string(&mut map, "ts")?;
     let ts = parse_ts(&ts_text).map_err(|m| FieldError::at("ts", m))?;
-    let prev_hash = take_optional_string(&mut map, "prev_hash")?;
-    let hash = take_string(&mut map, "hash")?;
+    let prev_hash = take_optional_string(&mut map, "prev_hash")?
+        .map(|text| parse_hash("prev_hash", &text))
+        .transpose()?;
+    let hash = parse_hash("hash", &take_string(&mut map, "hash")?)?;
     let payload = map
         .remove("payload")
         .ok_or_else(|| FieldError::at("payload", "missing"))?;
+    // Canonicalized here (the record keeps only its canonical text); the importer then
+    // validates it and checks that the hash covers exactly these bytes.
+    let payload =
+        Payload::from_value(&payload).map_err(|e| FieldError::at("payload", e.to_string()))?;
     let sig = take_sig(&mut map)?;
     let producer = take_string(&mut map, "producer")?;
     let version = take_string(&mut map, "version")?;
@@ -358,6 +364,10 @@ fn refuse_unknown(map: &Map<String, Value>, known: &[&str]) -> Result<(), FieldE
         )),
         None => Ok(()),
     }
+}
+
+fn parse_hash(field: &'static str, text: &str) -> Result<RecordHash, FieldError> {
+    RecordHash::parse(field, text).map_err(|e| FieldError::at(field, e.to_string()))
 }
 
 fn take_string(map: &mut Map<String, Value>, field: &str) -> Result<String, FieldError> {

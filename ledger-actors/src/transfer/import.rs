@@ -19,8 +19,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use ledger_entities::LedgerRecord;
 use ledger_entities::validate::Limits;
+use ledger_entities::{LedgerRecord, RecordHash};
 use serde::Serialize;
 use tokio::io::AsyncBufRead;
 use uuid::Uuid;
@@ -97,26 +97,26 @@ pub enum RefusalReason {
     /// The stored hash is not the hash of the fields: the line was altered.
     HashMismatch {
         /// The hash in the line.
-        stored: String,
+        stored: RecordHash,
         /// The hash of its fields.
-        computed: String,
+        computed: RecordHash,
     },
     /// The rid is already stored with different content.
     RidConflict {
         /// The hash stored under that rid.
-        stored_hash: String,
+        stored_hash: RecordHash,
     },
     /// Writing the record would fork a stored chain: its predecessor already has another
     /// successor (or, for a genesis record, the anchor already has a genesis).
     Fork {
         /// The record's `prev_hash`.
-        prev_hash: Option<String>,
+        prev_hash: Option<RecordHash>,
     },
     /// The record's predecessor is neither stored nor imported before it (missing from the
     /// input, or refused earlier).
     PredecessorMissing {
         /// The record's `prev_hash`.
-        prev_hash: String,
+        prev_hash: RecordHash,
     },
     /// The record's `ts` is not after its predecessor's.
     TimestampNotIncreasing {
@@ -350,9 +350,8 @@ fn verify(
     limits: &Limits,
 ) -> Option<Pending> {
     let rid = Some(record.rid);
-    let canonical = match ledger_entities::validate::validate_record(&record, limits) {
-        Ok(c) => c,
-        Err(e) => {
+    if let Err(e) = ledger_entities::validate::validate_record(&record, limits) {
+        {
             let field = e.field().map(str::to_owned);
             state.refuse(
                 line,
@@ -364,8 +363,9 @@ fn verify(
             );
             return None;
         }
-    };
-    match ledger_entities::hash::record_hash_with_canonical(&record, &canonical) {
+    }
+    // The payload was canonicalized when the line was parsed; the hash covers those bytes.
+    match ledger_entities::record::record_hash(&record) {
         Ok(computed) if computed == record.hash => Some(Pending {
             line,
             record: Arc::new(record),
@@ -404,17 +404,17 @@ async fn settle(state: &mut State<'_>, batch: Vec<Pending>) -> Result<(), Ledger
         .map(|r| (r.rid, r))
         .collect();
     // Rid -> hash of the records taken in this batch (a rid repeated in the input).
-    let mut taken: HashMap<Uuid, String> = HashMap::new();
+    let mut taken: HashMap<Uuid, RecordHash> = HashMap::new();
     let mut fresh: Vec<Pending> = Vec::with_capacity(batch.len());
     for p in batch {
-        let same_as = |hash: &str, sig: Option<&Vec<u8>>| {
-            hash == p.record.hash && sig == p.record.sig.as_ref()
+        let same_as = |hash: &RecordHash, sig: Option<&Vec<u8>>| {
+            *hash == p.record.hash && sig == p.record.sig.as_ref()
         };
         if let Some(s) = stored.get(&p.record.rid) {
             if same_as(&s.hash, s.sig.as_ref()) {
                 state.summary.skipped += 1;
             } else {
-                let stored_hash = s.hash.clone();
+                let stored_hash = s.hash;
                 state.refuse(
                     p.line,
                     Some(p.record.rid),
@@ -427,7 +427,7 @@ async fn settle(state: &mut State<'_>, batch: Vec<Pending>) -> Result<(), Ledger
             if *hash == p.record.hash {
                 state.summary.skipped += 1;
             } else {
-                let stored_hash = hash.clone();
+                let stored_hash = *hash;
                 state.refuse(
                     p.line,
                     Some(p.record.rid),
@@ -436,7 +436,7 @@ async fn settle(state: &mut State<'_>, batch: Vec<Pending>) -> Result<(), Ledger
             }
             continue;
         }
-        taken.insert(p.record.rid, p.record.hash.clone());
+        taken.insert(p.record.rid, p.record.hash);
         fresh.push(p);
     }
     let anchors: Vec<Uuid> = fresh
@@ -455,12 +455,12 @@ async fn settle(state: &mut State<'_>, batch: Vec<Pending>) -> Result<(), Ledger
             .map(|(a, h)| (a, Some(h))),
     );
     // Hashes accepted in this batch (a second successor of one of them forks the file).
-    let mut accepted_hashes: HashSet<String> = HashSet::new();
+    let mut accepted_hashes: HashSet<RecordHash> = HashSet::new();
     let mut accepted: Vec<Pending> = Vec::with_capacity(fresh.len());
     for p in fresh {
         let r = &p.record;
         let head = heads.get(&r.anchor_id).cloned().flatten();
-        let links = r.prev_hash.as_deref() == head.as_ref().map(|h| h.hash.as_str());
+        let links = r.prev_hash == head.as_ref().map(|h| h.hash);
         if links {
             if let Some(h) = &head
                 && r.ts <= h.ts
@@ -473,14 +473,14 @@ async fn settle(state: &mut State<'_>, batch: Vec<Pending>) -> Result<(), Ledger
                 continue;
             }
             heads.insert(r.anchor_id, Some(Head::of(r)));
-            accepted_hashes.insert(r.hash.clone());
+            accepted_hashes.insert(r.hash);
             accepted.push(p);
             continue;
         }
-        let reason = match r.prev_hash.as_deref() {
+        let reason = match r.prev_hash {
             None => RefusalReason::Fork { prev_hash: None },
             Some(prev) => {
-                let known = accepted_hashes.contains(prev)
+                let known = accepted_hashes.contains(&prev)
                     || state
                         .store
                         .get_by_hash(prev)
@@ -488,12 +488,10 @@ async fn settle(state: &mut State<'_>, batch: Vec<Pending>) -> Result<(), Ledger
                         .is_some_and(|s| s.anchor_id == r.anchor_id);
                 if known {
                     RefusalReason::Fork {
-                        prev_hash: Some(prev.to_owned()),
+                        prev_hash: Some(prev),
                     }
                 } else {
-                    RefusalReason::PredecessorMissing {
-                        prev_hash: prev.to_owned(),
-                    }
+                    RefusalReason::PredecessorMissing { prev_hash: prev }
                 }
             }
         };
@@ -520,16 +518,14 @@ async fn write_verified(state: &mut State<'_>, accepted: Vec<Pending>) -> Result
             tracing::debug!(error = %e, "import batch refused; writing its records one by one")
         }
     }
-    let mut failed: HashSet<String> = HashSet::new();
+    let mut failed: HashSet<RecordHash> = HashSet::new();
     for p in accepted {
         let r = &p.record;
-        if let Some(prev) = r.prev_hash.as_deref()
-            && failed.contains(prev)
+        if let Some(prev) = r.prev_hash
+            && failed.contains(&prev)
         {
-            failed.insert(r.hash.clone());
-            let reason = RefusalReason::PredecessorMissing {
-                prev_hash: prev.to_owned(),
-            };
+            failed.insert(r.hash);
+            let reason = RefusalReason::PredecessorMissing { prev_hash: prev };
             state.refuse(p.line, Some(r.rid), reason);
             continue;
         }
@@ -537,11 +533,11 @@ async fn write_verified(state: &mut State<'_>, accepted: Vec<Pending>) -> Result
             Ok(()) => state.summary.imported += 1,
             Err(e @ LedgerError::Unavailable(_)) => return Err(e),
             Err(LedgerError::ForkRefused { prev_hash, .. }) => {
-                failed.insert(r.hash.clone());
+                failed.insert(r.hash);
                 state.refuse(p.line, Some(r.rid), RefusalReason::Fork { prev_hash });
             }
             Err(e) => {
-                failed.insert(r.hash.clone());
+                failed.insert(r.hash);
                 let reason = RefusalReason::DatabaseRefused {
                     message: e.to_string(),
                 };
@@ -552,9 +548,9 @@ async fn write_verified(state: &mut State<'_>, accepted: Vec<Pending>) -> Result
     Ok(())
 }
 
-/// The one call through which import writes: the store's checked, atomic batch insert
-/// ([`LedgerStore::insert`]: the fork guard and the predecessor check in the same
-/// transaction). Kept to this one place so that it can follow the writer's insert path.
+/// The one call through which import writes: [`LedgerStore::insert`], which on PostgreSQL is
+/// [`crate::pg::insert_records`] — the same statement group commit, the drain and spool
+/// recovery use, refused by the same constraints (fork guard, predecessor check).
 async fn write_batch(
     store: &dyn LedgerStore,
     records: &[Arc<LedgerRecord>],

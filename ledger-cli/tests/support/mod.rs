@@ -154,7 +154,7 @@ pub fn chain(anchor: Uuid, n: usize, start: DateTime<Utc>) -> Vec<LedgerRecord> 
             new = new.with_sig(vec![i as u8, 0, 255]);
         }
         let ts = start + chrono::Duration::milliseconds(i as i64);
-        let prev = out.last().map(|p| p.hash.clone());
+        let prev = out.last().map(|p| p.hash);
         out.push(LedgerRecord::seal(new, Uuid::now_v7(), ts, prev).expect("seals"));
     }
     out

@@ -6,15 +6,18 @@
 //! producer, the column default `'v1'`) would hide that from verification; the typed error
 //! reports it instead.
 //!
-//! No value is normalised on the way in: `prev_hash`/`hash` are read exactly as stored
-//! (a `CHAR(64)` shorter than 64 characters comes back space-padded and then fails hash
-//! verification, which is the point), and `ts` keeps the microseconds PostgreSQL stored.
+//! No value is normalised on the way in: `prev_hash`/`hash` must be exactly 64 lowercase hex
+//! digits (a `CHAR(64)` shorter than that comes back space-padded and is reported as
+//! [`RowConversionError::Malformed`], never repaired), the payload is canonicalized from the
+//! JSONB value (JSONB's key order is irrelevant to the canonical form), and `ts` keeps the
+//! microseconds PostgreSQL stored.
 
 use sea_orm::ActiveValue::Set;
 use uuid::Uuid;
 
 use super::ledger_records;
-use crate::record::LedgerRecord;
+use crate::hash::RecordHash;
+use crate::record::{LedgerRecord, Payload};
 
 /// A `ledger_records` row that cannot be turned into a [`LedgerRecord`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +29,17 @@ pub enum RowConversionError {
         rid: Uuid,
         /// The NULL column.
         column: &'static str,
+    },
+    /// A column holds a value the record model cannot represent (a hash that is not 64
+    /// lowercase hex digits, a payload JCS cannot canonicalize).
+    #[error("ledger_records row {rid}: column `{column}`: {reason}")]
+    Malformed {
+        /// The row's record id.
+        rid: Uuid,
+        /// The column.
+        column: &'static str,
+        /// What is wrong.
+        reason: String,
     },
 }
 
@@ -39,9 +53,9 @@ impl From<&LedgerRecord> for ledger_records::ActiveModel {
             slot: Set(record.slot.clone()),
             kind: Set(record.kind.clone()),
             ts: Set(record.ts),
-            prev_hash: Set(record.prev_hash.clone()),
-            hash: Set(record.hash.clone()),
-            payload: Set(record.payload.clone()),
+            prev_hash: Set(record.prev_hash.map(|h| h.to_hex())),
+            hash: Set(record.hash.to_hex()),
+            payload: Set(record.payload.to_value()),
             sig: Set(record.sig.clone()),
             producer: Set(Some(record.producer.clone())),
             version: Set(Some(record.version.clone())),
@@ -57,15 +71,27 @@ impl TryFrom<ledger_records::Model> for LedgerRecord {
         let null = |column| RowConversionError::NullColumn { rid, column };
         let producer = row.producer.ok_or_else(|| null("producer"))?;
         let version = row.version.ok_or_else(|| null("version"))?;
+        let malformed = |column, e: crate::Error| RowConversionError::Malformed {
+            rid,
+            column,
+            reason: e.to_string(),
+        };
+        let prev_hash = row
+            .prev_hash
+            .map(|h| RecordHash::parse("prev_hash", &h))
+            .transpose()
+            .map_err(|e| malformed("prev_hash", e))?;
+        let hash = RecordHash::parse("hash", &row.hash).map_err(|e| malformed("hash", e))?;
+        let payload = Payload::from_value(&row.payload).map_err(|e| malformed("payload", e))?;
         Ok(LedgerRecord {
             rid: row.rid,
             anchor_id: row.anchor_id,
             slot: row.slot,
             kind: row.kind,
             ts: row.ts,
-            prev_hash: row.prev_hash,
-            hash: row.hash,
-            payload: row.payload,
+            prev_hash,
+            hash,
+            payload,
             sig: row.sig,
             producer,
             version,
@@ -91,9 +117,9 @@ mod tests {
                 .timestamp_micros(1_764_000_000_123_456)
                 .single()
                 .expect("valid timestamp"),
-            prev_hash: Some("a".repeat(64)),
-            hash: "b".repeat(64),
-            payload: json!({"value": 42, "unit": "ms"}),
+            prev_hash: Some(RecordHash([0xaa; 32])),
+            hash: RecordHash([0xbb; 32]),
+            payload: Payload::from_value(&json!({"value": 42, "unit": "ms"})).expect("canonical"),
             sig: Some(vec![1, 2, 3]),
             producer: "sensor-7".to_owned(),
             version: "v1".to_owned(),

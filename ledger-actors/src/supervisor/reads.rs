@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use ledger_entities::LedgerRecord;
+use ledger_entities::{LedgerRecord, RecordHash};
 use uuid::Uuid;
 
-use super::postgres::PostgresLedgerStore;
-use super::{Head, LedgerStore, RecordRange};
+use super::buffer::OutageBuffer;
 use crate::config::Backend;
 use crate::error::LedgerError;
-use crate::supervisor::buffer::OutageBuffer;
+use crate::store::postgres::PostgresLedgerStore;
+use crate::store::{Head, LedgerStore, RecordRange};
 
 /// Reads PostgreSQL and the outage buffer; a buffered record is newer than anything of its
 /// anchor in PostgreSQL, so it wins for heads.
@@ -74,7 +74,10 @@ impl LedgerStore for SupervisedStore {
         }
     }
 
-    async fn get_by_hash(&self, hash: &str) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
+    async fn get_by_hash(
+        &self,
+        hash: RecordHash,
+    ) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
         match self.buffer.get_by_hash(hash) {
             Some(r) => Ok(Some(r)),
             None => self.postgres()?.get_by_hash(hash).await,
@@ -140,7 +143,7 @@ impl LedgerStore for SupervisedStore {
 
     async fn count_anchor(&self, anchor_id: Uuid) -> Result<u64, LedgerError> {
         Ok(self.postgres()?.count_anchor(anchor_id).await?
-            + self.buffer.anchor_records(anchor_id).len() as u64)
+            + self.buffer.anchor_len(anchor_id) as u64)
     }
 
     /// Pings PostgreSQL (the buffer needs no check).

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# W1 on PostgreSQL with its pgbench ceiling measured in the same run.
+#
+#   bench/w1-postgres.sh LEDGER_BINARY [RUNS]
+#
+# For each run: a fresh database, migrated with the binary's own `ledger migrate up`, then
+# pgbench inserting W1's 200,000 rows (bench/ceiling.sql: 500 rows per multi-row INSERT,
+# 4 clients, 100 transactions each); then a second fresh, migrated database and
+# `ledger loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512 --json`.
+# Prints one line per run: pgbench rows/s, the load test's JSON, and the load average.
+# Server: $PGHOST/$PGPORT/$PGUSER (default 127.0.0.1, 5432, postgres).
+# With AVL_BENCH_WITHOUT_PREV_CHECK=1 the load test's database drops the trigger
+# `ledger_records_prev_fk` after migrating: the same binary without the predecessor check, to
+# measure what the check costs.
+set -euo pipefail
+bin=${1:?usage: $0 LEDGER_BINARY [RUNS]}
+runs=${2:-3}
+here=$(cd "$(dirname "$0")" && pwd)
+export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
+fresh() {
+    psql -qX -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
+    LEDGER_DSN="postgres://$PGUSER@$PGHOST:$PGPORT/$1" "$bin" migrate up >/dev/null
+}
+for run in $(seq 1 "$runs"); do
+    fresh avl_bench_ceiling
+    tps=$(pgbench -n -c 4 -j 4 -t 100 -f "$here/ceiling.sql" avl_bench_ceiling 2>/dev/null \
+        | awk '/^tps = / { print $3 }')
+    rows=$(psql -qXtA -d avl_bench_ceiling -c "SELECT count(*) FROM ledger_records")
+    fresh avl_bench_w1
+    if [ "${AVL_BENCH_WITHOUT_PREV_CHECK:-0}" = 1 ]; then
+        psql -qX -d avl_bench_w1 -c "DROP TRIGGER ledger_records_prev_fk ON ledger_records" >/dev/null
+    fi
+    out=$(LEDGER_BACKEND=postgres LEDGER_DSN="postgres://$PGUSER@$PGHOST:$PGPORT/avl_bench_w1" \
+        "$bin" loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512 --json)
+    ceiling=$(awk -v t="$tps" 'BEGIN { printf "%.0f", t * 500 }')
+    echo "run $run: pgbench_rows=$rows pgbench_rows_per_s=$ceiling loadtest=$out load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+done
+psql -qX -d postgres -c "DROP DATABASE IF EXISTS avl_bench_ceiling" -c "DROP DATABASE IF EXISTS avl_bench_w1" >/dev/null

@@ -1,0 +1,133 @@
+//! The ledger's one way of writing records to PostgreSQL: [`insert_records`].
+//!
+//! Group commit, the outage drain, spool recovery and [`crate::LedgerStore::insert`] all
+//! write through it (and import will), so every record reaches `ledger_records` through the
+//! same statement and is refused by the same constraints:
+//! - `ledger_records_pkey` (rid) — a rid already stored is *skipped*, not an error; the
+//!   caller learns which records' rids are stored under another hash;
+//! - `ledger_records_hash_key` (hash), `ledger_records_no_fork` (no second successor, no
+//!   second genesis) and `ledger_records_prev_fk` (the predecessor must be stored in the same
+//!   anchor, see migration `m20261126_000020_prev_fk`) — the whole statement fails.
+//!
+//! # Layout
+//! - [`insert_records`]: one `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT (rid) DO NOTHING`
+//!   per call (one statement, so one transaction), the columns bound as 11 arrays (a fixed
+//!   parameter count whatever the batch size, so the prepared statement is reused).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ledger_entities::LedgerRecord;
+use sea_orm::sqlx::{self, PgPool};
+use sea_orm::{DbErr, RuntimeErr};
+use uuid::Uuid;
+
+/// Writes a batch; rows whose rid is already stored are skipped. `p` arrives as text (the
+/// canonical payload) and is parsed into JSONB by the server.
+const INSERT_SQL: &str = "INSERT INTO ledger_records \
+     (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, sig, producer, version) \
+     SELECT r, a, s, k, t, ph, h, p::jsonb, sg, pr, v FROM UNNEST($1::uuid[], $2::uuid[], \
+     $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], \
+     $9::bytea[], $10::text[], $11::text[]) AS u(r, a, s, k, t, ph, h, p, sg, pr, v) \
+     ON CONFLICT (rid) DO NOTHING";
+
+/// The stored hash of each of these rids.
+const STORED_HASHES_SQL: &str = "SELECT rid, hash FROM ledger_records WHERE rid = ANY($1::uuid[])";
+
+/// Writes `records` (in order; one anchor's records in chain order) in one statement.
+///
+/// Returns the indexes of the records that were *not* written because their rid is already
+/// stored with another hash (a record whose rid is stored with the same hash is the same
+/// record: it counts as written). Any constraint violation fails the whole statement
+/// (nothing written); classify the error with [`crate::store::postgres::classify`].
+pub async fn insert_records(
+    pool: &PgPool,
+    records: &[Arc<LedgerRecord>],
+) -> Result<Vec<usize>, DbErr> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conn = pool.acquire().await.map_err(exec_err)?;
+    insert_records_on(&mut conn, records).await
+}
+
+/// [`insert_records`] on one connection (inside a transaction the caller controls).
+pub async fn insert_records_on(
+    conn: &mut sqlx::PgConnection,
+    records: &[Arc<LedgerRecord>],
+) -> Result<Vec<usize>, DbErr> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let done = bind(records).execute(&mut *conn).await.map_err(exec_err)?;
+    if done.rows_affected() == records.len() as u64 {
+        return Ok(Vec::new());
+    }
+    // Some rids were stored already: find those stored under another hash.
+    let rids: Vec<Uuid> = records.iter().map(|r| r.rid).collect();
+    let stored: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(STORED_HASHES_SQL)
+        .bind(rids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(exec_err)?
+        .into_iter()
+        .collect();
+    Ok(records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            stored
+                .get(&r.rid)
+                .is_none_or(|h| h.as_bytes() != r.hash.hex_bytes().as_slice())
+        })
+        .map(|(i, _)| i)
+        .collect())
+}
+
+fn exec_err(e: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)))
+}
+
+/// Binds the 11 column arrays of `records` to [`INSERT_SQL`].
+fn bind(
+    records: &[Arc<LedgerRecord>],
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let n = records.len();
+    let mut rid = Vec::with_capacity(n);
+    let mut anchor = Vec::with_capacity(n);
+    let mut slot = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut ts: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+    let mut prev: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut hash: Vec<String> = Vec::with_capacity(n);
+    let mut payload = Vec::with_capacity(n);
+    let mut sig = Vec::with_capacity(n);
+    let mut producer = Vec::with_capacity(n);
+    let mut version = Vec::with_capacity(n);
+    for r in records {
+        rid.push(r.rid);
+        anchor.push(r.anchor_id);
+        slot.push(r.slot.as_str());
+        kind.push(r.kind.as_str());
+        ts.push(r.ts);
+        prev.push(r.prev_hash.map(|h| h.to_hex()));
+        hash.push(r.hash.to_hex());
+        payload.push(r.payload.as_str());
+        sig.push(r.sig.as_deref());
+        producer.push(r.producer.as_str());
+        version.push(r.version.as_str());
+    }
+    sqlx::query(INSERT_SQL)
+        .bind(rid)
+        .bind(anchor)
+        .bind(slot)
+        .bind(kind)
+        .bind(ts)
+        .bind(prev)
+        .bind(hash)
+        .bind(payload)
+        .bind(sig)
+        .bind(producer)
+        .bind(version)
+}
