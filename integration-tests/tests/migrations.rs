@@ -17,6 +17,16 @@ use serde_json::json;
 use uuid::Uuid;
 
 const MIGRATION_NAME: &str = "m20261125_000001_create_ledger_tables";
+const LOG_MIGRATION_NAME: &str = "m20261126_000010_transparency_log";
+/// Every table after all migrations.
+const ALL_TABLES: [&str; 6] = [
+    "ledger_checkpoints",
+    "ledger_integrator",
+    "ledger_log",
+    "ledger_records",
+    "ledger_tiles",
+    "seaql_migrations",
+];
 const PREV_FK_MIGRATION: &str = "m20261126_000020_prev_fk";
 const FOREIGN_KEY_VIOLATION: &str = "23503";
 const PREV_FK: &str = "ledger_records_prev_fk";
@@ -235,10 +245,7 @@ async fn up_down_up_on_fresh_database() {
     );
 
     Migrator::up(&ctx.db, None).await.expect("first up");
-    assert_eq!(
-        tables(&ctx.db).await,
-        ["ledger_checkpoints", "ledger_records", "seaql_migrations"]
-    );
+    assert_eq!(tables(&ctx.db).await, ALL_TABLES);
     assert!(
         ledger_indexes(&ctx.db)
             .await
@@ -259,10 +266,7 @@ async fn up_down_up_on_fresh_database() {
     );
 
     Migrator::up(&ctx.db, None).await.expect("second up");
-    assert_eq!(
-        tables(&ctx.db).await,
-        ["ledger_checkpoints", "ledger_records", "seaql_migrations"]
-    );
+    assert_eq!(tables(&ctx.db).await, ALL_TABLES);
     assert_eq!(
         schema_status(&ctx.db).await.expect("status"),
         SchemaStatus::UpToDate
@@ -279,10 +283,7 @@ async fn schema_matches_design() {
     let ctx = TestContext::new("schema_design").await;
     let db = &ctx.db;
 
-    assert_eq!(
-        tables(db).await,
-        ["ledger_checkpoints", "ledger_records", "seaql_migrations"]
-    );
+    assert_eq!(tables(db).await, ALL_TABLES);
 
     assert_eq!(
         columns(db, "ledger_records").await,
@@ -298,7 +299,49 @@ async fn schema_matches_design() {
             col("sig", "bytea", true),
             col("producer", "text", true),
             with_default(col("version", "text", true), "'v1'::text"),
+            // Transparency log (m20261126_000010): integration order.
+            with_default(col("tx_id", "xid8", false), "pg_current_xact_id()"),
+            col("seq", "bigint", false),
         ]
+    );
+    assert_eq!(
+        columns(db, "ledger_log").await,
+        vec![
+            col("leaf_index", "bigint", false),
+            col("rid", "uuid", false)
+        ]
+    );
+    assert_eq!(
+        columns(db, "ledger_tiles").await,
+        vec![
+            col("level", "smallint", false),
+            col("idx", "bigint", false),
+            col("width", "smallint", false),
+            col("hashes", "bytea", false),
+        ]
+    );
+    assert_eq!(
+        columns(db, "ledger_integrator").await,
+        vec![
+            col("id", "smallint", false),
+            col("holder", "uuid", true),
+            col("lease_until", "timestamp with time zone", true),
+            with_default(col("tree_size", "bigint", false), "0"),
+            with_default(col("wm_tx", "xid8", false), "'0'::xid8"),
+            with_default(col("wm_seq", "bigint", false), "0"),
+        ]
+    );
+    assert_eq!(
+        constraints(db, "ledger_log").await,
+        triples(&[
+            (
+                "ledger_log_leaf_index_check",
+                "c",
+                "CHECK ((leaf_index >= 0))"
+            ),
+            ("ledger_log_pkey", "p", "PRIMARY KEY (leaf_index)"),
+            ("ledger_log_rid_key", "u", "UNIQUE (rid)"),
+        ])
     );
     assert_eq!(
         columns(db, "ledger_checkpoints").await,
@@ -344,6 +387,10 @@ async fn schema_matches_design() {
         (
             "ledger_records_hash_key",
             "CREATE UNIQUE INDEX ledger_records_hash_key ON public.ledger_records USING btree (hash)",
+        ),
+        (
+            "ledger_records_integration",
+            "CREATE INDEX ledger_records_integration ON public.ledger_records USING btree (tx_id, seq)",
         ),
         (
             "ledger_records_no_fork",
@@ -515,7 +562,11 @@ async fn schema_status_tracks_migrations_read_only() {
     assert_eq!(
         status,
         SchemaStatus::Pending {
-            pending: vec![MIGRATION_NAME.to_owned(), PREV_FK_MIGRATION.to_owned()]
+            pending: vec![
+                MIGRATION_NAME.to_owned(),
+                LOG_MIGRATION_NAME.to_owned(),
+                PREV_FK_MIGRATION.to_owned(),
+            ]
         }
     );
     assert!(!status.is_up_to_date());
@@ -668,10 +719,18 @@ async fn entities_declare_the_migrated_columns() {
             .map(|c| Column { default: None, ..c })
             .collect()
     };
+    // The entity leaves out the integration-order columns (`tx_id`, `seq`): the ledger never
+    // reads or writes them through SeaORM.
+    let design_only = |columns: Vec<Column>| -> Vec<Column> {
+        columns
+            .into_iter()
+            .filter(|c| c.name != "tx_id" && c.name != "seq")
+            .collect()
+    };
     for table in ["ledger_records", "ledger_checkpoints"] {
         assert_eq!(
             without_default(columns(&generated.db, table).await),
-            without_default(columns(&migrated.db, table).await),
+            design_only(without_default(columns(&migrated.db, table).await)),
             "entity and migration disagree on {table}"
         );
     }

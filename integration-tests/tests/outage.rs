@@ -63,6 +63,9 @@ fn config(dsn: Dsn) -> LedgerConfig {
         backend: Backend::Postgres,
         dsn: Some(dsn),
         pool_size: 4,
+        // These tests are about the write path under faults; the transparency log's
+        // integrator has its own tests and would only add load here.
+        checkpoint_interval: std::time::Duration::ZERO,
         ..LedgerConfig::default()
     }
 }

@@ -32,6 +32,9 @@ fn pg_config(ctx: &TestContext) -> LedgerConfig {
         dsn: Some(Dsn::parse(&ctx.dsn).expect("TestContext DSN parses")),
         pool_size: 4,
         timeout: Duration::from_secs(10),
+        // These tests are about the write path; the transparency log's integrator (its own
+        // tests: tlog_postgres.rs, tlog_takeover.rs) would only add load on a busy machine.
+        checkpoint_interval: Duration::ZERO,
         ..LedgerConfig::default()
     }
 }

@@ -315,6 +315,17 @@ pub struct LedgerConfig {
     pub failover_after: Duration,
     /// Directory for the outage spool file (fsynced before acknowledging); none: no spool.
     pub spool_dir: Option<PathBuf>,
+    /// Seconds between checkpoints of the transparency log (written only when it grew);
+    /// 0 turns the integrator off. Env: `LEDGER_CHECKPOINT_INTERVAL`.
+    #[serde(deserialize_with = "de_checkpoint_interval")]
+    pub checkpoint_interval: Duration,
+    /// Path of the checkpoint signer key (`ledger keygen`); none: checkpoints unsigned.
+    /// Env: `LEDGER_CHECKPOINT_KEY`.
+    pub checkpoint_key: Option<PathBuf>,
+    /// Seconds an integrator's lease lasts; a standby process takes over within about
+    /// 1.33 × this after the holder dies. Env: `LEDGER_INTEGRATOR_LEASE`.
+    #[serde(deserialize_with = "de_integrator_lease")]
+    pub integrator_lease: Duration,
 }
 
 impl Default for LedgerConfig {
@@ -335,6 +346,9 @@ impl Default for LedgerConfig {
             buffer_capacity: 1_000_000,
             failover_after: Duration::from_secs(5),
             spool_dir: None,
+            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_key: None,
+            integrator_lease: Duration::from_secs(3),
         }
     }
 }
@@ -393,6 +407,14 @@ fn de_passivate_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Er
 
 fn de_failover_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     de_duration(d, "failover_after", Duration::from_secs(1))
+}
+
+fn de_checkpoint_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    de_duration(d, "checkpoint_interval", Duration::from_secs(1))
+}
+
+fn de_integrator_lease<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    de_duration(d, "integrator_lease", Duration::from_secs(1))
 }
 
 fn de_batch_linger<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -590,6 +612,18 @@ impl LedgerConfig {
             self.timeout = parse_duration(RawDuration::Text(v), Duration::from_secs(1))
                 .map_err(|e| config_error(format!("LEDGER_TIMEOUT: {e}")))?;
         }
+        for (key, field) in [
+            ("LEDGER_CHECKPOINT_INTERVAL", &mut self.checkpoint_interval),
+            ("LEDGER_INTEGRATOR_LEASE", &mut self.integrator_lease),
+        ] {
+            if let Some(v) = get(key) {
+                *field = parse_duration(RawDuration::Text(v), Duration::from_secs(1))
+                    .map_err(|e| config_error(format!("{key}: {e}")))?;
+            }
+        }
+        if let Some(v) = get("LEDGER_CHECKPOINT_KEY") {
+            self.checkpoint_key = Some(PathBuf::from(v));
+        }
         Ok(())
     }
 
@@ -682,6 +716,18 @@ impl LedgerConfig {
                 ));
             }
         }
+        span(
+            "checkpoint_interval (LEDGER_CHECKPOINT_INTERVAL)",
+            self.checkpoint_interval,
+            Duration::ZERO,
+            DAY,
+        )?;
+        span(
+            "integrator_lease (LEDGER_INTEGRATOR_LEASE)",
+            self.integrator_lease,
+            Duration::from_millis(300),
+            HOUR,
+        )?;
         Ok(())
     }
 

@@ -132,6 +132,16 @@ pub enum LedgerError {
         /// What went wrong.
         reason: String,
     },
+    /// The transparency log cannot answer yet: the record is not integrated, or no
+    /// checkpoint covers it, or none exists. Handle: retry after the next checkpoint
+    /// (`checkpoint_interval`).
+    #[error("not yet in the log: {0}")]
+    NotYetLogged(String),
+    /// The transparency log's stored data is inconsistent or a proof does not verify
+    /// (a tampered or corrupt database). Handle: run `ledger verify` and alert an operator;
+    /// never retry.
+    #[error("transparency log: {0}")]
+    Log(#[from] ledger_tlog::Error),
     /// Reading or writing a stream failed (an export's output, an import's input). Handle:
     /// check the file, pipe or disk named in the message; an import can simply be run again
     /// (it resumes), an export must be redone.

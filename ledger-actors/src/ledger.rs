@@ -47,6 +47,8 @@ struct Inner {
     /// [`Ledger::health`].
     observer: Arc<Observer>,
     supervisor: Option<Addr<Supervisor>>,
+    /// The transparency log's integrator (see `crate::tlog`), set right after start.
+    integrator: OnceLock<Arc<crate::integrator::Integrator>>,
     /// Opened with [`Ledger::open_read_only`]: appends are refused before any actor.
     read_only: AtomicBool,
     /// The lock on `spool_dir` while this ledger owns the spool; released by shutdown.
@@ -137,9 +139,10 @@ impl Ledger {
             MemoryPersistence::start_in_arbiter(&persistence_arbiter.handle(), |_| {
                 MemoryPersistence::new(memory, Durability::Volatile).with_queue(actor_queue)
             });
+        let log = crate::tlog::memory_log(&store);
         let sink = Sink::Memory(Arc::clone(&store));
         let store: Arc<dyn LedgerStore> = store;
-        Ok(Self::assemble(
+        let ledger = Self::assemble(
             config,
             store,
             sink,
@@ -147,7 +150,21 @@ impl Ledger {
             vec![persistence_arbiter],
             None,
             Some(queue),
-        ))
+        );
+        ledger.set_integrator(crate::tlog::start_integrator(&ledger.inner.config, log)?);
+        Ok(ledger)
+    }
+
+    fn set_integrator(&self, integrator: Option<Arc<crate::integrator::Integrator>>) {
+        if let Some(i) = integrator {
+            // Called once, right after assemble: the cell is empty.
+            let _ = self.inner.integrator.set(i);
+        }
+    }
+
+    /// The transparency log's integrator, unless `checkpoint_interval` is 0.
+    pub(crate) fn integrator(&self) -> Option<&Arc<crate::integrator::Integrator>> {
+        self.inner.integrator.get()
     }
 
     /// Starts a postgres-backend ledger: connects, checks (or, with `auto_migrate`, applies)
@@ -205,7 +222,8 @@ impl Ledger {
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| supervisor);
         let reads: Arc<dyn LedgerStore> =
             Arc::new(SupervisedStore::new(store, buffer, Arc::clone(&degraded)));
-        Ok(Self::assemble(
+        let log = crate::tlog::postgres_log(&config)?;
+        let ledger = Self::assemble(
             config,
             reads,
             Sink::Actor(addr.clone().recipient()),
@@ -217,7 +235,9 @@ impl Ledger {
                 degraded,
             }),
             None,
-        ))
+        );
+        ledger.set_integrator(crate::tlog::start_integrator(&ledger.inner.config, log)?);
+        Ok(ledger)
     }
 
     /// Starts the chain workers, the router and the metrics sampler around a running
@@ -291,6 +311,7 @@ impl Ledger {
                 arbiters: std::sync::Mutex::new(arbiters),
                 workers: handles,
                 supervisor: supervised.map(|s| s.addr),
+                integrator: OnceLock::new(),
                 read_only: AtomicBool::new(false),
                 spool_lock: std::sync::Mutex::new(None),
             }),
@@ -575,6 +596,9 @@ impl Ledger {
             }
             _ => (0, None),
         };
+        if let Some(integrator) = self.integrator() {
+            integrator.shutdown(self.inner.config.timeout).await;
+        }
         self.inner.permits.close();
         self.inner.router.clear();
         let arbiters = std::mem::take(

@@ -34,7 +34,9 @@ pub mod chain;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod integrator;
 pub mod ledger;
+pub mod log_verify;
 pub mod metrics;
 pub mod observe;
 pub mod persistence;
@@ -42,6 +44,7 @@ pub mod pg;
 pub mod router;
 pub mod store;
 pub mod supervisor;
+pub mod tlog;
 pub mod transfer;
 pub mod verify;
 

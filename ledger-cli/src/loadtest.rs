@@ -99,11 +99,13 @@ struct Shared {
 }
 
 /// Runs the load test; exit 1 when any append failed or any chain broke.
-pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.anchors > 0, "--anchors must be at least 1");
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     let backend = config.backend;
+    let ephemeral = crate::loadtest_log::ephemeral_key(&mut config)?;
     let ledger = Ledger::start(config).await.context("starting the ledger")?;
+    let lag_watch = crate::loadtest_log::LagWatch::start(&ledger);
     let total = if args.duration.is_some() {
         u64::MAX
     } else {
@@ -155,6 +157,7 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         latency.add(r.await.context("an appender task died")?)?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let appends_ended = Instant::now();
     finished.store(true, Ordering::Release);
     if let Some(p) = progress {
         p.await?;
@@ -173,6 +176,11 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+
+    let (checkpoint, integration) = lag_watch
+        .finish(&ledger, appends_ended, ephemeral.as_ref())
+        .await?;
+    let uncovered = integration["covers_all_appends"] == json!(false);
 
     // Verify every chain written and compare its length with the acknowledged appends (with
     // a seed: other processes write the same anchors, so acknowledgements are checked by rid).
@@ -237,6 +245,8 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         "anchor_seed": args.anchor_seed,
         "failovers": failovers,
         "buffered_not_in_postgres": buffered,
+        "checkpoint": checkpoint,
+        "integration": integration,
     });
     if args.json {
         println!("{result}");
@@ -261,6 +271,22 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             "verified {verified} anchors ({} records): {breaks} continuity breaks, {missing} acknowledged records missing or wrong",
             check.read
         );
+        if !checkpoint.is_null() {
+            println!(
+                "checkpoint: size {} root {}; appends end -> covering checkpoint {:.0} ms, commit -> checkpoint max {:.0} ms",
+                checkpoint["size"],
+                checkpoint["root"].as_str().unwrap_or("?"),
+                integration["appends_end_to_checkpoint_ms"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+                integration["commit_to_checkpoint_max_ms"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+            );
+            if let Some(k) = checkpoint["verifier_key"].as_str() {
+                println!("ephemeral verifier key: {k}");
+            }
+        }
         if let Some(e) = shared
             .first_error
             .lock()
@@ -271,7 +297,7 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(
-        if errors == 0 && breaks == 0 && missing == 0 && buffered == 0 {
+        if errors == 0 && breaks == 0 && missing == 0 && buffered == 0 && !uncovered {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)

@@ -3,10 +3,13 @@
 //!
 //! # Layout
 //! - `main.rs`: argument parsing, the metrics exporter (`--metrics-addr`) and dispatch.
-//! - `loadtest.rs`: `ledger loadtest`.
+//! - `loadtest.rs`: `ledger loadtest`; `loadtest_log.rs`: its checkpoint wait and lag.
 //! - `verify.rs`: `ledger verify`.
 //! - `health.rs`: `ledger health`.
 //! - `migrate.rs`: `ledger migrate up|down|status|fresh`.
+//! - `keygen.rs`, `checkpoint.rs`, `prove.rs`, `verify_receipt.rs`: the transparency log's
+//!   commands (`keygen`, `checkpoint`, `prove`, `verify-receipt`).
+//! - `verify_log.rs`: the log half of `ledger verify` (`--key`, `--since`).
 //! - `append.rs`: `ledger append` (JSON Lines in, one acknowledgement per line out).
 //! - `get.rs`, `records.rs`, `anchors.rs`: `ledger get`, `ledger records`, `ledger anchors`.
 //! - `export.rs`, `import.rs`: `ledger export`, `ledger import`.
@@ -14,15 +17,21 @@
 
 mod anchors;
 mod append;
+mod checkpoint;
 mod export;
 mod get;
 mod health;
 mod import;
+mod keygen;
 mod loadtest;
+mod loadtest_log;
 mod migrate;
+mod prove;
 mod read;
 mod records;
 mod verify;
+mod verify_log;
+mod verify_receipt;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +73,16 @@ enum Command {
     /// Database schema against LEDGER_DSN: up, down [-n N | --all], status, fresh
     /// (destructive: drops every table). Exit 0 done, 2 on error.
     Migrate(migrate::Args),
+    /// Write a checkpoint signing key pair: DIR/checkpoint.key (0600) and DIR/checkpoint.pub.
+    Keygen(keygen::Args),
+    /// Print the latest checkpoint (signed note; --json: size, root, note). Exit 1: none.
+    Checkpoint(checkpoint::Args),
+    /// Print a receipt for RID (`> receipt.json`), or with --consistency OLD [NEW] a
+    /// consistency proof. Exit 1: not covered by a checkpoint yet.
+    Prove(prove::Args),
+    /// Check a receipt offline with the verifier key (no database, no configuration):
+    /// exit 0 valid, 1 invalid with the reason.
+    VerifyReceipt(verify_receipt::Args),
     /// Append records from JSON Lines on stdin; print one JSON acknowledgement (or error)
     /// per line. Exit 0 all appended, 1 a line failed, 2 cannot start.
     Append(append::Args),
@@ -90,10 +109,27 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Offline commands: no configuration, no database.
+    let offline = match cli.command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::VerifyReceipt(args) => verify_receipt::run(args),
+        command => return run_online(cli.config, cli.metrics_addr, command),
+    };
+    offline.unwrap_or_else(|e| {
+        eprintln!("ledger: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+fn run_online(
+    config_path: Option<PathBuf>,
+    metrics_addr: Option<SocketAddr>,
+    command: Command,
+) -> ExitCode {
     // `migrate` uses the DSN whatever the backend: no "DSN without backend" warning there.
-    let loaded = match cli.command {
-        Command::Migrate(_) => LedgerConfig::load_for_migrations(cli.config.as_deref()),
-        _ => LedgerConfig::load(cli.config.as_deref()),
+    let loaded = match command {
+        Command::Migrate(_) => LedgerConfig::load_for_migrations(config_path.as_deref()),
+        _ => LedgerConfig::load(config_path.as_deref()),
     };
     let config = match loaded {
         Ok(c) => c,
@@ -102,7 +138,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(addr) = cli.metrics_addr {
+    if let Some(addr) = metrics_addr {
         // Once, before the command runs: the recorder is process-wide.
         if let Err(e) = ledger_actors::metrics::install(addr) {
             eprintln!("ledger: {e}");
@@ -111,11 +147,17 @@ fn main() -> ExitCode {
     }
     let system = actix::System::new();
     let result = system.block_on(async move {
-        match cli.command {
+        match command {
             Command::Loadtest(args) => loadtest::run(config, args).await,
             Command::Verify(args) => verify::run(config, args).await,
             Command::Health(args) => health::run(config, args).await,
             Command::Migrate(args) => migrate::run(config, args).await,
+            Command::Checkpoint(args) => checkpoint::run(config, args).await,
+            Command::Prove(args) => prove::run(config, args).await,
+            // Dispatched by `main` before the configuration loads.
+            Command::Keygen(_) | Command::VerifyReceipt(_) => Err(anyhow::anyhow!(
+                "offline command reached the online dispatcher"
+            )),
             Command::Append(args) => append::run(config, args).await,
             Command::Get(args) => get::run(config, args).await,
             Command::Records(args) => records::run(config, args).await,

@@ -15,15 +15,19 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    log: crate::verify_log::LogArgs,
 }
 
 /// Runs `ledger verify`; exit 0 when every chain is intact, 1 otherwise, 2 when the store
 /// cannot be read (the ledger is opened read-only: an unreachable database is an error,
 /// never an empty memory store, and the outage spool is not touched).
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::open_read_only(config)
+    let ledger = Ledger::open_read_only(config.clone())
         .await
         .context("opening the ledger read-only")?;
+    let log = crate::verify_log::run(&config, &args.log).await?;
+    let log_problems = log.as_ref().map_or(0, |l| l.problems.len());
     let summary = match args.anchor {
         Some(anchor) => {
             let report = ledger.verify(anchor).await?;
@@ -44,6 +48,7 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
                 "records": summary.records,
                 "continuity_breaks": summary.breaks.len(),
                 "breaks": summary.breaks,
+                "log": log,
             })
         );
     } else {
@@ -59,8 +64,17 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             summary.records,
             summary.breaks.len()
         );
+        if let Some(l) = &log {
+            for p in &l.problems {
+                println!("LOG {}: {}", p.subject, p.reason);
+            }
+            println!(
+                "log: {} leaves, {} checkpoints, {} records awaiting integration, {} problems",
+                l.leaves, l.checkpoints, l.pending, log_problems
+            );
+        }
     }
-    Ok(if summary.breaks.is_empty() {
+    Ok(if summary.breaks.is_empty() && log_problems == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -14,6 +14,8 @@
 //!   (`up`, `down`, `status`, `fresh`, ...) for this [`Migrator`].
 //! - `src/m20261125_000001_create_ledger_tables.rs`: the initial schema, as raw SQL so it is
 //!   exactly the design's.
+//! - `src/m20261126_000010_transparency_log.rs`: the transparency log's tables and the
+//!   integration order columns of `ledger_records`.
 //! - `src/m20261126_000020_prev_fk.rs`: the statement-level check `ledger_records_prev_fk` (a
 //!   record's predecessor must be stored in its anchor; SQLSTATE 23503).
 //!
@@ -41,6 +43,7 @@ use sea_orm_migration::sea_orm::{DatabaseConnection, EntityTrait};
 use sea_orm_migration::seaql_migrations;
 
 mod m20261125_000001_create_ledger_tables;
+mod m20261126_000010_transparency_log;
 mod m20261126_000020_prev_fk;
 
 /// All AVL migrations, oldest first.
@@ -51,6 +54,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261125_000001_create_ledger_tables::Migration),
+            Box::new(m20261126_000010_transparency_log::Migration),
             Box::new(m20261126_000020_prev_fk::Migration),
         ]
     }

@@ -21,6 +21,9 @@ pub struct MemoryLedgerStore {
     by_hash: DashMap<RecordHash, Uuid>,
     chains: DashMap<Uuid, Vec<Arc<LedgerRecord>>>,
     count: AtomicU64,
+    /// Every record in commit order (predecessors first): the memory backend's source for
+    /// the transparency log's integrator.
+    order: std::sync::RwLock<Vec<Arc<LedgerRecord>>>,
     /// Serializes writers: check-then-apply of a batch must not interleave with another
     /// batch. In the ledger only the persistence actor writes, so it is uncontended.
     write: std::sync::Mutex<()>,
@@ -49,7 +52,18 @@ impl MemoryLedgerStore {
         }
         self.count
             .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.order
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(records.iter().cloned());
         Ok(())
+    }
+
+    /// Up to `limit` records in commit order from position `from` (0-based).
+    pub fn committed(&self, from: u64, limit: usize) -> Vec<Arc<LedgerRecord>> {
+        let order = self.order.read().unwrap_or_else(|p| p.into_inner());
+        let from = usize::try_from(from).unwrap_or(usize::MAX).min(order.len());
+        order[from..].iter().take(limit).cloned().collect()
     }
 
     fn check_batch(&self, records: &[Arc<LedgerRecord>]) -> Result<(), LedgerError> {

@@ -1,0 +1,136 @@
+//! [`LogStore`]: where the transparency log lives (leaf order, tiles, checkpoints, the
+//! integrator's lease and watermark), and the types the integrator exchanges with it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ledger_entities::LedgerRecord;
+use ledger_tlog::Hash;
+use ledger_tlog::tile::{TileId, TileSet};
+use uuid::Uuid;
+
+use crate::error::LedgerError;
+
+/// Where the integrator has read up to in the store's commit order: PostgreSQL's
+/// `(tx_id, seq)` of the last record taken; for memory, `seq` is the next position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub struct Watermark {
+    /// Transaction id (`xid8`) of the last record read; 0 for memory.
+    pub tx: u64,
+    /// Its identity value (memory: the count of records taken).
+    pub seq: i64,
+}
+
+/// A checkpoint as stored in `ledger_checkpoints`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Row id.
+    pub cid: Uuid,
+    /// Tree size (`record_count`).
+    pub size: u64,
+    /// Root of the whole tree at that size (`merkle_root`).
+    pub root: Hash,
+    /// First leaf index this checkpoint added (`range_start`); `size` when it added none.
+    pub range_start: u64,
+    /// The signed note (`sig`, UTF-8), `None` when the ledger has no signing key.
+    pub note: Option<String>,
+    /// When it was written.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// The log's state as the integrator resumes it.
+#[derive(Debug, Clone, Default)]
+pub struct LogState {
+    /// Leaves in the log.
+    pub size: u64,
+    /// Read position in the store.
+    pub watermark: Watermark,
+    /// The partial tiles of the right edge.
+    pub edge_tiles: TileSet,
+    /// The latest checkpoint.
+    pub checkpoint: Option<StoredCheckpoint>,
+}
+
+/// Records ready to integrate.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// In log order; each one's predecessor is in the log or earlier in this list.
+    pub records: Vec<Arc<LedgerRecord>>,
+    /// The watermark after them (it stops before any record held back because its
+    /// predecessor was not integrable yet; such a record is read again next time).
+    pub watermark: Watermark,
+    /// True when the read returned a full batch (more are probably waiting).
+    pub full: bool,
+}
+
+/// One integration step, written atomically and only while the lease is held.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Leaf index of `rids[0]` (the tree size before this step).
+    pub first_index: u64,
+    /// Records added, in leaf order.
+    pub rids: Vec<Uuid>,
+    /// Tiles that changed.
+    pub tiles: Vec<(TileId, Vec<Hash>)>,
+    /// New watermark.
+    pub watermark: Watermark,
+    /// A checkpoint to store with it.
+    pub checkpoint: Option<StoredCheckpoint>,
+}
+
+/// Storage of the transparency log. Every method is safe to call from any process; only
+/// the lease holder calls [`LogStore::commit`], and the store refuses it otherwise.
+#[async_trait]
+pub trait LogStore: Send + Sync + 'static {
+    /// Takes or renews the integrator lease for `holder` (true when held after the call).
+    async fn acquire(&self, holder: Uuid, lease: Duration) -> Result<bool, LedgerError>;
+    /// Gives the lease up (a clean stop), so a standby takes over at once.
+    async fn release(&self, holder: Uuid) -> Result<(), LedgerError>;
+    /// The state to resume from.
+    async fn load(&self) -> Result<LogState, LedgerError>;
+    /// Committed records after `watermark` that may be integrated now, at most `limit`.
+    async fn pending(&self, watermark: Watermark, limit: usize) -> Result<Pending, LedgerError>;
+    /// Writes one step. Fails with [`LedgerError::Conflict`]-free
+    /// [`LedgerError::Internal`] when the lease was lost or the stored size moved (another
+    /// integrator wrote): the caller must reload.
+    async fn commit(&self, holder: Uuid, lease: Duration, step: Commit) -> Result<(), LedgerError>;
+    /// The latest checkpoint.
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError>;
+    /// Every checkpoint, by size.
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError>;
+    /// A record's leaf index.
+    async fn leaf_index(&self, rid: Uuid) -> Result<Option<u64>, LedgerError>;
+    /// The stored tiles among `ids` (missing ones are absent from the set).
+    async fn read_tiles(&self, ids: &[TileId]) -> Result<TileSet, LedgerError>;
+    /// The log's entries from leaf `from`, at most `limit`, in leaf order, each with the
+    /// stored record's hash (`None` when the record is gone).
+    async fn leaves(&self, from: u64, limit: usize) -> Result<Vec<LeafEntry>, LedgerError>;
+    /// Records that are not in the log, each with whether a record that follows it in its
+    /// chain is in the log (which no integrator can cause: it means an inserted record).
+    async fn unlogged(&self, limit: usize) -> Result<Vec<Unlogged>, LedgerError>;
+    /// Logged records whose chain predecessor has a larger leaf index (or is not logged):
+    /// `(record, predecessor)`.
+    async fn misordered(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError>;
+}
+
+/// One leaf of the log, with the record it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafEntry {
+    /// Leaf index.
+    pub index: u64,
+    /// The record's id.
+    pub rid: Uuid,
+    /// The stored record's hash; `None` when no record has this rid any more.
+    pub hash: Option<String>,
+}
+
+/// A record not in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlogged {
+    /// The record's id.
+    pub rid: Uuid,
+    /// True when its successor in the chain is in the log.
+    pub successor_logged: bool,
+}

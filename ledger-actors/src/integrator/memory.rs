@@ -1,0 +1,183 @@
+//! [`MemoryLog`]: the transparency log of the memory backend, beside its
+//! [`MemoryLedgerStore`]. Leaf order is the store's commit order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ledger_tlog::Hash;
+use ledger_tlog::tile::{TileId, TileSet, edge_tiles};
+use uuid::Uuid;
+
+use super::log::{
+    Commit, LeafEntry, LogState, LogStore, Pending, StoredCheckpoint, Unlogged, Watermark,
+};
+use crate::error::LedgerError;
+use crate::store::MemoryLedgerStore;
+
+#[derive(Default)]
+struct State {
+    leaves: Vec<Uuid>,
+    index: HashMap<Uuid, u64>,
+    tiles: HashMap<TileId, Vec<Hash>>,
+    checkpoints: Vec<StoredCheckpoint>,
+}
+
+/// The memory backend's log. One process, so the lease is always held.
+pub struct MemoryLog {
+    store: Arc<MemoryLedgerStore>,
+    state: Mutex<State>,
+}
+
+impl MemoryLog {
+    /// An empty log over `store`.
+    pub fn new(store: Arc<MemoryLedgerStore>) -> Self {
+        Self {
+            store,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied commit: commit checks
+        // first and then only pushes, so carry on with the inner state.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl LogStore for MemoryLog {
+    async fn acquire(&self, _holder: Uuid, _lease: Duration) -> Result<bool, LedgerError> {
+        Ok(true)
+    }
+
+    async fn release(&self, _holder: Uuid) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    async fn load(&self) -> Result<LogState, LedgerError> {
+        let s = self.state();
+        let size = s.leaves.len() as u64;
+        let mut edge = TileSet::default();
+        for (id, _) in edge_tiles(size) {
+            if let Some(t) = s.tiles.get(&id) {
+                edge.insert(id, t.clone());
+            }
+        }
+        Ok(LogState {
+            size,
+            watermark: Watermark {
+                tx: 0,
+                seq: i64::try_from(size).unwrap_or(i64::MAX),
+            },
+            edge_tiles: edge,
+            checkpoint: s.checkpoints.last().cloned(),
+        })
+    }
+
+    async fn pending(&self, watermark: Watermark, limit: usize) -> Result<Pending, LedgerError> {
+        let from = u64::try_from(watermark.seq).unwrap_or(0);
+        let records = self.store.committed(from, limit);
+        Ok(Pending {
+            full: records.len() == limit,
+            watermark: Watermark {
+                tx: 0,
+                seq: watermark.seq + records.len() as i64,
+            },
+            records,
+        })
+    }
+
+    async fn commit(
+        &self,
+        _holder: Uuid,
+        _lease: Duration,
+        step: Commit,
+    ) -> Result<(), LedgerError> {
+        let mut s = self.state();
+        if s.leaves.len() as u64 != step.first_index {
+            return Err(LedgerError::Internal(format!(
+                "log size is {}, the integrator expected {}",
+                s.leaves.len(),
+                step.first_index
+            )));
+        }
+        for (i, rid) in step.rids.iter().enumerate() {
+            s.index.insert(*rid, step.first_index + i as u64);
+        }
+        s.leaves.extend(step.rids);
+        for (id, hashes) in step.tiles {
+            s.tiles.insert(id, hashes);
+        }
+        if let Some(c) = step.checkpoint {
+            s.checkpoints.push(c);
+        }
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
+        Ok(self.state().checkpoints.last().cloned())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
+        Ok(self.state().checkpoints.clone())
+    }
+
+    async fn leaf_index(&self, rid: Uuid) -> Result<Option<u64>, LedgerError> {
+        Ok(self.state().index.get(&rid).copied())
+    }
+
+    async fn read_tiles(&self, ids: &[TileId]) -> Result<TileSet, LedgerError> {
+        let s = self.state();
+        let mut set = TileSet::default();
+        for id in ids {
+            if let Some(t) = s.tiles.get(id) {
+                set.insert(*id, t.clone());
+            }
+        }
+        Ok(set)
+    }
+
+    async fn leaves(&self, from: u64, limit: usize) -> Result<Vec<LeafEntry>, LedgerError> {
+        let page: Vec<Uuid> = {
+            let s = self.state();
+            let start = usize::try_from(from)
+                .unwrap_or(usize::MAX)
+                .min(s.leaves.len());
+            s.leaves[start..].iter().take(limit).copied().collect()
+        };
+        let mut out = Vec::with_capacity(page.len());
+        for (i, rid) in page.into_iter().enumerate() {
+            let hash = crate::store::LedgerStore::get(self.store.as_ref(), rid)
+                .await?
+                .map(|r| r.hash.to_hex());
+            out.push(LeafEntry {
+                index: from + i as u64,
+                rid,
+                hash,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn unlogged(&self, limit: usize) -> Result<Vec<Unlogged>, LedgerError> {
+        // The memory store only grows and the log follows its order: records past the log
+        // are waiting for the integrator; none can be logged after an unlogged one.
+        let size = self.state().leaves.len() as u64;
+        Ok(self
+            .store
+            .committed(size, limit)
+            .into_iter()
+            .map(|r| Unlogged {
+                rid: r.rid,
+                successor_logged: false,
+            })
+            .collect())
+    }
+
+    async fn misordered(&self, _limit: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError> {
+        // Leaf order is the store's commit order, which has predecessors first.
+        Ok(Vec::new())
+    }
+}

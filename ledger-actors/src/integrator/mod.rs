@@ -1,0 +1,386 @@
+//! The integrator (sequencer) of the transparency log: it gives every committed record a
+//! leaf index, extends the Merkle tree's stored tiles, and writes signed checkpoints. It
+//! runs on its own thread (an actix Arbiter), off the append path: appends never wait for it.
+//!
+//! Each round: hold (or take) the lease, read the records committed since the watermark
+//! ([`LogStore::pending`]), append their leaf hashes to the tree's right edge
+//! ([`ledger_tlog::tile::Edge`]), and write leaf indexes, changed tiles, the new watermark
+//! and, when the log grew and `checkpoint_interval` has passed, a checkpoint — all in one
+//! step that the store refuses unless the lease is still held. Any error steps the
+//! integrator down; it reloads from the store and continues (so it catches up after an
+//! outage). At shutdown it integrates what is left, writes a last checkpoint and releases the
+//! lease.
+//!
+//! # Layout
+//! - `log.rs`: the [`LogStore`] trait and the types it exchanges.
+//! - `memory.rs`: [`memory::MemoryLog`] (memory backend).
+//! - `postgres.rs`: [`postgres::PostgresLog`] (PostgreSQL: lease row, `xid8` order).
+//! - this file: [`Integrator`] (the handle), [`Progress`], the loop, signing-key loading.
+
+pub mod log;
+pub mod memory;
+pub mod postgres;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Arbiter;
+use ledger_tlog::merkle::leaf_hash;
+use ledger_tlog::note::{Checkpoint, NoteSigner, NoteVerifier};
+use ledger_tlog::tile::Edge;
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+pub use log::{LogStore, StoredCheckpoint, Watermark};
+
+use crate::error::LedgerError;
+
+/// The origin line of checkpoints written without a signing key.
+pub const UNSIGNED_ORIGIN: &str = "avl-ledger/unsigned";
+/// Most records integrated per step.
+pub const BATCH: usize = 20_000;
+/// Pause between rounds when nothing is waiting.
+pub const IDLE: Duration = Duration::from_millis(50);
+
+/// The integrator's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Least time between two checkpoints (when the log grew).
+    pub checkpoint_interval: Duration,
+    /// Lease length; a standby takes over at most about `lease + lease / 3` after the holder
+    /// stops renewing.
+    pub lease: Duration,
+}
+
+/// What the integrator has done, observable through [`Integrator::progress`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// True while this process holds the lease.
+    pub leader: bool,
+    /// Leaves in the log as this integrator last wrote or loaded it.
+    pub size: u64,
+    /// The latest checkpoint it wrote or loaded.
+    pub checkpoint: Option<StoredCheckpoint>,
+    /// The largest delay, in this process's last checkpoint, from a record's `ts` to the
+    /// checkpoint covering it.
+    pub last_lag: Option<Duration>,
+}
+
+/// The running integrator.
+pub struct Integrator {
+    log: Arc<dyn LogStore>,
+    verifier: Option<NoteVerifier>,
+    progress: watch::Receiver<Progress>,
+    stop: std::sync::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
+    arbiter: std::sync::Mutex<Option<Arbiter>>,
+}
+
+impl std::fmt::Debug for Integrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integrator")
+            .field("verifier", &self.verifier)
+            .field("progress", &*self.progress.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the signer key file at `path`. Refused when the file is readable by group or
+/// others (Unix), unreadable or malformed; no error contains the key.
+pub fn load_signer(path: &Path) -> Result<NoteSigner, LedgerError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| LedgerError::Config(format!("checkpoint_key {}: {e}", path.display())))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(LedgerError::Config(format!(
+                "checkpoint_key {}: readable by group or others (mode {:o}); chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            )));
+        }
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| LedgerError::Config(format!("checkpoint_key {}: {e}", path.display())))?,
+    );
+    NoteSigner::parse(&text)
+        .map_err(|e| LedgerError::Config(format!("checkpoint_key {}: {e}", path.display())))
+}
+
+impl Integrator {
+    /// Starts the integrator loop on its own Arbiter.
+    pub fn start(log: Arc<dyn LogStore>, signer: Option<NoteSigner>, settings: Settings) -> Self {
+        let (tx, rx) = watch::channel(Progress::default());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let verifier = signer.as_ref().map(NoteSigner::verifier);
+        let arbiter = Arbiter::new();
+        let runner = Runner {
+            log: Arc::clone(&log),
+            signer,
+            settings,
+            holder: Uuid::new_v4(),
+            progress: tx,
+            state: None,
+        };
+        arbiter.spawn(runner.run(stop_rx));
+        Self {
+            log,
+            verifier,
+            progress: rx,
+            stop: std::sync::Mutex::new(Some(stop_tx)),
+            arbiter: std::sync::Mutex::new(Some(arbiter)),
+        }
+    }
+
+    /// The log's storage (for proofs and verification).
+    pub fn log(&self) -> &Arc<dyn LogStore> {
+        &self.log
+    }
+
+    /// The verifier key of this ledger's signing key, if it has one.
+    pub fn verifier(&self) -> Option<&NoteVerifier> {
+        self.verifier.as_ref()
+    }
+
+    /// A receiver of the integrator's progress.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Integrates what is committed, writes a last checkpoint, releases the lease and stops
+    /// the thread. Waits at most `wait`.
+    pub async fn shutdown(&self, wait: Duration) {
+        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(stop) = stop {
+            let (done_tx, done_rx) = oneshot::channel();
+            if stop.send(done_tx).is_ok() {
+                let _ = tokio::time::timeout(wait, done_rx).await;
+            }
+        }
+        if let Some(a) = self
+            .arbiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            a.stop();
+        }
+    }
+}
+
+/// The leader's in-memory state.
+struct Leading {
+    size: u64,
+    watermark: Watermark,
+    edge: Edge,
+    last_checkpoint: Option<StoredCheckpoint>,
+    last_checkpoint_at: Option<Instant>,
+    /// `ts` of the oldest record not yet covered by a checkpoint.
+    oldest_uncovered: Option<chrono::DateTime<chrono::Utc>>,
+    last_renew: Instant,
+}
+
+struct Runner {
+    log: Arc<dyn LogStore>,
+    signer: Option<NoteSigner>,
+    settings: Settings,
+    holder: Uuid,
+    progress: watch::Sender<Progress>,
+    state: Option<Leading>,
+}
+
+impl Runner {
+    async fn run(mut self, mut stop: oneshot::Receiver<oneshot::Sender<()>>) {
+        let mut backoff = IDLE;
+        loop {
+            let outcome = self.round(false).await;
+            let pause = match outcome {
+                Ok(true) => Duration::ZERO,
+                Ok(false) => {
+                    backoff = IDLE;
+                    if self.state.is_some() {
+                        IDLE
+                    } else {
+                        self.settings.lease / 3
+                    }
+                }
+                Err(e) => {
+                    if self.state.take().is_some() {
+                        tracing::warn!(error = %e, "integrator stepped down; it reloads and retries");
+                    } else {
+                        tracing::debug!(error = %e, "integrator round failed");
+                    }
+                    self.publish(None);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff
+                }
+            };
+            tokio::select! {
+                done = &mut stop => {
+                    self.finish().await;
+                    if let Ok(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Last rounds at shutdown: everything committed, then a checkpoint, then the lease.
+    async fn finish(&mut self) {
+        let mut failures = 0;
+        for _ in 0..1000 {
+            match self.round(true).await {
+                Ok(true) => continue,
+                // Done, or not leading: the leader integrates what this process wrote.
+                Ok(false) => break,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, attempt = failures, "integrator: final round failed");
+                    if failures >= 5 {
+                        break;
+                    }
+                    // A lease lost to a stall is taken back if no one else holds it.
+                    self.state = None;
+                    tokio::time::sleep(IDLE * 5).await;
+                }
+            }
+        }
+        if self.state.take().is_some()
+            && let Err(e) = self.log.release(self.holder).await
+        {
+            tracing::warn!(error = %e, "integrator: lease not released (it expires)");
+        }
+        self.publish(None);
+    }
+
+    fn publish(&self, lag: Option<Duration>) {
+        let p = match &self.state {
+            Some(s) => Progress {
+                leader: true,
+                size: s.size,
+                checkpoint: s.last_checkpoint.clone(),
+                last_lag: lag.or_else(|| self.progress.borrow().last_lag),
+            },
+            None => Progress {
+                leader: false,
+                ..self.progress.borrow().clone()
+            },
+        };
+        self.progress.send_replace(p);
+    }
+
+    /// One round; `Ok(true)` when more work is waiting. `final_round` forces a checkpoint
+    /// when the log grew.
+    async fn round(&mut self, final_round: bool) -> Result<bool, LedgerError> {
+        if self.state.is_none() {
+            if !self.log.acquire(self.holder, self.settings.lease).await? {
+                return Ok(false);
+            }
+            let loaded = self.log.load().await?;
+            let edge = Edge::load(loaded.size, &loaded.edge_tiles)?;
+            if let Some(c) = &loaded.checkpoint
+                && c.size == loaded.size
+                && c.root != edge.root()
+            {
+                return Err(LedgerError::Log(ledger_tlog::Error::Invalid(format!(
+                    "stored tiles give another root than checkpoint {} at size {}",
+                    c.cid, c.size
+                ))));
+            }
+            tracing::info!(size = loaded.size, "integrator holds the lease");
+            self.state = Some(Leading {
+                size: loaded.size,
+                watermark: loaded.watermark,
+                edge,
+                last_checkpoint: loaded.checkpoint,
+                last_checkpoint_at: None,
+                oldest_uncovered: None,
+                last_renew: Instant::now(),
+            });
+            self.publish(None);
+        }
+        let lease = self.settings.lease;
+        let Some(state) = self.state.as_mut() else {
+            return Ok(false);
+        };
+        if state.last_renew.elapsed() >= lease / 3 {
+            if !self.log.acquire(self.holder, lease).await? {
+                return Err(LedgerError::Internal("integrator lease lost".into()));
+            }
+            state.last_renew = Instant::now();
+        }
+        let pending = self.log.pending(state.watermark, BATCH).await?;
+        let mut leaves = Vec::with_capacity(pending.records.len());
+        for r in &pending.records {
+            leaves.push(leaf_hash(&r.hash.0));
+            let ts = r.ts;
+            state.oldest_uncovered = Some(state.oldest_uncovered.map_or(ts, |o| o.min(ts)));
+        }
+        let mut edge = state.edge.clone();
+        let tiles = edge.append(&leaves);
+        let new_size = edge.size();
+        let covered = state.last_checkpoint.as_ref().map_or(0, |c| c.size);
+        let due = new_size > covered
+            && (final_round
+                || state
+                    .last_checkpoint_at
+                    .is_none_or(|at| at.elapsed() >= self.settings.checkpoint_interval));
+        if pending.records.is_empty() && !due && pending.watermark == state.watermark {
+            return Ok(false);
+        }
+        let checkpoint = if due {
+            let root = edge.root();
+            let origin = self
+                .signer
+                .as_ref()
+                .map_or(UNSIGNED_ORIGIN, |s| s.name())
+                .to_owned();
+            let text = Checkpoint {
+                origin,
+                size: new_size,
+                root,
+            }
+            .text();
+            let note = self.signer.as_ref().map(|s| s.sign(&text)).transpose()?;
+            Some(StoredCheckpoint {
+                cid: Uuid::now_v7(),
+                size: new_size,
+                root,
+                range_start: covered,
+                note,
+                created_at: Some(chrono::Utc::now()),
+            })
+        } else {
+            None
+        };
+        let step = log::Commit {
+            first_index: state.size,
+            rids: pending.records.iter().map(|r| r.rid).collect(),
+            tiles,
+            watermark: pending.watermark,
+            checkpoint: checkpoint.clone(),
+        };
+        self.log.commit(self.holder, lease, step).await?;
+        state.last_renew = Instant::now();
+        state.size = new_size;
+        state.edge = edge;
+        state.watermark = pending.watermark;
+        let mut lag = None;
+        if let Some(c) = checkpoint {
+            lag = state
+                .oldest_uncovered
+                .take()
+                .map(|o| (chrono::Utc::now() - o).to_std().unwrap_or_default());
+            tracing::debug!(size = new_size, lag = ?lag, "checkpoint written");
+            state.last_checkpoint = Some(c);
+            state.last_checkpoint_at = Some(Instant::now());
+        }
+        self.publish(lag);
+        Ok(pending.full)
+    }
+}

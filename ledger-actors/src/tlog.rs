@@ -1,0 +1,286 @@
+//! The transparency log's side of [`Ledger`]: starting the [`Integrator`], the latest
+//! checkpoint, receipts (inclusion proofs), consistency proofs, appends that answer with a
+//! receipt, and offline receipt verification. The pure parts (hashing, tiles, proofs,
+//! notes) are the `ledger-tlog` crate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger_entities::{LedgerRecord, NewRecord};
+use ledger_tlog::merkle::{
+    consistency_nodes, consistency_proof, inclusion_nodes, inclusion_proof, root_nodes, tree_root,
+};
+use ledger_tlog::note::NoteVerifier;
+use ledger_tlog::receipt::{Receipt, Verified};
+use ledger_tlog::tile::tiles_for;
+use ledger_tlog::{Hash, NodeId};
+use uuid::Uuid;
+
+use crate::chain::AppendAck;
+use crate::config::LedgerConfig;
+use crate::error::LedgerError;
+use crate::integrator::{Integrator, LogStore, Settings, StoredCheckpoint, load_signer};
+use crate::ledger::Ledger;
+use crate::store::{LedgerStore, MemoryLedgerStore};
+
+/// A consistency proof between two tree sizes, with both roots.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConsistencyProof {
+    /// The older size.
+    pub old_size: u64,
+    /// Root of the older tree (hex).
+    pub old_root: String,
+    /// The newer size.
+    pub new_size: u64,
+    /// Root of the newer tree (hex).
+    pub new_root: String,
+    /// The proof hashes (hex), RFC 9162 §2.1.4.
+    pub proof: Vec<String>,
+}
+
+/// Starts the integrator for `config` over `log`, unless `checkpoint_interval` is 0.
+pub(crate) fn start_integrator(
+    config: &LedgerConfig,
+    log: Arc<dyn LogStore>,
+) -> Result<Option<Arc<Integrator>>, LedgerError> {
+    if config.checkpoint_interval.is_zero() {
+        return Ok(None);
+    }
+    let signer = match &config.checkpoint_key {
+        Some(path) => Some(load_signer(path)?),
+        None => {
+            tracing::warn!(
+                "no checkpoint_key (LEDGER_CHECKPOINT_KEY): checkpoints are stored unsigned; run `ledger keygen`"
+            );
+            None
+        }
+    };
+    Ok(Some(Arc::new(Integrator::start(
+        log,
+        signer,
+        Settings {
+            checkpoint_interval: config.checkpoint_interval,
+            lease: config.integrator_lease,
+        },
+    ))))
+}
+
+/// The log of a memory-backend ledger.
+pub(crate) fn memory_log(store: &Arc<MemoryLedgerStore>) -> Arc<dyn LogStore> {
+    Arc::new(crate::integrator::memory::MemoryLog::new(Arc::clone(store)))
+}
+
+/// The log of a PostgreSQL ledger (its own pool of two connections).
+pub(crate) fn postgres_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, LedgerError> {
+    Ok(Arc::new(crate::integrator::postgres::PostgresLog::connect(
+        config,
+    )?))
+}
+
+/// Recomputes a receipt record's hash from its fields (the record encoding of
+/// `docs/HASHING.md`).
+pub fn receipt_record_hash(record: &serde_json::Value) -> Result<String, String> {
+    let r: LedgerRecord = serde_json::from_value(record.clone())
+        .map_err(|e| format!("the receipt's record is malformed: {e}"))?;
+    ledger_entities::record::record_hash(&r)
+        .map(|h| h.to_hex())
+        .map_err(|e| e.to_string())
+}
+
+/// Verifies a receipt offline with the log's verifier key: signature, record hash,
+/// inclusion path (see [`Receipt::verify`]).
+pub fn verify_receipt(receipt: &Receipt, key: &NoteVerifier) -> Result<Verified, LedgerError> {
+    Ok(receipt.verify(key, receipt_record_hash)?)
+}
+
+/// Opens the PostgreSQL log of `config` for tools that read it without running a ledger
+/// (`ledger checkpoint`, `ledger prove`, `ledger verify`). The memory backend has no log
+/// outside a running process: [`LedgerError::Config`].
+pub fn open_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, LedgerError> {
+    match config.backend {
+        crate::config::Backend::Postgres => postgres_log(config),
+        crate::config::Backend::Memory => Err(LedgerError::Config(
+            "the memory backend keeps its log inside the running process; use backend: postgres"
+                .into(),
+        )),
+    }
+}
+
+/// A receipt for `rid` under the latest checkpoint (see [`Ledger::prove`]).
+pub async fn prove(
+    store: &dyn LedgerStore,
+    log: &dyn LogStore,
+    rid: Uuid,
+) -> Result<Receipt, LedgerError> {
+    let record = store
+        .get(rid)
+        .await?
+        .ok_or_else(|| LedgerError::NotYetLogged(format!("no record {rid}")))?;
+    let index = log
+        .leaf_index(rid)
+        .await?
+        .ok_or_else(|| LedgerError::NotYetLogged(format!("record {rid} is not integrated yet")))?;
+    let checkpoint = log
+        .latest_checkpoint()
+        .await?
+        .filter(|c| c.size > index)
+        .ok_or_else(|| {
+            LedgerError::NotYetLogged(format!("no checkpoint covers leaf {index} yet"))
+        })?;
+    let tiles = read_nodes(log, &inclusion_nodes(index, checkpoint.size)?).await?;
+    let path = inclusion_proof(index, checkpoint.size, &tiles)?;
+    let note = checkpoint.note.clone().unwrap_or_else(|| {
+        ledger_tlog::note::Checkpoint {
+            origin: crate::integrator::UNSIGNED_ORIGIN.into(),
+            size: checkpoint.size,
+            root: checkpoint.root,
+        }
+        .text()
+    });
+    let value = serde_json::to_value(record.as_ref())
+        .map_err(|e| LedgerError::Internal(format!("record to JSON: {e}")))?;
+    Ok(Receipt::new(value, index, checkpoint.size, &path, note))
+}
+
+/// The consistency proof from `old_size` to `new_size` (see [`Ledger::prove_consistency`]).
+pub async fn prove_consistency(
+    log: &dyn LogStore,
+    old_size: u64,
+    new_size: Option<u64>,
+) -> Result<ConsistencyProof, LedgerError> {
+    let latest = log
+        .latest_checkpoint()
+        .await?
+        .ok_or_else(|| LedgerError::NotYetLogged("no checkpoint yet".into()))?;
+    let new_size = new_size.unwrap_or(latest.size);
+    if new_size > latest.size {
+        return Err(LedgerError::NotYetLogged(format!(
+            "size {new_size} is beyond the latest checkpoint ({})",
+            latest.size
+        )));
+    }
+    let mut nodes = consistency_nodes(old_size, new_size)?;
+    nodes.extend(root_nodes(old_size));
+    nodes.extend(root_nodes(new_size));
+    let tiles = read_nodes(log, &nodes).await?;
+    let proof = consistency_proof(old_size, new_size, &tiles)?;
+    let hex = |h: Hash| hex::encode(h);
+    Ok(ConsistencyProof {
+        old_size,
+        old_root: hex(tree_root(old_size, &tiles)?),
+        new_size,
+        new_root: hex(tree_root(new_size, &tiles)?),
+        proof: proof.into_iter().map(hex).collect(),
+    })
+}
+
+async fn read_nodes(
+    log: &dyn LogStore,
+    nodes: &[NodeId],
+) -> Result<ledger_tlog::tile::TileSet, LedgerError> {
+    log.read_tiles(&tiles_for(nodes)).await
+}
+
+impl Ledger {
+    fn tlog(&self) -> Result<&Arc<Integrator>, LedgerError> {
+        self.integrator().ok_or_else(|| {
+            LedgerError::NotYetLogged("the transparency log is off (checkpoint_interval: 0)".into())
+        })
+    }
+
+    /// The log's storage, when the integrator runs.
+    pub fn log_store(&self) -> Option<&Arc<dyn LogStore>> {
+        self.integrator().map(|i| i.log())
+    }
+
+    /// The latest stored checkpoint (written by whichever process integrates).
+    pub async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
+        self.tlog()?.log().latest_checkpoint().await
+    }
+
+    /// The verifier key of this ledger's checkpoint signer, if it has one.
+    pub fn checkpoint_verifier(&self) -> Option<NoteVerifier> {
+        self.integrator().and_then(|i| i.verifier().cloned())
+    }
+
+    /// The integrator's progress (leader or standby, log size, last checkpoint, lag).
+    pub fn integrator_progress(&self) -> Option<crate::integrator::Progress> {
+        self.integrator().map(|i| i.progress().borrow().clone())
+    }
+
+    /// A receipt for `rid` under the latest checkpoint: the record, its leaf index, the
+    /// inclusion path and the signed note. [`LedgerError::NotYetLogged`] when no
+    /// checkpoint covers it yet; [`LedgerError::Log`] when stored hashes are missing.
+    pub async fn prove(&self, rid: Uuid) -> Result<Receipt, LedgerError> {
+        prove(self.store().as_ref(), self.tlog()?.log().as_ref(), rid).await
+    }
+
+    /// The consistency proof from `old_size` to `new_size` (default: the latest
+    /// checkpoint's size), with both roots computed from the stored tiles.
+    pub async fn prove_consistency(
+        &self,
+        old_size: u64,
+        new_size: Option<u64>,
+    ) -> Result<ConsistencyProof, LedgerError> {
+        prove_consistency(self.tlog()?.log().as_ref(), old_size, new_size).await
+    }
+
+    /// Appends and answers only once a checkpoint covers the record, with its receipt (as
+    /// Rekor v2 does). Waits at most `wait` for the checkpoint
+    /// ([`LedgerError::NotYetLogged`] after that: the record is appended, ask
+    /// [`Ledger::prove`] later).
+    pub async fn append_with_receipt(
+        &self,
+        record: NewRecord,
+        wait: Duration,
+    ) -> Result<(AppendAck, Receipt), LedgerError> {
+        let ack = self.append(record).await?;
+        let rid = ack.record.rid;
+        let deadline = Instant::now() + wait;
+        let mut progress = self.tlog()?.progress();
+        loop {
+            match self.prove(rid).await {
+                Ok(receipt) => return Ok((ack, receipt)),
+                Err(LedgerError::NotYetLogged(reason)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(LedgerError::NotYetLogged(format!(
+                            "{reason} after waiting {wait:?}; the record is appended"
+                        )));
+                    }
+                    // Woken by this process's integrator, or polled when another process
+                    // integrates.
+                    let _ = tokio::time::timeout(
+                        left.min(Duration::from_millis(100)),
+                        progress.changed(),
+                    )
+                    .await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until a checkpoint covers at least `size` leaves (or `wait` passes) and returns
+    /// the latest checkpoint then.
+    pub async fn await_checkpoint(
+        &self,
+        size: u64,
+        wait: Duration,
+    ) -> Result<Option<StoredCheckpoint>, LedgerError> {
+        let deadline = Instant::now() + wait;
+        let mut progress = self.tlog()?.progress();
+        loop {
+            let latest = self.checkpoint().await?;
+            if latest.as_ref().is_some_and(|c| c.size >= size) {
+                return Ok(latest);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(latest);
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), progress.changed())
+                .await;
+        }
+    }
+}
