@@ -291,13 +291,19 @@ impl Supervisor {
     /// A record has waited `failover_after` without an answer. A slow statement or a lock
     /// wait (another process's transaction, a deadlock PostgreSQL has not broken yet) is not
     /// an outage, so the supervisor looks for evidence first: it opens a *new* connection
-    /// (not one of the busy pool's) and runs `SELECT 1`, within `failover_after`. Only if
+    /// (not one of the busy pool's) and runs `SELECT 1`, within half of `failover_after`
+    /// (100 ms .. 2 s). Only if
     /// that fails does it fail over; if the server answers, records are left to finish and
     /// the next probe is due `failover_after` later.
     fn check_liveness(&mut self, ctx: &mut Context<Self>) {
         self.liveness_running = true;
         let options = self.writer_options.clone();
-        let limit = self.config.failover_after.min(self.config.timeout);
+        // Half of `failover_after` (100 ms .. 2 s): a reachable server opens a connection and
+        // answers `SELECT 1` in milliseconds; the whole detection stays within 1.5 ×
+        // `failover_after`.
+        let limit = (self.config.failover_after / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(2))
+            .min(self.config.timeout);
         ctx.spawn(
             fut::wrap_future(async move {
                 use sea_orm::sqlx::Connection as _;
