@@ -46,6 +46,17 @@ mod m20261125_000001_create_ledger_tables;
 mod m20261126_000010_transparency_log;
 mod m20261126_000020_prev_fk;
 
+/// Runs a migration's raw SQL statements in order (every migration here is plain DDL). On
+/// PostgreSQL sea-orm-migration wraps each migration in a transaction (DDL is transactional
+/// there), so a failure part-way leaves nothing behind.
+async fn run_all(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for sql in statements {
+        db.execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
+
 /// All AVL migrations, oldest first.
 pub struct Migrator;
 

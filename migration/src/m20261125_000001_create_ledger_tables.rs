@@ -6,6 +6,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::run_all;
+
 /// The migration; its name (the file name) is what `seaql_migrations` records.
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -61,14 +63,4 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_all(manager, DOWN).await
     }
-}
-
-/// Runs the statements in order. On PostgreSQL sea-orm-migration wraps each migration in a
-/// transaction (DDL is transactional there), so a failure part-way leaves nothing behind.
-async fn run_all(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
-    let db = manager.get_connection();
-    for sql in statements {
-        db.execute_unprepared(sql).await?;
-    }
-    Ok(())
 }

@@ -25,6 +25,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::run_all;
+
 /// The migration; its name (the file name) is what `seaql_migrations` records.
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -71,13 +73,4 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_all(manager, DOWN).await
     }
-}
-
-/// Runs the statements in order, inside the migration's transaction.
-async fn run_all(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
-    let db = manager.get_connection();
-    for sql in statements {
-        db.execute_unprepared(sql).await?;
-    }
-    Ok(())
 }
