@@ -1,4 +1,4 @@
-//! The `postgres` backend against a real PostgreSQL: [`Ledger`] with [`PostgresPersistence`]
+//! The `postgres` backend against a real PostgreSQL: [`Ledger`] with its [`Supervisor`]
 //! (group commit) and [`PostgresLedgerStore`], each test on its own database
 //! ([`TestContext`]). Records are always read back through a fresh store, so nothing comes
 //! from a cache.
@@ -12,8 +12,10 @@ use actix::prelude::*;
 use chrono::{TimeZone, Utc};
 use common::{TestContext, constraint_name, sqlstate};
 use futures::future::join_all;
-use ledger_actors::persistence::{Durability, Flush, Persist, PersistReply, PostgresPersistence};
+use ledger_actors::persistence::{Durability, Flush, Persist, PersistReply};
 use ledger_actors::store::{PostgresLedgerStore, postgres};
+use ledger_actors::supervisor::Supervisor;
+use ledger_actors::supervisor::buffer::OutageBuffer;
 use ledger_actors::{
     Backend, Dsn, Ledger, LedgerConfig, LedgerError, LedgerStore, RecordRange, create_ledger_store,
 };
@@ -626,9 +628,10 @@ async fn database_refusal_does_not_fail_innocent_records() {
     ctx.teardown().await;
 }
 
-/// Sends records straight to a persistence actor and returns their outcomes, after a flush.
+/// Sends records straight to the supervisor (the PostgreSQL writer) and returns their
+/// outcomes, after a flush.
 async fn persist_all(
-    actor: &Addr<PostgresPersistence>,
+    actor: &Addr<Supervisor>,
     records: &[LedgerRecord],
 ) -> Vec<Result<Durability, LedgerError>> {
     let receivers: Vec<_> = records
@@ -659,7 +662,7 @@ async fn persist_all(
 /// batch: the first `ForkRefused`, the rest `Aborted`, none written); every other record commits, including a new genesis of the refused anchor, which
 /// clears the poison; a successor of a refused record in a later batch is still `Aborted`.
 #[actix_rt::test]
-async fn persistence_batch_data_error_spares_innocents_and_poisons_successors() {
+async fn group_commit_data_error_spares_innocents_and_poisons_successors() {
     let ctx = TestContext::new("pg_batch_poison").await;
     let config = LedgerConfig {
         batch_linger: Duration::from_secs(3600),
@@ -668,10 +671,15 @@ async fn persistence_batch_data_error_spares_innocents_and_poisons_successors() 
     let store = PostgresLedgerStore::connect(&config)
         .await
         .expect("connect");
-    let actor = {
-        let db = store.connection().clone();
-        PostgresPersistence::new(&db, &config).start()
-    };
+    let actor = Supervisor::new(
+        config.clone(),
+        Arc::new(store),
+        Arc::new(OutageBuffer::default()),
+        Arc::new(std::sync::OnceLock::new()),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .expect("supervisor")
+    .start();
     let taken = sealed(Uuid::new_v4(), Uuid::now_v7(), None, 0);
     insert_sql(&ctx, &taken).await.expect("SQL insert");
 
@@ -726,42 +734,4 @@ async fn persistence_batch_data_error_spares_innocents_and_poisons_successors() 
     assert_eq!(fresh.count().await.expect("count"), 1 + 10 + 1 + 1);
     assert_intact(&ctx).await;
     ctx.teardown().await;
-}
-
-/// When the database cannot be reached, a batch's records are answered `Unavailable` and
-/// poisoned: a later successor of one of them is `Aborted`, never written on its own.
-#[actix_rt::test]
-async fn unreachable_database_fails_batches_with_unavailable() {
-    let config = LedgerConfig {
-        backend: Backend::Postgres,
-        dsn: Some(Dsn::parse("postgres://avl@127.0.0.1:1/avl").expect("parses")),
-        timeout: Duration::from_millis(200),
-        batch_linger: Duration::from_secs(3600),
-        ..LedgerConfig::default()
-    };
-    let mut options = sea_orm::ConnectOptions::new("postgres://avl@127.0.0.1:1/avl");
-    options
-        .connect_lazy(true)
-        .acquire_timeout(config.timeout)
-        .connect_timeout(config.timeout)
-        .sqlx_logging(false);
-    let db = sea_orm::Database::connect(options)
-        .await
-        .expect("lazy pool");
-    let actor = PostgresPersistence::new(&db, &config).start();
-    let a = Uuid::new_v4();
-    let first = sealed(a, Uuid::now_v7(), None, 0);
-    let second = sealed(a, Uuid::now_v7(), Some(&first), 1);
-    let outcomes = persist_all(&actor, &[first.clone(), second.clone()]).await;
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, Err(LedgerError::Unavailable(_)))),
-        "{outcomes:?}"
-    );
-    let third = sealed(a, Uuid::now_v7(), Some(&second), 2);
-    assert_eq!(
-        persist_all(&actor, &[third]).await,
-        vec![Err(LedgerError::Aborted { anchor_id: a })]
-    );
 }

@@ -3,8 +3,8 @@
 //! A host holds a [`Ledger`]. Each append goes to the anchor's [`chain::ChainActor`] (one per
 //! anchor, started on demand by the [`router::ChainRouter`] and spread over one worker thread
 //! per core), which links and hashes the record and stores it: into the memory store itself
-//! (memory backend, answered at once) or through the supervisor and the group-committing
-//! persistence actor (PostgreSQL, answered when committed, buffered or spooled).
+//! (memory backend, answered at once) or through the supervisor, which group-commits
+//! (PostgreSQL, answered when committed, buffered or spooled).
 //!
 //! # Layout
 //! - [`ledger`]: [`Ledger`], the handle: start (or open read-only), append, read, verify, shut
@@ -12,14 +12,13 @@
 //! - [`chain`]: [`chain::ChainActor`], its [`chain::Append`] message, [`chain::Sink`] (where
 //!   sealed records go) and [`chain::Registry`] (what the router offers an actor).
 //! - [`router`]: [`router::ChainRouter`], anchor → actor, passivation-safe resends.
-//! - [`persistence`]: the persistence actors' messages, the memory persistence actor, the
-//!   group-committing [`persistence::PostgresPersistence`] and the refusing
-//!   [`persistence::ReadOnlyPersistence`] of [`Ledger::open_read_only`].
+//! - [`persistence`]: the persistence actors' messages, the memory persistence actor and the
+//!   refusing [`persistence::ReadOnlyPersistence`] of [`Ledger::open_read_only`].
 //! - [`pg`]: [`pg::insert_records`], the one statement every record is written with.
 //! - [`store`]: the [`store::LedgerStore`] trait, [`Durability`], [`store::MemoryLedgerStore`]
 //!   and [`store::PostgresLedgerStore`] (connect, error classification, reads).
-//! - [`supervisor`]: [`supervisor::Supervisor`], PostgreSQL failover to the in-memory outage
-//!   buffer and the drain back; the spool; [`supervisor::reads::SupervisedStore`] (PostgreSQL
+//! - [`supervisor`]: [`supervisor::Supervisor`], the one PostgreSQL writer: group commit,
+//!   failover to the in-memory outage buffer and the drain back; the spool; [`supervisor::reads::SupervisedStore`] (PostgreSQL
 //!   plus the buffer). Its module doc tells a record's way to PostgreSQL.
 //! - [`transfer`]: export and import as JSON Lines (verified, idempotent, resumable), and
 //!   the `ledger append` line format.

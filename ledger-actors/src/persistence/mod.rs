@@ -6,18 +6,16 @@
 
 use std::sync::Arc;
 
-use actix::{Message, Recipient};
+use actix::Message;
 use ledger_entities::LedgerRecord;
 use tokio::sync::oneshot;
 
 use crate::error::LedgerError;
 
 pub mod memory;
-pub mod postgres;
 pub mod read_only;
 
 pub use memory::MemoryPersistence;
-pub use postgres::PostgresPersistence;
 pub use read_only::ReadOnlyPersistence;
 
 pub use crate::store::Durability;
@@ -25,23 +23,15 @@ pub use crate::store::Durability;
 /// A record's outcome.
 pub type Outcome = Result<Durability, LedgerError>;
 
-/// Where a persistence actor sends a record's outcome.
+/// Where a persistence actor sends a record's outcome: the appending chain actor's oneshot.
 pub enum PersistReply {
     /// To one waiter (a chain actor's append).
     Oneshot(oneshot::Sender<Outcome>),
-    /// To a forwarding actor (the supervisor), by the sequence number it gave the record.
-    /// A persistence actor answers every such record of a batch in one [`Answers`] message.
-    Forwarded {
-        /// The forwarder's number for the record.
-        seq: u64,
-        /// Where the answers go.
-        to: Recipient<Answers>,
-    },
 }
 
 impl PersistReply {
-    /// Sends `outcome` on its own. `Err` when nobody waits any more (the appender gave up);
-    /// callers ignore that.
+    /// Sends `outcome`. `Err` when nobody waits any more (the appender gave up); callers
+    /// ignore that.
     #[allow(
         clippy::result_unit_err,
         reason = "nothing to report: the waiter is gone"
@@ -49,49 +39,6 @@ impl PersistReply {
     pub fn send(self, outcome: Outcome) -> Result<(), ()> {
         match self {
             PersistReply::Oneshot(tx) => tx.send(outcome).map_err(|_| ()),
-            PersistReply::Forwarded { seq, to } => {
-                to.do_send(Answers(vec![(seq, outcome)]));
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Outcomes of forwarded records, by their forwarder's sequence number (one message per
-/// settled batch).
-pub struct Answers(pub Vec<(u64, Outcome)>);
-
-impl Message for Answers {
-    type Result = ();
-}
-
-/// Collects the outcomes of one batch: oneshots are answered at once, forwarded records are
-/// sent together by [`AnswerBatch::finish`].
-#[derive(Default)]
-pub struct AnswerBatch {
-    to: Option<Recipient<Answers>>,
-    forwarded: Vec<(u64, Outcome)>,
-}
-
-impl AnswerBatch {
-    /// Answers one record (forwarded ones when the batch finishes).
-    pub fn answer(&mut self, reply: PersistReply, outcome: Outcome) {
-        match reply {
-            PersistReply::Oneshot(tx) => {
-                // The appender may have given up waiting; then nobody reads this.
-                let _ = tx.send(outcome);
-            }
-            PersistReply::Forwarded { seq, to } => {
-                self.to.get_or_insert(to);
-                self.forwarded.push((seq, outcome));
-            }
-        }
-    }
-
-    /// Sends the forwarded outcomes in one message.
-    pub fn finish(self) {
-        if let Some(to) = self.to {
-            to.do_send(Answers(self.forwarded));
         }
     }
 }
@@ -109,15 +56,6 @@ pub struct Persist {
 }
 
 impl Message for Persist {
-    type Result = ();
-}
-
-/// Stop now: the supervisor has failed over and taken this actor's records. Records not yet
-/// written are answered [`LedgerError::Unavailable`] (nobody waits for them any more) and
-/// running writes are abandoned; the drain later finds whatever they committed.
-pub struct Retire;
-
-impl Message for Retire {
     type Result = ();
 }
 

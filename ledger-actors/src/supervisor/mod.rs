@@ -1,8 +1,9 @@
-//! [`Supervisor`]: owns the PostgreSQL persistence actor and hot-swaps it for the in-memory
-//! outage buffer when PostgreSQL fails, then drains the buffer back when it returns.
+//! [`Supervisor`]: the one writer of the `postgres` backend. It group-commits records to
+//! PostgreSQL and swaps to the in-memory outage buffer when PostgreSQL fails, then drains
+//! the buffer back when it returns.
 //!
-//! Chain actors send their records here. In [`Mode::Primary`] each record goes to the
-//! [`PostgresPersistence`] actor and stays in `pending` until PostgreSQL confirms it. A
+//! Chain actors send their records here. In [`Mode::Primary`] each record is queued for
+//! group commit ([`commit`]) and stays in `pending` until PostgreSQL confirms it. A
 //! connectivity failure (refused/reset connection, pool timeout, shutdown, statement timeout)
 //! or a record pending longer than `failover_after` *and* a failed liveness probe on a new
 //! connection ([`Supervisor::check_liveness`]: a lock wait or a slow statement is not an
@@ -13,30 +14,32 @@
 //! appender and never causes a swap. PostgreSQL is probed with exponential back-off and
 //! jitter; when it answers, [`Mode::Draining`] writes the buffer in order (skipping rids
 //! already stored, so a batch that committed just before the failure is not written twice)
-//! while new records keep queueing behind, and the supervisor swaps back to a fresh
-//! PostgreSQL persistence actor when the buffer is empty.
+//! while new records keep queueing behind, and the supervisor swaps back to `Primary` (with
+//! a fresh writer pool) when the buffer is empty.
 //!
 //! # A record's way to PostgreSQL
 //! 1. Its chain actor seals it and sends [`Persist`] here (one FIFO mailbox per sender, so
 //!    one anchor's records arrive in chain order), with a oneshot for the outcome.
-//! 2. Primary: it is numbered, kept in `pending`, and forwarded to the
-//!    [`PostgresPersistence`] actor, which group-commits it with others through
-//!    [`crate::pg::insert_records`] (the ledger's only insert; the database refuses forks,
-//!    gaps and duplicate hashes) and answers the whole batch in one
-//!    [`crate::persistence::Answers`] message.
-//! 3. Here each answer settles its `pending` entry and answers the chain actor's oneshot; the
-//!    chain actor answers the appender. A connectivity error instead fails over (below).
+//! 2. Primary: it is numbered, kept in `pending`, and queued for group commit
+//!    ([`commit`]): batches of up to `batch_size` records, at most two in flight, each
+//!    written by one [`crate::pg::insert_records`] statement (the ledger's only insert; the
+//!    database refuses forks, gaps and duplicate hashes) on a task of its own, which reports
+//!    the whole batch back in one message.
+//! 3. Here each outcome settles its `pending` entry and answers the chain actor's oneshot;
+//!    the chain actor answers the appender. A connectivity error instead fails over (below).
 //! 4. Outage: it goes to the [`OutageBuffer`] (and the spool) and is acknowledged
 //!    `Buffered`/`Spooled`; the drain ([`drain`]) writes it later through the same
 //!    [`crate::pg::insert_records`]; at start, spool recovery does the same.
 //!
 //! # Layout
+//! - [`commit`]: group commit in `Primary`: batching, the poison rule, the batch write.
 //! - [`buffer`]: the outage buffer, shared with the store reads go through.
 //! - [`spool`]: the fsynced outage spool file.
 //! - [`drain`]: writing the buffer to PostgreSQL; the re-chain and quarantine policy.
 //! - [`reads`]: [`reads::SupervisedStore`], PostgreSQL plus the buffer, for reads.
 
 pub mod buffer;
+pub mod commit;
 pub mod drain;
 pub mod reads;
 pub mod spool;
@@ -49,20 +52,18 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ledger_entities::{LedgerRecord, RecordHash};
-use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use self::buffer::OutageBuffer;
+use self::commit::GroupCommit;
 use self::drain::{DrainOutcome, DrainState, drain_batch};
 use self::spool::Spool;
 use crate::chain::Rebase;
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
-use crate::persistence::{
-    Answers, Durability, Flush, Persist, PersistReply, PostgresPersistence, Retire,
-};
+use crate::persistence::{Durability, Flush, Persist, PersistReply};
 use crate::router::ChainRouter;
 use crate::store::postgres::PostgresLedgerStore;
 
@@ -74,6 +75,8 @@ const PROBE_BASE: Duration = Duration::from_millis(25);
 const PROBE_MAX: Duration = Duration::from_secs(1);
 /// How often pending records are checked against `failover_after`.
 const WATCHDOG_EVERY: Duration = Duration::from_millis(50);
+/// How often pool and depth gauges are sampled and expired poison is swept.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Exponential back-off with jitter between probes of PostgreSQL (backon): from
 /// [`PROBE_BASE`], doubling, at most [`PROBE_MAX`], each delay plus a random 0–100 %
 /// (25–50 ms first, 1–2 s at most), never giving up.
@@ -189,15 +192,18 @@ struct Pending {
 /// The supervisor actor. Start it with [`Supervisor::new`] on its own Arbiter.
 pub struct Supervisor {
     config: LedgerConfig,
-    db: DatabaseConnection,
-    /// Connection options for each new PostgreSQL persistence actor's own writer pool.
+    /// Connection options for the group commit's writer pool (a fresh one per `Primary`).
     writer_options: sea_orm::sqlx::postgres::PgConnectOptions,
     pool: PgPool,
     store: Arc<PostgresLedgerStore>,
     mode: Mode,
-    primary: Option<Addr<PostgresPersistence>>,
+    /// Primary: the queue and running batches ([`commit`]).
+    commit: GroupCommit,
     next_seq: u64,
+    /// Primary: every record not yet answered, by arrival number (its reply is here).
     pending: BTreeMap<u64, Pending>,
+    /// Flushes waiting for every record numbered below theirs to be answered.
+    flushes: Vec<(u64, oneshot::Sender<Result<(), LedgerError>>)>,
     buffer: Arc<OutageBuffer>,
     spool: Option<Spool>,
     /// Replies waiting for the next spool fsync.
@@ -251,18 +257,19 @@ impl Supervisor {
             Some(dir) => Some(Spool::open(dir)?),
             None => None,
         };
-        let db = store.connection().clone();
+        let pool = store.connection().get_postgres_connection_pool().clone();
+        let commit = GroupCommit::new(&config);
         let writer_options = crate::store::postgres::sqlx_options(&config)?;
         Ok(Self {
             writer_options,
-            pool: db.get_postgres_connection_pool().clone(),
-            db,
+            pool,
             store,
             config,
             mode: Mode::Primary,
-            primary: None,
+            commit,
             next_seq: 0,
             pending: BTreeMap::new(),
+            flushes: Vec::new(),
             buffer,
             spool,
             unsynced: Vec::new(),
@@ -352,44 +359,59 @@ impl Supervisor {
     }
 
     fn start_primary(&mut self) {
-        let actor =
-            PostgresPersistence::with_own_pool(self.writer_options.clone(), &self.db, &self.config)
-                .start();
-        self.primary = Some(actor);
+        self.commit
+            .open(self.writer_options.clone(), self.config.timeout);
         self.mode = Mode::Primary;
         self.degraded.store(false, Ordering::Release);
         crate::metrics::backend_active(true);
     }
 
-    /// Sends a record to PostgreSQL and keeps it pending until confirmed.
-    fn forward(
-        &mut self,
-        msg: Persist,
-        primary: &Addr<PostgresPersistence>,
-        ctx: &mut Context<Self>,
-    ) {
+    /// Queues a record for group commit and keeps it pending until confirmed.
+    fn forward(&mut self, msg: Persist, ctx: &mut Context<Self>) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        primary.do_send(Persist {
-            record: Arc::clone(&msg.record),
-            reply: PersistReply::Forwarded {
-                seq,
-                to: ctx.address().recipient(),
-            },
-            wait_committed: false,
-        });
         self.pending.insert(
             seq,
             Pending {
-                record: msg.record,
+                record: Arc::clone(&msg.record),
                 reply: msg.reply,
                 wait_committed: msg.wait_committed,
                 sent: Instant::now(),
             },
         );
-        // The persistence actor answers a whole batch in one `Answers` message (no task or
-        // channel per record). If it stops without answering, the watchdog fails over after
-        // `failover_after` and the drain finds whatever was committed.
+        self.enqueue(seq, msg.record, ctx);
+    }
+
+    /// Answers the flushes whose records are all answered.
+    fn answer_flushes(&mut self) {
+        if self.flushes.is_empty() {
+            return;
+        }
+        let settled_below = self.pending.keys().next().copied().unwrap_or(self.next_seq);
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
+            .into_iter()
+            .partition(|(target, _)| *target <= settled_below);
+        self.flushes = waiting;
+        for (_, tx) in done {
+            // The flusher may have stopped waiting; then nobody reads the answer.
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    /// Samples the pool and depth gauges and expires idle poison.
+    fn sample(&mut self) {
+        let (mut open, mut idle) = (self.pool.size() as usize, self.pool.num_idle());
+        if let Some(writer) = self.commit.pool() {
+            open += writer.size() as usize;
+            idle += writer.num_idle();
+        }
+        let max = self
+            .config
+            .pool_size
+            .saturating_add(commit::MAX_CONCURRENT_BATCHES as u32);
+        crate::metrics::db_pool_sampled(open.saturating_sub(idle), idle, max);
+        crate::metrics::persistence_depth(self.commit.depth());
+        self.commit.sweep();
     }
 
     fn on_primary_answer(
@@ -424,11 +446,9 @@ impl Supervisor {
         self.degraded.store(true, Ordering::Release);
         self.failovers += 1;
         self.outage_started = Some(Instant::now());
-        // Its records were moved here; stop it so it writes nothing more. Whatever its running
-        // batch commits is found by the drain and not written twice.
-        if let Some(old) = self.primary.take() {
-            old.do_send(Retire);
-        }
+        // Its records are moved here; abandon the running batches. Whatever they commit is
+        // found by the drain and not written twice.
+        self.commit.reset(ctx);
         crate::metrics::failover();
         crate::metrics::backend_active(false);
         let pending = std::mem::take(&mut self.pending);
@@ -436,6 +456,13 @@ impl Supervisor {
             self.buffer_record(p.record, p.reply, p.wait_committed, true, ctx);
         }
         crate::metrics::supervisor_depth(0);
+        crate::metrics::persistence_depth(0);
+        // Every record sent before a waiting flush is now answered or buffered: fsync the
+        // spool now and answer them.
+        self.sync_spool();
+        for (_, tx) in self.flushes.drain(..) {
+            let _ = tx.send(Ok(()));
+        }
         self.schedule_probe(ctx);
     }
 
@@ -744,6 +771,7 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.start_primary();
         let limit = self.config.failover_after;
+        ctx.run_interval(SAMPLE_EVERY, |act, _ctx| act.sample());
         ctx.run_interval(WATCHDOG_EVERY, move |act, ctx| {
             // A black-holed connection never errors; a record waiting this long may mean the
             // database is not answering — or only that it is slow: probe before failing over.
@@ -778,9 +806,9 @@ impl Handler<Persist> for Supervisor {
         } else {
             msg
         };
-        match (self.mode, self.primary.clone()) {
-            (Mode::Primary, Some(primary)) => {
-                self.forward(msg, &primary, ctx);
+        match self.mode {
+            Mode::Primary => {
+                self.forward(msg, ctx);
                 crate::metrics::supervisor_depth(self.pending.len());
             }
             _ => self.buffer_record(msg.record, msg.reply, msg.wait_committed, false, ctx),
@@ -788,34 +816,32 @@ impl Handler<Persist> for Supervisor {
     }
 }
 
-/// Primary: flushes the PostgreSQL actor. Outage: fsyncs the spool. Either way answers when
-/// every earlier record is answered or safely buffered.
+/// Primary: writes out every queued record (without waiting for the linger) and answers once
+/// all records received before the flush are answered; logs a batch-size summary at `info`.
+/// Outage: fsyncs the spool. Either way answers when every earlier record is answered or
+/// safely buffered.
 impl Handler<Flush> for Supervisor {
     type Result = ResponseFuture<Result<(), LedgerError>>;
 
-    fn handle(&mut self, _msg: Flush, _ctx: &mut Context<Self>) -> Self::Result {
-        match (self.mode, self.primary.clone()) {
-            (Mode::Primary, Some(primary)) => Box::pin(async move {
-                primary
-                    .send(Flush)
-                    .await
-                    .map_err(|e| LedgerError::Internal(format!("persistence actor gone: {e}")))?
-            }),
+    fn handle(&mut self, _msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        match self.mode {
+            Mode::Primary => {
+                self.commit.log_stats();
+                let (tx, rx) = oneshot::channel();
+                self.flushes.push((self.next_seq, tx));
+                self.dispatch(ctx);
+                Box::pin(async move {
+                    rx.await.unwrap_or_else(|_| {
+                        Err(LedgerError::Internal(
+                            "supervisor stopped before the flush completed".into(),
+                        ))
+                    })
+                })
+            }
             _ => {
                 self.sync_spool();
                 Box::pin(async { Ok(()) })
             }
-        }
-    }
-}
-
-/// Settles a forwarded record: answers its appender, or fails over on a connectivity error.
-impl Handler<Answers> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Answers, ctx: &mut Context<Self>) {
-        for (seq, result) in msg.0 {
-            self.on_primary_answer(seq, result, ctx);
         }
     }
 }

@@ -1,15 +1,16 @@
-//! [`PostgresPersistence`]: the persistence actor of the `postgres` backend. It group-commits:
-//! records from every chain actor are collected and written with one
-//! [`crate::pg::insert_records`] per batch (a single statement, so one transaction), and each
-//! record is answered when its batch has committed — records forwarded by the supervisor in
-//! one [`super::Answers`] message per batch.
+//! Group commit: how the [`Supervisor`] writes records to PostgreSQL in [`Mode::Primary`].
+//!
+//! Records from every chain actor are queued in arrival order and written with one
+//! [`crate::pg::insert_records`] per batch (a single statement, so one transaction) on the
+//! supervisor's own writer pool; each batch's outcomes are settled together when it ends.
 //!
 //! # Batching
 //! A batch is cut when `batch_size` records are waiting, when the oldest waiting record has
-//! waited `batch_linger`, or at once for a [`Flush`]. While up to [`MAX_CONCURRENT_BATCHES`]
-//! batches run, new records keep arriving and form the next batch, so under load batches grow
-//! with the database's latency. Every database call is a future spawned on the actor's
-//! context; the actor never blocks its thread.
+//! waited `batch_linger`, or at once for a [`crate::persistence::Flush`]. While up to
+//! [`MAX_CONCURRENT_BATCHES`] batches run, new records keep arriving and form the next batch,
+//! so under load batches grow with the database's latency. Each batch is one task on the
+//! supervisor's Arbiter (one per batch, not per record) that reports back in one
+//! [`BatchDone`] message; the supervisor never blocks its thread.
 //!
 //! # Invariants (the chain actor relies on them, see [`crate::chain`])
 //! - Records are written in arrival order, so one anchor's records reach the database in
@@ -19,14 +20,13 @@
 //! - A refused record poisons its hash: a later record whose `prev_hash` is poisoned is
 //!   refused too ([`LedgerError::Aborted`]) and poisons its own hash, without a round trip:
 //!   the database would refuse it anyway (`ledger_records_prev_fk`), so the poison only saves
-//!   the statement; correctness no longer depends on it. A record of the anchor whose
+//!   the statement; correctness does not depend on it. A record of the anchor whose
 //!   `prev_hash` is not poisoned (the chain actor has reloaded its head) clears the anchor's
 //!   poison; idle entries expire after [`POISON_TTL`].
-//! - A data error in a multi-row batch does not fail the innocent records: the batch's
-//!   records are retried one statement each, in order, applying the poison rule. A
-//!   connectivity error fails the unwritten records with [`LedgerError::Unavailable`]
-//!   (see [`PostgresPersistence::unwritten`]).
-//! - [`Flush`] answers once every record received before it is answered.
+//! - A data error in a multi-row batch does not fail the innocent records: the anchor that
+//!   moved is taken out, or the batch's records are retried one statement each, in order,
+//!   applying the poison rule. A connectivity error leaves the unwritten records pending:
+//!   the supervisor fails over and moves them, in order, to the outage buffer.
 //!
 //! # Metrics
 //! `ledger_db_batch_size` (records per committed transaction, 1 for the one-by-one retries),
@@ -34,12 +34,7 @@
 //! `ledger_db_errors_total` (each failed statement, except the multi-row statement of a batch
 //! refused for a data error: its records are retried and each refused one counts),
 //! `ledger_db_pool_connections` and `ledger_persistence_mailbox_depth` (sampled every second;
-//! the depth is records held unanswered, see [`PostgresPersistence`]).
-//!
-//! # For the supervisor (a later issue)
-//! [`PostgresPersistence::unwritten`] is where a connectivity failure's records leave the
-//! actor. It poisons their hashes so that no successor is written without them; a supervisor
-//! that re-sends them instead must also re-send (not fail) their queued successors.
+//! the depth is records queued or in running batches).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -47,14 +42,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ledger_entities::{LedgerRecord, RecordHash};
-use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::PgPool;
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tokio::sync::oneshot;
+use sea_orm::sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-use super::{AnswerBatch, Durability, Flush, Persist, Retire};
-use crate::config::LedgerConfig;
+use super::{Mode, Supervisor};
 use crate::error::LedgerError;
 use crate::store::postgres::{classify, retry_contention};
 
@@ -67,14 +59,11 @@ pub const MAX_CONCURRENT_BATCHES: usize = 2;
 /// within moments of it; a minute is far beyond that.
 pub const POISON_TTL: Duration = Duration::from_secs(60);
 
-/// How often pool and depth gauges are sampled and expired poison is swept.
-const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
-/// A record waiting in the actor, with its arrival number and time.
+/// A record waiting for (or in) a batch: the supervisor's number for it, when it arrived.
 struct Queued {
     seq: u64,
     at: Instant,
-    msg: Persist,
+    record: Arc<LedgerRecord>,
 }
 
 /// The refused hashes of one anchor.
@@ -83,8 +72,14 @@ struct Poison {
     touched: Instant,
 }
 
+/// A batch being written.
+struct Running {
+    records: Vec<Queued>,
+    task: actix_rt::task::JoinHandle<()>,
+}
+
 /// How a batch ended.
-enum BatchOutcome {
+pub(super) enum BatchOutcome {
     /// Every record committed.
     Committed,
     /// Records were settled one by one: `results[i]` is record `i`'s outcome; from index
@@ -96,7 +91,17 @@ enum BatchOutcome {
     },
 }
 
-/// Batch sizes for the summary logged at each [`Flush`], in an HDR histogram (sizes 1 to
+/// A batch finished (internal: sent by the batch's task to the supervisor).
+pub(super) struct BatchDone {
+    id: u64,
+    outcome: BatchOutcome,
+}
+
+impl Message for BatchDone {
+    type Result = ();
+}
+
+/// Batch sizes for the summary logged at each flush, in an HDR histogram (sizes 1 to
 /// 65,536 at 3 significant digits: exact up to 2,048).
 struct BatchStats {
     records: u64,
@@ -133,23 +138,16 @@ impl BatchStats {
     }
 }
 
-/// The PostgreSQL persistence actor. Start it on its own Arbiter; it speaks [`Persist`] and
-/// [`Flush`] like every persistence actor.
-///
-/// Gauge `ledger_persistence_mailbox_depth` here measures the records this actor holds and
-/// has not answered yet: waiting for a batch plus in running batches (not the messages still
-/// in the actix mailbox, which it drains continuously).
-pub struct PostgresPersistence {
-    /// Where batches are written.
-    pool: PgPool,
-    /// The pools `ledger_db_pool_connections` reports (summed), and their total maximum.
-    sampled: Vec<PgPool>,
-    sampled_max: u32,
+/// The group-commit state of [`Mode::Primary`]: the queue, the running batches and the
+/// poison. Every record here is also in the supervisor's `pending` (which holds its reply).
+pub(super) struct GroupCommit {
+    /// The writer pool ([`MAX_CONCURRENT_BATCHES`] connections, opened on demand), made on
+    /// the supervisor's Arbiter by [`GroupCommit::open`]; `None` outside `Primary`.
+    pool: Option<PgPool>,
     batch_size: usize,
     linger: Duration,
     queue: VecDeque<Queued>,
-    next_seq: u64,
-    running: HashMap<u64, Vec<Queued>>,
+    running: HashMap<u64, Running>,
     running_records: usize,
     next_batch: u64,
     /// Records in running batches, by hash.
@@ -158,35 +156,18 @@ pub struct PostgresPersistence {
     blocked: bool,
     linger_timer: Option<SpawnHandle>,
     poison: HashMap<Uuid, Poison>,
-    /// Flushes waiting for every record numbered below theirs to be answered.
-    flushes: Vec<(u64, oneshot::Sender<Result<(), LedgerError>>)>,
     stats: BatchStats,
     /// How long a statement aborted by a deadlock or serialization failure is retried.
     retry_for: Duration,
 }
 
-impl PostgresPersistence {
-    /// An actor writing through `db`'s pool with `config.batch_size` and
-    /// `config.batch_linger`.
-    pub fn new(db: &DatabaseConnection, config: &LedgerConfig) -> Self {
-        let pool = db.get_postgres_connection_pool().clone();
-        Self::from_pool(pool.clone(), vec![pool], config.pool_size, config)
-    }
-
-    fn from_pool(
-        pool: PgPool,
-        sampled: Vec<PgPool>,
-        sampled_max: u32,
-        config: &LedgerConfig,
-    ) -> Self {
+impl GroupCommit {
+    pub(super) fn new(config: &crate::config::LedgerConfig) -> Self {
         Self {
-            pool,
-            sampled,
-            sampled_max,
+            pool: None,
             batch_size: config.batch_size.max(1),
             linger: config.batch_linger,
             queue: VecDeque::new(),
-            next_seq: 0,
             running: HashMap::new(),
             running_records: 0,
             next_batch: 0,
@@ -194,73 +175,91 @@ impl PostgresPersistence {
             blocked: false,
             linger_timer: None,
             poison: HashMap::new(),
-            flushes: Vec::new(),
             stats: BatchStats::default(),
             retry_for: config.timeout,
         }
     }
 
-    /// An actor writing through its own pool of [`MAX_CONCURRENT_BATCHES`] connections,
-    /// opened on demand (so an unreachable database shows up as failed batches, not here).
-    /// Call it on the Arbiter the actor will run on (e.g. inside the closure of
-    /// `start_in_arbiter`): the connections' sockets then belong to that thread's runtime
-    /// and the actor's I/O never waits on another thread. `options` come from
-    /// [`crate::store::postgres::sqlx_options`]; `reads` is the store's pool, reported with
-    /// the actor's own in `ledger_db_pool_connections` (max: `pool_size` +
-    /// [`MAX_CONCURRENT_BATCHES`]).
-    pub fn with_own_pool(
-        options: PgConnectOptions,
-        reads: &DatabaseConnection,
-        config: &LedgerConfig,
-    ) -> Self {
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONCURRENT_BATCHES as u32)
-            .min_connections(0)
-            .acquire_timeout(config.timeout)
-            .connect_lazy_with(options);
-        let sampled = vec![pool.clone(), reads.get_postgres_connection_pool().clone()];
-        let max = config
-            .pool_size
-            .saturating_add(MAX_CONCURRENT_BATCHES as u32);
-        Self::from_pool(pool, sampled, max, config)
+    /// A fresh writer pool of [`MAX_CONCURRENT_BATCHES`] connections, opened on demand (so an
+    /// unreachable database shows up as failed batches, not here). Called on the supervisor's
+    /// Arbiter: the connections' sockets then belong to that thread's runtime.
+    pub(super) fn open(
+        &mut self,
+        options: sea_orm::sqlx::postgres::PgConnectOptions,
+        timeout: Duration,
+    ) {
+        self.pool = Some(
+            PgPoolOptions::new()
+                .max_connections(MAX_CONCURRENT_BATCHES as u32)
+                .min_connections(0)
+                .acquire_timeout(timeout)
+                .connect_lazy_with(options),
+        );
     }
 
-    /// Starts batches while there is room: a full batch, an expired linger or a pending
-    /// flush; otherwise arms the linger timer.
-    fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        while self.running.len() < MAX_CONCURRENT_BATCHES && !self.blocked {
-            let Some(front) = self.queue.front() else {
-                break;
-            };
-            let waited = front.at.elapsed();
-            let due = self.queue.len() >= self.batch_size
-                || waited >= self.linger
-                || !self.flushes.is_empty();
-            if !due {
-                if self.linger_timer.is_none() {
-                    let handle = ctx.run_later(self.linger - waited, |act, ctx| {
-                        act.linger_timer = None;
-                        act.dispatch(ctx);
-                    });
-                    self.linger_timer = Some(handle);
-                }
-                break;
-            }
-            let batch = self.take_batch();
-            if batch.is_empty() {
-                // Everything left waits for a running batch (or was refused just now).
-                self.blocked = !self.queue.is_empty();
-                continue;
-            }
-            self.spawn_batch(batch, ctx);
+    /// Forgets everything (a failover: the supervisor has moved the records to the buffer).
+    /// Running writes are abandoned; the drain finds whatever they committed.
+    pub(super) fn reset(&mut self, ctx: &mut Context<Supervisor>) {
+        for (_, run) in self.running.drain() {
+            run.task.abort();
         }
-        self.answer_flushes();
+        if let Some(timer) = self.linger_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.pool = None;
+        self.queue.clear();
+        self.running_records = 0;
+        self.in_flight.clear();
+        self.blocked = false;
+        self.poison.clear();
+    }
+
+    /// Records queued or in running batches.
+    pub(super) fn depth(&self) -> usize {
+        self.queue.len() + self.running_records
+    }
+
+    /// The writer pool, if open (for the pool gauge).
+    pub(super) fn pool(&self) -> Option<&PgPool> {
+        self.pool.as_ref()
+    }
+
+    /// Expires idle poison.
+    pub(super) fn sweep(&mut self) {
+        self.poison.retain(|_, p| p.touched.elapsed() < POISON_TTL);
+    }
+
+    /// Logs the batch-size summary at `info`.
+    pub(super) fn log_stats(&self) {
+        let s = &self.stats;
+        tracing::info!(
+            batches = s.batches(),
+            records = s.records,
+            mean = s.sizes.mean(),
+            p50 = s.quantile(0.5),
+            p90 = s.quantile(0.9),
+            p99 = s.quantile(0.99),
+            largest = s.sizes.max(),
+            "persistence: batches committed whole so far (sizes in records)"
+        );
+    }
+
+    fn poison_record(&mut self, record: &LedgerRecord) {
+        let entry = self
+            .poison
+            .entry(record.anchor_id)
+            .or_insert_with(|| Poison {
+                hashes: HashSet::new(),
+                touched: Instant::now(),
+            });
+        entry.hashes.insert(record.hash);
+        entry.touched = Instant::now();
     }
 
     /// Takes the next batch from the queue in arrival order: refuses records whose
-    /// predecessor is poisoned, and leaves in the queue (in order) records whose predecessor
-    /// is in a running batch or was itself left.
-    fn take_batch(&mut self) -> Vec<Queued> {
+    /// predecessor is poisoned (returned with their refusal), and leaves in the queue (in
+    /// order) records whose predecessor is in a running batch or was itself left.
+    fn take_batch(&mut self, refused: &mut Vec<(u64, LedgerError)>) -> Vec<Queued> {
         let mut batch = Vec::with_capacity(self.queue.len().min(self.batch_size));
         let mut left: VecDeque<Queued> = VecDeque::new();
         let mut left_hashes: HashSet<RecordHash> = HashSet::new();
@@ -268,7 +267,7 @@ impl PostgresPersistence {
             let Some(q) = self.queue.pop_front() else {
                 break;
             };
-            let record = &q.msg.record;
+            let record = &q.record;
             let poisoned = if self.poison.is_empty() {
                 None
             } else {
@@ -280,8 +279,7 @@ impl PostgresPersistence {
                         poison.hashes.insert(record.hash);
                         poison.touched = Instant::now();
                         let anchor_id = record.anchor_id;
-                        // The appender may have given up waiting; then nobody reads this.
-                        let _ = q.msg.reply.send(Err(LedgerError::Aborted { anchor_id }));
+                        refused.push((q.seq, LedgerError::Aborted { anchor_id }));
                         continue;
                     }
                     _ => {
@@ -307,203 +305,159 @@ impl PostgresPersistence {
         batch
     }
 
-    fn spawn_batch(&mut self, batch: Vec<Queued>, ctx: &mut Context<Self>) {
-        let id = self.next_batch;
-        self.next_batch += 1;
-        let records: Vec<Arc<LedgerRecord>> =
-            batch.iter().map(|q| Arc::clone(&q.msg.record)).collect();
-        self.in_flight.extend(records.iter().map(|r| r.hash));
-        self.running_records += batch.len();
-        self.running.insert(id, batch);
-        crate::metrics::persistence_depth(self.queue.len() + self.running_records);
-        let pool = self.pool.clone();
-        ctx.spawn(
-            fut::wrap_future(write_batch(pool, records, self.retry_for))
-                .map(move |outcome, act: &mut Self, ctx| act.finish(id, outcome, ctx)),
-        );
-    }
-
-    /// Answers a settled batch's records and starts what can start next.
-    fn finish(&mut self, id: u64, outcome: BatchOutcome, ctx: &mut Context<Self>) {
-        let Some(batch) = self.running.remove(&id) else {
-            tracing::error!(batch = id, "persistence: settled batch is not running");
-            return;
-        };
-        self.running_records -= batch.len();
-        for q in &batch {
-            self.in_flight.remove(&q.msg.record.hash);
+    /// Takes a settled batch's records and turns its outcome into one outcome per record (by
+    /// the supervisor's number). `None` if the batch is not running (abandoned by a failover).
+    fn settle(
+        &mut self,
+        id: u64,
+        outcome: BatchOutcome,
+    ) -> Option<Vec<(u64, Result<(), LedgerError>)>> {
+        let run = self.running.remove(&id)?;
+        self.running_records -= run.records.len();
+        for q in &run.records {
+            self.in_flight.remove(&q.record.hash);
         }
-        let mut answers = AnswerBatch::default();
+        self.blocked = false;
+        let mut answers = Vec::with_capacity(run.records.len());
         match outcome {
             BatchOutcome::Committed => {
-                self.stats.committed(batch.len());
-                for q in batch {
-                    answers.answer(q.msg.reply, Ok(Durability::Committed));
-                }
+                self.stats.committed(run.records.len());
+                answers.extend(run.records.into_iter().map(|q| (q.seq, Ok(()))));
             }
             BatchOutcome::Settled { results, unwritten } => {
-                let mut batch = batch.into_iter();
+                let mut records = run.records.into_iter();
                 // `results` first: `zip` pulls from its left side first, and a record pulled
-                // from `batch` without a result would be dropped unanswered.
-                for (result, q) in results.into_iter().zip(batch.by_ref()) {
+                // from `records` without a result would be lost.
+                for (result, q) in results.into_iter().zip(records.by_ref()) {
                     if result.is_err() {
-                        self.poison_record(&q.msg.record);
+                        self.poison_record(&q.record);
                     }
-                    answers.answer(q.msg.reply, result.map(|()| Durability::Committed));
+                    answers.push((q.seq, result));
                 }
                 if let Some((_, err)) = unwritten {
-                    for q in batch {
-                        self.poison_record(&q.msg.record);
-                        answers.answer(q.msg.reply, Err(err.clone()));
-                    }
+                    // Not written: the supervisor fails over on the first of these and moves
+                    // every pending record (these included) to the outage buffer.
+                    answers.extend(records.map(|q| (q.seq, Err(err.clone()))));
                 }
             }
         }
-        answers.finish();
-        self.blocked = false;
-        self.dispatch(ctx);
-        crate::metrics::persistence_depth(self.queue.len() + self.running_records);
-    }
-
-    /// Records of a batch that were not written because the database became unreachable,
-    /// in arrival order. Each is answered `err` ([`LedgerError::Unavailable`]) and its hash
-    /// poisoned, so no successor is written without it.
-    ///
-    /// This is the one place a failed batch's records leave the actor: a supervisor that
-    /// retries instead (a later issue) takes `msgs` here, unanswered, rather than failing
-    /// them.
-    pub fn unwritten(&mut self, msgs: Vec<Persist>, err: LedgerError) {
-        let mut answers = AnswerBatch::default();
-        for msg in msgs {
-            self.poison_record(&msg.record);
-            answers.answer(msg.reply, Err(err.clone()));
-        }
-        answers.finish();
-    }
-
-    fn poison_record(&mut self, record: &LedgerRecord) {
-        let entry = self
-            .poison
-            .entry(record.anchor_id)
-            .or_insert_with(|| Poison {
-                hashes: HashSet::new(),
-                touched: Instant::now(),
-            });
-        entry.hashes.insert(record.hash);
-        entry.touched = Instant::now();
-    }
-
-    /// Answers the flushes whose records are all answered.
-    fn answer_flushes(&mut self) {
-        if self.flushes.is_empty() {
-            return;
-        }
-        let oldest_running = self
-            .running
-            .values()
-            .filter_map(|b| b.first())
-            .map(|q| q.seq)
-            .min();
-        let oldest_queued = self.queue.front().map(|q| q.seq);
-        let settled_below = match (oldest_running, oldest_queued) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => self.next_seq,
-        };
-        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
-            .into_iter()
-            .partition(|(target, _)| *target <= settled_below);
-        self.flushes = waiting;
-        for (_, tx) in done {
-            // The flusher may have stopped waiting; then nobody reads the answer.
-            let _ = tx.send(Ok(()));
-        }
-    }
-
-    fn sample(&mut self) {
-        let (mut open, mut idle) = (0, 0);
-        for pool in &self.sampled {
-            open += pool.size() as usize;
-            idle += pool.num_idle();
-        }
-        crate::metrics::db_pool_sampled(open.saturating_sub(idle), idle, self.sampled_max);
-        crate::metrics::persistence_depth(self.queue.len() + self.running_records);
-        self.poison.retain(|_, p| p.touched.elapsed() < POISON_TTL);
+        Some(answers)
     }
 }
 
-impl Actor for PostgresPersistence {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(SAMPLE_EVERY, |act, _ctx| act.sample());
-    }
-}
-
-/// Answers everything queued as unavailable and stops (running writes are dropped).
-impl Handler<Retire> for PostgresPersistence {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Retire, ctx: &mut Context<Self>) {
-        let queued: Vec<Persist> = self.queue.drain(..).map(|q| q.msg).collect();
-        self.unwritten(
-            queued,
-            LedgerError::Unavailable("persistence actor retired by the supervisor".into()),
-        );
-        ctx.stop();
-    }
-}
-
-/// Queues the record for the next batch.
-impl Handler<Persist> for PostgresPersistence {
-    type Result = ();
-
-    fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
-        self.queue.push_back(Queued {
-            seq: self.next_seq,
+impl Supervisor {
+    /// Queues a pending record for the next batch and starts a batch if one is due.
+    pub(super) fn enqueue(&mut self, seq: u64, record: Arc<LedgerRecord>, ctx: &mut Context<Self>) {
+        let c = &mut self.commit;
+        c.queue.push_back(Queued {
+            seq,
             at: Instant::now(),
-            msg,
+            record,
         });
-        self.next_seq += 1;
-        let room = self.running.len() < MAX_CONCURRENT_BATCHES && !self.blocked;
-        if room && (self.queue.len() >= self.batch_size || self.linger_timer.is_none()) {
+        let room = c.running.len() < MAX_CONCURRENT_BATCHES && !c.blocked;
+        if room && (c.queue.len() >= c.batch_size || c.linger_timer.is_none()) {
             self.dispatch(ctx);
         }
     }
+
+    /// Starts batches while there is room: a full batch, an expired linger or a pending
+    /// flush; otherwise arms the linger timer. Then answers the flushes that are due.
+    pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        let mut refused = Vec::new();
+        while self.mode == Mode::Primary
+            && self.commit.running.len() < MAX_CONCURRENT_BATCHES
+            && !self.commit.blocked
+        {
+            let c = &mut self.commit;
+            let Some(front) = c.queue.front() else {
+                break;
+            };
+            let waited = front.at.elapsed();
+            let due =
+                c.queue.len() >= c.batch_size || waited >= c.linger || !self.flushes.is_empty();
+            if !due {
+                if c.linger_timer.is_none() {
+                    let handle = ctx.run_later(c.linger - waited, |act, ctx| {
+                        act.commit.linger_timer = None;
+                        act.dispatch(ctx);
+                    });
+                    c.linger_timer = Some(handle);
+                }
+                break;
+            }
+            let batch = c.take_batch(&mut refused);
+            if batch.is_empty() {
+                // Everything left waits for a running batch (or was refused just now).
+                c.blocked = !c.queue.is_empty();
+                continue;
+            }
+            self.spawn_batch(batch, ctx);
+        }
+        for (seq, err) in refused {
+            self.on_primary_answer(seq, Err(err), ctx);
+        }
+        crate::metrics::persistence_depth(self.commit.depth());
+        self.answer_flushes();
+    }
+
+    fn spawn_batch(&mut self, batch: Vec<Queued>, ctx: &mut Context<Self>) {
+        let c = &mut self.commit;
+        let Some(pool) = c.pool.clone() else {
+            // `Primary` always has a pool (opened by `start_primary`); put the batch back.
+            tracing::error!("group commit: no writer pool in primary mode");
+            for q in batch.into_iter().rev() {
+                c.queue.push_front(q);
+            }
+            c.blocked = true;
+            return;
+        };
+        let id = c.next_batch;
+        c.next_batch += 1;
+        let records: Vec<Arc<LedgerRecord>> = batch.iter().map(|q| Arc::clone(&q.record)).collect();
+        c.in_flight.extend(records.iter().map(|r| r.hash));
+        c.running_records += batch.len();
+        let retry_for = c.retry_for;
+        let me = ctx.address();
+        // A task of its own, on this Arbiter: the round trips make progress while this busy
+        // actor handles its mailbox; one message back per batch.
+        let task = actix_rt::spawn(async move {
+            let outcome = write_batch(pool, records, retry_for).await;
+            me.do_send(BatchDone { id, outcome });
+        });
+        c.running.insert(
+            id,
+            Running {
+                records: batch,
+                task,
+            },
+        );
+    }
 }
 
-/// Writes out everything received before the flush (without waiting for the linger) and
-/// answers once all of it is answered. Logs a batch-size summary at `info`.
-impl Handler<Flush> for PostgresPersistence {
-    type Result = ResponseFuture<Result<(), LedgerError>>;
+/// Settles a batch: answers its records (or fails over on a connectivity error) and starts
+/// what can start next.
+impl Handler<BatchDone> for Supervisor {
+    type Result = ();
 
-    fn handle(&mut self, _msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
-        let s = &self.stats;
-        tracing::info!(
-            batches = s.batches(),
-            records = s.records,
-            mean = s.sizes.mean(),
-            p50 = s.quantile(0.5),
-            p90 = s.quantile(0.9),
-            p99 = s.quantile(0.99),
-            largest = s.sizes.max(),
-            "persistence: batches committed whole so far (sizes in records)"
-        );
-        let (tx, rx) = oneshot::channel();
-        self.flushes.push((self.next_seq, tx));
+    fn handle(&mut self, msg: BatchDone, ctx: &mut Context<Self>) {
+        let Some(answers) = self.commit.settle(msg.id, msg.outcome) else {
+            // Abandoned by a failover: its records are in the buffer.
+            return;
+        };
+        for (seq, result) in answers {
+            self.on_primary_answer(
+                seq,
+                result.map(|()| crate::persistence::Durability::Committed),
+                ctx,
+            );
+        }
         self.dispatch(ctx);
-        Box::pin(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(LedgerError::Internal(
-                    "persistence actor stopped before the flush completed".into(),
-                ))
-            })
-        })
+        crate::metrics::supervisor_depth(self.pending.len());
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// Database writes (futures run on the actor's thread)
+// Database writes (each batch on its own task)
 // ---------------------------------------------------------------------------------------
 
 /// Writes a batch in one statement. When the statement is refused because one anchor moved
@@ -562,6 +516,8 @@ async fn write_batch(
                 };
             }
             LedgerError::Unavailable(_) => {
+                // Part of the batch is settled (an anchor was taken out): the rest is not
+                // written; the supervisor fails over on it.
                 crate::metrics::db_error(true);
                 for &i in &live {
                     results[i] = Err(err.clone());
