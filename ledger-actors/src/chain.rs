@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::error::LedgerError;
 use crate::observe::{ChainMailboxes, QueueDepth, QueueTicket};
-use crate::persistence::{Durability, Persist, PersistReply};
+use crate::persistence::{Durability, Persist, PersistReply, WriterSender};
 use crate::store::{Head, LedgerStore};
 
 // ---------------------------------------------------------------------------------------
@@ -149,9 +149,12 @@ pub enum Sink {
     /// uniqueness checked there) and answers at once, [`Durability::Volatile`] — no hop to
     /// another thread, no channel.
     Memory(Arc<crate::store::MemoryLedgerStore>),
-    /// A persistence actor (the supervisor on PostgreSQL), which answers each record through
-    /// its [`Persist::reply`].
+    /// A persistence actor (the read-only refuser), which answers each record through its
+    /// [`Persist::reply`].
     Actor(Recipient<Persist>),
+    /// The PostgreSQL writer's inbox ([`crate::supervisor::Supervisor`]), drained in
+    /// batches; each record is answered through its [`Persist::reply`].
+    Writer(WriterSender),
 }
 
 /// Settings shared by every chain actor of a ledger.
@@ -374,7 +377,7 @@ impl ChainActor {
                     }
                 }));
             }
-            Sink::Actor(_) => {}
+            Sink::Actor(_) | Sink::Writer(_) => {}
         }
         let deadline = Instant::now() + self.settings.relink_for;
         if !has_client_rid {
@@ -413,20 +416,26 @@ impl ChainActor {
         deadline: Instant,
         attempt: u32,
     ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
-        let Sink::Actor(persist) = &self.settings.persist else {
-            return Box::pin(fut::ready(Err(LedgerError::Internal(
-                "a re-link needs a persistence actor".into(),
-            ))));
-        };
         let (reply, rx) = tokio::sync::oneshot::channel();
-        if let Some(queue) = &self.settings.persistence_queue {
-            queue.push();
-        }
-        persist.do_send(Persist {
+        let msg = Persist {
             record: Arc::clone(&record),
             reply: PersistReply::Oneshot(reply),
             wait_committed,
-        });
+        };
+        match &self.settings.persist {
+            Sink::Writer(writer) => writer.persist(msg),
+            Sink::Actor(persist) => {
+                if let Some(queue) = &self.settings.persistence_queue {
+                    queue.push();
+                }
+                persist.do_send(msg);
+            }
+            Sink::Memory(_) => {
+                return Box::pin(fut::ready(Err(LedgerError::Internal(
+                    "a re-link needs a persistence actor".into(),
+                ))));
+            }
+        }
         self.head = Some(record.hash);
         self.last_ts = record.ts_micros();
         self.busy += 1;

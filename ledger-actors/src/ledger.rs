@@ -218,6 +218,7 @@ impl Ledger {
             Arc::clone(&router_slot),
             Arc::clone(&degraded),
         )?;
+        let writer = supervisor.sender();
         let arbiter = Arbiter::new();
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| supervisor);
         let reads: Arc<dyn LedgerStore> =
@@ -226,7 +227,7 @@ impl Ledger {
         let ledger = Self::assemble(
             config,
             reads,
-            Sink::Actor(addr.clone().recipient()),
+            Sink::Writer(writer),
             addr.clone().recipient(),
             vec![arbiter],
             Some(Supervised {

@@ -59,6 +59,41 @@ impl Message for Persist {
     type Result = ();
 }
 
+/// What the supervisor's inbox carries: records and flushes, in one FIFO order.
+pub enum Inbox {
+    /// A record to store (see [`Persist`]).
+    Record(Persist),
+    /// Answer once every record sent before this is answered or safely buffered.
+    Flush(oneshot::Sender<Result<(), LedgerError>>),
+}
+
+/// The sending side of the supervisor's inbox, a tokio mpsc channel it drains in batches
+/// (`recv_many`): chain actors hand records to the PostgreSQL writer through it, without an
+/// actor message per record. One sender's records arrive in the order it sent them.
+#[derive(Clone, Debug)]
+pub struct WriterSender(pub(crate) tokio::sync::mpsc::UnboundedSender<Inbox>);
+
+impl WriterSender {
+    /// Hands `msg` to the writer. If the writer has stopped, the record is dropped unanswered
+    /// (its reply's receiver then sees the sender gone).
+    pub fn persist(&self, msg: Persist) {
+        // A closed channel means the writer stopped (shutdown): nobody can store it.
+        let _ = self.0.send(Inbox::Record(msg));
+    }
+
+    /// Asks the writer to write out everything sent before, and answers on `reply`.
+    pub fn flush(&self, reply: oneshot::Sender<Result<(), LedgerError>>) {
+        if let Err(tokio::sync::mpsc::error::SendError(Inbox::Flush(reply))) =
+            self.0.send(Inbox::Flush(reply))
+        {
+            // The flusher may have stopped waiting; then nobody reads the answer.
+            let _ = reply.send(Err(LedgerError::Internal(
+                "the PostgreSQL writer has stopped".into(),
+            )));
+        }
+    }
+}
+
 /// Write out everything received so far, then answer. Used by shutdown.
 pub struct Flush;
 

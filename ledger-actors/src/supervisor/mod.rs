@@ -18,8 +18,10 @@
 //! a fresh writer pool) when the buffer is empty.
 //!
 //! # A record's way to PostgreSQL
-//! 1. Its chain actor seals it and sends [`Persist`] here (one FIFO mailbox per sender, so
-//!    one anchor's records arrive in chain order), with a oneshot for the outcome.
+//! 1. Its chain actor seals it and hands a [`Persist`] to the inbox, a tokio mpsc channel
+//!    ([`Supervisor::sender`]) that this actor drains up to 1,024 messages at a time with
+//!    `recv_many` (no actor message per record; one channel, so one anchor's records arrive
+//!    in chain order), with a oneshot for the outcome.
 //! 2. Primary: it is numbered, kept in `pending`, and queued for group commit
 //!    ([`commit`]): batches of up to `batch_size` records, at most two in flight, each
 //!    written by one [`crate::pg::insert_records`] statement (the ledger's only insert; the
@@ -63,7 +65,7 @@ use self::spool::Spool;
 use crate::chain::Rebase;
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
-use crate::persistence::{Durability, Flush, Persist, PersistReply};
+use crate::persistence::{Durability, Flush, Inbox, Persist, PersistReply, WriterSender};
 use crate::router::ChainRouter;
 use crate::store::postgres::PostgresLedgerStore;
 
@@ -75,6 +77,8 @@ const PROBE_BASE: Duration = Duration::from_millis(25);
 const PROBE_MAX: Duration = Duration::from_secs(1);
 /// How often pending records are checked against `failover_after`.
 const WATCHDOG_EVERY: Duration = Duration::from_millis(50);
+/// Most inbox messages taken per `recv_many`.
+const INBOX_BATCH: usize = 1024;
 /// How often pool and depth gauges are sampled and expired poison is swept.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Exponential back-off with jitter between probes of PostgreSQL (backon): from
@@ -197,6 +201,9 @@ pub struct Supervisor {
     pool: PgPool,
     store: Arc<PostgresLedgerStore>,
     mode: Mode,
+    /// The inbox chain actors send records to ([`Supervisor::sender`]); taken by `started`.
+    inbox: Option<tokio::sync::mpsc::UnboundedReceiver<Inbox>>,
+    sender: WriterSender,
     /// Primary: the queue and running batches ([`commit`]).
     commit: GroupCommit,
     next_seq: u64,
@@ -260,7 +267,10 @@ impl Supervisor {
         let pool = store.connection().get_postgres_connection_pool().clone();
         let commit = GroupCommit::new(&config);
         let writer_options = crate::store::postgres::sqlx_options(&config)?;
+        let (tx, inbox) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
+            inbox: Some(inbox),
+            sender: WriterSender(tx),
             writer_options,
             pool,
             store,
@@ -293,6 +303,76 @@ impl Supervisor {
             liveness_running: false,
             alive_at: None,
         })
+    }
+
+    /// The inbox: chain actors hand records here (drained in batches with `recv_many`, in
+    /// the order sent); flushes go the same way so that they follow the records before them.
+    pub fn sender(&self) -> WriterSender {
+        self.sender.clone()
+    }
+
+    /// Takes the next batch of inbox messages (up to [`INBOX_BATCH`]) and handles them, then
+    /// waits for the next; ends when every sender is gone.
+    fn listen(
+        &mut self,
+        mut inbox: tokio::sync::mpsc::UnboundedReceiver<Inbox>,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.spawn(
+            fut::wrap_future(async move {
+                let mut batch = Vec::with_capacity(INBOX_BATCH);
+                let n = inbox.recv_many(&mut batch, INBOX_BATCH).await;
+                (inbox, batch, n)
+            })
+            .map(|(inbox, batch, n), act: &mut Self, ctx| {
+                if n == 0 {
+                    return;
+                }
+                for msg in batch {
+                    match msg {
+                        Inbox::Record(record) => act.accept(record, ctx),
+                        Inbox::Flush(reply) => act.flush_now(reply, ctx),
+                    }
+                }
+                crate::metrics::supervisor_depth(act.pending.len());
+                act.listen(inbox, ctx);
+            }),
+        );
+    }
+
+    /// Routes a record to group commit (primary) or the outage buffer (fallback, draining).
+    fn accept(&mut self, msg: Persist, ctx: &mut Context<Self>) {
+        let msg = if self.drain_state.affects(msg.record.prev_hash) {
+            match self.follow_moves(msg) {
+                Some(m) => m,
+                None => return,
+            }
+        } else {
+            msg
+        };
+        match self.mode {
+            Mode::Primary => self.forward(msg, ctx),
+            _ => self.buffer_record(msg.record, msg.reply, msg.wait_committed, false, ctx),
+        }
+    }
+
+    /// Primary: writes out every queued record (without waiting for the linger) and answers
+    /// once all records received before the flush are answered; logs a batch-size summary at
+    /// `info`. Outage: fsyncs the spool and answers.
+    fn flush_now(
+        &mut self,
+        reply: oneshot::Sender<Result<(), LedgerError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.mode == Mode::Primary {
+            self.commit.log_stats();
+            self.flushes.push((self.next_seq, reply));
+            self.dispatch(ctx);
+        } else {
+            self.sync_spool();
+            // The flusher may have stopped waiting; then nobody reads the answer.
+            let _ = reply.send(Ok(()));
+        }
     }
 
     /// A record has waited `failover_after` without an answer. A slow statement or a lock
@@ -770,6 +850,9 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.start_primary();
+        if let Some(inbox) = self.inbox.take() {
+            self.listen(inbox, ctx);
+        }
         let limit = self.config.failover_after;
         ctx.run_interval(SAMPLE_EVERY, |act, _ctx| act.sample());
         ctx.run_interval(WATCHDOG_EVERY, move |act, ctx| {
@@ -793,56 +876,32 @@ impl Actor for Supervisor {
 // Handlers
 // ---------------------------------------------------------------------------------------
 
-/// Routes a record to PostgreSQL (primary) or the outage buffer (fallback, draining).
+/// A record sent as an actor message rather than through the inbox (tests): handled like one
+/// from the inbox.
 impl Handler<Persist> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
-        let msg = if self.drain_state.affects(msg.record.prev_hash) {
-            match self.follow_moves(msg) {
-                Some(m) => m,
-                None => return,
-            }
-        } else {
-            msg
-        };
-        match self.mode {
-            Mode::Primary => {
-                self.forward(msg, ctx);
-                crate::metrics::supervisor_depth(self.pending.len());
-            }
-            _ => self.buffer_record(msg.record, msg.reply, msg.wait_committed, false, ctx),
-        }
+        self.accept(msg, ctx);
+        crate::metrics::supervisor_depth(self.pending.len());
     }
 }
 
-/// Primary: writes out every queued record (without waiting for the linger) and answers once
-/// all records received before the flush are answered; logs a batch-size summary at `info`.
-/// Outage: fsyncs the spool. Either way answers when every earlier record is answered or
-/// safely buffered.
+/// Goes through the inbox, behind every record sent before it: see
+/// [`Supervisor::flush_now`].
 impl Handler<Flush> for Supervisor {
     type Result = ResponseFuture<Result<(), LedgerError>>;
 
-    fn handle(&mut self, _msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
-        match self.mode {
-            Mode::Primary => {
-                self.commit.log_stats();
-                let (tx, rx) = oneshot::channel();
-                self.flushes.push((self.next_seq, tx));
-                self.dispatch(ctx);
-                Box::pin(async move {
-                    rx.await.unwrap_or_else(|_| {
-                        Err(LedgerError::Internal(
-                            "supervisor stopped before the flush completed".into(),
-                        ))
-                    })
-                })
-            }
-            _ => {
-                self.sync_spool();
-                Box::pin(async { Ok(()) })
-            }
-        }
+    fn handle(&mut self, _msg: Flush, _ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.sender.flush(tx);
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(LedgerError::Internal(
+                    "supervisor stopped before the flush completed".into(),
+                ))
+            })
+        })
     }
 }
 
