@@ -61,7 +61,7 @@ use uuid::Uuid;
 use self::buffer::OutageBuffer;
 use self::commit::GroupCommit;
 use self::drain::{DrainOutcome, DrainState, drain_batch};
-use self::spool::Spool;
+use self::spool::SpoolWriter;
 use crate::chain::Rebase;
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
@@ -212,17 +212,15 @@ pub struct Supervisor {
     /// Flushes waiting for every record numbered below theirs to be answered.
     flushes: Vec<(u64, oneshot::Sender<Result<(), LedgerError>>)>,
     buffer: Arc<OutageBuffer>,
-    spool: Option<Spool>,
-    /// Replies waiting for the next spool fsync.
-    unsynced: Vec<PersistReply>,
-    sync_scheduled: bool,
+    /// The spool, written and fsynced on its own thread ([`SpoolWriter`]).
+    spool: Option<SpoolWriter>,
     /// Replies of `wait_committed` records, answered when they reach PostgreSQL.
     waiters: HashMap<Uuid, PersistReply>,
     /// Acknowledgements of records buffered while draining, held so that appenders cannot
     /// refill the buffer as fast as it drains (the drain would never finish): each is
     /// answered when the drain ends, or after half the append timeout, whichever is first.
-    /// With whether the record was spooled and when it was held.
-    held: std::collections::VecDeque<(PersistReply, bool, Instant)>,
+    /// With the record's rid if it was spooled, and when it was held.
+    held: std::collections::VecDeque<(PersistReply, Option<Uuid>, Instant)>,
     drain_state: DrainState,
     drain_running: bool,
     /// Delays between probes of PostgreSQL during an outage.
@@ -261,7 +259,7 @@ impl Supervisor {
         degraded: Arc<AtomicBool>,
     ) -> Result<Self, LedgerError> {
         let spool = match &config.spool_dir {
-            Some(dir) => Some(Spool::open(dir)?),
+            Some(dir) => Some(SpoolWriter::open(dir)?),
             None => None,
         };
         let pool = store.connection().get_postgres_connection_pool().clone();
@@ -282,8 +280,6 @@ impl Supervisor {
             flushes: Vec::new(),
             buffer,
             spool,
-            unsynced: Vec::new(),
-            sync_scheduled: false,
             waiters: HashMap::new(),
             held: std::collections::VecDeque::new(),
             drain_state: DrainState::default(),
@@ -352,7 +348,7 @@ impl Supervisor {
         };
         match self.mode {
             Mode::Primary => self.forward(msg, ctx),
-            _ => self.buffer_record(msg.record, msg.reply, msg.wait_committed, false, ctx),
+            _ => self.buffer_record(msg.record, msg.reply, msg.wait_committed, false),
         }
     }
 
@@ -369,9 +365,7 @@ impl Supervisor {
             self.flushes.push((self.next_seq, reply));
             self.dispatch(ctx);
         } else {
-            self.sync_spool();
-            // The flusher may have stopped waiting; then nobody reads the answer.
-            let _ = reply.send(Ok(()));
+            self.sync_spool(reply);
         }
     }
 
@@ -533,15 +527,14 @@ impl Supervisor {
         crate::metrics::backend_active(false);
         let pending = std::mem::take(&mut self.pending);
         for (_, p) in pending {
-            self.buffer_record(p.record, p.reply, p.wait_committed, true, ctx);
+            self.buffer_record(p.record, p.reply, p.wait_committed, true);
         }
         crate::metrics::supervisor_depth(0);
         crate::metrics::persistence_depth(0);
-        // Every record sent before a waiting flush is now answered or buffered: fsync the
-        // spool now and answer them.
-        self.sync_spool();
-        for (_, tx) in self.flushes.drain(..) {
-            let _ = tx.send(Ok(()));
+        // Every record sent before a waiting flush is now answered or buffered: answer the
+        // flushes once the spool is fsynced.
+        for (_, tx) in std::mem::take(&mut self.flushes) {
+            self.sync_spool(tx);
         }
         self.schedule_probe(ctx);
     }
@@ -554,7 +547,6 @@ impl Supervisor {
         reply: PersistReply,
         wait_committed: bool,
         accepted: bool,
-        ctx: &mut Context<Self>,
     ) {
         if !accepted && self.buffer.len() >= self.config.buffer_capacity {
             let _ = reply.send(Err(LedgerError::Overloaded {
@@ -562,68 +554,63 @@ impl Supervisor {
             }));
             return;
         }
-        let mut spooled = false;
-        if let Some(spool) = self.spool.as_mut() {
-            match spool.append(&record) {
-                Ok(()) => spooled = true,
-                Err(e) => {
-                    tracing::error!(error = %e, "spool write failed; record held in memory only")
+        let rid = record.rid;
+        self.buffer.push_back(Arc::clone(&record));
+        crate::metrics::buffered(self.buffer.len());
+        // Written and fsynced on the spool thread; answered there if not held here.
+        let spooled = self.spool.is_some().then_some(rid);
+        if wait_committed || self.mode == Mode::Draining {
+            if let Some(spool) = &self.spool {
+                spool.append(record, None);
+            }
+            if wait_committed {
+                self.waiters.insert(rid, reply);
+            } else {
+                self.held.push_back((reply, spooled, Instant::now()));
+            }
+        } else {
+            match &self.spool {
+                Some(spool) => spool.append(record, Some(reply)),
+                None => {
+                    let _ = reply.send(Ok(Durability::Buffered));
                 }
             }
-            crate::metrics::spool_bytes(spool.bytes());
-        }
-        let rid = record.rid;
-        self.buffer.push_back(record);
-        crate::metrics::buffered(self.buffer.len());
-        if wait_committed {
-            self.waiters.insert(rid, reply);
-        } else if self.mode == Mode::Draining {
-            self.held.push_back((reply, spooled, Instant::now()));
-        } else {
-            self.acknowledge(reply, spooled, ctx);
         }
     }
 
-    /// Acknowledges a buffered record: after the next fsync if it was spooled.
-    fn acknowledge(&mut self, reply: PersistReply, spooled: bool, ctx: &mut Context<Self>) {
-        if spooled {
-            self.unsynced.push(reply);
-            if !self.sync_scheduled {
-                self.sync_scheduled = true;
-                // Runs after the messages already queued: one fsync acknowledges them all.
-                ctx.run_later(Duration::ZERO, |act, _ctx| act.sync_spool());
+    /// Acknowledges a buffered record: `Spooled` after its fsync if it was spooled (by the
+    /// spool thread), else `Buffered` now.
+    fn acknowledge(&mut self, reply: PersistReply, spooled: Option<Uuid>) {
+        match (spooled, &self.spool) {
+            (Some(rid), Some(spool)) => spool.ack(rid, reply),
+            _ => {
+                let _ = reply.send(Ok(Durability::Buffered));
             }
-        } else {
-            let _ = reply.send(Ok(Durability::Buffered));
         }
     }
 
     /// Releases held acknowledgements: all of them, or those held longer than half the
     /// append timeout (so no appender times out on a long drain).
-    fn release_held(&mut self, all: bool, ctx: &mut Context<Self>) {
+    fn release_held(&mut self, all: bool) {
         let patience = self.config.timeout / 2;
         while let Some((_, _, since)) = self.held.front() {
             if !all && since.elapsed() < patience {
                 break;
             }
             if let Some((reply, spooled, _)) = self.held.pop_front() {
-                self.acknowledge(reply, spooled, ctx);
+                self.acknowledge(reply, spooled);
             }
         }
     }
 
-    fn sync_spool(&mut self) {
-        self.sync_scheduled = false;
-        let durability = match self.spool.as_mut().map(Spool::sync) {
-            Some(Ok(())) => Durability::Spooled,
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "spool fsync failed; records held in memory only");
-                Durability::Buffered
+    /// Answers `reply` once everything spooled so far is fsynced (at once without a spool).
+    fn sync_spool(&self, reply: oneshot::Sender<Result<(), LedgerError>>) {
+        match &self.spool {
+            Some(spool) => spool.sync(reply),
+            None => {
+                // The flusher may have stopped waiting; then nobody reads the answer.
+                let _ = reply.send(Ok(()));
             }
-            None => Durability::Buffered,
-        };
-        for reply in self.unsynced.drain(..) {
-            let _ = reply.send(Ok(durability));
         }
     }
 
@@ -665,7 +652,7 @@ impl Supervisor {
         }
         let batch = self.buffer.front(self.config.batch_size);
         if batch.is_empty() {
-            self.finish_outage(ctx);
+            self.finish_outage();
             return;
         }
         self.drain_running = true;
@@ -783,17 +770,11 @@ impl Supervisor {
         }
     }
 
-    fn finish_outage(&mut self, ctx: &mut Context<Self>) {
-        self.release_held(true, ctx);
-        if let Some(spool) = self.spool.as_mut() {
-            self.sync_scheduled = false;
-            if let Err(e) = spool.truncate() {
-                tracing::error!(error = %e, "could not empty the spool after the drain");
-            }
-            crate::metrics::spool_bytes(spool.bytes());
-            for reply in self.unsynced.drain(..) {
-                let _ = reply.send(Ok(Durability::Committed));
-            }
+    fn finish_outage(&mut self) {
+        self.release_held(true);
+        if let Some(spool) = &self.spool {
+            // After the acknowledgements just released: the spool thread answers them first.
+            spool.truncate();
         }
         if let Some(t) = self.drain_started.take() {
             crate::metrics::drain_finished(t.elapsed().as_secs_f64());
@@ -867,7 +848,7 @@ impl Actor for Supervisor {
             if act.mode == Mode::Primary && stalled && !act.liveness_running {
                 act.check_liveness(ctx);
             }
-            act.release_held(act.mode != Mode::Draining, ctx);
+            act.release_held(act.mode != Mode::Draining);
         });
     }
 }

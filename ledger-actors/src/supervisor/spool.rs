@@ -13,6 +13,7 @@ use std::sync::Arc;
 use ledger_entities::LedgerRecord;
 
 use crate::error::LedgerError;
+use crate::persistence::{Durability, PersistReply};
 
 /// File name of the spool inside `spool_dir`.
 pub const SPOOL_FILE: &str = "avl-outage.spool";
@@ -164,6 +165,179 @@ impl Spool {
     }
 }
 
+/// What the spool thread is asked to do, in order.
+enum SpoolCmd {
+    /// Append the record; with a reply, answer it once the record is fsynced.
+    Append(Arc<LedgerRecord>, Option<PersistReply>),
+    /// Answer once the record `rid` (appended earlier) is fsynced.
+    Ack(uuid::Uuid, PersistReply),
+    /// Answer once everything appended before is fsynced.
+    Sync(tokio::sync::oneshot::Sender<Result<(), LedgerError>>),
+    /// Empty the file (every record in it reached PostgreSQL).
+    Truncate,
+}
+
+/// The spool on a thread of its own: the supervisor hands it records and replies without
+/// blocking; the thread takes every command waiting, writes the frames (encoding them
+/// there), fsyncs **once** for the group, and only then answers the group's replies
+/// [`Durability::Spooled`] (or [`Durability::Buffered`] if the record could not be written
+/// or the fsync failed: the record is then held in memory only). Dropping it lets the
+/// thread finish what it was given (the last fsync included) and waits for it.
+pub struct SpoolWriter {
+    path: PathBuf,
+    tx: Option<std::sync::mpsc::Sender<SpoolCmd>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SpoolWriter {
+    /// Opens (creating if needed) the spool in `dir` and starts its thread.
+    pub fn open(dir: &Path) -> Result<Self, LedgerError> {
+        let spool = Spool::open(dir)?;
+        let path = spool.path.clone();
+        crate::metrics::spool_bytes(spool.bytes());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("avl-spool".into())
+            .spawn(move || spool_thread(spool, rx))
+            .map_err(|e| io_err(&path, "start the spool thread", &e))?;
+        Ok(Self {
+            path,
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The spool file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn send(&self, cmd: SpoolCmd) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(std::sync::mpsc::SendError(cmd)) = tx.send(cmd) {
+            // The thread is gone (it only ends when this writer is dropped, or if it
+            // panicked): the records stay in memory; answer as such.
+            tracing::error!("spool thread gone; records held in memory only");
+            match cmd {
+                SpoolCmd::Append(_, Some(reply)) | SpoolCmd::Ack(_, reply) => {
+                    let _ = reply.send(Ok(Durability::Buffered));
+                }
+                SpoolCmd::Sync(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+                SpoolCmd::Append(_, None) | SpoolCmd::Truncate => {}
+            }
+        }
+    }
+
+    /// Appends `record`; `reply` (if any) is answered once it is fsynced.
+    pub fn append(&self, record: Arc<LedgerRecord>, reply: Option<PersistReply>) {
+        self.send(SpoolCmd::Append(record, reply));
+    }
+
+    /// Answers `reply` once the record `rid`, appended earlier, is fsynced.
+    pub fn ack(&self, rid: uuid::Uuid, reply: PersistReply) {
+        self.send(SpoolCmd::Ack(rid, reply));
+    }
+
+    /// Answers `reply` once everything appended so far is fsynced.
+    pub fn sync(&self, reply: tokio::sync::oneshot::Sender<Result<(), LedgerError>>) {
+        self.send(SpoolCmd::Sync(reply));
+    }
+
+    /// Empties the spool once everything appended so far is written.
+    pub fn truncate(&self) {
+        self.send(SpoolCmd::Truncate);
+    }
+}
+
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            // The thread ends once it has handled every command (its channel is closed).
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The spool thread: groups the waiting commands, one fsync per group.
+fn spool_thread(mut spool: Spool, rx: std::sync::mpsc::Receiver<SpoolCmd>) {
+    // Records whose frame could not be written since the last truncate (acknowledged
+    // `Buffered`, not `Spooled`).
+    let mut failed: std::collections::HashSet<uuid::Uuid> = std::collections::HashSet::new();
+    let mut replies: Vec<(PersistReply, bool)> = Vec::new();
+    let mut syncs: Vec<tokio::sync::oneshot::Sender<Result<(), LedgerError>>> = Vec::new();
+    let mut dirty = false;
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(cmd) = next {
+            match cmd {
+                SpoolCmd::Append(record, reply) => {
+                    let written = match spool.append(&record) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(error = %e, "spool write failed; record held in memory only");
+                            failed.insert(record.rid);
+                            false
+                        }
+                    };
+                    dirty = true;
+                    if let Some(reply) = reply {
+                        replies.push((reply, written));
+                    }
+                }
+                SpoolCmd::Ack(rid, reply) => replies.push((reply, !failed.contains(&rid))),
+                SpoolCmd::Sync(reply) => syncs.push(reply),
+                SpoolCmd::Truncate => {
+                    settle(&mut spool, &mut dirty, &mut replies, &mut syncs);
+                    if let Err(e) = spool.truncate() {
+                        tracing::error!(error = %e, "could not empty the spool after the drain");
+                    }
+                    failed.clear();
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        settle(&mut spool, &mut dirty, &mut replies, &mut syncs);
+        crate::metrics::spool_bytes(spool.bytes());
+    }
+    settle(&mut spool, &mut dirty, &mut replies, &mut syncs);
+}
+
+/// Fsyncs what was written (once) and answers the waiting replies.
+fn settle(
+    spool: &mut Spool,
+    dirty: &mut bool,
+    replies: &mut Vec<(PersistReply, bool)>,
+    syncs: &mut Vec<tokio::sync::oneshot::Sender<Result<(), LedgerError>>>,
+) {
+    let synced = if *dirty {
+        *dirty = false;
+        match spool.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "spool fsync failed; records held in memory only");
+                false
+            }
+        }
+    } else {
+        true
+    };
+    for (reply, written) in replies.drain(..) {
+        let durability = if synced && written {
+            Durability::Spooled
+        } else {
+            Durability::Buffered
+        };
+        // The appender may have given up waiting; then nobody reads this.
+        let _ = reply.send(Ok(durability));
+    }
+    for reply in syncs.drain(..) {
+        let _ = reply.send(Ok(()));
+    }
+}
+
 /// Appends `records` to the [`KEPT_FILE`] in `dir` and fsyncs it; returns its path.
 pub fn keep(dir: &Path, records: &[Arc<LedgerRecord>]) -> Result<PathBuf, LedgerError> {
     let mut kept = Spool::open_file(dir, KEPT_FILE)?;
@@ -267,6 +441,40 @@ mod tests {
         let bytes = std::fs::read(spool.path()).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         bytes
+    }
+
+    /// The spool thread answers a record `Spooled` only once its frame is in the file; an
+    /// `ack` for an earlier record and a `sync` are answered after the same group fsync;
+    /// `truncate` empties the file after answering what came before it.
+    #[test]
+    fn spool_thread_acknowledges_after_the_frames_are_written() {
+        let dir = std::env::temp_dir().join(format!("avl-spool-thread-{}", uuid::Uuid::new_v4()));
+        let writer = SpoolWriter::open(&dir).unwrap();
+        let recs: Vec<Arc<LedgerRecord>> = records(3).into_iter().map(Arc::new).collect();
+        let mut answers = Vec::new();
+        for r in &recs[..2] {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            writer.append(Arc::clone(r), Some(PersistReply::Oneshot(tx)));
+            answers.push(rx);
+        }
+        // Appended without a reply (a held acknowledgement), acknowledged later by rid.
+        writer.append(Arc::clone(&recs[2]), None);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        writer.ack(recs[2].rid, PersistReply::Oneshot(tx));
+        answers.push(rx);
+        let (sync_tx, sync_rx) = tokio::sync::oneshot::channel();
+        writer.sync(sync_tx);
+        for rx in answers {
+            assert_eq!(rx.blocking_recv().unwrap().unwrap(), Durability::Spooled);
+        }
+        sync_rx.blocking_recv().unwrap().unwrap();
+        let on_disk = read(&dir).unwrap();
+        assert!(on_disk.corrupt_tail.is_none());
+        assert_eq!(on_disk.records, recs);
+        writer.truncate();
+        drop(writer); // waits for the thread to finish the truncate
+        assert!(read(&dir).unwrap().records.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A spool directory is owned by one ledger at a time: a second lock fails with
