@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::TestContext;
 use futures::future::join_all;
-use ledger_actors::supervisor::Mode as SupervisorMode;
+use ledger_actors::writer::Mode as SupervisorMode;
 use ledger_actors::{
     Backend, Dsn, Durability, Ledger, LedgerConfig, LedgerError, LedgerStore, create_ledger_store,
 };
@@ -370,7 +370,7 @@ async fn shutdown_during_an_outage_reports_what_is_not_in_postgres() {
         report.spool.as_deref(),
         Some(
             spool_dir
-                .join(ledger_actors::supervisor::spool::SPOOL_FILE)
+                .join(ledger_actors::writer::spool::SPOOL_FILE)
                 .as_path()
         )
     );
@@ -481,7 +481,7 @@ async fn sigkill_during_an_outage_loses_no_acknowledged_record() {
         .unwrap();
     assert!(summary.breaks.is_empty(), "{:?}", summary.breaks);
     let spool =
-        std::fs::metadata(spool_dir.join(ledger_actors::supervisor::spool::SPOOL_FILE)).unwrap();
+        std::fs::metadata(spool_dir.join(ledger_actors::writer::spool::SPOOL_FILE)).unwrap();
     assert_eq!(spool.len(), 0, "spool emptied after recovery");
     ledger.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&spool_dir);

@@ -14,8 +14,8 @@ use common::{TestContext, constraint_name, sqlstate};
 use futures::future::join_all;
 use ledger_actors::persistence::{Durability, Flush, Persist, PersistReply};
 use ledger_actors::store::{PostgresLedgerStore, postgres};
-use ledger_actors::supervisor::Supervisor;
-use ledger_actors::supervisor::buffer::OutageBuffer;
+use ledger_actors::writer::Supervisor;
+use ledger_actors::writer::buffer::OutageBuffer;
 use ledger_actors::{
     Backend, Dsn, Ledger, LedgerConfig, LedgerError, LedgerStore, RecordRange, create_ledger_store,
 };

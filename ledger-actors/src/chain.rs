@@ -152,7 +152,7 @@ pub enum Sink {
     /// A persistence actor (the read-only refuser), which answers each record through its
     /// [`Persist::reply`].
     Actor(Recipient<Persist>),
-    /// The PostgreSQL writer's inbox ([`crate::supervisor::Supervisor`]), drained in
+    /// The PostgreSQL writer's inbox ([`crate::writer::Supervisor`]), drained in
     /// batches; each record is answered through its [`Persist::reply`].
     Writer(WriterSender),
 }

@@ -43,7 +43,7 @@ use crate::config::{Backend, LedgerConfig};
 use crate::observe::{MailboxDepth, Observer};
 use crate::persistence::Flush;
 use crate::store::LedgerStore;
-use crate::supervisor::{GetStatus, Mode, Supervisor};
+use crate::writer::{GetStatus, Mode, Supervisor};
 
 /// The longest a single probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

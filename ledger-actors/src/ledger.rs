@@ -17,13 +17,13 @@ use crate::observe::{ActiveBackend, ChainMailboxes, Observer, QueueDepth, Sample
 use crate::persistence::{Durability, Flush, MemoryPersistence, ReadOnlyPersistence};
 use crate::router::ChainRouter;
 use crate::store::{Head, LedgerStore, MemoryLedgerStore, PostgresLedgerStore, RecordRange};
-use crate::supervisor::buffer::OutageBuffer;
-use crate::supervisor::drain::{self, DrainState};
-use crate::supervisor::reads::SupervisedStore;
-use crate::supervisor::{
+use crate::verify::{self, ChainReport, VerifySummary};
+use crate::writer::buffer::OutageBuffer;
+use crate::writer::drain::{self, DrainState};
+use crate::writer::reads::SupervisedStore;
+use crate::writer::{
     AwaitDrain, GetOutageRecords, GetStatus, OutageRecords, OutageStatus, Supervisor, spool,
 };
-use crate::verify::{self, ChainReport, VerifySummary};
 
 /// The running ledger. Clone it freely; every clone talks to the same actors.
 ///

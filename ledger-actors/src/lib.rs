@@ -17,8 +17,8 @@
 //! - [`pg`]: [`pg::insert_records`], the one statement every record is written with.
 //! - [`store`]: the [`store::LedgerStore`] trait, [`Durability`], [`store::MemoryLedgerStore`]
 //!   and [`store::PostgresLedgerStore`] (connect, error classification, reads).
-//! - [`supervisor`]: [`supervisor::Supervisor`], the one PostgreSQL writer: group commit,
-//!   failover to the in-memory outage buffer and the drain back; the spool; [`supervisor::reads::SupervisedStore`] (PostgreSQL
+//! - [`writer`]: [`writer::Supervisor`], the one PostgreSQL writer: group commit,
+//!   failover to the in-memory outage buffer and the drain back; the spool; [`writer::reads::SupervisedStore`] (PostgreSQL
 //!   plus the buffer). Its module doc tells a record's way to PostgreSQL.
 //! - [`transfer`]: export and import as JSON Lines (verified, idempotent, resumable), and
 //!   the `ledger append` line format.
@@ -42,10 +42,10 @@ pub mod persistence;
 pub mod pg;
 pub mod router;
 pub mod store;
-pub mod supervisor;
 pub mod tlog;
 pub mod transfer;
 pub mod verify;
+pub mod writer;
 
 pub use chain::{Append, AppendAck};
 pub use config::{Backend, Dsn, LedgerConfig};
