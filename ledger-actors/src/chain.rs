@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actix::WeakRecipient;
 use actix::prelude::*;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use ledger_entities::validate::{Limits, validate_new_record};
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use crate::error::LedgerError;
 use crate::observe::{ChainMailboxes, QueueDepth, QueueTicket};
-use crate::persistence::{Durability, Persist, PersistReply, WriterSender};
+use crate::persistence::{Acks, Durability, Persist, PersistReply, WriterSender};
 use crate::store::{Head, LedgerStore};
 
 // ---------------------------------------------------------------------------------------
@@ -244,6 +245,13 @@ pub struct ChainActor {
     /// In-flight records with a client rid, so a repeat can wait for the original.
     pending: HashMap<Uuid, (Arc<LedgerRecord>, Outcome)>,
     last_active: Instant,
+    /// This actor, for persistence's [`Acks`] (weak: it must not keep itself alive).
+    me: Option<WeakRecipient<Acks>>,
+    /// The next number given to a record sent to persistence.
+    next_tag: u64,
+    /// Records sent to persistence and not yet answered, by number: [`Acks`] (one message
+    /// per settled batch) wakes each one's continuation in [`ChainActor::send`].
+    acks: HashMap<u64, tokio::sync::oneshot::Sender<crate::persistence::Outcome>>,
 }
 
 impl ChainActor {
@@ -265,6 +273,9 @@ impl ChainActor {
             busy: 0,
             pending: HashMap::new(),
             last_active: Instant::now(),
+            me: None,
+            next_tag: 0,
+            acks: HashMap::new(),
         }
     }
 
@@ -417,9 +428,18 @@ impl ChainActor {
         attempt: u32,
     ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
+        let reply = match self.me.as_ref().and_then(WeakRecipient::upgrade) {
+            Some(to) => {
+                let tag = self.next_tag;
+                self.next_tag += 1;
+                self.acks.insert(tag, reply);
+                PersistReply::Batched { to, tag }
+            }
+            None => PersistReply::Oneshot(reply),
+        };
         let msg = Persist {
             record: Arc::clone(&record),
-            reply: PersistReply::Oneshot(reply),
+            reply,
             wait_committed,
         };
         match &self.settings.persist {
@@ -671,6 +691,7 @@ impl Actor for ChainActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.me = Some(ctx.address().recipient::<Acks>().downgrade());
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
         crate::metrics::anchor_started();
         self.load_head(ctx);
@@ -717,6 +738,21 @@ impl Handler<Append> for ChainActor {
             ))));
         };
         self.process(new, msg.wait_committed, ctx)
+    }
+}
+
+/// Outcomes of this actor's records from persistence (one message per settled batch): each
+/// wakes its append's continuation.
+impl Handler<Acks> for ChainActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Acks, _ctx: &mut Context<Self>) {
+        for (tag, outcome) in msg.0 {
+            if let Some(tx) = self.acks.remove(&tag) {
+                // The continuation is gone only if the actor is stopping.
+                let _ = tx.send(outcome);
+            }
+        }
     }
 }
 

@@ -4,9 +4,10 @@
 //! supervisor can put one in place of another. A record is acknowledged through its
 //! [`Persist::reply`] only after it is stored, with the [`Durability`] it reached.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::Message;
+use actix::{Message, Recipient};
 use ledger_entities::LedgerRecord;
 use tokio::sync::oneshot;
 
@@ -23,15 +24,24 @@ pub use crate::store::Durability;
 /// A record's outcome.
 pub type Outcome = Result<Durability, LedgerError>;
 
-/// Where a persistence actor sends a record's outcome: the appending chain actor's oneshot.
+/// Where a persistence actor sends a record's outcome.
 pub enum PersistReply {
-    /// To one waiter (a chain actor's append).
+    /// To one waiter (tests; anything holding its own oneshot).
     Oneshot(oneshot::Sender<Outcome>),
+    /// To the chain actor that sent the record, by the number it gave it: the writer answers
+    /// all of one chain actor's records settled together in one [`Acks`] message
+    /// ([`AckBatch`]).
+    Batched {
+        /// The chain actor.
+        to: Recipient<Acks>,
+        /// The chain actor's number for the record.
+        tag: u64,
+    },
 }
 
 impl PersistReply {
-    /// Sends `outcome`. `Err` when nobody waits any more (the appender gave up); callers
-    /// ignore that.
+    /// Sends `outcome` on its own. `Err` when nobody waits any more (the appender gave up);
+    /// callers ignore that.
     #[allow(
         clippy::result_unit_err,
         reason = "nothing to report: the waiter is gone"
@@ -39,6 +49,47 @@ impl PersistReply {
     pub fn send(self, outcome: Outcome) -> Result<(), ()> {
         match self {
             PersistReply::Oneshot(tx) => tx.send(outcome).map_err(|_| ()),
+            PersistReply::Batched { to, tag } => {
+                to.do_send(Acks(vec![(tag, outcome)]));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Outcomes of a chain actor's records, by its numbers for them (one message per chain
+/// actor per settled batch).
+pub struct Acks(pub Vec<(u64, Outcome)>);
+
+impl Message for Acks {
+    type Result = ();
+}
+
+/// Collects the outcomes of records settled together and sends them with one [`Acks`]
+/// message per chain actor ([`AckBatch::finish`]); oneshots are answered at once.
+#[derive(Default)]
+pub struct AckBatch {
+    by_actor: HashMap<Recipient<Acks>, Vec<(u64, Outcome)>>,
+}
+
+impl AckBatch {
+    /// Answers one record (batched ones when [`AckBatch::finish`] runs).
+    pub fn answer(&mut self, reply: PersistReply, outcome: Outcome) {
+        match reply {
+            PersistReply::Oneshot(tx) => {
+                // The appender may have given up waiting; then nobody reads this.
+                let _ = tx.send(outcome);
+            }
+            PersistReply::Batched { to, tag } => {
+                self.by_actor.entry(to).or_default().push((tag, outcome));
+            }
+        }
+    }
+
+    /// Sends the collected outcomes, one message per chain actor.
+    pub fn finish(self) {
+        for (to, acks) in self.by_actor {
+            to.do_send(Acks(acks));
         }
     }
 }
@@ -99,4 +150,78 @@ pub struct Flush;
 
 impl Message for Flush {
     type Result = Result<(), LedgerError>;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
+
+    use actix::prelude::*;
+
+    use super::*;
+
+    /// Stands in for a chain actor: remembers each `Acks` message it gets.
+    #[derive(Default)]
+    struct Seen(Vec<Vec<(u64, Outcome)>>);
+
+    impl Actor for Seen {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Acks> for Seen {
+        type Result = ();
+
+        fn handle(&mut self, msg: Acks, _ctx: &mut Context<Self>) {
+            self.0.push(msg.0);
+        }
+    }
+
+    struct Take;
+
+    impl Message for Take {
+        type Result = Vec<Vec<(u64, Outcome)>>;
+    }
+
+    impl Handler<Take> for Seen {
+        type Result = MessageResult<Take>;
+
+        fn handle(&mut self, _msg: Take, _ctx: &mut Context<Self>) -> Self::Result {
+            MessageResult(std::mem::take(&mut self.0))
+        }
+    }
+
+    /// Outcomes settled together reach each chain actor in one `Acks` message holding all
+    /// of its records, in order; a oneshot reply is answered directly.
+    #[actix_rt::test]
+    async fn ack_batch_sends_one_message_per_chain_actor() {
+        let a = Seen::default().start();
+        let b = Seen::default().start();
+        let (tx, rx) = oneshot::channel();
+        let mut acks = AckBatch::default();
+        for tag in 0..3 {
+            let to = a.clone().recipient();
+            acks.answer(PersistReply::Batched { to, tag }, Ok(Durability::Committed));
+        }
+        let to = b.clone().recipient();
+        acks.answer(
+            PersistReply::Batched { to, tag: 7 },
+            Err(LedgerError::ReadOnly),
+        );
+        acks.answer(PersistReply::Oneshot(tx), Ok(Durability::Spooled));
+        acks.finish();
+        assert_eq!(rx.await.unwrap().unwrap(), Durability::Spooled);
+        let at_a = a.send(Take).await.unwrap();
+        assert_eq!(
+            at_a,
+            vec![vec![
+                (0, Ok(Durability::Committed)),
+                (1, Ok(Durability::Committed)),
+                (2, Ok(Durability::Committed)),
+            ]]
+        );
+        assert_eq!(
+            b.send(Take).await.unwrap(),
+            vec![vec![(7, Err(LedgerError::ReadOnly))]]
+        );
+    }
 }

@@ -10,7 +10,7 @@
 //! [`MAX_CONCURRENT_BATCHES`] batches run, new records keep arriving and form the next batch,
 //! so under load batches grow with the database's latency. Each batch is one task on the
 //! supervisor's Arbiter (one per batch, not per record) that reports back in one
-//! [`BatchDone`] message; the supervisor never blocks its thread.
+//! `BatchDone` message; the supervisor never blocks its thread.
 //!
 //! # Invariants (the chain actor relies on them, see [`crate::chain`])
 //! - Records are written in arrival order, so one anchor's records reach the database in
@@ -393,9 +393,11 @@ impl Supervisor {
             }
             self.spawn_batch(batch, ctx);
         }
+        let mut acks = crate::persistence::AckBatch::default();
         for (seq, err) in refused {
-            self.on_primary_answer(seq, Err(err), ctx);
+            self.on_primary_answer(seq, Err(err), &mut acks, ctx);
         }
+        acks.finish();
         crate::metrics::persistence_depth(self.commit.depth());
         self.answer_flushes();
     }
@@ -444,13 +446,17 @@ impl Handler<BatchDone> for Supervisor {
             // Abandoned by a failover: its records are in the buffer.
             return;
         };
+        // One `Acks` message per chain actor for the whole batch.
+        let mut acks = crate::persistence::AckBatch::default();
         for (seq, result) in answers {
             self.on_primary_answer(
                 seq,
                 result.map(|()| crate::persistence::Durability::Committed),
+                &mut acks,
                 ctx,
             );
         }
+        acks.finish();
         self.dispatch(ctx);
         crate::metrics::supervisor_depth(self.pending.len());
     }

@@ -21,22 +21,26 @@
 //! 1. Its chain actor seals it and hands a [`Persist`] to the inbox, a tokio mpsc channel
 //!    ([`Supervisor::sender`]) that this actor drains up to 1,024 messages at a time with
 //!    `recv_many` (no actor message per record; one channel, so one anchor's records arrive
-//!    in chain order), with a oneshot for the outcome.
+//!    in chain order). Its reply names the chain actor and the actor's number for it.
 //! 2. Primary: it is numbered, kept in `pending`, and queued for group commit
 //!    ([`commit`]): batches of up to `batch_size` records, at most two in flight, each
 //!    written by one [`crate::pg::insert_records`] statement (the ledger's only insert; the
 //!    database refuses forks, gaps and duplicate hashes) on a task of its own, which reports
 //!    the whole batch back in one message.
-//! 3. Here each outcome settles its `pending` entry and answers the chain actor's oneshot;
-//!    the chain actor answers the appender. A connectivity error instead fails over (below).
-//! 4. Outage: it goes to the [`OutageBuffer`] (and the spool) and is acknowledged
-//!    `Buffered`/`Spooled`; the drain ([`drain`]) writes it later through the same
+//! 3. Here the batch's outcomes settle their `pending` entries and go back to the chain
+//!    actors in one [`crate::persistence::Acks`] message per chain actor per batch
+//!    ([`crate::persistence::AckBatch`]); each chain actor answers its appenders. A
+//!    connectivity error instead fails over (below).
+//! 4. Outage: it goes to the [`OutageBuffer`] and to the spool thread ([`SpoolWriter`]:
+//!    frames written and fsynced once per group, off this thread), and is acknowledged
+//!    `Spooled` after that fsync (`Buffered` without a spool), again one `Acks` message per
+//!    chain actor per group; the drain ([`drain`]) writes it later through the same
 //!    [`crate::pg::insert_records`]; at start, spool recovery does the same.
 //!
 //! # Layout
 //! - [`commit`]: group commit in `Primary`: batching, the poison rule, the batch write.
 //! - [`buffer`]: the outage buffer, shared with the store reads go through.
-//! - [`spool`]: the fsynced outage spool file.
+//! - [`spool`]: the fsynced outage spool file, written on its own thread ([`SpoolWriter`]).
 //! - [`drain`]: writing the buffer to PostgreSQL; the re-chain and quarantine policy.
 //! - [`reads`]: [`reads::SupervisedStore`], PostgreSQL plus the buffer, for reads.
 
@@ -65,7 +69,7 @@ use self::spool::SpoolWriter;
 use crate::chain::Rebase;
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
-use crate::persistence::{Durability, Flush, Inbox, Persist, PersistReply, WriterSender};
+use crate::persistence::{AckBatch, Durability, Flush, Inbox, Persist, PersistReply, WriterSender};
 use crate::router::ChainRouter;
 use crate::store::postgres::PostgresLedgerStore;
 
@@ -488,10 +492,13 @@ impl Supervisor {
         self.commit.sweep();
     }
 
+    /// Settles a pending record: its outcome joins `acks` (sent one message per chain actor
+    /// when the caller finishes), or a connectivity error fails over.
     fn on_primary_answer(
         &mut self,
         seq: u64,
         res: Result<Durability, LedgerError>,
+        acks: &mut AckBatch,
         ctx: &mut Context<Self>,
     ) {
         if !self.pending.contains_key(&seq) {
@@ -503,7 +510,7 @@ impl Supervisor {
             other => {
                 if let Some(p) = self.pending.remove(&seq) {
                     // The appender may have given up waiting; then nobody reads this.
-                    let _ = p.reply.send(other);
+                    acks.answer(p.reply, other);
                 }
             }
         }
@@ -699,14 +706,19 @@ impl Supervisor {
             .iter()
             .map(|(r, e)| (r.rid, e.clone()))
             .collect();
+        let mut acks = AckBatch::default();
         for r in &batch[..out.settled] {
             if let Some(reply) = self.waiters.remove(&r.rid) {
-                let _ = reply.send(match quarantined.get(&r.rid) {
-                    Some(e) => Err(e.clone()),
-                    None => Ok(Durability::Committed),
-                });
+                acks.answer(
+                    reply,
+                    match quarantined.get(&r.rid) {
+                        Some(e) => Err(e.clone()),
+                        None => Ok(Durability::Committed),
+                    },
+                );
             }
         }
+        acks.finish();
         let mut rebase = Vec::new();
         for (old, new) in &out.rechained {
             tracing::warn!(rid = %new.rid, anchor = %new.anchor_id, buffered_hash = %old, new_hash = %new.hash,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ledger_entities::LedgerRecord;
 
 use crate::error::LedgerError;
-use crate::persistence::{Durability, PersistReply};
+use crate::persistence::{AckBatch, Durability, PersistReply};
 
 /// File name of the spool inside `spool_dir`.
 pub const SPOOL_FILE: &str = "avl-outage.spool";
@@ -324,15 +324,17 @@ fn settle(
     } else {
         true
     };
+    // One `Acks` message per chain actor for the whole group.
+    let mut acks = AckBatch::default();
     for (reply, written) in replies.drain(..) {
         let durability = if synced && written {
             Durability::Spooled
         } else {
             Durability::Buffered
         };
-        // The appender may have given up waiting; then nobody reads this.
-        let _ = reply.send(Ok(durability));
+        acks.answer(reply, Ok(durability));
     }
+    acks.finish();
     for reply in syncs.drain(..) {
         let _ = reply.send(Ok(()));
     }
