@@ -100,7 +100,7 @@ impl Ledger {
                     auto_migrate: false,
                     ..config.clone()
                 };
-                Arc::new(crate::store::postgres::open(&reading).await?)
+                Arc::new(crate::pg::store::open(&reading).await?)
             }
         };
         let arbiter = Arbiter::new();
@@ -192,7 +192,7 @@ impl Ledger {
     }
 
     async fn start_postgres_locked(config: LedgerConfig) -> Result<Self, LedgerError> {
-        let store = match crate::store::postgres::open(&config).await {
+        let store = match crate::pg::store::open(&config).await {
             Ok(store) => Arc::new(store),
             Err(LedgerError::Unavailable(reason)) => {
                 let dsn = config

@@ -36,7 +36,7 @@ pub struct PostgresLog {
 }
 
 fn err(e: sqlx::Error) -> LedgerError {
-    use crate::store::postgres::{ACCESS_STATES, UNAVAILABLE_STATES};
+    use crate::pg::store::{ACCESS_STATES, UNAVAILABLE_STATES};
     match e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -106,7 +106,7 @@ fn checkpoint_from(row: &sqlx::postgres::PgRow) -> Result<StoredCheckpoint, Ledg
 impl PostgresLog {
     /// Opens a pool of two connections with the ledger's connection settings.
     pub fn connect(config: &LedgerConfig) -> Result<Self, LedgerError> {
-        let options = crate::store::postgres::sqlx_options(config)?;
+        let options = crate::pg::store::sqlx_options(config)?;
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .min_connections(0)

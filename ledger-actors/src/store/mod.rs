@@ -16,10 +16,9 @@ use crate::config::{Backend, LedgerConfig};
 use crate::error::LedgerError;
 
 pub mod memory;
-pub mod postgres;
 
+pub use crate::pg::store::PostgresLedgerStore;
 pub use memory::MemoryLedgerStore;
-pub use postgres::PostgresLedgerStore;
 
 /// How durable an acknowledged record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -253,6 +252,6 @@ pub async fn create_ledger_store(
     config.check()?;
     match config.backend {
         Backend::Memory => Ok(Arc::new(MemoryLedgerStore::new())),
-        Backend::Postgres => Ok(Arc::new(postgres::open(config).await?)),
+        Backend::Postgres => Ok(Arc::new(crate::pg::store::open(config).await?)),
     }
 }

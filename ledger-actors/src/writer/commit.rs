@@ -48,7 +48,7 @@ use uuid::Uuid;
 
 use super::{Mode, Supervisor};
 use crate::error::LedgerError;
-use crate::store::postgres::{classify, retry_contention};
+use crate::pg::store::{classify, retry_contention};
 
 /// Most batch transactions in flight at once. Two let the next batch be written while the
 /// previous one commits (its WAL flush); records that depend on a running batch wait for it.

@@ -21,7 +21,7 @@ use sea_orm::sqlx::PgPool;
 
 use crate::error::LedgerError;
 use crate::pg::insert_records;
-use crate::store::postgres::{PostgresLedgerStore, classify, retry_contention};
+use crate::pg::store::{PostgresLedgerStore, classify, retry_contention};
 use crate::store::{Head, LedgerStore};
 
 /// After this many re-chains of one record in a row, the drain pauses between attempts

@@ -70,8 +70,8 @@ use crate::chain::Rebase;
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
 use crate::persistence::{AckBatch, Durability, Flush, Inbox, Persist, PersistReply, WriterSender};
+use crate::pg::store::PostgresLedgerStore;
 use crate::router::ChainRouter;
-use crate::store::postgres::PostgresLedgerStore;
 
 /// First probe delay after a failover (before jitter); doubles per failed probe up to
 /// [`PROBE_MAX`].
@@ -268,7 +268,7 @@ impl Supervisor {
         };
         let pool = store.connection().get_postgres_connection_pool().clone();
         let commit = GroupCommit::new(&config);
-        let writer_options = crate::store::postgres::sqlx_options(&config)?;
+        let writer_options = crate::pg::store::sqlx_options(&config)?;
         let (tx, inbox) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             inbox: Some(inbox),
@@ -881,7 +881,7 @@ impl Handler<Persist> for Supervisor {
 }
 
 /// Goes through the inbox, behind every record sent before it: see
-/// [`Supervisor::flush_now`].
+/// `Supervisor::flush_now`.
 impl Handler<Flush> for Supervisor {
     type Result = ResponseFuture<Result<(), LedgerError>>;
 

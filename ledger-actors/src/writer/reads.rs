@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::buffer::OutageBuffer;
 use crate::config::Backend;
 use crate::error::LedgerError;
-use crate::store::postgres::PostgresLedgerStore;
+use crate::pg::store::PostgresLedgerStore;
 use crate::store::{Head, LedgerStore, RecordRange};
 
 /// Reads PostgreSQL and the outage buffer; a buffered record is newer than anything of its

@@ -26,9 +26,9 @@ use sea_orm::{
 use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 
-use super::{Head, LedgerStore, RecordRange, ScanKey};
 use crate::config::{Backend, Dsn, LedgerConfig};
 use crate::error::LedgerError;
+use crate::store::{Head, LedgerStore, RecordRange, ScanKey};
 
 /// Name of the fork-guard constraint (`UNIQUE NULLS NOT DISTINCT (anchor_id, prev_hash)`).
 pub const FORK_GUARD: &str = "ledger_records_no_fork";

@@ -1,4 +1,6 @@
-//! The ledger's one way of writing records to PostgreSQL: [`insert_records`].
+//! All of the ledger's PostgreSQL SQL but the transparency log's: connecting, error
+//! classification, the one batch insert ([`insert_records`]), head loads and reads
+//! ([`store`]), and the liveness probes the writer fails over by.
 //!
 //! Group commit, the outage drain, spool recovery and [`crate::LedgerStore::insert`] all
 //! write through it (and import will), so every record reaches `ledger_records` through the
@@ -10,6 +12,9 @@
 //!   anchor, see migration `m20261126_000020_prev_fk`) — the whole statement fails.
 //!
 //! # Layout
+//! - [`store`]: connect ([`store::open`], [`store::sqlx_options`]), error classification
+//!   ([`store::classify`], contention retry), [`store::PostgresLedgerStore`] (batched head
+//!   loads, reads).
 //! - [`insert_records`]: one `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT (rid) DO NOTHING`
 //!   per call (one statement, so one transaction), the columns bound as 11 arrays (a fixed
 //!   parameter count whatever the batch size, so the prepared statement is reused). Rows are
@@ -24,6 +29,8 @@ use ledger_entities::LedgerRecord;
 use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{DbErr, RuntimeErr};
 use uuid::Uuid;
+
+pub mod store;
 
 /// Writes a batch; rows whose rid is already stored are skipped. `p` arrives as text (the
 /// canonical payload) and is parsed into JSONB by the server.
@@ -42,7 +49,7 @@ const STORED_HASHES_SQL: &str = "SELECT rid, hash FROM ledger_records WHERE rid 
 /// Returns the indexes of the records that were *not* written because their rid is already
 /// stored with another hash (a record whose rid is stored with the same hash is the same
 /// record: it counts as written). Any constraint violation fails the whole statement
-/// (nothing written); classify the error with [`crate::store::postgres::classify`].
+/// (nothing written); classify the error with [`crate::pg::store::classify`].
 pub async fn insert_records(
     pool: &PgPool,
     records: &[Arc<LedgerRecord>],
