@@ -15,6 +15,8 @@
 //! - [`store`]: connect ([`store::open`], [`store::sqlx_options`]), error classification
 //!   ([`store::classify`], contention retry), [`store::PostgresLedgerStore`] (batched head
 //!   loads, reads).
+//! - [`answers`], [`alive_on_new_connection`]: the probes behind the writer's failover and
+//!   return.
 //! - [`insert_records`]: one `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT (rid) DO NOTHING`
 //!   per call (one statement, so one transaction), the columns bound as 11 arrays (a fixed
 //!   parameter count whatever the batch size, so the prepared statement is reused). Rows are
@@ -31,6 +33,33 @@ use sea_orm::{DbErr, RuntimeErr};
 use uuid::Uuid;
 
 pub mod store;
+
+/// True if the server answers `SELECT 1` on `pool` within `limit` (the outage probe: a
+/// black-holed connection must not hang for the full timeout).
+pub async fn answers(pool: &PgPool, limit: std::time::Duration) -> bool {
+    tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(pool))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// The liveness check before a failover: a *new* connection (not one of a busy pool's)
+/// opened and answering `SELECT 1` within `limit`. `Err` says why not.
+pub async fn alive_on_new_connection(
+    options: sqlx::postgres::PgConnectOptions,
+    limit: std::time::Duration,
+) -> Result<(), String> {
+    use sqlx::Connection as _;
+    let probe = async {
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        conn.close().await
+    };
+    match tokio::time::timeout(limit, probe).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("a new connection failed: {e}")),
+        Err(_) => Err(format!("a new connection did not answer within {limit:?}")),
+    }
+}
 
 /// Writes a batch; rows whose rid is already stored are skipped. `p` arrives as text (the
 /// canonical payload) and is parsed into JSONB by the server.

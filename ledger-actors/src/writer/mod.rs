@@ -390,19 +390,7 @@ impl Supervisor {
             .clamp(Duration::from_millis(100), Duration::from_secs(2))
             .min(self.config.timeout);
         ctx.spawn(
-            fut::wrap_future(async move {
-                use sea_orm::sqlx::Connection as _;
-                let probe = async {
-                    let mut conn = sea_orm::sqlx::PgConnection::connect_with(&options).await?;
-                    sea_orm::sqlx::query("SELECT 1").execute(&mut conn).await?;
-                    conn.close().await
-                };
-                match tokio::time::timeout(limit, probe).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(format!("a new connection failed: {e}")),
-                    Err(_) => Err(format!("a new connection did not answer within {limit:?}")),
-                }
-            })
+            fut::wrap_future(crate::pg::alive_on_new_connection(options, limit))
             .map(|alive, act: &mut Self, ctx| {
                 act.liveness_running = false;
                 match alive {
@@ -629,26 +617,22 @@ impl Supervisor {
             // A probe on a black-holed connection must not hang for the full timeout.
             let timeout = act.config.failover_after.min(act.config.timeout);
             ctx.spawn(
-                fut::wrap_future(async move {
-                    tokio::time::timeout(timeout, sea_orm::sqlx::query("SELECT 1").execute(&pool))
-                        .await
-                        .map(|r| r.is_ok())
-                        .unwrap_or(false)
-                })
-                .map(|up, act: &mut Self, ctx| {
-                    if up {
-                        tracing::info!(
-                            buffered = act.buffer.len(),
-                            "PostgreSQL answers again: draining the buffer"
-                        );
-                        act.probe = probe_backoff();
-                        act.mode = Mode::Draining;
-                        act.drain_started.get_or_insert_with(Instant::now);
-                        act.drain_next(ctx);
-                    } else {
-                        act.schedule_probe(ctx);
-                    }
-                }),
+                fut::wrap_future(async move { crate::pg::answers(&pool, timeout).await }).map(
+                    |up, act: &mut Self, ctx| {
+                        if up {
+                            tracing::info!(
+                                buffered = act.buffer.len(),
+                                "PostgreSQL answers again: draining the buffer"
+                            );
+                            act.probe = probe_backoff();
+                            act.mode = Mode::Draining;
+                            act.drain_started.get_or_insert_with(Instant::now);
+                            act.drain_next(ctx);
+                        } else {
+                            act.schedule_probe(ctx);
+                        }
+                    },
+                ),
             );
         });
     }
