@@ -14,7 +14,7 @@ use common::{TestContext, constraint_name, sqlstate};
 use futures::future::join_all;
 use ledger_actors::persistence::{Durability, Flush, Persist, PersistReply};
 use ledger_actors::pg::store as postgres;
-use ledger_actors::store::PostgresLedgerStore;
+use ledger_actors::pg::store::PostgresLedgerStore;
 use ledger_actors::writer::Supervisor;
 use ledger_actors::writer::buffer::OutageBuffer;
 use ledger_actors::{

@@ -15,8 +15,9 @@ use crate::error::LedgerError;
 use crate::health::Health;
 use crate::observe::{ActiveBackend, ChainMailboxes, Observer, QueueDepth, Sampler};
 use crate::persistence::{Durability, Flush, MemoryPersistence, ReadOnlyPersistence};
+use crate::pg::store::PostgresLedgerStore;
 use crate::router::ChainRouter;
-use crate::store::{Head, LedgerStore, MemoryLedgerStore, PostgresLedgerStore, RecordRange};
+use crate::store::{Head, LedgerStore, MemoryLedgerStore, RecordRange};
 use crate::verify::{self, ChainReport, VerifySummary};
 use crate::writer::buffer::OutageBuffer;
 use crate::writer::drain::{self, DrainState};
@@ -676,4 +677,22 @@ async fn recover_spool(
     }
     tracing::info!(records = contents.records.len(), spool = %path.display(), "outage spool written to PostgreSQL");
     spool::Spool::open(dir)?.truncate()
+}
+
+/// The store `config` names, ready for reads and [`LedgerStore::insert`]: a fresh
+/// [`MemoryLedgerStore`] for `backend: memory` (no network access at all), or for
+/// `backend: postgres` a [`crate::pg::store::PostgresLedgerStore`] over a new pool, after checking that the
+/// schema is up to date (or migrating it when `auto_migrate` is set).
+///
+/// Errors: [`LedgerError::Config`] (bad configuration), [`LedgerError::Unavailable`] (the
+/// database cannot be reached), [`LedgerError::SchemaMissing`] (run `ledger migrate up`).
+/// Unlike [`Ledger::start`] it never falls back to memory.
+pub async fn create_ledger_store(
+    config: &LedgerConfig,
+) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+    config.check()?;
+    match config.backend {
+        Backend::Memory => Ok(Arc::new(MemoryLedgerStore::new())),
+        Backend::Postgres => Ok(Arc::new(crate::pg::store::open(config).await?)),
+    }
 }

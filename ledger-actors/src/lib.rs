@@ -14,9 +14,11 @@
 //! - [`router`]: [`router::ChainRouter`], anchor → actor, passivation-safe resends.
 //! - [`persistence`]: the persistence actors' messages, the memory persistence actor and the
 //!   refusing [`persistence::ReadOnlyPersistence`] of [`Ledger::open_read_only`].
-//! - [`pg`]: [`pg::insert_records`], the one statement every record is written with.
-//! - [`store`]: the [`store::LedgerStore`] trait, [`Durability`], [`store::MemoryLedgerStore`]
-//!   and [`store::PostgresLedgerStore`] (connect, error classification, reads).
+//! - [`pg`]: all of PostgreSQL but the transparency log's: [`pg::insert_records`], the one
+//!   statement every record is written with; the liveness probes; [`pg::store`]: connect,
+//!   error classification, [`pg::store::PostgresLedgerStore`] (head loads, reads).
+//! - [`store`]: the [`store::LedgerStore`] trait, [`Durability`] and
+//!   [`store::MemoryLedgerStore`].
 //! - [`writer`]: [`writer::Supervisor`], the one PostgreSQL writer: group commit,
 //!   failover to the in-memory outage buffer and the drain back; the spool; [`writer::reads::SupervisedStore`] (PostgreSQL
 //!   plus the buffer). Its module doc tells a record's way to PostgreSQL.
@@ -52,5 +54,6 @@ pub use config::{Backend, Dsn, LedgerConfig};
 pub use error::LedgerError;
 pub use health::{Health, HealthStatus};
 pub use ledger::Ledger;
+pub use ledger::create_ledger_store;
 pub use persistence::Durability;
-pub use store::{Head, LedgerStore, RecordRange, ScanKey, create_ledger_store};
+pub use store::{Head, LedgerStore, RecordRange, ScanKey};

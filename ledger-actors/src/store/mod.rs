@@ -12,12 +12,11 @@ use chrono::{DateTime, Utc};
 use ledger_entities::{LedgerRecord, RecordHash};
 use uuid::Uuid;
 
-use crate::config::{Backend, LedgerConfig};
+use crate::config::Backend;
 use crate::error::LedgerError;
 
 pub mod memory;
 
-pub use crate::pg::store::PostgresLedgerStore;
 pub use memory::MemoryLedgerStore;
 
 /// How durable an acknowledged record is.
@@ -235,23 +234,5 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// [`LedgerError::Unavailable`] when the database cannot be reached.
     async fn ping(&self) -> Result<(), LedgerError> {
         Ok(())
-    }
-}
-
-/// The store `config` names, ready for reads and [`LedgerStore::insert`]: a fresh
-/// [`MemoryLedgerStore`] for `backend: memory` (no network access at all), or for
-/// `backend: postgres` a [`PostgresLedgerStore`] over a new pool, after checking that the
-/// schema is up to date (or migrating it when `auto_migrate` is set).
-///
-/// Errors: [`LedgerError::Config`] (bad configuration), [`LedgerError::Unavailable`] (the
-/// database cannot be reached), [`LedgerError::SchemaMissing`] (run `ledger migrate up`).
-/// Unlike [`crate::Ledger::start`] it never falls back to memory.
-pub async fn create_ledger_store(
-    config: &LedgerConfig,
-) -> Result<Arc<dyn LedgerStore>, LedgerError> {
-    config.check()?;
-    match config.backend {
-        Backend::Memory => Ok(Arc::new(MemoryLedgerStore::new())),
-        Backend::Postgres => Ok(Arc::new(crate::pg::store::open(config).await?)),
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ledger_actors::store::PostgresLedgerStore;
+use ledger_actors::pg::store::PostgresLedgerStore;
 use ledger_actors::transfer::format;
 use ledger_actors::{Backend, Dsn, LedgerConfig, LedgerStore, ScanKey};
 use ledger_entities::{LedgerRecord, NewRecord};
