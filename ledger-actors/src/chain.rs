@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::error::LedgerError;
 use crate::observe::{ChainMailboxes, QueueDepth, QueueTicket};
-use crate::persistence::{Acks, Durability, Persist, PersistReply, WriterSender};
+use crate::persistence::{AckTo, Acks, Durability, Persist, PersistReply, WriterSender};
 use crate::store::{Head, LedgerStore};
 
 // ---------------------------------------------------------------------------------------
@@ -433,7 +433,7 @@ impl ChainActor {
                 let tag = self.next_tag;
                 self.next_tag += 1;
                 self.acks.insert(tag, reply);
-                PersistReply::Batched { to, tag }
+                PersistReply::Batched(AckTo::new(to, tag))
             }
             None => PersistReply::Oneshot(reply),
         };

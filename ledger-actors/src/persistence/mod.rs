@@ -31,12 +31,40 @@ pub enum PersistReply {
     /// To the chain actor that sent the record, by the number it gave it: the writer answers
     /// all of one chain actor's records settled together in one [`Acks`] message
     /// ([`AckBatch`]).
-    Batched {
-        /// The chain actor.
-        to: Recipient<Acks>,
-        /// The chain actor's number for the record.
-        tag: u64,
-    },
+    Batched(AckTo),
+}
+
+/// A chain actor and its number for one record. Dropped unanswered (a bug, or a writer that
+/// stopped), it answers [`LedgerError::Internal`], so that no append waits for an answer
+/// that cannot come.
+pub struct AckTo {
+    to: Option<Recipient<Acks>>,
+    tag: u64,
+}
+
+impl AckTo {
+    /// The record numbered `tag` by the chain actor `to`.
+    pub fn new(to: Recipient<Acks>, tag: u64) -> Self {
+        Self { to: Some(to), tag }
+    }
+
+    /// The chain actor and the number, once (the guard is then spent).
+    fn take(mut self) -> Option<(Recipient<Acks>, u64)> {
+        self.to.take().map(|to| (to, self.tag))
+    }
+}
+
+impl Drop for AckTo {
+    fn drop(&mut self) {
+        if let Some(to) = self.to.take() {
+            to.do_send(Acks(vec![(
+                self.tag,
+                Err(LedgerError::Internal(
+                    "the PostgreSQL writer dropped a record without answering".into(),
+                )),
+            )]));
+        }
+    }
 }
 
 impl PersistReply {
@@ -49,8 +77,10 @@ impl PersistReply {
     pub fn send(self, outcome: Outcome) -> Result<(), ()> {
         match self {
             PersistReply::Oneshot(tx) => tx.send(outcome).map_err(|_| ()),
-            PersistReply::Batched { to, tag } => {
-                to.do_send(Acks(vec![(tag, outcome)]));
+            PersistReply::Batched(ack) => {
+                if let Some((to, tag)) = ack.take() {
+                    to.do_send(Acks(vec![(tag, outcome)]));
+                }
                 Ok(())
             }
         }
@@ -80,8 +110,10 @@ impl AckBatch {
                 // The appender may have given up waiting; then nobody reads this.
                 let _ = tx.send(outcome);
             }
-            PersistReply::Batched { to, tag } => {
-                self.by_actor.entry(to).or_default().push((tag, outcome));
+            PersistReply::Batched(ack) => {
+                if let Some((to, tag)) = ack.take() {
+                    self.by_actor.entry(to).or_default().push((tag, outcome));
+                }
             }
         }
     }
@@ -200,11 +232,14 @@ mod tests {
         let mut acks = AckBatch::default();
         for tag in 0..3 {
             let to = a.clone().recipient();
-            acks.answer(PersistReply::Batched { to, tag }, Ok(Durability::Committed));
+            acks.answer(
+                PersistReply::Batched(AckTo::new(to, tag)),
+                Ok(Durability::Committed),
+            );
         }
         let to = b.clone().recipient();
         acks.answer(
-            PersistReply::Batched { to, tag: 7 },
+            PersistReply::Batched(AckTo::new(to, 7)),
             Err(LedgerError::ReadOnly),
         );
         acks.answer(PersistReply::Oneshot(tx), Ok(Durability::Spooled));
@@ -222,6 +257,20 @@ mod tests {
         assert_eq!(
             b.send(Take).await.unwrap(),
             vec![vec![(7, Err(LedgerError::ReadOnly))]]
+        );
+    }
+
+    /// A batched reply dropped unanswered still answers its chain actor (an error), so no
+    /// append waits for an answer that cannot come.
+    #[actix_rt::test]
+    async fn batched_reply_dropped_unanswered_answers_an_error() {
+        let a = Seen::default().start();
+        drop(PersistReply::Batched(AckTo::new(a.clone().recipient(), 3)));
+        let seen = a.send(Take).await.unwrap();
+        assert!(
+            matches!(seen.as_slice(), [one] if matches!(one.as_slice(), [(3, Err(LedgerError::Internal(_)))])),
+            "{:?}",
+            seen.len()
         );
     }
 }
