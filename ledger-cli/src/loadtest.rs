@@ -273,12 +273,13 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         );
         if !checkpoint.is_null() {
             println!(
-                "checkpoint: size {} root {}; appends end -> covering checkpoint {:.0} ms, commit -> checkpoint max {:.0} ms",
+                "checkpoint: size {} root {}; appends end -> covering checkpoint {:.0} ms, commit -> checkpoint p99 {} ms, max {:.0} ms",
                 checkpoint["size"],
                 checkpoint["root"].as_str().unwrap_or("?"),
                 integration["appends_end_to_checkpoint_ms"]
                     .as_f64()
                     .unwrap_or(f64::NAN),
+                integration["commit_to_checkpoint_ms"]["p99"],
                 integration["commit_to_checkpoint_max_ms"]
                     .as_f64()
                     .unwrap_or(f64::NAN),

@@ -1,12 +1,11 @@
 //! [`LogStore`]: where the transparency log lives (leaf order, tiles, checkpoints, the
 //! integrator's lease and watermark), and the types the integrator exchanges with it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ledger_entities::LedgerRecord;
+use ledger_entities::RecordHash;
 use ledger_tlog::Hash;
 use ledger_tlog::tile::{TileId, TileSet};
 use uuid::Uuid;
@@ -53,11 +52,23 @@ pub struct LogState {
     pub checkpoint: Option<StoredCheckpoint>,
 }
 
+/// What the integrator needs of a committed record: the leaf is `leaf_hash(hash)`, `ts`
+/// measures how long the record waited for a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingRecord {
+    /// The record's id (the log's entry).
+    pub rid: Uuid,
+    /// The record's hash.
+    pub hash: RecordHash,
+    /// The record's timestamp.
+    pub ts: DateTime<Utc>,
+}
+
 /// Records ready to integrate.
 #[derive(Debug, Default)]
 pub struct Pending {
     /// In log order; each one's predecessor is in the log or earlier in this list.
-    pub records: Vec<Arc<LedgerRecord>>,
+    pub records: Vec<PendingRecord>,
     /// The watermark after them (it stops before any record held back because its
     /// predecessor was not integrable yet; such a record is read again next time).
     pub watermark: Watermark,
@@ -72,6 +83,9 @@ pub struct Commit {
     pub first_index: u64,
     /// Records added, in leaf order.
     pub rids: Vec<Uuid>,
+    /// Their hashes, in the same order (a store may remember them as logged once the step
+    /// is written).
+    pub hashes: Vec<RecordHash>,
     /// Tiles that changed.
     pub tiles: Vec<(TileId, Vec<Hash>)>,
     /// New watermark.

@@ -11,7 +11,8 @@ use ledger_tlog::tile::{TileId, TileSet, edge_tiles};
 use uuid::Uuid;
 
 use super::log::{
-    Commit, LeafEntry, LogState, LogStore, Pending, StoredCheckpoint, Unlogged, Watermark,
+    Commit, LeafEntry, LogState, LogStore, Pending, PendingRecord, StoredCheckpoint, Unlogged,
+    Watermark,
 };
 use crate::error::LedgerError;
 use crate::store::MemoryLedgerStore;
@@ -78,7 +79,16 @@ impl LogStore for MemoryLog {
 
     async fn pending(&self, watermark: Watermark, limit: usize) -> Result<Pending, LedgerError> {
         let from = u64::try_from(watermark.seq).unwrap_or(0);
-        let records = self.store.committed(from, limit);
+        let records: Vec<PendingRecord> = self
+            .store
+            .committed(from, limit)
+            .iter()
+            .map(|r| PendingRecord {
+                rid: r.rid,
+                hash: r.hash,
+                ts: r.ts,
+            })
+            .collect();
         Ok(Pending {
             full: records.len() == limit,
             watermark: Watermark {

@@ -32,7 +32,7 @@ use ledger_tlog::tile::Edge;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-pub use log::{LogStore, StoredCheckpoint, Watermark};
+pub use log::{LogStore, PendingRecord, StoredCheckpoint, Watermark};
 
 use crate::error::LedgerError;
 
@@ -65,6 +65,32 @@ pub struct Progress {
     /// The largest delay, in this process's last checkpoint, from a record's `ts` to the
     /// checkpoint covering it.
     pub last_lag: Option<Duration>,
+    /// Checkpoints this process wrote.
+    pub checkpoints_written: u64,
+}
+
+/// Distribution of the delay from a record's `ts` to the first checkpoint covering it, over
+/// every record this process's integrator covered (millisecond resolution).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoverageLag {
+    /// Records covered.
+    pub records: u64,
+    /// Median, 99th percentile and largest delay, in milliseconds.
+    pub p50_ms: u64,
+    /// 99th percentile.
+    pub p99_ms: u64,
+    /// Largest.
+    pub max_ms: u64,
+}
+
+/// Longest delay the coverage histogram tells apart (one hour, in milliseconds); longer
+/// ones count as this.
+const LAG_HISTOGRAM_MAX_MS: u64 = 3_600_000;
+
+fn lag_histogram() -> hdrhistogram::Histogram<u64> {
+    // Bounds 1..=1 h with 2 significant digits are valid constants, so this cannot fail.
+    hdrhistogram::Histogram::new_with_bounds(1, LAG_HISTOGRAM_MAX_MS, 2)
+        .unwrap_or_else(|_| unreachable!("constant histogram bounds"))
 }
 
 /// The running integrator.
@@ -72,6 +98,7 @@ pub struct Integrator {
     log: Arc<dyn LogStore>,
     verifier: Option<NoteVerifier>,
     progress: watch::Receiver<Progress>,
+    coverage: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
     stop: std::sync::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
     arbiter: std::sync::Mutex<Option<Arbiter>>,
 }
@@ -116,12 +143,15 @@ impl Integrator {
         let (stop_tx, stop_rx) = oneshot::channel();
         let verifier = signer.as_ref().map(NoteSigner::verifier);
         let arbiter = Arbiter::new();
+        let coverage = Arc::new(std::sync::Mutex::new(lag_histogram()));
         let runner = Runner {
             log: Arc::clone(&log),
             signer,
             settings,
             holder: Uuid::new_v4(),
             progress: tx,
+            coverage: Arc::clone(&coverage),
+            checkpoints_written: 0,
             state: None,
         };
         arbiter.spawn(runner.run(stop_rx));
@@ -129,6 +159,7 @@ impl Integrator {
             log,
             verifier,
             progress: rx,
+            coverage,
             stop: std::sync::Mutex::new(Some(stop_tx)),
             arbiter: std::sync::Mutex::new(Some(arbiter)),
         }
@@ -147,6 +178,18 @@ impl Integrator {
     /// A receiver of the integrator's progress.
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
+    }
+
+    /// The delay from a record's `ts` to the checkpoint covering it, over every record this
+    /// process's integrator has covered so far (`None` before the first).
+    pub fn coverage_lag(&self) -> Option<CoverageLag> {
+        let h = self.coverage.lock().unwrap_or_else(|p| p.into_inner());
+        (!h.is_empty()).then(|| CoverageLag {
+            records: h.len(),
+            p50_ms: h.value_at_quantile(0.50),
+            p99_ms: h.value_at_quantile(0.99),
+            max_ms: h.max(),
+        })
     }
 
     /// Integrates what is committed, writes a last checkpoint, releases the lease and stops
@@ -177,8 +220,9 @@ struct Leading {
     edge: Edge,
     last_checkpoint: Option<StoredCheckpoint>,
     last_checkpoint_at: Option<Instant>,
-    /// `ts` of the oldest record not yet covered by a checkpoint.
-    oldest_uncovered: Option<chrono::DateTime<chrono::Utc>>,
+    /// `ts` (Unix milliseconds) of the records integrated but not yet covered by a
+    /// checkpoint, run-length encoded (at most one entry per millisecond of arrival).
+    uncovered: Vec<(i64, u64)>,
     last_renew: Instant,
 }
 
@@ -188,6 +232,8 @@ struct Runner {
     settings: Settings,
     holder: Uuid,
     progress: watch::Sender<Progress>,
+    coverage: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+    checkpoints_written: u64,
     state: Option<Leading>,
 }
 
@@ -265,6 +311,7 @@ impl Runner {
                 size: s.size,
                 checkpoint: s.last_checkpoint.clone(),
                 last_lag: lag.or_else(|| self.progress.borrow().last_lag),
+                checkpoints_written: self.checkpoints_written,
             },
             None => Progress {
                 leader: false,
@@ -299,7 +346,7 @@ impl Runner {
                 edge,
                 last_checkpoint: loaded.checkpoint,
                 last_checkpoint_at: None,
-                oldest_uncovered: None,
+                uncovered: Vec::new(),
                 last_renew: Instant::now(),
             });
             self.publish(None);
@@ -318,8 +365,6 @@ impl Runner {
         let mut leaves = Vec::with_capacity(pending.records.len());
         for r in &pending.records {
             leaves.push(leaf_hash(&r.hash.0));
-            let ts = r.ts;
-            state.oldest_uncovered = Some(state.oldest_uncovered.map_or(ts, |o| o.min(ts)));
         }
         let mut edge = state.edge.clone();
         let tiles = edge.append(&leaves);
@@ -361,6 +406,7 @@ impl Runner {
         let step = log::Commit {
             first_index: state.size,
             rids: pending.records.iter().map(|r| r.rid).collect(),
+            hashes: pending.records.iter().map(|r| r.hash).collect(),
             tiles,
             watermark: pending.watermark,
             checkpoint: checkpoint.clone(),
@@ -370,12 +416,26 @@ impl Runner {
         state.size = new_size;
         state.edge = edge;
         state.watermark = pending.watermark;
+        for r in &pending.records {
+            let ms = r.ts.timestamp_millis();
+            match state.uncovered.last_mut() {
+                Some((last, n)) if *last == ms => *n += 1,
+                _ => state.uncovered.push((ms, 1)),
+            }
+        }
         let mut lag = None;
         if let Some(c) = checkpoint {
-            lag = state
-                .oldest_uncovered
-                .take()
-                .map(|o| (chrono::Utc::now() - o).to_std().unwrap_or_default());
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut hist = self.coverage.lock().unwrap_or_else(|p| p.into_inner());
+            let mut oldest = None;
+            for (ms, n) in state.uncovered.drain(..) {
+                let wait = u64::try_from(now - ms).unwrap_or(0);
+                oldest = oldest.max(Some(wait));
+                hist.saturating_record_n(wait.clamp(1, LAG_HISTOGRAM_MAX_MS), n);
+            }
+            drop(hist);
+            lag = oldest.map(Duration::from_millis);
+            self.checkpoints_written += 1;
             tracing::debug!(size = new_size, lag = ?lag, "checkpoint written");
             state.last_checkpoint = Some(c);
             state.last_checkpoint_at = Some(Instant::now());
