@@ -106,6 +106,13 @@ pub trait LogStore: Send + Sync + 'static {
     async fn load(&self) -> Result<LogState, LedgerError>;
     /// Committed records after `watermark` that may be integrated now, at most `limit`.
     async fn pending(&self, watermark: Watermark, limit: usize) -> Result<Pending, LedgerError>;
+    /// Records committed after `watermark` (not yet in the log, or logged past a held-back
+    /// one), counted up to `cap`, and the `ts` of the first of them in commit order.
+    async fn backlog(
+        &self,
+        watermark: Watermark,
+        cap: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), LedgerError>;
     /// Writes one step. Fails with [`LedgerError::Conflict`]-free
     /// [`LedgerError::Internal`] when the lease was lost or the stored size moved (another
     /// integrator wrote): the caller must reload.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use ledger_tlog::Hash;
 use ledger_tlog::tile::{TileId, TileSet, edge_tiles};
 use uuid::Uuid;
@@ -97,6 +98,17 @@ impl LogStore for MemoryLog {
             },
             records,
         })
+    }
+
+    async fn backlog(
+        &self,
+        watermark: Watermark,
+        cap: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), LedgerError> {
+        let from = u64::try_from(watermark.seq).unwrap_or(0);
+        let total = self.store.committed_count();
+        let first = self.store.committed(from, 1).first().map(|r| r.ts);
+        Ok((total.saturating_sub(from).min(cap), first))
     }
 
     async fn commit(

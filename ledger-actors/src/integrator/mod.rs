@@ -40,8 +40,14 @@ use crate::error::LedgerError;
 pub const UNSIGNED_ORIGIN: &str = "avl-ledger/unsigned";
 /// Most records integrated per step.
 pub const BATCH: usize = 20_000;
-/// Pause between rounds when nothing is waiting.
+/// Least time between two counts of the backlog (for the metrics).
+const BACKLOG_SAMPLE: Duration = Duration::from_secs(1);
+/// The backlog is counted up to this many records.
+const BACKLOG_CAP: u64 = 1_000_000;
+/// Shortest pause between rounds when no full batch is waiting.
 pub const IDLE: Duration = Duration::from_millis(50);
+/// Longest pause between rounds when no full batch is waiting (see `Runner::pause`).
+pub const ROUND_MAX: Duration = Duration::from_millis(250);
 
 /// The integrator's settings.
 #[derive(Debug, Clone)]
@@ -224,6 +230,8 @@ struct Leading {
     /// checkpoint, run-length encoded (at most one entry per millisecond of arrival).
     uncovered: Vec<(i64, u64)>,
     last_renew: Instant,
+    /// When the backlog was last counted for the metrics.
+    last_backlog: Option<Instant>,
 }
 
 struct Runner {
@@ -247,7 +255,7 @@ impl Runner {
                 Ok(false) => {
                     backoff = IDLE;
                     if self.state.is_some() {
-                        IDLE
+                        self.pause()
                     } else {
                         self.settings.lease / 3
                     }
@@ -274,6 +282,14 @@ impl Runner {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    /// Pause of the leader between rounds that found no full batch: a quarter of the
+    /// checkpoint interval, between [`IDLE`] and [`ROUND_MAX`]. Fewer, larger rounds cost the
+    /// database less per record (one transaction, one index descent per batch); a record still
+    /// reaches the log well before the next checkpoint is due.
+    fn pause(&self) -> Duration {
+        (self.settings.checkpoint_interval / 4).clamp(IDLE, ROUND_MAX)
     }
 
     /// Last rounds at shutdown: everything committed, then a checkpoint, then the lease.
@@ -318,7 +334,34 @@ impl Runner {
                 ..self.progress.borrow().clone()
             },
         };
+        crate::metrics::integrator_state(p.leader, p.size);
+        if !p.leader {
+            crate::metrics::integration_lag(0, 0.0);
+        }
         self.progress.send_replace(p);
+    }
+
+    /// Counts the backlog for the metrics, at most once a second.
+    async fn sample_backlog(&mut self) -> Result<(), LedgerError> {
+        let Some(state) = self.state.as_mut() else {
+            return Ok(());
+        };
+        if state
+            .last_backlog
+            .is_some_and(|at| at.elapsed() < BACKLOG_SAMPLE)
+        {
+            return Ok(());
+        }
+        state.last_backlog = Some(Instant::now());
+        let (records, oldest) = self.log.backlog(state.watermark, BACKLOG_CAP).await?;
+        let age = oldest.map_or(0.0, |ts| {
+            (chrono::Utc::now() - ts)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64()
+        });
+        crate::metrics::integration_lag(records, age);
+        Ok(())
     }
 
     /// One round; `Ok(true)` when more work is waiting. `final_round` forces a checkpoint
@@ -348,6 +391,7 @@ impl Runner {
                 last_checkpoint_at: None,
                 uncovered: Vec::new(),
                 last_renew: Instant::now(),
+                last_backlog: None,
             });
             self.publish(None);
         }
@@ -376,6 +420,7 @@ impl Runner {
                     .last_checkpoint_at
                     .is_none_or(|at| at.elapsed() >= self.settings.checkpoint_interval));
         if pending.records.is_empty() && !due && pending.watermark == state.watermark {
+            self.sample_backlog().await?;
             return Ok(false);
         }
         let checkpoint = if due {
@@ -436,11 +481,13 @@ impl Runner {
             drop(hist);
             lag = oldest.map(Duration::from_millis);
             self.checkpoints_written += 1;
+            crate::metrics::checkpoint_written();
             tracing::debug!(size = new_size, lag = ?lag, "checkpoint written");
             state.last_checkpoint = Some(c);
             state.last_checkpoint_at = Some(Instant::now());
         }
         self.publish(lag);
+        self.sample_backlog().await?;
         Ok(pending.full)
     }
 }

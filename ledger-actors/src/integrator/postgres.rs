@@ -402,6 +402,29 @@ impl LogStore for PostgresLog {
         })
     }
 
+    async fn backlog(
+        &self,
+        watermark: Watermark,
+        cap: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), LedgerError> {
+        // Through `ledger_records_integration`; the cap bounds the work when far behind.
+        let row = sqlx::query(
+            "SELECT count(*) AS n, (array_agg(ts ORDER BY tx_id, seq))[1] AS first FROM \
+               (SELECT ts, tx_id, seq FROM ledger_records \
+                WHERE (tx_id, seq) > ($1::text::xid8, $2) ORDER BY tx_id, seq LIMIT $3) s",
+        )
+        .bind(watermark.tx.to_string())
+        .bind(watermark.seq)
+        .bind(to_i64(cap))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok((
+            to_u64(row.try_get("n").map_err(err)?),
+            row.try_get("first").map_err(err)?,
+        ))
+    }
+
     async fn commit(&self, holder: Uuid, lease: Duration, step: Commit) -> Result<(), LedgerError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let row = sqlx::query(
