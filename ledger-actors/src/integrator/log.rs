@@ -134,6 +134,10 @@ pub trait LogStore: Send + Sync + 'static {
     /// Logged records whose chain predecessor has a larger leaf index (or is not logged):
     /// `(record, predecessor)`.
     async fn misordered(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError>;
+    /// Records whose stored payload text holds a number a double does not hold exactly
+    /// (refused at append by the number rule; decoding would hide it as the nearest double):
+    /// `(record, reason)`, at most `limit`. The memory backend only holds appended payloads.
+    async fn unfaithful_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String)>, LedgerError>;
 }
 
 /// One leaf of the log, with the record it names.

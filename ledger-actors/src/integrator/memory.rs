@@ -198,6 +198,11 @@ impl LogStore for MemoryLog {
             .collect())
     }
 
+    async fn unfaithful_payloads(&self, _limit: usize) -> Result<Vec<(Uuid, String)>, LedgerError> {
+        // Every payload here passed the append checks and is kept as its canonical text.
+        Ok(Vec::new())
+    }
+
     async fn misordered(&self, _limit: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError> {
         // Leaf order is the store's commit order, which has predecessors first.
         Ok(Vec::new())

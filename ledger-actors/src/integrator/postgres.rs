@@ -627,6 +627,32 @@ impl LogStore for PostgresLog {
             .collect()
     }
 
+    async fn unfaithful_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String)>, LedgerError> {
+        use futures::TryStreamExt;
+        // JSONB prints numbers in plain decimal notation, digits kept. A number of at most
+        // 15 digits is exactly what JCS writes for its double, so only payloads with a run of
+        // 16 digits are candidates; each is parsed with the append's rules (`parse_payload`).
+        let mut rows = sqlx::query(
+            "SELECT rid, payload::text AS text FROM ledger_records \
+             WHERE payload::text ~ '[0-9]{16}'",
+        )
+        .fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(err)? {
+            let text: String = row.try_get("text").map_err(err)?;
+            // JSONB has no duplicate keys; deep nesting the parser refuses is no finding.
+            if let Err(e @ ledger_entities::Error::InexactNumber { .. }) =
+                ledger_entities::validate::parse_payload(&text)
+            {
+                out.push((row.try_get("rid").map_err(err)?, e.to_string()));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn misordered(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError> {
         let rows = sqlx::query(
             "SELECT s.rid AS rid, p.rid AS pred FROM ledger_log sl \
