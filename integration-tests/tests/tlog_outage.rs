@@ -146,6 +146,19 @@ async fn integrator_catches_up_after_an_outage_and_the_drain() {
         "the log holds exactly the acknowledged records"
     );
     assert_eq!(log.misordered(10).await.unwrap(), vec![]);
+    // The backlog count behind the lag metrics: from the start, every record, the first
+    // committed one's ts first.
+    let (backlog, first) = log
+        .backlog(ledger_actors::integrator::Watermark::default(), 1_000)
+        .await
+        .unwrap();
+    assert_eq!(backlog, total);
+    assert_eq!(first, Some(acked[0].record.ts));
+    let (capped, _) = log
+        .backlog(ledger_actors::integrator::Watermark::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(capped, 10);
     let report = verify_log(log.as_ref(), Some(&signer.verifier()), None)
         .await
         .unwrap();

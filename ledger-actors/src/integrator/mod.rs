@@ -353,7 +353,15 @@ impl Runner {
             return Ok(());
         }
         state.last_backlog = Some(Instant::now());
-        let (records, oldest) = self.log.backlog(state.watermark, BACKLOG_CAP).await?;
+        // Only the metrics depend on it: a failure leaves them as they were (a database
+        // outage shows in the next round anyway).
+        let (records, oldest) = match self.log.backlog(state.watermark, BACKLOG_CAP).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(error = %e, "integrator: backlog not counted");
+                return Ok(());
+            }
+        };
         let age = oldest.map_or(0.0, |ts| {
             (chrono::Utc::now() - ts)
                 .to_std()

@@ -409,9 +409,10 @@ impl LogStore for PostgresLog {
     ) -> Result<(u64, Option<DateTime<Utc>>), LedgerError> {
         // Through `ledger_records_integration`; the cap bounds the work when far behind.
         let row = sqlx::query(
-            "SELECT count(*) AS n, (array_agg(ts ORDER BY tx_id, seq))[1] AS first FROM \
-               (SELECT ts, tx_id, seq FROM ledger_records \
-                WHERE (tx_id, seq) > ($1::text::xid8, $2) ORDER BY tx_id, seq LIMIT $3) s",
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM ledger_records \
+                 WHERE (tx_id, seq) > ($1::text::xid8, $2) LIMIT $3) s) AS n, \
+               (SELECT ts FROM ledger_records WHERE (tx_id, seq) > ($1::text::xid8, $2) \
+                 ORDER BY tx_id, seq LIMIT 1) AS first",
         )
         .bind(watermark.tx.to_string())
         .bind(watermark.seq)
