@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# W1 on PostgreSQL with checkpoints every 1 s and with the integrator off, alternated, 3 runs each
+# W1 on PostgreSQL with signed checkpoints every 1 s and with the integrator off, alternated, 3 runs each
 # (RUNS=N to change), each on a fresh database. Prints one JSON line per run, then one summary line:
 # both medians, their ratio (target >= 0.90) and the median of the runs' commit -> checkpoint p99.
 # Usage: bench/w1-checkpoints.sh [LEDGER_BINARY] (default target/release/ledger); PostgreSQL at 127.0.0.1:5432, user postgres.
@@ -7,13 +7,16 @@ set -euo pipefail
 bin=${1:-target/release/ledger}
 runs=${RUNS:-3}
 out_file=$(mktemp)
-trap 'rm -f "$out_file"' EXIT
+key_dir=$(mktemp -d)
+trap 'rm -rf "$out_file" "$key_dir"' EXIT
+# Checkpoints are signed (Ed25519), as in production; the key is thrown away afterwards.
+$bin keygen --origin bench.invalid/avl-w1 --out "$key_dir/key" >/dev/null 2>&1
 for run in $(seq 1 "$runs"); do
   for iv in 1 0; do
     psql -qX -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS avl_w1ck" -c "CREATE DATABASE avl_w1ck" >/dev/null 2>&1
     dsn=postgres://postgres@127.0.0.1:5432/avl_w1ck
     LEDGER_DSN=$dsn $bin migrate up >/dev/null
-    out=$(LEDGER_BACKEND=postgres LEDGER_DSN=$dsn LEDGER_CHECKPOINT_INTERVAL=$iv $bin loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512 --json 2>/dev/null)
+    out=$(LEDGER_BACKEND=postgres LEDGER_DSN=$dsn LEDGER_CHECKPOINT_INTERVAL=$iv LEDGER_CHECKPOINT_KEY=$key_dir/key/checkpoint.key $bin loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512 --json 2>/dev/null)
     line="run=$run interval=$iv load=$(cut -d' ' -f1 /proc/loadavg) $out"
     echo "$line"
     echo "$line" >>"$out_file"
@@ -29,6 +32,7 @@ for line in open(sys.argv[1]):
     r = json.loads("{" + body)
     loads.append(float(fields["load"]))
     if fields["interval"] == "1":
+        assert r["checkpoint"]["signed"] and r["integration"]["covers_all_appends"], line
         on.append(r["appends_per_sec"])
         p99.append(r["integration"]["commit_to_checkpoint_ms"]["p99"])
     else:

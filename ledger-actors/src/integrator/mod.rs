@@ -227,7 +227,8 @@ struct Leading {
     last_checkpoint: Option<StoredCheckpoint>,
     last_checkpoint_at: Option<Instant>,
     /// `ts` (Unix milliseconds) of the records integrated but not yet covered by a
-    /// checkpoint, run-length encoded (at most one entry per millisecond of arrival).
+    /// checkpoint, run-length encoded (consecutive records of the same millisecond share an
+    /// entry), so a long checkpoint interval under load stays small.
     uncovered: Vec<(i64, u64)>,
     last_renew: Instant,
     /// When the backlog was last counted for the metrics.
