@@ -107,8 +107,13 @@ async fn live_migration_under_load_loses_nothing_and_switches() {
         .collect();
     // Let the appenders get going before the copy starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Small batches: several copy rounds while the appenders run.
+    let target = LedgerConfig {
+        batch_size: 100,
+        ..pg_config(&ctx)
+    };
     let report = ledger
-        .migrate_to_postgres(pg_config(&ctx))
+        .migrate_to_postgres(target)
         .await
         .expect("migration succeeds");
     migrated.store(true, Ordering::Release);
@@ -259,5 +264,43 @@ async fn an_interrupted_migration_reruns_to_completion() {
     let ack = memory.append(rec(anchors[0], 999)).await.expect("append");
     assert_eq!(ack.durability, Durability::Committed);
     memory.shutdown().await.expect("shutdown");
+    ctx.teardown().await;
+}
+
+/// With the transparency log on, the migration moves it too: after the switch the
+/// PostgreSQL log integrates every record (copied and new) and a checkpoint covers them,
+/// with receipts for records appended before and after the switch.
+#[actix_rt::test]
+async fn migration_moves_the_transparency_log_to_postgres() {
+    let ctx = TestContext::new("migrate_tlog").await;
+    let with_log = |c: LedgerConfig| LedgerConfig {
+        checkpoint_interval: Duration::from_millis(200),
+        ..c
+    };
+    let ledger = Ledger::start(with_log(memory_config()))
+        .await
+        .expect("memory ledger");
+    let anchor = Uuid::now_v7();
+    let before = ledger.append(rec(anchor, 0)).await.expect("append");
+    for i in 1..50 {
+        ledger.append(rec(anchor, i)).await.expect("append");
+    }
+    ledger
+        .migrate_to_postgres(with_log(pg_config(&ctx)))
+        .await
+        .expect("migration");
+    let after = ledger.append(rec(anchor, 50)).await.expect("append");
+    assert_eq!(after.durability, Durability::Committed);
+    let checkpoint = ledger
+        .await_checkpoint(51, Duration::from_secs(30))
+        .await
+        .expect("checkpoint read")
+        .expect("a checkpoint");
+    assert!(checkpoint.size >= 51, "{checkpoint:?}");
+    for ack in [&before, &after] {
+        let receipt = ledger.prove(ack.record.rid).await.expect("receipt");
+        assert_eq!(receipt.record["rid"], json!(ack.record.rid));
+    }
+    ledger.shutdown().await.expect("shutdown");
     ctx.teardown().await;
 }
