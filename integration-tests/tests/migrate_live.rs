@@ -304,3 +304,43 @@ async fn migration_moves_the_transparency_log_to_postgres() {
     ledger.shutdown().await.expect("shutdown");
     ctx.teardown().await;
 }
+
+/// A memory ledger with a spool (the rollback window) migrates into the same `spool_dir`:
+/// its records reach PostgreSQL once, the spool is emptied (nothing left to write again at
+/// the next start), and later appends are `Committed`.
+#[actix_rt::test]
+async fn a_spooled_memory_ledger_migrates_and_empties_its_spool() {
+    let ctx = TestContext::new("migrate_spooled").await;
+    let dir = std::env::temp_dir().join(format!("avl-migrate-spool-{}", Uuid::new_v4().simple()));
+    let spooled = |c: LedgerConfig| LedgerConfig {
+        spool_dir: Some(dir.clone()),
+        ..c
+    };
+    let ledger = Ledger::start(spooled(memory_config()))
+        .await
+        .expect("spooled memory ledger");
+    let anchor = Uuid::now_v7();
+    for i in 0..20 {
+        let ack = ledger.append(rec(anchor, i)).await.expect("append");
+        assert_eq!(ack.durability, Durability::Spooled);
+    }
+    let spool_file = dir.join("avl-outage.spool");
+    assert!(std::fs::metadata(&spool_file).expect("spool").len() > 0);
+    let report = ledger
+        .migrate_to_postgres(spooled(pg_config(&ctx)))
+        .await
+        .expect("migration");
+    assert_eq!(report.records, 20);
+    assert_eq!(std::fs::metadata(&spool_file).expect("spool").len(), 0);
+    let ack = ledger.append(rec(anchor, 20)).await.expect("append");
+    assert_eq!(ack.durability, Durability::Committed);
+    let store = fresh_store(&ctx).await;
+    assert_eq!(store.count().await.expect("count"), 21);
+    let summary = ledger_actors::verify::verify_all(store.as_ref())
+        .await
+        .expect("verify");
+    assert!(summary.breaks.is_empty(), "{:?}", summary.breaks);
+    ledger.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+    ctx.teardown().await;
+}

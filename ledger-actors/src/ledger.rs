@@ -766,17 +766,29 @@ impl Ledger {
                 .await?;
         let anchors = crate::migrate::verify_heads(memory, &store).await?;
         let mut lock = None;
+        // A memory ledger spooling into the target's spool_dir: every record in that spool
+        // is in memory (a record the reload skipped was never acknowledged) and now in
+        // PostgreSQL, so the spool is emptied after the switch instead of written again.
+        let mut spooled_here = false;
         if let Some(dir) = &target.spool_dir {
             let held = self
                 .inner
                 .spool_lock
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .is_some();
+                .as_ref()
+                .is_some_and(|l| l.path().parent() == Some(dir.as_path()));
+            spooled_here = held
+                && matches!(
+                    self.inner.router.current_settings().persist,
+                    Sink::Spooled(..)
+                );
             if !held {
                 lock = Some(spool::SpoolLock::acquire(dir)?);
             }
-            crate::recovery::recover_spool(dir, &store, target.batch_size).await?;
+            if !spooled_here {
+                crate::recovery::recover_spool(dir, &store, target.batch_size).await?;
+            }
         }
         let log = crate::tlog::postgres_log(&target)?;
         let (arbiter, supervised, reads) = supervise(&target, store)?;
@@ -828,6 +840,13 @@ impl Ledger {
                 .spool_lock
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(lock);
+        }
+        if let (true, Some(dir)) = (spooled_here, &self.config().spool_dir) {
+            // Appends are still held: nothing is being spooled. Should this fail, the records
+            // stay in the spool and the next PostgreSQL start finds them stored (skipped).
+            if let Err(e) = spool::Spool::open(dir).and_then(|mut s| s.truncate()) {
+                tracing::error!(error = %e, "migration: could not empty the memory spool (its records are in PostgreSQL; a later start skips them)");
+            }
         }
         Ok((end, anchors, end - at))
     }
