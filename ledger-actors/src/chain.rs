@@ -152,10 +152,13 @@ pub enum Sink {
     /// The memory backend with a `spool_dir` (the rollback window of docs/OPERATIONS.md):
     /// as [`Sink::Memory`], but each record is first appended to the spool and fsynced, and
     /// answered [`Durability::Spooled`]; the next start reloads the spool, and a start on
-    /// PostgreSQL writes it there. The mutex serializes the actors' spool writes.
+    /// PostgreSQL writes it there. The mutex serializes the actors' spool writes; it holds
+    /// `None` once a write failed (a partial frame may follow the last good one, and a
+    /// record appended behind it could not be read back), so every later append is refused
+    /// until a restart, which keeps the unreadable tail aside.
     Spooled(
         Arc<crate::store::MemoryLedgerStore>,
-        Arc<Mutex<crate::supervisor::spool::Spool>>,
+        Arc<Mutex<Option<crate::supervisor::spool::Spool>>>,
     ),
     /// A persistence actor (the supervisor on PostgreSQL), which answers each record through
     /// its [`Persist::reply`].
@@ -367,12 +370,21 @@ impl ChainActor {
                 let (spooled, durability) = match sink {
                     Sink::Spooled(_, spool) => {
                         // The lock is held only for one append + fsync; a poisoned lock still
-                        // holds a usable file (a failed write is returned, not half-applied).
-                        let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-                        (
-                            spool.append(&record).and_then(|()| spool.sync()),
-                            Durability::Spooled,
-                        )
+                        // holds a usable file or `None` (see `Sink::Spooled`).
+                        let mut slot = spool.lock().unwrap_or_else(|p| p.into_inner());
+                        let written = match slot.as_mut() {
+                            Some(spool) => spool.append(&record).and_then(|()| spool.sync()),
+                            None => Err(LedgerError::Io(
+                                "the spool could not be written earlier; appends are refused until the host restarts (records acknowledged before are safe)".into(),
+                            )),
+                        };
+                        if let Err(e) = &written
+                            && slot.is_some()
+                        {
+                            tracing::error!(error = %e, "spool write failed: refusing appends until restart");
+                            *slot = None;
+                        }
+                        (written, Durability::Spooled)
                     }
                     _ => (Ok(()), Durability::Volatile),
                 };

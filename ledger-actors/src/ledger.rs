@@ -202,9 +202,10 @@ impl Ledger {
             });
         let log = crate::tlog::memory_log(&store);
         let sink = match spool {
-            Some(spool) => {
-                Sink::Spooled(Arc::clone(&store), Arc::new(std::sync::Mutex::new(spool)))
-            }
+            Some(spool) => Sink::Spooled(
+                Arc::clone(&store),
+                Arc::new(std::sync::Mutex::new(Some(spool))),
+            ),
             None => Sink::Memory(Arc::clone(&store)),
         };
         let memory_store = Arc::clone(&store);
