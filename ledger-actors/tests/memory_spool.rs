@@ -5,17 +5,17 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ledger_actors::{Durability, Ledger, LedgerConfig, LedgerError};
 use ledger_entities::NewRecord;
 use serde_json::json;
 use uuid::Uuid;
 
-fn config(dir: &PathBuf) -> LedgerConfig {
+fn config(dir: &Path) -> LedgerConfig {
     LedgerConfig {
         workers: 2,
-        spool_dir: Some(dir.clone()),
+        spool_dir: Some(dir.to_path_buf()),
         checkpoint_interval: std::time::Duration::ZERO,
         ..LedgerConfig::default()
     }
