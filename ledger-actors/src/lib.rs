@@ -16,6 +16,8 @@
 //!   group-committing [`persistence::PostgresPersistence`] and the refusing
 //!   [`persistence::ReadOnlyPersistence`] of [`Ledger::open_read_only`].
 //! - [`pg`]: [`pg::insert_records`], the one statement every record is written with.
+//! - [`recovery`]: the spool across restarts: a memory ledger reloads it, a PostgreSQL
+//!   ledger writes it to the database at start and reports every re-chained record.
 //! - [`store`]: the [`store::LedgerStore`] trait, [`Durability`], [`store::MemoryLedgerStore`]
 //!   and [`store::PostgresLedgerStore`] (connect, error classification, reads).
 //! - [`supervisor`]: [`supervisor::Supervisor`], PostgreSQL failover to the in-memory outage
@@ -23,6 +25,8 @@
 //!   plus the buffer). Its module doc tells a record's way to PostgreSQL.
 //! - [`transfer`]: export and import as JSON Lines (verified, idempotent, resumable), and
 //!   the `ledger append` line format.
+//! - [`migrate`]: the copy rounds and checks of the live memory → PostgreSQL migration
+//!   ([`Ledger::migrate_to_postgres`]).
 //! - [`verify`]: chain verification.
 //! - [`config`]: [`LedgerConfig`], the YAML `ledger:` section and `LEDGER_*` variables.
 //! - [`metrics`]: metric names and recording.
@@ -38,9 +42,11 @@ pub mod integrator;
 pub mod ledger;
 pub mod log_verify;
 pub mod metrics;
+pub mod migrate;
 pub mod observe;
 pub mod persistence;
 pub mod pg;
+pub mod recovery;
 pub mod router;
 pub mod store;
 pub mod supervisor;

@@ -106,7 +106,7 @@ impl LogStore for MemoryLog {
         cap: u64,
     ) -> Result<(u64, Option<DateTime<Utc>>), LedgerError> {
         let from = u64::try_from(watermark.seq).unwrap_or(0);
-        let total = self.store.committed_count();
+        let total = self.store.committed_len();
         let first = self.store.committed(from, 1).first().map(|r| r.ts);
         Ok((total.saturating_sub(from).min(cap), first))
     }

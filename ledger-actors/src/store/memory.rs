@@ -60,7 +60,7 @@ impl MemoryLedgerStore {
     }
 
     /// Records committed so far (the length of the commit order).
-    pub fn committed_count(&self) -> u64 {
+    pub fn committed_len(&self) -> u64 {
         self.order.read().unwrap_or_else(|p| p.into_inner()).len() as u64
     }
 
