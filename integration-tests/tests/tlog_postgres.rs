@@ -336,3 +336,54 @@ async fn tampering_is_detected_and_named() {
     );
     ctx.teardown().await;
 }
+
+/// A number with more digits than a double holds, written into a stored payload by hand
+/// (`0.1` → `0.10000000000000000001`), decodes to the same double, so the record's hash still
+/// verifies and the chains see nothing; `ledger verify`'s log check names the record.
+#[actix_rt::test]
+async fn inexact_number_written_by_hand_is_named() {
+    let ctx = TestContext::new("tlog_inexact").await;
+    let s = signer(3);
+    let ledger = Ledger::start(pg_config(&ctx, key_file(&s))).await.unwrap();
+    let anchor = Uuid::now_v7();
+    let ack = ledger
+        .append(NewRecord::new(
+            anchor,
+            "slot",
+            "event",
+            json!({ "a": 0.1, "id": "1234567890123456789" }),
+            "tests",
+        ))
+        .await
+        .unwrap();
+    ledger.append(rec(anchor, 1)).await.unwrap();
+    ledger
+        .await_checkpoint(2, Duration::from_secs(15))
+        .await
+        .unwrap();
+    let store = ledger.store().clone();
+    ledger.shutdown().await.unwrap();
+    assert_eq!(
+        check(&ctx, &s.verifier()).await.problems,
+        vec![],
+        "a 19-digit string is no finding"
+    );
+    exec(
+        &ctx,
+        "UPDATE ledger_records SET payload = \
+         '{\"a\": 0.10000000000000000001, \"id\": \"1234567890123456789\"}'::jsonb WHERE rid = $1",
+        vec![ack.record.rid.into()],
+    )
+    .await;
+    let chains = ledger_actors::verify::verify_all(store.as_ref())
+        .await
+        .unwrap();
+    assert!(chains.breaks.is_empty(), "decoded, the hash still matches");
+    let report = check(&ctx, &s.verifier()).await;
+    assert!(
+        named(&report, &ack.record.rid.to_string(), "nearest double"),
+        "{report:#?}"
+    );
+    assert_eq!(report.problems.len(), 1, "{report:#?}");
+    ctx.teardown().await;
+}

@@ -8,7 +8,9 @@
 //! 3. offline receipt verification (`ledger_actors::tlog::verify_receipt`: note signature,
 //!    record hash, inclusion path).
 //!
-//! Each figure is the median (and p99) of many runs; nothing is asserted.
+//! Each figure is the median (and p99) of many runs; nothing is asserted. With
+//! `LEDGER_BENCH_RECEIPT_DIR` set, the receipt of (3) and its verifier key are written there,
+//! to time `ledger verify-receipt` as a whole process on the same input.
 
 use std::time::{Duration, Instant};
 
@@ -116,6 +118,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let receipt = Receipt::new(serde_json::to_value(&record)?, 0, LEAVES, &path, note);
     let key = signer.verifier();
+    // For timing `ledger verify-receipt` as a whole process on the same receipt.
+    if let Ok(dir) = std::env::var("LEDGER_BENCH_RECEIPT_DIR") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("receipt.json"), serde_json::to_vec(&receipt)?)?;
+        std::fs::write(dir.join("checkpoint.pub"), key.to_key_string())?;
+        println!("wrote receipt.json and checkpoint.pub to {}", dir.display());
+    }
     let mut times = Vec::new();
     for _ in 0..2000 {
         let t = Instant::now();

@@ -150,6 +150,17 @@ pub enum Sink {
     /// uniqueness checked there) and answers at once, [`Durability::Volatile`] — no hop to
     /// another thread, no channel.
     Memory(Arc<crate::store::MemoryLedgerStore>),
+    /// The memory backend with a `spool_dir` (the rollback window of docs/OPERATIONS.md):
+    /// as [`Sink::Memory`], but each record is first appended to the spool and fsynced, and
+    /// answered [`Durability::Spooled`]; the next start reloads the spool, and a start on
+    /// PostgreSQL writes it there. The mutex serializes the actors' spool writes; it holds
+    /// `None` once a write failed (a partial frame may follow the last good one, and a
+    /// record appended behind it could not be read back), so every later append is refused
+    /// until a restart, which keeps the unreadable tail aside.
+    Spooled(
+        Arc<crate::store::MemoryLedgerStore>,
+        Arc<Mutex<Option<crate::writer::spool::Spool>>>,
+    ),
     /// A persistence actor (the read-only refuser), which answers each record through its
     /// [`Persist::reply`].
     Actor(Recipient<Persist>),
@@ -365,16 +376,41 @@ impl ChainActor {
             Err(e) => return Box::pin(fut::ready(Err(e.into()))),
         };
         match &self.settings.persist {
-            Sink::Memory(store) => {
+            sink @ (Sink::Memory(store) | Sink::Spooled(store, _)) => {
                 // Written now, on this thread: the append is answered without another hop.
-                let outcome = store.insert_now(std::slice::from_ref(&record));
+                // Spooled: write-ahead, so a record is never in memory (and linked onto)
+                // without being in the spool; a record spooled and then refused by the store
+                // was never acknowledged (the spool reload skips it).
+                let (spooled, durability) = match sink {
+                    Sink::Spooled(_, spool) => {
+                        // The lock is held only for one append + fsync; a poisoned lock still
+                        // holds a usable file or `None` (see `Sink::Spooled`).
+                        let mut slot = spool.lock().unwrap_or_else(|p| p.into_inner());
+                        let written = match slot.as_mut() {
+                            Some(spool) => spool.append(&record).and_then(|()| spool.sync()),
+                            None => Err(LedgerError::Io(
+                                "the spool could not be written earlier; appends are refused until the host restarts (records acknowledged before are safe)".into(),
+                            )),
+                        };
+                        if let Err(e) = &written
+                            && slot.is_some()
+                        {
+                            tracing::error!(error = %e, "spool write failed: refusing appends until restart");
+                            *slot = None;
+                        }
+                        (written, Durability::Spooled)
+                    }
+                    _ => (Ok(()), Durability::Volatile),
+                };
+                let outcome =
+                    spooled.and_then(|()| store.insert_now(std::slice::from_ref(&record)));
                 return Box::pin(fut::ready(match outcome {
                     Ok(()) => {
                         self.head = Some(record.hash);
                         self.last_ts = ts;
                         Ok(AppendAck {
                             record,
-                            durability: Durability::Volatile,
+                            durability,
                             replayed: false,
                         })
                     }
@@ -450,7 +486,7 @@ impl ChainActor {
                 }
                 persist.do_send(msg);
             }
-            Sink::Memory(_) => {
+            Sink::Memory(_) | Sink::Spooled(..) => {
                 return Box::pin(fut::ready(Err(LedgerError::Internal(
                     "a re-link needs a persistence actor".into(),
                 ))));

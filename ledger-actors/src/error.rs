@@ -153,6 +153,16 @@ pub enum LedgerError {
     /// `docs/OPERATIONS.md`, "Export format") and was copied whole.
     #[error("not a readable AVL export: {0}")]
     Format(String),
+    /// The live memory → PostgreSQL migration ([`crate::Ledger::migrate_to_postgres`]) was
+    /// refused and nothing was switched: the ledger is not a running memory-backend ledger
+    /// (it runs on PostgreSQL, is read-only, already migrated or shutting down), the target
+    /// is not a `postgres` configuration, or the target database holds records that conflict
+    /// with the in-memory chains (the message names the anchor or rid). Records a refused
+    /// run already copied are kept; a rerun skips them. Handle: point the migration at an
+    /// empty database (or the one an interrupted run of this migration filled); the ledger
+    /// keeps running on memory meanwhile.
+    #[error("memory to PostgreSQL migration refused: {0}")]
+    MigrationRefused(String),
     /// An actor stopped unexpectedly or an invariant failed. Handle: report it as a bug;
     /// the append's outcome is unknown (re-append with the same rid to learn it).
     #[error("internal error: {0}")]

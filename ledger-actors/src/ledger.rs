@@ -14,13 +14,12 @@ use crate::config::{Backend, LedgerConfig};
 use crate::error::LedgerError;
 use crate::health::Health;
 use crate::observe::{ActiveBackend, ChainMailboxes, Observer, QueueDepth, Sampler};
-use crate::persistence::{Durability, Flush, MemoryPersistence, ReadOnlyPersistence};
+use crate::persistence::{Durability, Flush, MemoryPersistence, ReadOnlyPersistence, WriterSender};
 use crate::pg::store::PostgresLedgerStore;
 use crate::router::ChainRouter;
 use crate::store::{Head, LedgerStore, MemoryLedgerStore, RecordRange};
 use crate::verify::{self, ChainReport, VerifySummary};
 use crate::writer::buffer::OutageBuffer;
-use crate::writer::drain::{self, DrainState};
 use crate::writer::reads::SupervisedStore;
 use crate::writer::{
     AwaitDrain, GetOutageRecords, GetStatus, OutageRecords, OutageStatus, Supervisor, spool,
@@ -54,7 +53,34 @@ struct Inner {
     read_only: AtomicBool,
     /// The lock on `spool_dir` while this ledger owns the spool; released by shutdown.
     spool_lock: std::sync::Mutex<Option<spool::SpoolLock>>,
+    /// The memory store appends go to, on a memory-backend ledger (what
+    /// [`Ledger::migrate_to_postgres`] copies).
+    memory: Option<Arc<MemoryLedgerStore>>,
+    /// Set once by [`Ledger::migrate_to_postgres`]: what the ledger runs on afterwards. The
+    /// fields above it that it shadows (config, store, flush, supervisor, observer,
+    /// integrator) are the memory ledger's.
+    switched: OnceLock<Switched>,
+    /// Held by a migration from start to end: one at a time.
+    migrating: tokio::sync::Mutex<()>,
+    /// What writing the spool to PostgreSQL at start did (postgres backend with a
+    /// `spool_dir` that held records).
+    spool_recovery: OnceLock<crate::recovery::SpoolRecovery>,
 }
+
+/// A memory ledger's PostgreSQL side after [`Ledger::migrate_to_postgres`].
+struct Switched {
+    config: LedgerConfig,
+    store: Arc<dyn LedgerStore>,
+    flush: Recipient<Flush>,
+    supervisor: Addr<Supervisor>,
+    observer: Arc<Observer>,
+    integrator: Option<Arc<crate::integrator::Integrator>>,
+}
+
+/// Copy rounds of [`Ledger::migrate_to_postgres`] while appends continue, at most (each
+/// round copies what was appended during the one before; the rounds stop early once that
+/// is a batch or less, or stops shrinking).
+const MIGRATION_ROUNDS: u32 = 8;
 
 /// What [`Ledger::shutdown`] left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +98,8 @@ pub struct ShutdownReport {
 /// The parts only a supervised (PostgreSQL) ledger has.
 struct Supervised {
     addr: Addr<Supervisor>,
+    /// The writer's inbox, where chain actors hand their records.
+    writer: WriterSender,
     router: Arc<OnceLock<Weak<ChainRouter>>>,
     degraded: Arc<AtomicBool>,
 }
@@ -81,7 +109,10 @@ impl Ledger {
     pub async fn start(config: LedgerConfig) -> Result<Self, LedgerError> {
         config.check()?;
         match config.backend {
-            Backend::Memory => Self::start_memory(config, Arc::new(MemoryLedgerStore::new())),
+            Backend::Memory => match config.spool_dir.clone() {
+                Some(dir) => Self::start_memory_spooled(config, &dir),
+                None => Self::start_memory(config, Arc::new(MemoryLedgerStore::new())),
+            },
             Backend::Postgres => Self::start_postgres(config).await,
         }
     }
@@ -131,6 +162,38 @@ impl Ledger {
         config: LedgerConfig,
         store: Arc<MemoryLedgerStore>,
     ) -> Result<Self, LedgerError> {
+        Self::start_memory_with(config, store, None)
+    }
+
+    /// The memory backend with a `spool_dir` (the rollback window, docs/OPERATIONS.md):
+    /// takes the spool's lock ([`LedgerError::SpoolLocked`] if another process holds it),
+    /// reloads every record in the spool into memory (chains continue where the last process
+    /// left them), then spools each new record (fsynced) before acknowledging it
+    /// [`Durability::Spooled`]. The spool is never truncated here: a later start on
+    /// PostgreSQL with the same `spool_dir` writes it there (re-chaining onto the database's
+    /// heads, reported) and empties it.
+    fn start_memory_spooled(
+        config: LedgerConfig,
+        dir: &std::path::Path,
+    ) -> Result<Self, LedgerError> {
+        config.check()?;
+        let lock = spool::SpoolLock::acquire(dir)?;
+        let store = Arc::new(MemoryLedgerStore::new());
+        let spool = crate::recovery::reload_spool(dir, &store)?;
+        let ledger = Self::start_memory_with(config, store, Some(spool))?;
+        *ledger
+            .inner
+            .spool_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(lock);
+        Ok(ledger)
+    }
+
+    fn start_memory_with(
+        config: LedgerConfig,
+        store: Arc<MemoryLedgerStore>,
+        spool: Option<spool::Spool>,
+    ) -> Result<Self, LedgerError> {
         config.check()?;
         let persistence_arbiter = Arbiter::new();
         let memory = Arc::clone(&store);
@@ -141,9 +204,16 @@ impl Ledger {
                 MemoryPersistence::new(memory, Durability::Volatile).with_queue(actor_queue)
             });
         let log = crate::tlog::memory_log(&store);
-        let sink = Sink::Memory(Arc::clone(&store));
+        let sink = match spool {
+            Some(spool) => Sink::Spooled(
+                Arc::clone(&store),
+                Arc::new(std::sync::Mutex::new(Some(spool))),
+            ),
+            None => Sink::Memory(Arc::clone(&store)),
+        };
+        let memory_store = Arc::clone(&store);
         let store: Arc<dyn LedgerStore> = store;
-        let ledger = Self::assemble(
+        let mut ledger = Self::assemble(
             config,
             store,
             sink,
@@ -152,6 +222,10 @@ impl Ledger {
             None,
             Some(queue),
         );
+        if let Some(inner) = Arc::get_mut(&mut ledger.inner) {
+            // Just assembled: this is the only handle.
+            inner.memory = Some(memory_store);
+        }
         ledger.set_integrator(crate::tlog::start_integrator(&ledger.inner.config, log)?);
         Ok(ledger)
     }
@@ -165,7 +239,31 @@ impl Ledger {
 
     /// The transparency log's integrator, unless `checkpoint_interval` is 0.
     pub(crate) fn integrator(&self) -> Option<&Arc<crate::integrator::Integrator>> {
-        self.inner.integrator.get()
+        match self.inner.switched.get() {
+            Some(s) => s.integrator.as_ref(),
+            None => self.inner.integrator.get(),
+        }
+    }
+
+    fn flush_recipient(&self) -> &Recipient<Flush> {
+        self.inner
+            .switched
+            .get()
+            .map_or(&self.inner.flush, |s| &s.flush)
+    }
+
+    fn supervisor(&self) -> Option<&Addr<Supervisor>> {
+        match self.inner.switched.get() {
+            Some(s) => Some(&s.supervisor),
+            None => self.inner.supervisor.as_ref(),
+        }
+    }
+
+    fn observer(&self) -> &Arc<Observer> {
+        self.inner
+            .switched
+            .get()
+            .map_or(&self.inner.observer, |s| &s.observer)
     }
 
     /// Starts a postgres-backend ledger: connects, checks (or, with `auto_migrate`, applies)
@@ -206,40 +304,58 @@ impl Ledger {
             }
             Err(e) => return Err(e),
         };
-        if let Some(dir) = &config.spool_dir {
-            recover_spool(dir, &store, config.batch_size).await?;
-        }
-        let buffer = Arc::new(OutageBuffer::default());
-        let router_slot: Arc<OnceLock<Weak<ChainRouter>>> = Arc::new(OnceLock::new());
-        let degraded = Arc::new(AtomicBool::new(false));
-        let supervisor = Supervisor::new(
-            config.clone(),
-            Arc::clone(&store),
-            Arc::clone(&buffer),
-            Arc::clone(&router_slot),
-            Arc::clone(&degraded),
-        )?;
-        let writer = supervisor.sender();
-        let arbiter = Arbiter::new();
-        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| supervisor);
-        let reads: Arc<dyn LedgerStore> =
-            Arc::new(SupervisedStore::new(store, buffer, Arc::clone(&degraded)));
+        let recovery = match &config.spool_dir {
+            Some(dir) => {
+                Some(crate::recovery::recover_spool(dir, &store, config.batch_size).await?)
+            }
+            None => None,
+        };
+        let (arbiter, supervised, reads) = supervise(&config, store)?;
         let log = crate::tlog::postgres_log(&config)?;
+        let addr = supervised.addr.clone();
         let ledger = Self::assemble(
             config,
             reads,
-            Sink::Writer(writer),
-            addr.clone().recipient(),
+            Sink::Writer(supervised.writer.clone()),
+            addr.recipient(),
             vec![arbiter],
-            Some(Supervised {
-                addr,
-                router: router_slot,
-                degraded,
-            }),
+            Some(supervised),
             None,
         );
+        if let Some(r) = recovery.filter(|r| r.records > 0 || r.corrupt_tail.is_some()) {
+            // Just assembled: the cell is empty.
+            let _ = ledger.inner.spool_recovery.set(r);
+        }
         ledger.set_integrator(crate::tlog::start_integrator(&ledger.inner.config, log)?);
         Ok(ledger)
+    }
+
+    /// What writing the spool to PostgreSQL did at this ledger's start: the records an
+    /// earlier process left there (an outage, or a memory ledger's rollback window) and every
+    /// one re-chained onto the database's heads. `None` when the spool was empty (or there
+    /// is none).
+    pub fn spool_recovery(&self) -> Option<&crate::recovery::SpoolRecovery> {
+        self.inner.spool_recovery.get()
+    }
+
+    /// Writes the spool in `config.spool_dir` to the PostgreSQL database of `config` and
+    /// empties it, without starting a ledger (`ledger recover-spool`, the roll-forward step
+    /// of the rollback runbook): takes the spool's lock ([`LedgerError::SpoolLocked`] while
+    /// a host runs on it), connects (never falls back to memory:
+    /// [`LedgerError::Unavailable`]), then as a PostgreSQL ledger's start does. A config
+    /// that is not `postgres` with a `spool_dir` is a [`LedgerError::Config`].
+    pub async fn recover_spool(
+        config: &LedgerConfig,
+    ) -> Result<crate::recovery::SpoolRecovery, LedgerError> {
+        config.check()?;
+        let (Backend::Postgres, Some(dir)) = (config.backend, &config.spool_dir) else {
+            return Err(LedgerError::Config(
+                "recovering the spool needs backend: postgres and a spool_dir".into(),
+            ));
+        };
+        let _lock = spool::SpoolLock::acquire(dir)?;
+        let store = Arc::new(crate::pg::store::open(config).await?);
+        crate::recovery::recover_spool(dir, &store, config.batch_size).await
     }
 
     /// Starts the chain workers, the router and the metrics sampler around a running
@@ -316,18 +432,28 @@ impl Ledger {
                 integrator: OnceLock::new(),
                 read_only: AtomicBool::new(false),
                 spool_lock: std::sync::Mutex::new(None),
+                memory: None,
+                switched: OnceLock::new(),
+                migrating: tokio::sync::Mutex::new(()),
+                spool_recovery: OnceLock::new(),
             }),
         }
     }
 
     /// The configuration the ledger runs with.
     pub fn config(&self) -> &LedgerConfig {
-        &self.inner.config
+        self.inner
+            .switched
+            .get()
+            .map_or(&self.inner.config, |s| &s.config)
     }
 
     /// The store reads go to.
     pub fn store(&self) -> &Arc<dyn LedgerStore> {
-        &self.inner.store
+        self.inner
+            .switched
+            .get()
+            .map_or(&self.inner.store, |s| &s.store)
     }
 
     /// The worker threads chain actors run on (one per core unless configured). A host may
@@ -346,11 +472,11 @@ impl Ledger {
     /// (or the configured timeout, if shorter) per probe.
     pub async fn health(&self) -> Health {
         crate::health::assess(crate::health::Probe {
-            config: &self.inner.config,
-            store: self.inner.store.as_ref(),
-            observer: &self.inner.observer,
-            persistence: &self.inner.flush,
-            supervisor: self.inner.supervisor.as_ref(),
+            config: self.config(),
+            store: self.store().as_ref(),
+            observer: self.observer(),
+            persistence: self.flush_recipient(),
+            supervisor: self.supervisor(),
             workers: self.inner.router.workers(),
             closing: self.inner.closing.load(Ordering::Acquire),
         })
@@ -362,7 +488,7 @@ impl Ledger {
     /// A sampler does it every [`crate::observe::SAMPLE_EVERY`]; call this to read current
     /// values from the exporter without waiting for it.
     pub fn sample_metrics(&self) {
-        self.inner.observer.publish();
+        self.observer().publish();
     }
 
     /// Appends a record to its anchor's chain and answers once it is stored. Waits at most
@@ -413,7 +539,7 @@ impl Ledger {
     /// The checks made before a record crosses into an actor: the payload's nesting depth
     /// (iteratively; a refused payload is disposed of without recursion).
     fn admit(&self, record: NewRecord) -> Result<NewRecord, LedgerError> {
-        let max_depth = self.inner.config.limits().max_depth;
+        let max_depth = self.config().limits().max_depth;
         match ledger_entities::validate::check_depth(&record.payload, max_depth) {
             Ok(()) => Ok(record),
             Err(e) => {
@@ -425,7 +551,7 @@ impl Ledger {
 
     async fn append_inner(&self, record: NewRecord) -> Result<AppendAck, LedgerError> {
         let anchor_id = record.anchor_id;
-        self.send(Append::new(record), anchor_id, self.inner.config.timeout)
+        self.send(Append::new(record), anchor_id, self.config().timeout)
             .await
     }
 
@@ -441,7 +567,7 @@ impl Ledger {
         if self.is_read_only() {
             return Err(LedgerError::ReadOnly);
         }
-        let timeout = self.inner.config.timeout;
+        let timeout = self.config().timeout;
         let _permit = match tokio::time::timeout(timeout, self.inner.permits.acquire()).await {
             Err(_) => return Err(LedgerError::Overloaded { waited: timeout }),
             Ok(Err(_closed)) => return Err(LedgerError::ShuttingDown),
@@ -455,7 +581,7 @@ impl Ledger {
 
     /// The record with this rid.
     pub async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
-        self.inner.store.get(rid).await
+        self.store().get(rid).await
     }
 
     /// One anchor's records in chain order within `range`.
@@ -464,8 +590,8 @@ impl Ledger {
         anchor_id: Uuid,
         range: &RecordRange,
     ) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
-        let records = self.inner.store.records(anchor_id, range).await?;
-        if records.is_empty() && self.inner.store.head(anchor_id).await?.is_none() {
+        let records = self.store().records(anchor_id, range).await?;
+        if records.is_empty() && self.store().head(anchor_id).await?.is_none() {
             return Err(LedgerError::UnknownAnchor(anchor_id));
         }
         Ok(records)
@@ -486,7 +612,7 @@ impl Ledger {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<Uuid>, LedgerError> {
-        self.inner.store.anchors(after, limit).await
+        self.store().anchors(after, limit).await
     }
 
     /// Writes the records `options` selects to `out` as an export (JSON Lines, see
@@ -498,7 +624,7 @@ impl Ledger {
         out: &mut W,
         options: &crate::transfer::ExportOptions,
     ) -> Result<crate::transfer::ExportSummary, LedgerError> {
-        crate::transfer::export(self.inner.store.as_ref(), out, options, &mut |_| {}).await
+        crate::transfer::export(self.store().as_ref(), out, options, &mut |_| {}).await
     }
 
     /// Imports an export into this ledger's store (verified, idempotent, resumable; see
@@ -513,11 +639,11 @@ impl Ledger {
         on_refused: &mut dyn FnMut(&crate::transfer::Refusal),
     ) -> Result<crate::transfer::ImportSummary, LedgerError> {
         let options = crate::transfer::ImportOptions {
-            batch_size: self.inner.config.batch_size,
-            limits: self.inner.config.limits(),
+            batch_size: self.config().batch_size,
+            limits: self.config().limits(),
         };
         crate::transfer::import(
-            self.inner.store.as_ref(),
+            self.store().as_ref(),
             input,
             &options,
             on_refused,
@@ -526,34 +652,237 @@ impl Ledger {
         .await
     }
 
+    /// Moves this running memory-backend ledger onto the PostgreSQL database `target`
+    /// describes, without a restart and without losing or re-chaining a record.
+    ///
+    /// 1. Refuses ([`LedgerError::MigrationRefused`], nothing changed) unless this is a
+    ///    running memory-backend ledger and `target` a valid `postgres` configuration, and
+    ///    when the target holds another chain of an anchor this ledger has.
+    /// 2. Copies every record, verified (hash recomputed), through
+    ///    [`crate::pg::insert_records`] in commit order, in rounds while appends continue:
+    ///    each round the records committed since the last one.
+    /// 3. Cut-over: takes every append permit (appends wait, none fails unless it waits
+    ///    longer than its timeout), copies the last records, checks that every anchor's
+    ///    head in PostgreSQL is the in-memory head, writes any outage spool in
+    ///    `target.spool_dir`, starts the [`Supervisor`] and switches the chain actors, the
+    ///    reads, health and the transparency log to PostgreSQL; then releases the appends.
+    ///    From then on appends are acknowledged [`Durability::Committed`] (or buffered
+    ///    during an outage, as on any PostgreSQL ledger).
+    ///
+    /// If it fails before the switch the ledger keeps running on memory; the records already
+    /// copied stay in PostgreSQL and a rerun skips them (same rid, same hash). Waiting for
+    /// the appends in flight longer than the configured timeout is
+    /// [`LedgerError::Overloaded`]: retry. `target.max_in_flight` is replaced by this
+    /// ledger's (the permits are shared). Appends made through [`Ledger::router`] directly,
+    /// and [`Ledger::import`] run concurrently, bypass the quiescing: do not run them
+    /// during a migration.
+    pub async fn migrate_to_postgres(
+        &self,
+        target: LedgerConfig,
+    ) -> Result<crate::migrate::MigrationReport, LedgerError> {
+        let _one = self.inner.migrating.lock().await;
+        let refuse = |why: &str| Err(LedgerError::MigrationRefused(why.to_owned()));
+        if self.is_read_only() {
+            return refuse("the ledger was opened read-only");
+        }
+        if self.inner.closing.load(Ordering::Acquire) {
+            return refuse("the ledger is shutting down");
+        }
+        if self.inner.switched.get().is_some() {
+            return refuse("the ledger already runs on PostgreSQL (migrated)");
+        }
+        let Some(memory) = self.inner.memory.clone() else {
+            return refuse("the ledger runs on PostgreSQL, not on the memory backend");
+        };
+        if target.backend != Backend::Postgres {
+            return refuse("the target configuration's backend is not postgres");
+        }
+        let target = LedgerConfig {
+            max_in_flight: self.inner.config.max_in_flight,
+            ..target
+        };
+        target.check()?;
+        let store = Arc::new(crate::pg::store::open(&target).await?);
+        crate::migrate::check_target(&memory, &store).await?;
+        let pool = store.connection().get_postgres_connection_pool().clone();
+        let batch = target.batch_size;
+        let (mut at, mut rounds, mut last) = (0u64, 0u32, u64::MAX);
+        loop {
+            // What this round copies: the records committed up to now (appends that come in
+            // while it runs are the next round's).
+            let upto = memory.committed_len();
+            let next = crate::migrate::copy_range(&memory, &pool, at, upto, batch).await?;
+            rounds += 1;
+            let delta = next - at;
+            at = next;
+            tracing::info!(
+                round = rounds,
+                records = delta,
+                "migration: copy round done"
+            );
+            let behind = memory.committed_len() - at;
+            // Stop when what is left fits a batch, when the rounds stop shrinking (appends
+            // come in as fast as they are copied: waiting longer would not shorten the
+            // pause), or after MIGRATION_ROUNDS.
+            if behind <= batch as u64 || behind >= last || rounds >= MIGRATION_ROUNDS {
+                break;
+            }
+            last = behind;
+        }
+        let max = u32::try_from(self.inner.config.max_in_flight).unwrap_or(u32::MAX);
+        let wait = self.inner.config.timeout;
+        let permits = match tokio::time::timeout(wait, self.inner.permits.acquire_many(max)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_closed)) => return Err(LedgerError::ShuttingDown),
+            Err(_) => return Err(LedgerError::Overloaded { waited: wait }),
+        };
+        let paused = Instant::now();
+        let switched = self.cut_over(&memory, store, &pool, at, target).await;
+        drop(permits);
+        let cutover_pause = paused.elapsed();
+        let (records, anchors, cutover_records) = switched?;
+        let report = crate::migrate::MigrationReport {
+            records,
+            anchors,
+            rounds,
+            cutover_records,
+            cutover_pause,
+        };
+        tracing::info!(?report, "migration: the ledger runs on PostgreSQL");
+        if let Some(old) = self.inner.integrator.get() {
+            old.shutdown(self.inner.config.timeout).await;
+        }
+        Ok(report)
+    }
+
+    /// The quiesced part of [`Ledger::migrate_to_postgres`]: last copy, checks, switch.
+    /// Returns (records, anchors, records copied now).
+    async fn cut_over(
+        &self,
+        memory: &Arc<MemoryLedgerStore>,
+        store: Arc<PostgresLedgerStore>,
+        pool: &sea_orm::sqlx::PgPool,
+        at: u64,
+        target: LedgerConfig,
+    ) -> Result<(u64, u64, u64), LedgerError> {
+        let end =
+            crate::migrate::copy_range(memory, pool, at, memory.committed_len(), target.batch_size)
+                .await?;
+        let anchors = crate::migrate::verify_heads(memory, &store).await?;
+        let mut lock = None;
+        // A memory ledger spooling into the target's spool_dir: every record in that spool
+        // is in memory (a record the reload skipped was never acknowledged) and now in
+        // PostgreSQL, so the spool is emptied after the switch instead of written again.
+        let mut spooled_here = false;
+        if let Some(dir) = &target.spool_dir {
+            let held = self
+                .inner
+                .spool_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|l| l.path().parent() == Some(dir.as_path()));
+            spooled_here = held
+                && matches!(
+                    self.inner.router.current_settings().persist,
+                    Sink::Spooled(..)
+                );
+            if !held {
+                lock = Some(spool::SpoolLock::acquire(dir)?);
+            }
+            if !spooled_here {
+                crate::recovery::recover_spool(dir, &store, target.batch_size).await?;
+            }
+        }
+        let log = crate::tlog::postgres_log(&target)?;
+        let (arbiter, supervised, reads) = supervise(&target, store)?;
+        let integrator = match crate::tlog::start_integrator(&target, log) {
+            Ok(i) => i,
+            Err(e) => {
+                arbiter.stop();
+                return Err(e);
+            }
+        };
+        // Set once, right after the supervisor exists; it reads it later.
+        let _ = supervised.router.set(Arc::downgrade(&self.inner.router));
+        let mut settings = self.inner.router.current_settings();
+        settings.store = Arc::clone(&reads);
+        settings.persist = Sink::Writer(supervised.writer.clone());
+        settings.suspend_passivation = Arc::clone(&supervised.degraded);
+        settings.persistence_queue = None;
+        settings.relink_for = target.timeout.mul_f64(0.8);
+        let observer = Arc::new(Observer::new(
+            Backend::Postgres,
+            ActiveBackend::Supervised(Arc::clone(&supervised.degraded)),
+            Arc::clone(&self.inner.permits),
+            self.inner.config.max_in_flight,
+            Arc::clone(&settings.mailboxes),
+            None,
+        ));
+        let switched = Switched {
+            config: target,
+            store: reads,
+            flush: supervised.addr.clone().recipient(),
+            supervisor: supervised.addr,
+            observer,
+            integrator,
+        };
+        if self.inner.switched.set(switched).is_err() {
+            // The `migrating` lock and the check at the start rule this out.
+            arbiter.stop();
+            return Err(LedgerError::Internal("ledger switched twice".into()));
+        }
+        self.inner.router.switch_settings(settings)?;
+        self.inner
+            .arbiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(arbiter);
+        if let Some(lock) = lock {
+            *self
+                .inner
+                .spool_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(lock);
+        }
+        if let (true, Some(dir)) = (spooled_here, &self.config().spool_dir) {
+            // Appends are still held: nothing is being spooled. Should this fail, the records
+            // stay in the spool and the next PostgreSQL start finds them stored (skipped).
+            if let Err(e) = spool::Spool::open(dir).and_then(|mut s| s.truncate()) {
+                tracing::error!(error = %e, "migration: could not empty the memory spool (its records are in PostgreSQL; a later start skips them)");
+            }
+        }
+        Ok((end, anchors, end - at))
+    }
+
     /// Walks one anchor's chain, recomputing every hash; reports the first break.
     pub async fn verify(&self, anchor_id: Uuid) -> Result<ChainReport, LedgerError> {
-        verify::verify_chain(self.inner.store.as_ref(), anchor_id).await
+        verify::verify_chain(self.store().as_ref(), anchor_id).await
     }
 
     /// Verifies every anchor.
     pub async fn verify_all(&self) -> Result<VerifySummary, LedgerError> {
-        verify::verify_all(self.inner.store.as_ref()).await
+        verify::verify_all(self.store().as_ref()).await
     }
 
     /// The supervisor's view of PostgreSQL: active mode, buffered records, failovers,
     /// counts of re-chained and quarantined records. `None` on the memory backend.
     pub async fn outage_status(&self) -> Option<OutageStatus> {
-        let addr = self.inner.supervisor.as_ref()?;
+        let addr = self.supervisor()?;
         addr.send(GetStatus).await.ok()
     }
 
     /// The records re-chained or quarantined by outage drains (the status has only their
     /// counts). `None` on the memory backend.
     pub async fn outage_records(&self) -> Option<OutageRecords> {
-        let addr = self.inner.supervisor.as_ref()?;
+        let addr = self.supervisor()?;
         addr.send(GetOutageRecords).await.ok()
     }
 
     /// Waits until records buffered during an outage are all in PostgreSQL (or `timeout`
     /// passes) and returns the status then. `None` on the memory backend.
     pub async fn await_drain(&self, timeout: std::time::Duration) -> Option<OutageStatus> {
-        let addr = self.inner.supervisor.as_ref()?;
+        let addr = self.supervisor()?;
         addr.send(AwaitDrain { timeout }).await.ok()
     }
 
@@ -568,26 +897,22 @@ impl Ledger {
                 spool: None,
             });
         }
-        let max = u32::try_from(self.inner.config.max_in_flight).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(
-            self.inner.config.timeout,
-            self.inner.permits.acquire_many(max),
-        )
-        .await;
+        let max = u32::try_from(self.config().max_in_flight).unwrap_or(u32::MAX);
+        let drained =
+            tokio::time::timeout(self.config().timeout, self.inner.permits.acquire_many(max)).await;
         let unanswered = match &drained {
             Ok(Ok(_)) => 0,
-            _ => self.inner.config.max_in_flight - self.inner.permits.available_permits(),
+            _ => self.config().max_in_flight - self.inner.permits.available_permits(),
         };
         let flushed = self
-            .inner
-            .flush
+            .flush_recipient()
             .send(Flush)
             .await
             .map_err(|e| LedgerError::Internal(format!("persistence actor gone: {e}")))
             .and_then(|r| r);
         // During an outage, give the drain the same bounded time before reporting.
         let status = match self.outage_status().await {
-            Some(s) if s.buffered > 0 => self.await_drain(self.inner.config.timeout).await,
+            Some(s) if s.buffered > 0 => self.await_drain(self.config().timeout).await,
             other => other,
         };
         let (buffered, spool) = match status {
@@ -599,7 +924,7 @@ impl Ledger {
             _ => (0, None),
         };
         if let Some(integrator) = self.integrator() {
-            integrator.shutdown(self.inner.config.timeout).await;
+            integrator.shutdown(self.config().timeout).await;
         }
         self.inner.permits.close();
         self.inner.router.clear();
@@ -614,6 +939,9 @@ impl Ledger {
             arbiter.stop();
         }
         self.inner.observer.finish();
+        if let Some(s) = self.inner.switched.get() {
+            s.observer.finish();
+        }
         // The supervisor (the spool's writer) is stopped: the next ledger may take the spool.
         drop(
             self.inner
@@ -631,52 +959,37 @@ impl Ledger {
     }
 }
 
-/// Writes the records an earlier process left in the outage spool to PostgreSQL, then
-/// empties it. A corrupt or truncated tail is reported and the file kept aside
-/// (`.corrupt-<unix time>`); the complete frames before it are applied, a partial frame
-/// never is.
-async fn recover_spool(
-    dir: &std::path::Path,
-    store: &Arc<PostgresLedgerStore>,
-    batch_size: usize,
-) -> Result<(), LedgerError> {
-    let contents = spool::read(dir)?;
-    let path = dir.join(spool::SPOOL_FILE);
-    if let Some((offset, reason)) = &contents.corrupt_tail {
-        let aside =
-            path.with_extension(format!("spool.corrupt-{}", chrono::Utc::now().timestamp()));
-        tracing::error!(spool = %path.display(), offset, %reason, kept = %aside.display(),
-            records_before = contents.records.len(), "outage spool has a corrupt tail; applying the complete records before it");
-        std::fs::copy(&path, &aside).map_err(|e| {
-            LedgerError::Internal(format!("spool: keep corrupt copy {}: {e}", aside.display()))
-        })?;
-    }
-    if contents.records.is_empty() && contents.corrupt_tail.is_none() {
-        return Ok(());
-    }
-    let pool = store.connection().get_postgres_connection_pool().clone();
-    let mut state = DrainState::default();
-    for batch in contents.records.chunks(batch_size.max(1)) {
-        let out = drain::drain_batch(&pool, store, batch, &mut state).await;
-        if let Some(e) = out.unavailable {
-            return Err(e);
-        }
-        for (old, new) in &out.rechained {
-            tracing::warn!(rid = %new.rid, buffered_hash = %old, new_hash = %new.hash, "spool recovery re-chained a record");
-        }
-        for (r, e) in &out.quarantined {
-            tracing::error!(rid = %r.rid, error = %e, "spool recovery: the database refuses a record; it is not in PostgreSQL");
-        }
-        if !out.quarantined.is_empty() {
-            // Never dropped with the spool: kept in the spool directory's kept file.
-            let kept: Vec<_> = out.quarantined.iter().map(|(r, _)| Arc::clone(r)).collect();
-            let file = spool::keep(dir, &kept)?;
-            tracing::error!(records = kept.len(), file = %file.display(), "spool recovery kept records it cannot write");
-            crate::metrics::records_kept(kept.len() as u64);
-        }
-    }
-    tracing::info!(records = contents.records.len(), spool = %path.display(), "outage spool written to PostgreSQL");
-    spool::Spool::open(dir)?.truncate()
+/// Starts a [`Supervisor`] over `store` on an Arbiter of its own; returns it with the reads
+/// it serves (PostgreSQL plus the outage buffer).
+fn supervise(
+    config: &LedgerConfig,
+    store: Arc<PostgresLedgerStore>,
+) -> Result<(Arbiter, Supervised, Arc<dyn LedgerStore>), LedgerError> {
+    let buffer = Arc::new(OutageBuffer::default());
+    let router_slot: Arc<OnceLock<Weak<ChainRouter>>> = Arc::new(OnceLock::new());
+    let degraded = Arc::new(AtomicBool::new(false));
+    let supervisor = Supervisor::new(
+        config.clone(),
+        Arc::clone(&store),
+        Arc::clone(&buffer),
+        Arc::clone(&router_slot),
+        Arc::clone(&degraded),
+    )?;
+    let writer = supervisor.sender();
+    let arbiter = Arbiter::new();
+    let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| supervisor);
+    let reads: Arc<dyn LedgerStore> =
+        Arc::new(SupervisedStore::new(store, buffer, Arc::clone(&degraded)));
+    Ok((
+        arbiter,
+        Supervised {
+            addr,
+            writer,
+            router: router_slot,
+            degraded,
+        },
+        reads,
+    ))
 }
 
 /// The store `config` names, ready for reads and [`LedgerStore::insert`]: a fresh

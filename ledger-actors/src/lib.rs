@@ -17,6 +17,8 @@
 //! - [`pg`]: all of PostgreSQL but the transparency log's: [`pg::insert_records`], the one
 //!   statement every record is written with; the liveness probes; [`pg::store`]: connect,
 //!   error classification, [`pg::store::PostgresLedgerStore`] (head loads, reads).
+//! - [`recovery`]: the spool across restarts: a memory ledger reloads it, a PostgreSQL
+//!   ledger writes it to the database at start and reports every re-chained record.
 //! - [`store`]: the [`store::LedgerStore`] trait, [`Durability`] and
 //!   [`store::MemoryLedgerStore`].
 //! - [`writer`]: [`writer::Supervisor`], the one PostgreSQL writer: group commit,
@@ -24,6 +26,8 @@
 //!   plus the buffer). Its module doc tells a record's way to PostgreSQL.
 //! - [`transfer`]: export and import as JSON Lines (verified, idempotent, resumable), and
 //!   the `ledger append` line format.
+//! - [`migrate`]: the copy rounds and checks of the live memory → PostgreSQL migration
+//!   ([`Ledger::migrate_to_postgres`]).
 //! - [`verify`]: chain verification.
 //! - [`config`]: [`LedgerConfig`], the YAML `ledger:` section and `LEDGER_*` variables.
 //! - [`metrics`]: metric names and recording.
@@ -39,9 +43,11 @@ pub mod integrator;
 pub mod ledger;
 pub mod log_verify;
 pub mod metrics;
+pub mod migrate;
 pub mod observe;
 pub mod persistence;
 pub mod pg;
+pub mod recovery;
 pub mod router;
 pub mod store;
 pub mod tlog;

@@ -254,5 +254,14 @@ pub async fn verify_log(
             format!("logged before its chain predecessor {pred} (log order rewritten or record inserted)"),
         ));
     }
+    for (rid, reason) in log.unfaithful_payloads(LIST_LIMIT).await? {
+        report.problems.push(problem(
+            format!("record {rid}"),
+            format!(
+                "stored payload not hashable as stored ({reason}): it would verify as the \
+                 nearest double, not as written (written by hand?)"
+            ),
+        ));
+    }
     Ok(report)
 }

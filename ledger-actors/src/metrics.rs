@@ -111,6 +111,25 @@ pub const RECORDS_KEPT: &str = "ledger_records_kept";
 /// Counter: chain breaks found by verification.
 pub const CHAIN_BREAKS_TOTAL: &str = "ledger_chain_breaks_total";
 
+// ---------------------------------------------------------------------------------------------
+// Transparency log
+// ---------------------------------------------------------------------------------------------
+
+/// Gauge: leaves in the transparency log, as this process's integrator last wrote or loaded
+/// it (take the maximum over processes).
+pub const LOG_LEAVES: &str = "ledger_log_leaves";
+/// Gauge: records committed but not yet in the log, as the leading integrator last counted
+/// them (at most once a second, capped at 1,000,000); 0 in a process that does not lead.
+pub const INTEGRATION_LAG_RECORDS: &str = "ledger_integration_lag_records";
+/// Gauge: seconds since the `ts` of the oldest committed record not yet in the log (0 when
+/// none); 0 in a process that does not lead.
+pub const INTEGRATION_LAG_SECONDS: &str = "ledger_integration_lag_seconds";
+/// Counter: checkpoints this process's integrator wrote.
+pub const CHECKPOINTS_TOTAL: &str = "ledger_checkpoints_total";
+/// Gauge: 1 while this process holds the integrator lease, 0 otherwise (exactly one process
+/// per database should show 1).
+pub const INTEGRATOR_LEADER: &str = "ledger_integrator_leader";
+
 /// Every metric name, without the `_bucket`/`_sum`/`_count` series suffixes of histograms.
 pub const ALL: &[&str] = &[
     APPENDS_TOTAL,
@@ -135,6 +154,11 @@ pub const ALL: &[&str] = &[
     RECORDS_RECHAINED_TOTAL,
     RECORDS_KEPT,
     CHAIN_BREAKS_TOTAL,
+    LOG_LEAVES,
+    INTEGRATION_LAG_RECORDS,
+    INTEGRATION_LAG_SECONDS,
+    CHECKPOINTS_TOTAL,
+    INTEGRATOR_LEADER,
 ];
 
 /// Bucket upper bounds (seconds) for [`APPEND_DURATION_SECONDS`] and
@@ -345,6 +369,7 @@ pub fn register_counters() {
         DRAIN_RECORDS_TOTAL,
         RECORDS_RECHAINED_TOTAL,
         CHAIN_BREAKS_TOTAL,
+        CHECKPOINTS_TOTAL,
     ] {
         counter!(name).increment(0);
     }
@@ -372,6 +397,10 @@ pub fn register_gauges() {
         BUFFERED_RECORDS,
         SPOOL_BYTES,
         RECORDS_KEPT,
+        LOG_LEAVES,
+        INTEGRATION_LAG_RECORDS,
+        INTEGRATION_LAG_SECONDS,
+        INTEGRATOR_LEADER,
     ] {
         metrics::gauge!(name).set(0.0);
     }
@@ -484,6 +513,31 @@ pub fn describe() {
         CHAIN_BREAKS_TOTAL,
         Unit::Count,
         "Chain breaks found by verification."
+    );
+    describe_gauge!(
+        LOG_LEAVES,
+        Unit::Count,
+        "Leaves in the transparency log as this process's integrator last wrote or loaded it."
+    );
+    describe_gauge!(
+        INTEGRATION_LAG_RECORDS,
+        Unit::Count,
+        "Records committed but not yet in the transparency log (leading integrator; 0 elsewhere)."
+    );
+    describe_gauge!(
+        INTEGRATION_LAG_SECONDS,
+        Unit::Seconds,
+        "Seconds since the oldest committed record not yet in the log (leading integrator)."
+    );
+    describe_counter!(
+        CHECKPOINTS_TOTAL,
+        Unit::Count,
+        "Checkpoints written by this process's integrator."
+    );
+    describe_gauge!(
+        INTEGRATOR_LEADER,
+        Unit::Count,
+        "1 while this process holds the integrator lease, 0 otherwise."
     );
 }
 
@@ -660,6 +714,23 @@ pub(crate) fn rechained() {
     metrics::counter!(RECORDS_RECHAINED_TOTAL).increment(1);
 }
 
+/// The integrator's state: whether it leads and the log's size as it knows it.
+pub(crate) fn integrator_state(leader: bool, leaves: u64) {
+    metrics::gauge!(INTEGRATOR_LEADER).set(if leader { 1.0 } else { 0.0 });
+    metrics::gauge!(LOG_LEAVES).set(leaves as f64);
+}
+
+/// The integration backlog: records not yet in the log and the age of the oldest.
+pub(crate) fn integration_lag(records: u64, seconds: f64) {
+    metrics::gauge!(INTEGRATION_LAG_RECORDS).set(records as f64);
+    metrics::gauge!(INTEGRATION_LAG_SECONDS).set(seconds);
+}
+
+/// The integrator wrote a checkpoint.
+pub(crate) fn checkpoint_written() {
+    metrics::counter!(CHECKPOINTS_TOTAL).increment(1);
+}
+
 /// Records the supervisor holds waiting for PostgreSQL's answer.
 pub(crate) fn supervisor_depth(records: usize) {
     metrics::gauge!(SUPERVISOR_PENDING_RECORDS).set(records as f64);
@@ -697,7 +768,7 @@ mod tests {
                 "{name} buckets not increasing"
             );
         }
-        assert_eq!(ALL.len(), 22);
+        assert_eq!(ALL.len(), 27);
     }
 
     /// Every gauge is exposed at 0 as soon as the exporter is installed, before any ledger
@@ -730,6 +801,10 @@ mod tests {
             BUFFERED_RECORDS,
             SPOOL_BYTES,
             RECORDS_KEPT,
+            LOG_LEAVES,
+            INTEGRATION_LAG_RECORDS,
+            INTEGRATION_LAG_SECONDS,
+            INTEGRATOR_LEADER,
         ] {
             assert!(gauges.contains(&name), "{name} missing:\n{text}");
             let values: Vec<&str> = text
@@ -743,7 +818,7 @@ mod tests {
         let all_gauges = ALL
             .iter()
             .filter(|n| text.contains(&format!("# TYPE {n} gauge")));
-        assert_eq!(all_gauges.count(), 10);
+        assert_eq!(all_gauges.count(), 14);
     }
 
     /// Histograms render as `_bucket` series with help text, and counters are pre-registered
@@ -785,6 +860,7 @@ mod tests {
         assert!(text.contains("ledger_appends_total{outcome=\"unavailable\"} 0"));
         assert!(text.contains("ledger_db_errors_total{class=\"data\"} 0"));
         assert!(text.contains("ledger_chain_breaks_total 0"));
+        assert!(text.contains("ledger_checkpoints_total 0"));
         assert!(text.contains("ledger_backend_active{backend=\"memory\"} 1"));
         assert!(
             !text.contains("quantile="),

@@ -35,6 +35,9 @@ pub struct ChainRouter {
     workers: Vec<ArbiterHandle>,
     next: AtomicUsize,
     settings: Arc<ChainSettings>,
+    /// The settings of actors started after [`ChainRouter::switch_settings`] (the memory →
+    /// PostgreSQL migration); set at most once.
+    switched: std::sync::OnceLock<Arc<ChainSettings>>,
     passivated: std::sync::atomic::AtomicU64,
 }
 
@@ -46,6 +49,7 @@ impl ChainRouter {
             workers,
             next: AtomicUsize::new(0),
             settings: Arc::new(settings),
+            switched: std::sync::OnceLock::new(),
             passivated: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -58,7 +62,7 @@ impl ChainRouter {
         self.actors
             .entry(anchor_id)
             .or_insert_with(|| {
-                let settings = Arc::clone(&self.settings);
+                let settings = Arc::clone(self.settings());
                 let router: std::sync::Weak<dyn Registry> = Arc::downgrade(self) as _;
                 let make = move |_: &mut Context<ChainActor>| {
                     ChainActor::new(anchor_id, settings, Some(router))
@@ -71,6 +75,29 @@ impl ChainRouter {
                 }
             })
             .clone()
+    }
+
+    /// The settings new chain actors start with.
+    fn settings(&self) -> &Arc<ChainSettings> {
+        self.switched.get().unwrap_or(&self.settings)
+    }
+
+    /// A copy of the settings new chain actors start with (to derive switched ones from).
+    pub(crate) fn current_settings(&self) -> ChainSettings {
+        ChainSettings::clone(self.settings())
+    }
+
+    /// Starts every later chain actor with `settings` and drops the current actors (they
+    /// stop once idle), so the next append of each anchor starts a fresh actor that loads
+    /// its head from the new store. Call it only while no append is in flight (the ledger
+    /// holds every append permit). Once per router: a second switch is an
+    /// [`LedgerError::Internal`] and changes nothing.
+    pub(crate) fn switch_settings(&self, settings: ChainSettings) -> Result<(), LedgerError> {
+        self.switched
+            .set(Arc::new(settings))
+            .map_err(|_| LedgerError::Internal("chain settings already switched".into()))?;
+        self.actors.clear();
+        Ok(())
     }
 
     /// The anchor's live actor, if any (never starts one).
@@ -112,7 +139,7 @@ impl ChainRouter {
             let addr = self.addr(anchor_id);
             let sent = msg
                 .clone()
-                .counted(self.settings.mailboxes.enqueue(anchor_id));
+                .counted(self.settings().mailboxes.enqueue(anchor_id));
             match tokio::time::timeout_at(deadline, addr.send(sent)).await {
                 Err(_elapsed) => {
                     return Err(if msg.take().is_some() {

@@ -208,6 +208,13 @@ impl Ledger {
         self.integrator().map(|i| i.progress().borrow().clone())
     }
 
+    /// The delay from a record's `ts` to the checkpoint covering it, over every record this
+    /// process's integrator has covered (p50, p99, max); `None` with the integrator off or
+    /// before its first checkpoint.
+    pub fn coverage_lag(&self) -> Option<crate::integrator::CoverageLag> {
+        self.integrator().and_then(|i| i.coverage_lag())
+    }
+
     /// A receipt for `rid` under the latest checkpoint: the record, its leaf index, the
     /// inclusion path and the signed note. [`LedgerError::NotYetLogged`] when no
     /// checkpoint covers it yet; [`LedgerError::Log`] when stored hashes are missing.

@@ -106,7 +106,12 @@ fn expectation(name: &str) -> Expect {
         | metrics::ANCHORS_ACTIVE
         | metrics::ANCHORS_PASSIVATED_TOTAL
         | metrics::BACKEND_ACTIVE
-        | metrics::CHAIN_BREAKS_TOTAL => Expect::Produced,
+        | metrics::CHAIN_BREAKS_TOTAL
+        | metrics::LOG_LEAVES
+        | metrics::INTEGRATION_LAG_RECORDS
+        | metrics::INTEGRATION_LAG_SECONDS
+        | metrics::CHECKPOINTS_TOTAL
+        | metrics::INTEGRATOR_LEADER => Expect::Produced,
         metrics::DB_ERRORS_TOTAL
         | metrics::FAILOVERS_TOTAL
         | metrics::DRAIN_RECORDS_TOTAL
@@ -189,6 +194,12 @@ fn exporter_reports_what_the_ledger_did() {
         let summary = ledger.verify_all().await.unwrap();
         assert_eq!(summary.anchors, anchors.len() as u64);
 
+        // The integrator (memory backend, default 1 s interval) has logged every append.
+        let covering = ledger
+            .await_checkpoint(ok as u64, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(covering.map(|c| c.size), Some(ok as u64));
         ledger.sample_metrics();
         let text = scrape(addr);
         let all = parse(&text);
@@ -251,6 +262,9 @@ fn exporter_reports_what_the_ledger_did() {
             0.0
         );
         assert_eq!(value(&all, metrics::CHAIN_BREAKS_TOTAL), 0.0);
+        assert_eq!(value(&all, metrics::LOG_LEAVES), ok);
+        assert_eq!(value(&all, metrics::INTEGRATOR_LEADER), 1.0);
+        assert!(value(&all, metrics::CHECKPOINTS_TOTAL) >= 1.0);
         // Bounded: nothing is labelled with an anchor, whatever the number of anchors.
         for anchor in &anchors {
             assert!(

@@ -51,9 +51,9 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             .context("checking the database")?
             .shutdown()
             .await?;
-    } else {
+    } else if config.spool_dir.is_none() {
         eprintln!(
-            "ledger: note: the memory backend keeps nothing after this process exits (set LEDGER_BACKEND=postgres)"
+            "ledger: note: the memory backend keeps nothing after this process exits (set LEDGER_BACKEND=postgres, or a spool_dir)"
         );
     }
     let ledger = Ledger::start(config).await.context("starting the ledger")?;

@@ -61,23 +61,9 @@ pub fn seeded_anchor(seed: u64, index: u64) -> Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
+/// `--duration`: humantime's syntax (`90s`, `10m`, `1h 30m`, `500ms`).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("not a duration: {s:?} (try 30s, 10m, 1h)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit in {s:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e} (try 30s, 10m, 1h)"))
 }
 
 /// Longest wait for an outage drain before verifying.
@@ -273,12 +259,13 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         );
         if !checkpoint.is_null() {
             println!(
-                "checkpoint: size {} root {}; appends end -> covering checkpoint {:.0} ms, commit -> checkpoint max {:.0} ms",
+                "checkpoint: size {} root {}; appends end -> covering checkpoint {:.0} ms, commit -> checkpoint p99 {} ms, max {:.0} ms",
                 checkpoint["size"],
                 checkpoint["root"].as_str().unwrap_or("?"),
                 integration["appends_end_to_checkpoint_ms"]
                     .as_f64()
                     .unwrap_or(f64::NAN),
+                integration["commit_to_checkpoint_ms"]["p99"],
                 integration["commit_to_checkpoint_max_ms"]
                     .as_f64()
                     .unwrap_or(f64::NAN),

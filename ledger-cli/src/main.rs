@@ -29,6 +29,7 @@ mod migrate;
 mod prove;
 mod read;
 mod records;
+mod recover_spool;
 mod verify;
 mod verify_log;
 mod verify_receipt;
@@ -98,6 +99,10 @@ enum Command {
     /// Verify and import an export (idempotent, resumable). Exit 0 all in, 1 refused records
     /// or a cut-short input, 2 stopped (run again to resume).
     Import(import::Args),
+    /// Write the records left in the spool (an outage's, or the memory backend's rollback
+    /// window) to PostgreSQL and list every re-chained record. Exit 0 all written, 1 records
+    /// kept or a corrupt tail, 2 could not run (nothing written).
+    RecoverSpool(recover_spool::Args),
 }
 
 fn main() -> ExitCode {
@@ -164,6 +169,7 @@ fn run_online(
             Command::Anchors(args) => anchors::run(config, args).await,
             Command::Export(args) => export::run(config, args).await,
             Command::Import(args) => import::run(config, args).await,
+            Command::RecoverSpool(args) => recover_spool::run(config, args).await,
         }
     });
     match result {

@@ -1,12 +1,11 @@
 //! [`LogStore`]: where the transparency log lives (leaf order, tiles, checkpoints, the
 //! integrator's lease and watermark), and the types the integrator exchanges with it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ledger_entities::LedgerRecord;
+use ledger_entities::RecordHash;
 use ledger_tlog::Hash;
 use ledger_tlog::tile::{TileId, TileSet};
 use uuid::Uuid;
@@ -53,11 +52,23 @@ pub struct LogState {
     pub checkpoint: Option<StoredCheckpoint>,
 }
 
+/// What the integrator needs of a committed record: the leaf is `leaf_hash(hash)`, `ts`
+/// measures how long the record waited for a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingRecord {
+    /// The record's id (the log's entry).
+    pub rid: Uuid,
+    /// The record's hash.
+    pub hash: RecordHash,
+    /// The record's timestamp.
+    pub ts: DateTime<Utc>,
+}
+
 /// Records ready to integrate.
 #[derive(Debug, Default)]
 pub struct Pending {
     /// In log order; each one's predecessor is in the log or earlier in this list.
-    pub records: Vec<Arc<LedgerRecord>>,
+    pub records: Vec<PendingRecord>,
     /// The watermark after them (it stops before any record held back because its
     /// predecessor was not integrable yet; such a record is read again next time).
     pub watermark: Watermark,
@@ -72,6 +83,9 @@ pub struct Commit {
     pub first_index: u64,
     /// Records added, in leaf order.
     pub rids: Vec<Uuid>,
+    /// Their hashes, in the same order (a store may remember them as logged once the step
+    /// is written).
+    pub hashes: Vec<RecordHash>,
     /// Tiles that changed.
     pub tiles: Vec<(TileId, Vec<Hash>)>,
     /// New watermark.
@@ -92,6 +106,13 @@ pub trait LogStore: Send + Sync + 'static {
     async fn load(&self) -> Result<LogState, LedgerError>;
     /// Committed records after `watermark` that may be integrated now, at most `limit`.
     async fn pending(&self, watermark: Watermark, limit: usize) -> Result<Pending, LedgerError>;
+    /// Records committed after `watermark` (not yet in the log, or logged past a held-back
+    /// one), counted up to `cap`, and the `ts` of the first of them in commit order.
+    async fn backlog(
+        &self,
+        watermark: Watermark,
+        cap: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), LedgerError>;
     /// Writes one step. Fails with [`LedgerError::Conflict`]-free
     /// [`LedgerError::Internal`] when the lease was lost or the stored size moved (another
     /// integrator wrote): the caller must reload.
@@ -113,6 +134,10 @@ pub trait LogStore: Send + Sync + 'static {
     /// Logged records whose chain predecessor has a larger leaf index (or is not logged):
     /// `(record, predecessor)`.
     async fn misordered(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError>;
+    /// Records whose stored payload text holds a number a double does not hold exactly
+    /// (refused at append by the number rule; decoding would hide it as the nearest double):
+    /// `(record, reason)`, at most `limit`. The memory backend only holds appended payloads.
+    async fn unfaithful_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String)>, LedgerError>;
 }
 
 /// One leaf of the log, with the record it names.

@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use ledger_tlog::Hash;
 use ledger_tlog::tile::{TileId, TileSet, edge_tiles};
 use uuid::Uuid;
 
 use super::log::{
-    Commit, LeafEntry, LogState, LogStore, Pending, StoredCheckpoint, Unlogged, Watermark,
+    Commit, LeafEntry, LogState, LogStore, Pending, PendingRecord, StoredCheckpoint, Unlogged,
+    Watermark,
 };
 use crate::error::LedgerError;
 use crate::store::MemoryLedgerStore;
@@ -78,7 +80,16 @@ impl LogStore for MemoryLog {
 
     async fn pending(&self, watermark: Watermark, limit: usize) -> Result<Pending, LedgerError> {
         let from = u64::try_from(watermark.seq).unwrap_or(0);
-        let records = self.store.committed(from, limit);
+        let records: Vec<PendingRecord> = self
+            .store
+            .committed(from, limit)
+            .iter()
+            .map(|r| PendingRecord {
+                rid: r.rid,
+                hash: r.hash,
+                ts: r.ts,
+            })
+            .collect();
         Ok(Pending {
             full: records.len() == limit,
             watermark: Watermark {
@@ -87,6 +98,17 @@ impl LogStore for MemoryLog {
             },
             records,
         })
+    }
+
+    async fn backlog(
+        &self,
+        watermark: Watermark,
+        cap: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), LedgerError> {
+        let from = u64::try_from(watermark.seq).unwrap_or(0);
+        let total = self.store.committed_len();
+        let first = self.store.committed(from, 1).first().map(|r| r.ts);
+        Ok((total.saturating_sub(from).min(cap), first))
     }
 
     async fn commit(
@@ -174,6 +196,11 @@ impl LogStore for MemoryLog {
                 successor_logged: false,
             })
             .collect())
+    }
+
+    async fn unfaithful_payloads(&self, _limit: usize) -> Result<Vec<(Uuid, String)>, LedgerError> {
+        // Every payload here passed the append checks and is kept as its canonical text.
+        Ok(Vec::new())
     }
 
     async fn misordered(&self, _limit: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError> {

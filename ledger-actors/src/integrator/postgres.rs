@@ -3,29 +3,37 @@
 //! `m20261126_000010_transparency_log`).
 //!
 //! Finding committed records without scanning: `ledger_records.tx_id` (`xid8`, the inserting
-//! transaction) and `seq` (identity). Rows with `tx_id < pg_snapshot_xmin(pg_current_snapshot())`
-//! belong to transactions that have all finished, and any transaction still to commit a row
-//! has a larger `tx_id`, so reading in `(tx_id, seq)` order after a watermark never skips a
-//! row that commits later. A record whose predecessor is neither in the log nor earlier in
-//! the batch is held back (the watermark stops before it) and read again next round.
+//! transaction) and `seq` (identity). Rows with `tx_id` below the horizon (the oldest
+//! transaction of the read's snapshot still running, not counting other databases' ones: see
+//! `horizon!`) belong to transactions that have all finished, and any transaction still to
+//! commit a row has a larger `tx_id`, so reading in `(tx_id, seq)` order after a watermark
+//! never skips a row that commits later.
+//!
+//! The read takes only what the log needs (rid, hash, prev_hash, ts, position). A record
+//! waits until its predecessor is in the log or taken earlier in the batch (a successor read
+//! before its predecessor is taken right after it); "predecessor in the log" is answered from
+//! the hashes this process logged recently (`Known`), and by one query per batch for the
+//! rest. A record whose predecessor is not integrable yet is held back (the watermark stops
+//! before it) and read again next round; while records past the watermark may already be in
+//! the log (after such a hold-back, or after a takeover) the read also skips logged rows.
 //!
 //! One integrator per database: the lease row `ledger_integrator` (holder, `lease_until` on
 //! the server's clock). Every commit locks that row and checks holder, lease and tree size in
 //! the same transaction, so an integrator that lost its lease (paused, partitioned) can never
 //! write.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ledger_entities::{LedgerRecord, Payload, RecordHash};
+use ledger_entities::RecordHash;
 use ledger_tlog::tile::{TileId, TileSet, decode, edge_tiles, encode};
 use sea_orm::sqlx::{self, PgPool, Row, postgres::PgPoolOptions};
 use uuid::Uuid;
 
 use super::log::{
-    Commit, LeafEntry, LogState, LogStore, Pending, StoredCheckpoint, Unlogged, Watermark,
+    Commit, LeafEntry, LogState, LogStore, Pending, PendingRecord, StoredCheckpoint, Unlogged,
+    Watermark,
 };
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
@@ -33,6 +41,7 @@ use crate::error::LedgerError;
 /// The log in PostgreSQL, over its own small pool.
 pub struct PostgresLog {
     pool: PgPool,
+    known: std::sync::Mutex<Known>,
 }
 
 fn err(e: sqlx::Error) -> LedgerError {
@@ -112,7 +121,15 @@ impl PostgresLog {
             .min_connections(0)
             .acquire_timeout(config.timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            known: std::sync::Mutex::new(Known::default()),
+        })
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        // Every update of `Known` leaves it consistent at each step; carry on after a panic.
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The pool (for tests and tools).
@@ -121,16 +138,155 @@ impl PostgresLog {
     }
 }
 
-/// The pending read (see the module doc). `$1`/`$2`: watermark, `$3`: limit.
-const PENDING_SQL: &str = "SELECT r.rid, r.anchor_id, r.slot, r.kind, r.ts, r.prev_hash, r.hash, \
-        r.payload, r.sig, r.producer, r.version, r.tx_id::text AS tx, r.seq, \
-        (r.prev_hash IS NULL OR EXISTS (SELECT 1 FROM ledger_records p JOIN ledger_log l \
-            ON l.rid = p.rid WHERE p.hash = r.prev_hash)) AS pred_logged \
-     FROM ledger_records r \
-     WHERE (r.tx_id, r.seq) > ($1::text::xid8, $2) \
-       AND r.tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-       AND NOT EXISTS (SELECT 1 FROM ledger_log l WHERE l.rid = r.rid) \
-     ORDER BY r.tx_id, r.seq LIMIT $3";
+/// The pending read (see the module doc): only the columns the log needs, in
+/// `(tx_id, seq)` order through `ledger_records_integration`, below [`HORIZON`]. `$1`/`$2`:
+/// watermark, `$3`: limit.
+macro_rules! pending_sql {
+    ($extra:literal) => {
+        concat!(
+            "SELECT r.rid, r.hash, r.prev_hash, r.ts, r.tx_id::text AS tx, r.seq \
+             FROM ledger_records r \
+             WHERE (r.tx_id, r.seq) > ($1::text::xid8, $2) AND r.tx_id < ",
+            horizon!(),
+            $extra,
+            " ORDER BY r.tx_id, r.seq LIMIT $3"
+        )
+    };
+}
+
+/// The horizon: the oldest transaction of the statement's snapshot still running, leaving
+/// out those known to belong to another database of the cluster (a backend stays in one
+/// database, and their rows are never in this one's tables). Transaction ids are
+/// cluster-wide, so without that a long writing transaction anywhere on the server (another
+/// application, a bulk load) would stall integration here. A running transaction
+/// `pg_stat_activity` does not show (ended meanwhile, or hidden from a role without
+/// `pg_read_all_stats`) is kept, which is only slower, never wrong.
+macro_rules! horizon {
+    () => {
+        "(SELECT COALESCE(min(x), pg_snapshot_xmax(pg_current_snapshot())) \
+          FROM pg_snapshot_xip(pg_current_snapshot()) AS x \
+          WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.backend_xid = x::xid \
+            AND a.datname IS DISTINCT FROM current_database()))"
+    };
+}
+
+const PENDING_SQL: &str = pending_sql!("");
+
+/// [`PENDING_SQL`] that also skips records already in the log, for when some may lie past
+/// the watermark (see `Known::clean`).
+const PENDING_CHECKED_SQL: &str =
+    pending_sql!(" AND NOT EXISTS (SELECT 1 FROM ledger_log l WHERE l.rid = r.rid)");
+
+/// Which of the hashes `$1` are records in the log (the fallback of the predecessor check).
+const LOGGED_SQL: &str = "SELECT r.hash FROM ledger_records r \
+     JOIN ledger_log l ON l.rid = r.rid WHERE r.hash = ANY($1::text[])";
+
+/// Hashes of records this process knows to be in the log, at most this many (the oldest
+/// are forgotten first; a forgotten one is looked up with [`LOGGED_SQL`]). About 10 MB.
+const KNOWN_CAPACITY: usize = 1 << 17;
+
+/// What this process knows about the log beyond the database, to keep the pending read
+/// cheap. Everything here is a fact that stays true (a logged record stays logged) except
+/// `clean`, which [`LogStore::load`] forgets whenever an integrator (re)starts leading.
+#[derive(Default)]
+struct Known {
+    /// Hashes of records known to be logged, and their insertion order for eviction.
+    logged: std::collections::HashSet<RecordHash>,
+    order: std::collections::VecDeque<RecordHash>,
+    /// A watermark after which no record is in the log; while `None` (after a takeover, or
+    /// after a step that logged records past a held-back one) the checked read is used.
+    clean: Option<Watermark>,
+    /// What `clean` becomes if the step prepared by the last pending read is written.
+    staged: Option<(Watermark, bool)>,
+}
+
+impl Known {
+    fn remember(&mut self, hash: RecordHash) {
+        if self.logged.insert(hash) {
+            self.order.push_back(hash);
+            if self.order.len() > KNOWN_CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.logged.remove(&old);
+            }
+        }
+    }
+}
+
+/// One row of the pending read.
+struct PendingRow {
+    record: PendingRecord,
+    prev: Option<RecordHash>,
+    at: Watermark,
+}
+
+fn pending_row(row: &sqlx::postgres::PgRow) -> Result<PendingRow, LedgerError> {
+    let tx: String = row.try_get("tx").map_err(err)?;
+    Ok(PendingRow {
+        record: PendingRecord {
+            rid: row.try_get("rid").map_err(err)?,
+            hash: RecordHash::parse("hash", &row.try_get::<String, _>("hash").map_err(err)?)?,
+            ts: row.try_get("ts").map_err(err)?,
+        },
+        prev: row
+            .try_get::<Option<String>, _>("prev_hash")
+            .map_err(err)?
+            .map(|h| RecordHash::parse("prev_hash", &h))
+            .transpose()?,
+        at: Watermark {
+            tx: tx
+                .parse()
+                .map_err(|_| LedgerError::Database(format!("tx_id {tx:?}")))?,
+            seq: row.try_get("seq").map_err(err)?,
+        },
+    })
+}
+
+/// Orders `rows` for the log: a record is taken once its predecessor is logged (`ready`) or
+/// taken earlier in this batch; one whose predecessor comes later in the batch waits for it.
+/// Returns the records in leaf order, the watermark (the last row of the taken prefix in
+/// `(tx_id, seq)` order), and whether any record after that prefix was taken.
+fn order_batch(
+    rows: Vec<PendingRow>,
+    start: Watermark,
+    ready: impl Fn(&RecordHash) -> bool,
+) -> (Vec<PendingRecord>, Watermark, bool) {
+    use std::collections::{HashMap, HashSet};
+    let mut taken_hashes: HashSet<RecordHash> = HashSet::with_capacity(rows.len());
+    let mut waiting: HashMap<RecordHash, Vec<usize>> = HashMap::new();
+    let mut taken = vec![false; rows.len()];
+    let mut out = Vec::with_capacity(rows.len());
+    for i in 0..rows.len() {
+        let ok = rows[i]
+            .prev
+            .is_none_or(|p| taken_hashes.contains(&p) || ready(&p));
+        if !ok {
+            if let Some(p) = rows[i].prev {
+                waiting.entry(p).or_default().push(i);
+            }
+            continue;
+        }
+        // Take it, then whatever waited for it (and for those, transitively).
+        let mut stack = vec![i];
+        while let Some(j) = stack.pop() {
+            taken[j] = true;
+            let h = rows[j].record.hash;
+            taken_hashes.insert(h);
+            out.push(rows[j].record);
+            if let Some(next) = waiting.remove(&h) {
+                stack.extend(next);
+            }
+        }
+    }
+    let prefix = taken.iter().take_while(|t| **t).count();
+    let watermark = if prefix == 0 {
+        start
+    } else {
+        rows[prefix - 1].at
+    };
+    let ahead = taken[prefix..].iter().any(|t| *t);
+    (out, watermark, ahead)
+}
 
 #[async_trait]
 impl LogStore for PostgresLog {
@@ -162,6 +318,11 @@ impl LogStore for PostgresLog {
     }
 
     async fn load(&self) -> Result<LogState, LedgerError> {
+        {
+            let mut known = self.known();
+            known.clean = None;
+            known.staged = None;
+        }
         let row = sqlx::query(
             "SELECT tree_size, wm_tx::text AS tx, wm_seq FROM ledger_integrator WHERE id = 1",
         )
@@ -186,69 +347,83 @@ impl LogStore for PostgresLog {
     }
 
     async fn pending(&self, watermark: Watermark, limit: usize) -> Result<Pending, LedgerError> {
-        let rows = sqlx::query(PENDING_SQL)
-            .bind(watermark.tx.to_string())
-            .bind(watermark.seq)
-            .bind(to_i64(limit as u64))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
+        let checked = self.known().clean.is_none_or(|c| c > watermark);
+        let rows = sqlx::query(if checked {
+            PENDING_CHECKED_SQL
+        } else {
+            PENDING_SQL
+        })
+        .bind(watermark.tx.to_string())
+        .bind(watermark.seq)
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
         let full = rows.len() == limit;
-        let mut out = Pending {
-            records: Vec::with_capacity(rows.len()),
-            watermark,
-            full,
+        let rows = rows
+            .iter()
+            .map(pending_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Predecessors neither known as logged nor in this batch: ask the database.
+        let unknown: Vec<String> = {
+            let known = self.known();
+            let in_batch: std::collections::HashSet<RecordHash> =
+                rows.iter().map(|r| r.record.hash).collect();
+            rows.iter()
+                .filter_map(|r| r.prev)
+                .filter(|p| !known.logged.contains(p) && !in_batch.contains(p))
+                .map(|p| p.to_hex())
+                .collect()
         };
-        let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut held_back = false;
-        for row in &rows {
-            let producer: Option<String> = row.try_get("producer").map_err(err)?;
-            let version: Option<String> = row.try_get("version").map_err(err)?;
-            let record = LedgerRecord {
-                rid: row.try_get("rid").map_err(err)?,
-                anchor_id: row.try_get("anchor_id").map_err(err)?,
-                slot: row.try_get("slot").map_err(err)?,
-                kind: row.try_get("kind").map_err(err)?,
-                ts: row.try_get("ts").map_err(err)?,
-                prev_hash: row
-                    .try_get::<Option<String>, _>("prev_hash")
-                    .map_err(err)?
-                    .map(|h| RecordHash::parse("prev_hash", &h))
-                    .transpose()?,
-                hash: RecordHash::parse("hash", &row.try_get::<String, _>("hash").map_err(err)?)?,
-                payload: Payload::from_value(
-                    &row.try_get::<serde_json::Value, _>("payload")
-                        .map_err(err)?,
-                )?,
-                sig: row.try_get("sig").map_err(err)?,
-                // A NULL here is not the ledger's row; it is logged as stored (its hash
-                // will not verify, which `ledger verify` reports).
-                producer: producer.unwrap_or_default(),
-                version: version.unwrap_or_default(),
-            };
-            let pred_logged: bool = row.try_get("pred_logged").map_err(err)?;
-            let ready = pred_logged
-                || record
-                    .prev_hash
-                    .as_ref()
-                    .is_some_and(|p| taken.contains(&p.to_hex()));
-            if !ready {
-                held_back = true;
-                continue;
+        if !unknown.is_empty() {
+            let found = sqlx::query(LOGGED_SQL)
+                .bind(&unknown)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+            let mut known = self.known();
+            for row in &found {
+                known.remember(RecordHash::parse(
+                    "hash",
+                    &row.try_get::<String, _>("hash").map_err(err)?,
+                )?);
             }
-            if !held_back {
-                let tx: String = row.try_get("tx").map_err(err)?;
-                out.watermark = Watermark {
-                    tx: tx
-                        .parse()
-                        .map_err(|_| LedgerError::Database(format!("tx_id {tx:?}")))?,
-                    seq: row.try_get("seq").map_err(err)?,
-                };
-            }
-            taken.insert(record.hash.to_hex());
-            out.records.push(Arc::new(record));
         }
-        Ok(out)
+        let mut known = self.known();
+        let (records, new_watermark, ahead) =
+            order_batch(rows, watermark, |p| known.logged.contains(p));
+        // Nothing past the new watermark is logged after this step unless it takes records
+        // past a held-back one, or (checked read) a full batch left rows unread.
+        known.staged = Some((new_watermark, !ahead && (!checked || !full)));
+        Ok(Pending {
+            records,
+            watermark: new_watermark,
+            full,
+        })
+    }
+
+    async fn backlog(
+        &self,
+        watermark: Watermark,
+        cap: u64,
+    ) -> Result<(u64, Option<DateTime<Utc>>), LedgerError> {
+        // Through `ledger_records_integration`; the cap bounds the work when far behind.
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM ledger_records \
+                 WHERE (tx_id, seq) > ($1::text::xid8, $2) LIMIT $3) s) AS n, \
+               (SELECT ts FROM ledger_records WHERE (tx_id, seq) > ($1::text::xid8, $2) \
+                 ORDER BY tx_id, seq LIMIT 1) AS first",
+        )
+        .bind(watermark.tx.to_string())
+        .bind(watermark.seq)
+        .bind(to_i64(cap))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok((
+            to_u64(row.try_get("n").map_err(err)?),
+            row.try_get("first").map_err(err)?,
+        ))
     }
 
     async fn commit(&self, holder: Uuid, lease: Duration, step: Commit) -> Result<(), LedgerError> {
@@ -338,7 +513,16 @@ impl LogStore for PostgresLog {
             .await
             .map_err(err)?;
         }
-        tx.commit().await.map_err(err)
+        tx.commit().await.map_err(err)?;
+        let mut known = self.known();
+        for h in &step.hashes {
+            known.remember(*h);
+        }
+        known.clean = match known.staged.take() {
+            Some((w, true)) if w == step.watermark => Some(w),
+            _ => None,
+        };
+        Ok(())
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
@@ -444,6 +628,32 @@ impl LogStore for PostgresLog {
             .collect()
     }
 
+    async fn unfaithful_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String)>, LedgerError> {
+        use futures::TryStreamExt;
+        // JSONB prints numbers in plain decimal notation, digits kept. A number of at most
+        // 15 digits is exactly what JCS writes for its double, so only payloads with a run of
+        // 16 digits are candidates; each is parsed with the append's rules (`parse_payload`).
+        let mut rows = sqlx::query(
+            "SELECT rid, payload::text AS text FROM ledger_records \
+             WHERE payload::text ~ '[0-9]{16}'",
+        )
+        .fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(err)? {
+            let text: String = row.try_get("text").map_err(err)?;
+            // JSONB has no duplicate keys; deep nesting the parser refuses is no finding.
+            if let Err(e @ ledger_entities::Error::InexactNumber { .. }) =
+                ledger_entities::validate::parse_payload(&text)
+            {
+                out.push((row.try_get("rid").map_err(err)?, e.to_string()));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn misordered(&self, limit: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError> {
         let rows = sqlx::query(
             "SELECT s.rid AS rid, p.rid AS pred FROM ledger_log sl \
@@ -464,5 +674,57 @@ impl LogStore for PostgresLog {
                 ))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: u8) -> RecordHash {
+        RecordHash([n; 32])
+    }
+
+    fn row(n: u8, prev: Option<u8>) -> PendingRow {
+        PendingRow {
+            record: PendingRecord {
+                rid: Uuid::from_bytes([n; 16]),
+                hash: h(n),
+                ts: DateTime::<Utc>::UNIX_EPOCH,
+            },
+            prev: prev.map(h),
+            at: Watermark {
+                tx: 10,
+                seq: i64::from(n),
+            },
+        }
+    }
+
+    /// A successor read before its predecessor is taken right after it; a record whose
+    /// predecessor is neither logged nor in the batch stops the watermark, and records taken
+    /// after it are reported as ahead of the watermark.
+    #[test]
+    fn order_batch_puts_predecessors_first_and_stops_the_watermark_at_a_held_back_record() {
+        let start = Watermark { tx: 9, seq: 0 };
+        // 2 follows 3 (read later), 1 follows logged 0.
+        let rows = vec![row(1, Some(0)), row(2, Some(3)), row(3, None)];
+        let (out, wm, ahead) = order_batch(rows, start, |p| *p == h(0));
+        let order: Vec<RecordHash> = out.iter().map(|r| r.hash).collect();
+        assert_eq!(order, vec![h(1), h(3), h(2)]);
+        assert_eq!(wm, Watermark { tx: 10, seq: 3 });
+        assert!(!ahead);
+
+        // 4 follows 9, which is nowhere: held back; 5 is taken past it.
+        let rows = vec![row(1, None), row(4, Some(9)), row(5, None)];
+        let (out, wm, ahead) = order_batch(rows, start, |_| false);
+        assert_eq!(out.len(), 2);
+        assert_eq!(wm, Watermark { tx: 10, seq: 1 });
+        assert!(ahead);
+
+        // Held back first: the watermark does not move.
+        let (out, wm, ahead) = order_batch(vec![row(4, Some(9))], start, |_| false);
+        assert!(out.is_empty());
+        assert_eq!(wm, start);
+        assert!(!ahead);
     }
 }

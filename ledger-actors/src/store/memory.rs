@@ -59,6 +59,11 @@ impl MemoryLedgerStore {
         Ok(())
     }
 
+    /// Records committed so far (the length of the commit order).
+    pub fn committed_len(&self) -> u64 {
+        self.order.read().unwrap_or_else(|p| p.into_inner()).len() as u64
+    }
+
     /// Up to `limit` records in commit order from position `from` (0-based).
     pub fn committed(&self, from: u64, limit: usize) -> Vec<Arc<LedgerRecord>> {
         let order = self.order.read().unwrap_or_else(|p| p.into_inner());
