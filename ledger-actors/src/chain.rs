@@ -141,6 +141,8 @@ pub trait Registry: Send + Sync {
     fn forget(&self, anchor_id: Uuid, addr: &Addr<ChainActor>);
     /// Records that an actor left because it was idle.
     fn note_passivated(&self);
+    /// Actors registered now (compared with [`ChainSettings::max_live_actors`]).
+    fn live(&self) -> usize;
 }
 
 /// Where chain actors hand their sealed records.
@@ -182,6 +184,9 @@ pub struct ChainSettings {
     pub mailbox_capacity: usize,
     /// Idle time after which the actor stops.
     pub passivate_after: Duration,
+    /// Soft cap on live actors: above it an actor passivates as soon as it is idle (see
+    /// [`ChainActor::retire_if_crowded`]); 0: no cap.
+    pub max_live_actors: usize,
     /// While set (a PostgreSQL outage), actors do not passivate: a revived actor would need
     /// its head from the unreachable database.
     pub suspend_passivation: Arc<std::sync::atomic::AtomicBool>,
@@ -253,6 +258,10 @@ pub struct ChainActor {
     epoch: u64,
     /// Appends accepted and not yet answered (including rid look-ups).
     busy: usize,
+    /// Answers to [`Append`]s not yet delivered: each is a future spawned in this actor's
+    /// context, which a stop would drop unanswered, so the actor never stops early while
+    /// one is pending.
+    unanswered: usize,
     /// In-flight records with a client rid, so a repeat can wait for the original.
     pending: HashMap<Uuid, (Arc<LedgerRecord>, Outcome)>,
     last_active: Instant,
@@ -282,6 +291,7 @@ impl ChainActor {
             last_ts: i64::MIN,
             epoch: 0,
             busy: 0,
+            unanswered: 0,
             pending: HashMap::new(),
             last_active: Instant::now(),
             me: None,
@@ -351,6 +361,37 @@ impl ChainActor {
             }
             self.retire(ctx);
         }
+    }
+
+    /// Passivates now, without waiting for `passivate_after`, when more actors are alive
+    /// than [`ChainSettings::max_live_actors`] and this one is idle: ready, nothing in
+    /// flight, no answer still to deliver and no message queued for it. Called as the last
+    /// step of an append's answer, so that answer is sent (in the same poll) before the
+    /// stop. Safe like timed passivation: the actor leaves the router before it stops, with
+    /// every record settled, and an append that races the stop is resent by the router to
+    /// a fresh actor, which loads the head from the store.
+    fn retire_if_crowded(&mut self, ctx: &mut Context<Self>) {
+        let cap = self.settings.max_live_actors;
+        if cap == 0
+            || self.state != State::Ready
+            || self.busy != 0
+            || self.unanswered != 0
+            || self
+                .settings
+                .suspend_passivation
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        let Some(router) = self.router.as_ref().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        if router.live() <= cap || self.settings.mailboxes.queued(self.anchor_id) != 0 {
+            return;
+        }
+        crate::metrics::anchor_passivated();
+        router.note_passivated();
+        self.retire(ctx);
     }
 
     /// Hashes `new` onto the head, sends it to persistence and moves the head; see
@@ -773,7 +814,15 @@ impl Handler<Append> for ChainActor {
                 "append withdrawn by its sender".into(),
             ))));
         };
-        self.process(new, msg.wait_committed, ctx)
+        self.unanswered += 1;
+        Box::pin(
+            self.process(new, msg.wait_committed, ctx)
+                .map(|res, act: &mut Self, ctx| {
+                    act.unanswered -= 1;
+                    act.retire_if_crowded(ctx);
+                    res
+                }),
+        )
     }
 }
 

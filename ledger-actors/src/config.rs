@@ -296,6 +296,10 @@ pub struct LedgerConfig {
     /// Seconds an anchor may stay idle before its chain actor is stopped (passivated).
     #[serde(deserialize_with = "de_passivate_after")]
     pub passivate_after: Duration,
+    /// Soft cap on live chain actors: while more are alive, an actor stops as soon as it is
+    /// idle (nothing in flight, mailbox empty) instead of after `passivate_after`, so memory
+    /// follows the anchors being written, not every anchor written recently. 0: no cap.
+    pub max_live_actors: usize,
     /// Worker threads (actix Arbiters) for chain actors; 0 means one per core.
     pub workers: usize,
     /// Most records in one PostgreSQL batch (multi-row INSERT, one transaction).
@@ -339,6 +343,7 @@ impl Default for LedgerConfig {
             max_in_flight: 65_536,
             mailbox_capacity: 64,
             passivate_after: Duration::from_secs(60),
+            max_live_actors: 16_384,
             workers: 0,
             batch_size: 1000,
             batch_linger: Duration::from_millis(2),
@@ -447,6 +452,7 @@ const MAX_POOL_SIZE: u64 = 10_000;
 const MAX_IN_FLIGHT: u64 = 100_000_000;
 const MAX_MAILBOX: u64 = 10_000_000;
 const MAX_WORKERS: u64 = 1024;
+const MAX_LIVE_ACTORS: u64 = 1 << 32;
 const MAX_BATCH: u64 = 1_000_000;
 const MAX_BUFFER: u64 = 1_000_000_000;
 /// The spool's largest frame is 64 MiB; a payload must fit in one.
@@ -687,6 +693,12 @@ impl LedgerConfig {
             MAX_MAILBOX,
         )?;
         span("passivate_after", self.passivate_after, ms, 30 * DAY)?;
+        range(
+            "max_live_actors",
+            self.max_live_actors as u64,
+            0,
+            MAX_LIVE_ACTORS,
+        )?;
         range("workers", self.workers as u64, 0, MAX_WORKERS)?;
         range("batch_size", self.batch_size as u64, 1, MAX_BATCH)?;
         span(

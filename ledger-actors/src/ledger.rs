@@ -407,6 +407,7 @@ impl Ledger {
             limits: config.limits(),
             mailbox_capacity: config.mailbox_capacity,
             passivate_after: config.passivate_after,
+            max_live_actors: config.max_live_actors,
             suspend_passivation: Arc::clone(&degraded),
             mailboxes,
             persistence_queue,

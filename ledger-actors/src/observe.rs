@@ -108,6 +108,13 @@ impl ChainMailboxes {
         }
     }
 
+    /// Messages counted for `anchor_id` and not yet taken by its actor's handler.
+    pub fn queued(&self, anchor_id: Uuid) -> usize {
+        self.per_anchor
+            .get(&anchor_id)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
     /// Sum and maximum over every anchor's queue. Walks the counters of anchors sent to since
     /// the last [`ChainMailboxes::prune`].
     pub fn depth(&self) -> MailboxDepth {

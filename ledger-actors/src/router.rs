@@ -21,7 +21,17 @@ const MAX_ATTEMPTS: usize = 8;
 
 impl Registry for ChainRouter {
     fn forget(&self, anchor_id: Uuid, addr: &Addr<ChainActor>) {
-        self.actors.remove_if(&anchor_id, |_, a| a == addr);
+        if self
+            .actors
+            .remove_if(&anchor_id, |_, a| a == addr)
+            .is_some()
+        {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     fn note_passivated(&self) {
@@ -39,6 +49,10 @@ pub struct ChainRouter {
     /// PostgreSQL migration); set at most once.
     switched: std::sync::OnceLock<Arc<ChainSettings>>,
     passivated: std::sync::atomic::AtomicU64,
+    /// Entries in `actors`, kept beside the map because `DashMap::len` locks every shard
+    /// and chain actors read this after each append (the soft cap,
+    /// [`ChainSettings::max_live_actors`]).
+    live: AtomicUsize,
 }
 
 impl ChainRouter {
@@ -51,6 +65,7 @@ impl ChainRouter {
             settings: Arc::new(settings),
             switched: std::sync::OnceLock::new(),
             passivated: std::sync::atomic::AtomicU64::new(0),
+            live: AtomicUsize::new(0),
         })
     }
 
@@ -62,6 +77,7 @@ impl ChainRouter {
         self.actors
             .entry(anchor_id)
             .or_insert_with(|| {
+                self.live.fetch_add(1, Ordering::Relaxed);
                 let settings = Arc::clone(self.settings());
                 let router: std::sync::Weak<dyn Registry> = Arc::downgrade(self) as _;
                 let make = move |_: &mut Context<ChainActor>| {
@@ -96,7 +112,7 @@ impl ChainRouter {
         self.switched
             .set(Arc::new(settings))
             .map_err(|_| LedgerError::Internal("chain settings already switched".into()))?;
-        self.actors.clear();
+        self.drop_all();
         Ok(())
     }
 
@@ -122,7 +138,16 @@ impl ChainRouter {
 
     /// Drops every actor address; idle actors then stop.
     pub fn clear(&self) {
-        self.actors.clear();
+        self.drop_all();
+    }
+
+    /// Empties the map and the live count with it (the dropped actors stop once idle and
+    /// find nothing to remove).
+    fn drop_all(&self) {
+        self.actors.retain(|_, _| {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            false
+        });
     }
 
     /// Sends an append to the anchor's actor, resending when the actor retired before

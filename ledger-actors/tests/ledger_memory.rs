@@ -232,6 +232,42 @@ async fn passivation_racing_appends_keeps_one_chain() {
     ledger.shutdown().await.unwrap();
 }
 
+/// Above `max_live_actors`, an idle actor passivates at once (not after `passivate_after`):
+/// appends to many anchors at a time, several racing per anchor, all land in whole chains
+/// while actors come and go, and the actors do not all stay alive.
+#[actix_rt::test]
+async fn crowded_actors_passivate_when_idle_and_keep_every_chain() {
+    let config = LedgerConfig {
+        max_live_actors: 4,
+        ..config()
+    };
+    let ledger = Ledger::start(config).await.unwrap();
+    let anchors: Vec<Uuid> = (0..64).map(|_| Uuid::new_v4()).collect();
+    let mut acked: Vec<HashSet<Uuid>> = vec![HashSet::new(); anchors.len()];
+    for round in 0..10u64 {
+        let ledger = &ledger;
+        let appends = anchors.iter().enumerate().flat_map(|(i, a)| {
+            (0..3u64).map(move |t| async move { (i, ledger.append(rec(*a, round * 10 + t)).await) })
+        });
+        for (i, ack) in join_all(appends).await {
+            acked[i].insert(ack.unwrap().record.rid);
+        }
+    }
+    assert!(
+        ledger.router().passivated() > 0,
+        "no actor passivated above the cap"
+    );
+    assert!(
+        ledger.router().active() < anchors.len(),
+        "every actor stayed alive above the cap"
+    );
+    for (a, rids) in anchors.iter().zip(&acked) {
+        assert_eq!(rids.len(), 30);
+        assert_chain_is(&ledger, *a, rids).await;
+    }
+    ledger.shutdown().await.unwrap();
+}
+
 /// A new Ledger over the same store continues every chain from its head.
 #[actix_rt::test]
 async fn restarted_ledger_continues_every_chain() {

@@ -18,10 +18,12 @@ use super::log::{
 use crate::error::LedgerError;
 use crate::store::MemoryLedgerStore;
 
+/// The log's own state. Its leaves are the store's first `size` records in commit order
+/// (each commit checks that), so rids and leaf indexes are read from the store's order and
+/// its rid index ([`MemoryLedgerStore::position`]) instead of copies kept here.
 #[derive(Default)]
 struct State {
-    leaves: Vec<Uuid>,
-    index: HashMap<Uuid, u64>,
+    size: u64,
     tiles: HashMap<TileId, Vec<Hash>>,
     checkpoints: Vec<StoredCheckpoint>,
 }
@@ -60,7 +62,7 @@ impl LogStore for MemoryLog {
 
     async fn load(&self) -> Result<LogState, LedgerError> {
         let s = self.state();
-        let size = s.leaves.len() as u64;
+        let size = s.size;
         let mut edge = TileSet::default();
         for (id, _) in edge_tiles(size) {
             if let Some(t) = s.tiles.get(&id) {
@@ -118,17 +120,21 @@ impl LogStore for MemoryLog {
         step: Commit,
     ) -> Result<(), LedgerError> {
         let mut s = self.state();
-        if s.leaves.len() as u64 != step.first_index {
+        if s.size != step.first_index {
             return Err(LedgerError::Internal(format!(
                 "log size is {}, the integrator expected {}",
-                s.leaves.len(),
-                step.first_index
+                s.size, step.first_index
             )));
         }
-        for (i, rid) in step.rids.iter().enumerate() {
-            s.index.insert(*rid, step.first_index + i as u64);
+        let stored = self.store.committed(step.first_index, step.rids.len());
+        if stored.len() != step.rids.len()
+            || stored.iter().zip(&step.rids).any(|(r, rid)| r.rid != *rid)
+        {
+            return Err(LedgerError::Internal(
+                "the integrator's leaves are not the store's commit order".into(),
+            ));
         }
-        s.leaves.extend(step.rids);
+        s.size += step.rids.len() as u64;
         for (id, hashes) in step.tiles {
             s.tiles.insert(id, hashes);
         }
@@ -147,7 +153,8 @@ impl LogStore for MemoryLog {
     }
 
     async fn leaf_index(&self, rid: Uuid) -> Result<Option<u64>, LedgerError> {
-        Ok(self.state().index.get(&rid).copied())
+        let size = self.state().size;
+        Ok(self.store.position(rid).filter(|p| *p < size))
     }
 
     async fn read_tiles(&self, ids: &[TileId]) -> Result<TileSet, LedgerError> {
@@ -162,31 +169,25 @@ impl LogStore for MemoryLog {
     }
 
     async fn leaves(&self, from: u64, limit: usize) -> Result<Vec<LeafEntry>, LedgerError> {
-        let page: Vec<Uuid> = {
-            let s = self.state();
-            let start = usize::try_from(from)
-                .unwrap_or(usize::MAX)
-                .min(s.leaves.len());
-            s.leaves[start..].iter().take(limit).copied().collect()
-        };
-        let mut out = Vec::with_capacity(page.len());
-        for (i, rid) in page.into_iter().enumerate() {
-            let hash = crate::store::LedgerStore::get(self.store.as_ref(), rid)
-                .await?
-                .map(|r| r.hash.to_hex());
-            out.push(LeafEntry {
+        let size = self.state().size;
+        let limit = limit.min(usize::try_from(size.saturating_sub(from)).unwrap_or(usize::MAX));
+        Ok(self
+            .store
+            .committed(from, limit)
+            .iter()
+            .enumerate()
+            .map(|(i, r)| LeafEntry {
                 index: from + i as u64,
-                rid,
-                hash,
-            });
-        }
-        Ok(out)
+                rid: r.rid,
+                hash: Some(r.hash.to_hex()),
+            })
+            .collect())
     }
 
     async fn unlogged(&self, limit: usize) -> Result<Vec<Unlogged>, LedgerError> {
         // The memory store only grows and the log follows its order: records past the log
         // are waiting for the integrator; none can be logged after an unlogged one.
-        let size = self.state().leaves.len() as u64;
+        let size = self.state().size;
         Ok(self
             .store
             .committed(size, limit)

@@ -15,14 +15,26 @@ use crate::error::LedgerError;
 
 /// An in-memory store. Reads are lock-free across anchors; writes check the fork guard and
 /// uniqueness under a single writer lock, so a batch is applied all-or-nothing.
+///
+/// Lean by design (issue 12: a million anchors × 2 records within 1.5 GB): each record is
+/// held once (`order`, shared by `chains`), and the rid and hash indexes hold its position
+/// in `order` (8 bytes) rather than another copy of a key; the hash index is keyed by the
+/// hash's first 8 bytes (16-byte slots instead of 48), and the rare hash whose prefix is
+/// already taken goes to `by_hash_overflow`, so a lookup is exact whatever the hashes.
 #[derive(Default)]
 pub struct MemoryLedgerStore {
-    by_rid: DashMap<Uuid, Arc<LedgerRecord>>,
-    by_hash: DashMap<RecordHash, Uuid>,
+    /// rid → position in `order`.
+    by_rid: DashMap<Uuid, u64>,
+    /// First 8 bytes of a hash → position in `order` of the first record stored with them.
+    by_hash: DashMap<u64, u64>,
+    /// Full hash → position, for a record whose hash prefix `by_hash` already holds for
+    /// another record (empty unless prefixes collide).
+    by_hash_overflow: DashMap<RecordHash, u64>,
     chains: DashMap<Uuid, Vec<Arc<LedgerRecord>>>,
     count: AtomicU64,
     /// Every record in commit order (predecessors first): the memory backend's source for
-    /// the transparency log's integrator.
+    /// the transparency log's integrator (its leaf order), and what the indexes point into.
+    /// Records enter it before the indexes, so an indexed position is always in it.
     order: std::sync::RwLock<Vec<Arc<LedgerRecord>>>,
     /// Serializes writers: check-then-apply of a batch must not interleave with another
     /// batch. In the ledger only the persistence actor writes, so it is uncontended.
@@ -42,9 +54,23 @@ impl MemoryLedgerStore {
         // applies; each map entry is still consistent, so carry on with the inner guard.
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         self.check_batch(records)?;
-        for r in records {
-            self.by_rid.insert(r.rid, Arc::clone(r));
-            self.by_hash.insert(r.hash, r.rid);
+        let first = {
+            let mut order = self.order.write().unwrap_or_else(|p| p.into_inner());
+            let first = order.len() as u64;
+            order.extend(records.iter().cloned());
+            first
+        };
+        for (pos, r) in (first..).zip(records) {
+            self.by_rid.insert(r.rid, pos);
+            // Only this writer inserts (the lock above), so the prefix test cannot race.
+            match self.by_hash.entry(hash_prefix(&r.hash)) {
+                dashmap::mapref::entry::Entry::Vacant(v) => {
+                    v.insert(pos);
+                }
+                dashmap::mapref::entry::Entry::Occupied(_) => {
+                    self.by_hash_overflow.insert(r.hash, pos);
+                }
+            }
             self.chains
                 .entry(r.anchor_id)
                 .or_default()
@@ -52,11 +78,35 @@ impl MemoryLedgerStore {
         }
         self.count
             .fetch_add(records.len() as u64, Ordering::Relaxed);
-        self.order
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(records.iter().cloned());
         Ok(())
+    }
+
+    /// The record at commit position `pos`.
+    fn at(&self, pos: u64) -> Option<Arc<LedgerRecord>> {
+        let order = self.order.read().unwrap_or_else(|p| p.into_inner());
+        usize::try_from(pos)
+            .ok()
+            .and_then(|i| order.get(i))
+            .cloned()
+    }
+
+    /// Commit position of the record `rid` (its leaf index in the memory backend's
+    /// transparency log once logged), if stored.
+    pub fn position(&self, rid: Uuid) -> Option<u64> {
+        self.by_rid.get(&rid).map(|p| *p.value())
+    }
+
+    /// The stored record whose hash is `hash`.
+    fn by_hash(&self, hash: &RecordHash) -> Option<Arc<LedgerRecord>> {
+        // Copied out first: no map guard is held while `order` is locked.
+        let pos = self.by_hash.get(&hash_prefix(hash)).map(|p| *p.value());
+        if let Some(r) = pos.and_then(|p| self.at(p))
+            && r.hash == *hash
+        {
+            return Some(r);
+        }
+        let pos = self.by_hash_overflow.get(hash).map(|p| *p.value());
+        pos.and_then(|p| self.at(p))
     }
 
     /// Records committed so far (the length of the commit order).
@@ -114,7 +164,7 @@ impl MemoryLedgerStore {
                 reason: "rid already stored".into(),
             });
         }
-        if self.by_hash.contains_key(&r.hash) {
+        if self.by_hash(&r.hash).is_some() {
             return Err(LedgerError::Conflict {
                 rid: r.rid,
                 reason: format!("hash {} already stored", r.hash),
@@ -122,6 +172,13 @@ impl MemoryLedgerStore {
         }
         Ok(())
     }
+}
+
+/// The first 8 bytes of a hash, the key of [`MemoryLedgerStore`]'s hash index.
+fn hash_prefix(hash: &RecordHash) -> u64 {
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&hash.0[..8]);
+    u64::from_be_bytes(prefix)
 }
 
 #[async_trait]
@@ -135,17 +192,14 @@ impl LedgerStore for MemoryLedgerStore {
     }
 
     async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
-        Ok(self.by_rid.get(&rid).map(|r| Arc::clone(r.value())))
+        Ok(self.position(rid).and_then(|p| self.at(p)))
     }
 
     async fn get_by_hash(
         &self,
         hash: RecordHash,
     ) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
-        let Some(rid) = self.by_hash.get(&hash).map(|r| *r.value()) else {
-            return Ok(None);
-        };
-        self.get(rid).await
+        Ok(self.by_hash(&hash))
     }
 
     async fn records(
