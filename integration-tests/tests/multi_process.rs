@@ -14,13 +14,12 @@ mod proxy;
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestContext;
 use ledger_actors::{Backend, Dsn, LedgerConfig, create_ledger_store};
-use proxy::{Mode, Proxy};
+use proxy::{Mode, Proxy, upstream};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use uuid::Uuid;
 
@@ -30,28 +29,6 @@ const ANCHORS: usize = 10;
 const APPENDS_PER_TASK: usize = 12;
 /// Longest run of one child before the test fails.
 const CHILD_LIMIT: Duration = Duration::from_secs(150);
-
-fn upstream() -> SocketAddr {
-    let dsn = std::env::var(common::DSN_ENV).unwrap_or_else(|_| common::DEFAULT_DSN.to_owned());
-    let url = url::Url::parse(&dsn).unwrap();
-    let host = match url.host_str().unwrap_or("127.0.0.1") {
-        "localhost" => "127.0.0.1",
-        h => h,
-    };
-    format!("{host}:{}", url.port().unwrap_or(5432))
-        .parse()
-        .unwrap()
-}
-
-/// The test database's DSN, through `proxy` if given.
-fn child_dsn(ctx: &TestContext, proxy: Option<&Proxy>) -> String {
-    let mut url = url::Url::parse(&ctx.dsn).unwrap();
-    if let Some(p) = proxy {
-        url.set_ip_host(p.addr.ip()).unwrap();
-        url.set_port(Some(p.addr.port())).unwrap();
-    }
-    url.into()
-}
 
 /// One child's outcome file, parsed.
 #[derive(Default)]
@@ -144,7 +121,9 @@ async fn wait_all(children: Vec<Child>) {
 async fn run(name: &str, processes: usize, outage: bool) {
     let ctx = TestContext::new(name).await;
     let proxy = outage.then(|| Proxy::start(upstream()));
-    let dsn = child_dsn(&ctx, proxy.as_ref());
+    let dsn = proxy
+        .as_ref()
+        .map_or_else(|| ctx.dsn.clone(), |p| p.dsn(&ctx.dsn));
     let anchors: Vec<Uuid> = (0..ANCHORS).map(|_| Uuid::new_v4()).collect();
     let dir = std::env::temp_dir().join(format!("avl-multi-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -305,7 +284,7 @@ async fn a_record_whose_rid_was_taken_meanwhile_is_kept_and_reported() {
     let spool_dir = std::env::temp_dir().join(format!("avl-kept-{}", Uuid::new_v4()));
     let ledger = Ledger::start(LedgerConfig {
         backend: Backend::Postgres,
-        dsn: Some(Dsn::parse(&child_dsn(&ctx, Some(&proxy))).unwrap()),
+        dsn: Some(Dsn::parse(&proxy.dsn(&ctx.dsn)).unwrap()),
         pool_size: 2,
         spool_dir: Some(spool_dir.clone()),
         ..LedgerConfig::default()

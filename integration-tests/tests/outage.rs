@@ -10,7 +10,6 @@ mod proxy;
 
 use std::collections::HashMap;
 use std::io::BufRead;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,30 +21,13 @@ use ledger_actors::{
     Backend, Dsn, Durability, Ledger, LedgerConfig, LedgerError, LedgerStore, create_ledger_store,
 };
 use ledger_entities::{LedgerRecord, NewRecord};
-use proxy::{Mode, Proxy};
+use proxy::{Mode, Proxy, upstream};
 use serde_json::json;
 use uuid::Uuid;
 
-fn upstream() -> SocketAddr {
-    let dsn = std::env::var(common::DSN_ENV).unwrap_or_else(|_| common::DEFAULT_DSN.to_owned());
-    let url = url::Url::parse(&dsn).unwrap();
-    let host = url.host_str().unwrap_or("127.0.0.1");
-    let host = if host == "localhost" {
-        "127.0.0.1"
-    } else {
-        host
-    };
-    format!("{host}:{}", url.port().unwrap_or(5432))
-        .parse()
-        .unwrap()
-}
-
 /// The test database's DSN, reached through `proxy`.
 fn proxied(ctx: &TestContext, proxy: &Proxy) -> Dsn {
-    let mut url = url::Url::parse(&ctx.dsn).unwrap();
-    url.set_ip_host(proxy.addr.ip()).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
-    Dsn::parse(url.as_str()).unwrap()
+    Dsn::parse(&proxy.dsn(&ctx.dsn)).unwrap()
 }
 
 /// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=ledger_actors=info`).

@@ -10,49 +10,21 @@ mod common;
 mod proxy;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::TestContext;
+use common::{TestContext, key_file};
 use ledger_actors::log_verify::verify_log;
 use ledger_actors::tlog::open_log;
 use ledger_actors::{Backend, Dsn, Durability, Ledger, LedgerConfig};
 use ledger_entities::NewRecord;
 use ledger_tlog::note::NoteSigner;
-use proxy::{Mode, Proxy};
+use proxy::{Mode, Proxy, upstream};
 use serde_json::json;
 use uuid::Uuid;
 
-fn upstream() -> SocketAddr {
-    let dsn = std::env::var(common::DSN_ENV).unwrap_or_else(|_| common::DEFAULT_DSN.to_owned());
-    let url = url::Url::parse(&dsn).unwrap();
-    let host = match url.host_str().unwrap_or("127.0.0.1") {
-        "localhost" => "127.0.0.1",
-        h => h,
-    };
-    format!("{host}:{}", url.port().unwrap_or(5432))
-        .parse()
-        .unwrap()
-}
-
+/// The test database's DSN, reached through `proxy`.
 fn proxied(ctx: &TestContext, proxy: &Proxy) -> Dsn {
-    let mut url = url::Url::parse(&ctx.dsn).unwrap();
-    url.set_ip_host(proxy.addr.ip()).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
-    Dsn::parse(url.as_str()).unwrap()
-}
-
-fn key_file(signer: &NoteSigner) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("avl-tlog-outage-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("checkpoint.key");
-    std::fs::write(&path, signer.to_key_string().as_bytes()).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    path
+    Dsn::parse(&proxy.dsn(&ctx.dsn)).unwrap()
 }
 
 fn rec(anchor: Uuid, i: u64) -> NewRecord {

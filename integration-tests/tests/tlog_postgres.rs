@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::TestContext;
+use common::{TestContext, key_file};
 use futures::future::join_all;
 use ledger_actors::log_verify::{LogReport, verify_log};
 use ledger_actors::tlog::{open_log, verify_receipt};
@@ -23,19 +23,6 @@ use serde_json::json;
 use uuid::Uuid;
 
 const ORIGIN: &str = "example.com/avl-pg-test";
-
-fn key_file(signer: &NoteSigner) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("avl-tlog-pg-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("checkpoint.key");
-    std::fs::write(&path, signer.to_key_string().as_bytes()).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    path
-}
 
 fn signer(seed: u8) -> NoteSigner {
     NoteSigner::from_seed(ORIGIN, &[seed; 32]).unwrap()

@@ -235,6 +235,12 @@ fn malformed_prev_hash_and_unknown_version_are_typed_errors() {
         "zz".repeat(32).parse::<RecordHash>(),
         Err(Error::MalformedHash { .. })
     ));
+    // const-hex (the `hex` crate name here) strips a `0x` prefix: 64 characters with one are
+    // still refused, never read as 31 bytes.
+    assert!(matches!(
+        format!("0x{}", "ab".repeat(31)).parse::<RecordHash>(),
+        Err(Error::MalformedHash { .. })
+    ));
     let h: RecordHash = "ab".repeat(32).parse().unwrap();
     assert_eq!(h.to_string(), "ab".repeat(32));
     assert_eq!(

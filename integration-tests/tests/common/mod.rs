@@ -227,3 +227,19 @@ fn redact(dsn: &str) -> String {
         Err(_) => "<unparsable DSN>".to_owned(),
     }
 }
+
+/// Writes `signer`'s key to a fresh `checkpoint.key` (mode 0600, as `ledger keygen` does) in
+/// the temporary directory and returns its path, for `checkpoint_key`.
+pub fn key_file(signer: &ledger_tlog::note::NoteSigner) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("avl-test-key-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("create the key directory");
+    let path = dir.join("checkpoint.key");
+    std::fs::write(&path, signer.to_key_string().as_bytes()).expect("write the key file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("restrict the key file to its owner");
+    }
+    path
+}

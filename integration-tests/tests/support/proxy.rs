@@ -21,6 +21,21 @@ pub enum Mode {
     BlackHole = 2,
 }
 
+/// The PostgreSQL server the tests use (`LEDGER_TEST_DSN`, else the local default), as a
+/// socket address for [`Proxy::start`].
+pub fn upstream() -> SocketAddr {
+    let dsn = std::env::var(crate::common::DSN_ENV)
+        .unwrap_or_else(|_| crate::common::DEFAULT_DSN.to_owned());
+    let url = url::Url::parse(&dsn).unwrap();
+    let host = match url.host_str().unwrap_or("127.0.0.1") {
+        "localhost" => "127.0.0.1",
+        h => h,
+    };
+    format!("{host}:{}", url.port().unwrap_or(5432))
+        .parse()
+        .unwrap()
+}
+
 /// Handle to a running proxy.
 pub struct Proxy {
     /// Address the ledger should connect to.
@@ -33,6 +48,15 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// `dsn` with its host and port replaced by this proxy's: the same database, reached
+    /// through the proxy.
+    pub fn dsn(&self, dsn: &str) -> String {
+        let mut url = url::Url::parse(dsn).unwrap();
+        url.set_ip_host(self.addr.ip()).unwrap();
+        url.set_port(Some(self.addr.port())).unwrap();
+        url.into()
+    }
+
     /// Starts a proxy on 127.0.0.1 (ephemeral port) in front of `upstream`.
     pub fn start(upstream: SocketAddr) -> Proxy {
         let mode = Arc::new(AtomicU8::new(Mode::Pass as u8));

@@ -466,10 +466,18 @@ impl Supervisor {
 
     /// Samples the pool and depth gauges and expires idle poison.
     fn sample(&mut self) {
-        let (mut open, mut idle) = (self.pool.size() as usize, self.pool.num_idle());
+        // sqlx keeps the idle count in an atomic that can briefly read past the pool's size
+        // (even wrap below zero) while connections churn: clamp it, and add saturating (an
+        // overflow here panicked the writer in a debug build under multi-process load).
+        let counts = |pool: &PgPool| {
+            let open = pool.size() as usize;
+            (open, pool.num_idle().min(open))
+        };
+        let (mut open, mut idle) = counts(&self.pool);
         if let Some(writer) = self.commit.pool() {
-            open += writer.size() as usize;
-            idle += writer.num_idle();
+            let (o, i) = counts(writer);
+            open = open.saturating_add(o);
+            idle = idle.saturating_add(i);
         }
         let max = self
             .config
