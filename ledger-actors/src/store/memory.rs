@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use ledger_entities::{LedgerRecord, RecordHash};
+use smallvec::SmallVec;
 use uuid::Uuid;
 
 use super::{Head, LedgerStore, RecordRange};
@@ -30,7 +31,9 @@ pub struct MemoryLedgerStore {
     /// Full hash → position, for a record whose hash prefix `by_hash` already holds for
     /// another record (empty unless prefixes collide).
     by_hash_overflow: DashMap<RecordHash, u64>,
-    chains: DashMap<Uuid, Vec<Arc<LedgerRecord>>>,
+    /// Each anchor's records in chain order; up to two inline (no allocation of its own:
+    /// most anchors of a large ledger are short).
+    chains: DashMap<Uuid, SmallVec<[Arc<LedgerRecord>; 2]>>,
     count: AtomicU64,
     /// Every record in commit order (predecessors first): the memory backend's source for
     /// the transparency log's integrator (its leaf order), and what the indexes point into.
