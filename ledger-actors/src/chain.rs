@@ -802,10 +802,18 @@ impl Handler<Append> for ChainActor {
             }
             State::Failed(e) => {
                 // Leave the record with the sender and retire, so the next append starts a
-                // fresh actor that tries to load the head again.
+                // fresh actor that tries to load the head again. Retire as the answer goes
+                // out (in the same poll), not before: actix drops the response future of an
+                // actor already stopping, and the caller would get "outcome unknown" instead
+                // of this typed error.
                 let e = e.clone();
-                self.retire(ctx);
-                return Box::pin(fut::ready(Err(e)));
+                return Box::pin(actix::ActorFutureExt::map(
+                    fut::ready(Err(e)),
+                    |res, act: &mut Self, ctx| {
+                        act.retire(ctx);
+                        res
+                    },
+                ));
             }
             State::Loading | State::Ready | State::NeedsReload => {}
         }
