@@ -1,5 +1,5 @@
 //! `Ledger::health` on the `postgres` backend: healthy against a live database (the
-//! supervisor answers, the database answers the ping), degraded when the ledger had to start
+//! writer answers, the database answers the ping), degraded when the ledger had to start
 //! on the memory fallback because the database was unreachable.
 
 mod common;
@@ -13,7 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 /// A supervised PostgreSQL ledger with a reachable database is healthy: postgres configured
-/// and active, database reachable, supervisor responding, nothing buffered; the PostgreSQL
+/// and active, database reachable, writer responding, nothing buffered; the PostgreSQL
 /// persistence actor reports its own mailbox depth, so none is given here.
 #[actix_rt::test]
 async fn postgres_ledger_with_live_database_is_healthy() {

@@ -1,4 +1,4 @@
-//! PostgreSQL outages, injected through a TCP proxy the tests control: the supervisor keeps
+//! PostgreSQL outages, injected through a TCP proxy the tests control: the writer keeps
 //! appends succeeding on the memory fallback and writes every acknowledged record to
 //! PostgreSQL, exactly once and in chain order, when it returns.
 
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::TestContext;
 use futures::future::join_all;
-use ledger_actors::writer::Mode as SupervisorMode;
+use ledger_actors::writer::Mode as WriterMode;
 use ledger_actors::{
     Backend, Dsn, Durability, Ledger, LedgerConfig, LedgerError, LedgerStore, create_ledger_store,
 };
@@ -128,7 +128,7 @@ async fn three_outages_lose_nothing_and_break_no_chain() {
             let t = Instant::now();
             while t.elapsed() < Duration::from_secs(60) {
                 let s = ledger.outage_status().await.unwrap();
-                if s.mode == SupervisorMode::Primary && s.buffered == 0 {
+                if s.mode == WriterMode::Primary && s.buffered == 0 {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -168,7 +168,7 @@ async fn three_outages_lose_nothing_and_break_no_chain() {
 
     let status = ledger.await_drain(Duration::from_secs(60)).await.unwrap();
     assert_eq!(status.buffered, 0, "buffer drained");
-    assert_eq!(status.mode, SupervisorMode::Primary);
+    assert_eq!(status.mode, WriterMode::Primary);
     assert_eq!((status.rechained, status.quarantined), (0, 0));
     let records = ledger.outage_records().await.unwrap();
     assert!(records.rechained.is_empty() && records.quarantined.is_empty());
@@ -273,7 +273,7 @@ async fn data_error_does_not_fail_over() {
     );
     let status = ledger.outage_status().await.unwrap();
     assert_eq!(status.failovers, 0);
-    assert_eq!(status.mode, SupervisorMode::Primary);
+    assert_eq!(status.mode, WriterMode::Primary);
     let ack = ledger.append(rec(anchor, 4)).await.unwrap();
     assert_eq!(ack.record.prev_hash, Some(relinked.record.hash));
     assert_eq!(ack.durability, Durability::Committed);

@@ -1,4 +1,4 @@
-//! The `postgres` backend against a real PostgreSQL: [`Ledger`] with its [`Supervisor`]
+//! The `postgres` backend against a real PostgreSQL: [`Ledger`] with its [`Writer`]
 //! (group commit) and [`PostgresLedgerStore`], each test on its own database
 //! ([`TestContext`]). Records are always read back through a fresh store, so nothing comes
 //! from a cache.
@@ -15,7 +15,7 @@ use futures::future::join_all;
 use ledger_actors::persistence::{Durability, Flush, Persist, PersistReply};
 use ledger_actors::pg::store as postgres;
 use ledger_actors::pg::store::PostgresLedgerStore;
-use ledger_actors::writer::Supervisor;
+use ledger_actors::writer::Writer;
 use ledger_actors::writer::buffer::OutageBuffer;
 use ledger_actors::{
     Backend, Dsn, Ledger, LedgerConfig, LedgerError, LedgerStore, RecordRange, create_ledger_store,
@@ -629,10 +629,10 @@ async fn database_refusal_does_not_fail_innocent_records() {
     ctx.teardown().await;
 }
 
-/// Sends records straight to the supervisor (the PostgreSQL writer) and returns their
+/// Sends records straight to the writer (the PostgreSQL writer) and returns their
 /// outcomes, after a flush.
 async fn persist_all(
-    actor: &Addr<Supervisor>,
+    actor: &Addr<Writer>,
     records: &[LedgerRecord],
 ) -> Vec<Result<Durability, LedgerError>> {
     let receivers: Vec<_> = records
@@ -672,14 +672,14 @@ async fn group_commit_data_error_spares_innocents_and_poisons_successors() {
     let store = PostgresLedgerStore::connect(&config)
         .await
         .expect("connect");
-    let actor = Supervisor::new(
+    let actor = Writer::new(
         config.clone(),
         Arc::new(store),
         Arc::new(OutageBuffer::default()),
         Arc::new(std::sync::OnceLock::new()),
         Arc::new(std::sync::atomic::AtomicBool::new(false)),
     )
-    .expect("supervisor")
+    .expect("writer")
     .start();
     let taken = sealed(Uuid::new_v4(), Uuid::now_v7(), None, 0);
     insert_sql(&ctx, &taken).await.expect("SQL insert");

@@ -1,18 +1,32 @@
 //! [`ChainActor`]: one per anchor; it serializes that anchor's appends.
 //!
 //! The actor owns the anchor's head. For each [`Append`] it validates the record, assigns
-//! `ts = max(now, last_ts + 1 µs)` and `prev_hash = head`, hashes it, hands it to the
-//! persistence actor and moves its head forward at once, so appends to one anchor pipeline
-//! while earlier ones are being written. The append is answered only when the persistence
-//! actor confirms. If a record is refused, the actor bumps its epoch, reloads its head from
-//! the store before the next append, and records still in flight behind the refused one are
-//! answered [`LedgerError::Aborted`] (the store refuses them too: their predecessor is missing).
+//! `ts = max(now, last_ts + 1 µs)` and `prev_hash = head`, and hashes it. On the memory
+//! backend it stores the record itself and answers in the same handler. On PostgreSQL it
+//! hands the record to the writer's inbox under a tag and moves its head forward at once, so
+//! appends to one anchor pipeline while earlier ones are being written; the writer answers
+//! all of this actor's records of a batch in one [`Acks`] message, and each appender's reply
+//! (the channel `Addr::send` made) waits with its record in the actor's in-flight map until
+//! then ([`AppendAnswer`]): no channel, task or future per record. If a record is refused,
+//! the actor bumps its epoch, reloads its head from the store before the next append, and
+//! records still in flight behind the refused one are refused too (their predecessor is
+//! missing); a record refused because its anchor moved is re-linked onto the new head and
+//! written again ([`Relink`]) until `relink_for` runs out.
+//!
+//! # Layout
+//! - messages: [`Append`], [`Rebase`], [`Relink`], [`AppendAck`]; [`Sink`] (where records go)
+//!   and [`ChainSettings`];
+//! - the actor: [`ChainActor`] (head load, passivation, commit → send → settle → finish);
+//! - handlers: `Append` (answered through [`AppendAnswer`]), `Acks`, `Rebase`, `Relink`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::WeakRecipient;
+use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use ledger_entities::validate::{Limits, validate_new_record};
@@ -97,7 +111,7 @@ impl Message for Append {
     type Result = Result<AppendAck, LedgerError>;
 }
 
-/// The anchor's records were moved (re-chained) by the supervisor: reload the head from the
+/// The anchor's records were moved (re-chained) by the writer: reload the head from the
 /// store before the next append.
 pub struct Rebase;
 
@@ -112,7 +126,7 @@ pub struct Relink {
     wait_committed: bool,
     deadline: Instant,
     attempt: u32,
-    reply: tokio::sync::oneshot::Sender<Result<AppendAck, LedgerError>>,
+    answer: Answer,
 }
 
 impl Message for Relink {
@@ -166,7 +180,7 @@ pub enum Sink {
     /// A persistence actor (the read-only refuser), which answers each record through its
     /// [`Persist::reply`].
     Actor(Recipient<Persist>),
-    /// The PostgreSQL writer's inbox ([`crate::writer::Supervisor`]), drained in
+    /// The PostgreSQL writer's inbox ([`crate::writer::Writer`]), drained in
     /// batches; each record is answered through its [`Persist::reply`].
     Writer(WriterSender),
 }
@@ -216,6 +230,86 @@ enum State {
 
 /// The final answer of an in-flight append with a client rid, shared with repeats of it.
 type Outcome = Shared<BoxFuture<'static, Result<AppendAck, LedgerError>>>;
+
+/// Where an append's answer goes: the sender's reply channel (the one `Addr::send` made;
+/// `None` for `do_send`).
+type Reply = OneshotSender<Result<AppendAck, LedgerError>>;
+
+/// Who an in-flight append answers when it is settled.
+#[derive(Default)]
+struct Answer {
+    /// The appender; attached as the handler's answer goes out ([`AppendAnswer`]).
+    tx: Option<Reply>,
+    /// A client rid's repeats waiting for this append (see [`ChainActor::replay_pending`]).
+    repeats: Option<(
+        Uuid,
+        tokio::sync::oneshot::Sender<Result<AppendAck, LedgerError>>,
+    )>,
+}
+
+/// A record handed to the writer and not yet settled, by its tag.
+struct InFlight {
+    record: Arc<LedgerRecord>,
+    wait_committed: bool,
+    deadline: Instant,
+    attempt: u32,
+    /// The actor's epoch when it was sent: only a refusal of the current epoch moves the
+    /// head back.
+    epoch: u64,
+    answer: Answer,
+}
+
+/// The in-flight records of one actor, shared with the answers of its [`Append`]s (which
+/// attach each appender's reply as it goes out; one thread, never borrowed across a call).
+type InFlightMap = Rc<RefCell<HashMap<u64, InFlight>>>;
+
+/// Where an append stands when the actor has done what it can now.
+enum Step {
+    /// Answered (memory: stored; or refused).
+    Done(Result<AppendAck, LedgerError>),
+    /// Handed to the writer under this tag; the answer comes with its [`Acks`].
+    Sent(u64),
+    /// Waiting for a head load or a rid look-up; the future yields the next step.
+    Wait(ResponseActFuture<ChainActor, Step>),
+}
+
+/// The answer of [`Handler<Append>`]: sent at once when the append is settled in the handler
+/// (every memory append), else kept with the record until the writer's [`Acks`] settles it —
+/// no channel, task or future of its own per record.
+pub struct AppendAnswer(Answering);
+
+enum Answering {
+    Now(Result<AppendAck, LedgerError>),
+    Sent { tag: u64, inflight: InFlightMap },
+    Later(ResponseActFuture<ChainActor, Step>),
+}
+
+/// Attaches `tx` to the in-flight record `tag`. Runs as the handler's answer goes out, before
+/// the actor handles another message, so the record cannot have been settled yet.
+fn attach(inflight: &InFlightMap, tag: u64, tx: Option<Reply>) {
+    if let Some(entry) = inflight.borrow_mut().get_mut(&tag) {
+        entry.answer.tx = tx;
+    }
+}
+
+impl MessageResponse<ChainActor, Append> for AppendAnswer {
+    fn handle(self, ctx: &mut Context<ChainActor>, tx: Option<Reply>) {
+        match self.0 {
+            Answering::Now(res) => {
+                if let Some(tx) = tx {
+                    // The appender may have given up waiting; then nobody reads this.
+                    let _ = tx.send(res);
+                }
+            }
+            Answering::Sent { tag, inflight } => attach(&inflight, tag, tx),
+            Answering::Later(next) => {
+                ctx.spawn(
+                    next.map(move |step, act: &mut ChainActor, ctx| act.deliver(step, tx, ctx)),
+                );
+            }
+        }
+    }
+}
 
 /// True for a refusal that only says the anchor moved under the record: another writer
 /// extended it (fork guard, missing predecessor), or an earlier in-flight record of the
@@ -267,11 +361,11 @@ pub struct ChainActor {
     last_active: Instant,
     /// This actor, for persistence's [`Acks`] (weak: it must not keep itself alive).
     me: Option<WeakRecipient<Acks>>,
-    /// The next number given to a record sent to persistence.
+    /// The next tag given to a record handed to the writer.
     next_tag: u64,
-    /// Records sent to persistence and not yet answered, by number: [`Acks`] (one message
-    /// per settled batch) wakes each one's continuation in [`ChainActor::send`].
-    acks: HashMap<u64, tokio::sync::oneshot::Sender<crate::persistence::Outcome>>,
+    /// Records handed to the writer and not yet settled, by tag: [`Acks`] (one message per
+    /// settled batch) settles each in [`ChainActor::settle`].
+    inflight: InFlightMap,
 }
 
 impl ChainActor {
@@ -296,7 +390,7 @@ impl ChainActor {
             last_active: Instant::now(),
             me: None,
             next_tag: 0,
-            acks: HashMap::new(),
+            inflight: Rc::new(RefCell::new(HashMap::new())),
         }
     }
 
@@ -394,15 +488,15 @@ impl ChainActor {
         self.retire(ctx);
     }
 
-    /// Hashes `new` onto the head, sends it to persistence and moves the head; see
-    /// [`ChainActor::send`] for what happens when the anchor moved meanwhile.
+    /// Hashes `new` onto the head and stores it (memory) or hands it to the writer and moves
+    /// the head; see [`ChainActor::settle`] for what happens when the anchor moved meanwhile.
     fn commit(
         &mut self,
         new: NewRecord,
         rid: Uuid,
         canonical: Payload,
         wait_committed: bool,
-    ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
+    ) -> Step {
         let now = chrono::Utc::now().timestamp_micros();
         let ts = now.max(self.last_ts.saturating_add(1));
         let has_client_rid = new.rid.is_some();
@@ -414,7 +508,7 @@ impl ChainActor {
             canonical,
         ) {
             Ok(r) => Arc::new(r),
-            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+            Err(e) => return Step::Done(Err(e.into())),
         };
         match &self.settings.persist {
             sink @ (Sink::Memory(store) | Sink::Spooled(store, _)) => {
@@ -445,7 +539,7 @@ impl ChainActor {
                 };
                 let outcome =
                     spooled.and_then(|()| store.insert_now(std::slice::from_ref(&record)));
-                return Box::pin(fut::ready(match outcome {
+                return Step::Done(match outcome {
                     Ok(()) => {
                         self.head = Some(record.hash);
                         self.last_ts = ts;
@@ -463,56 +557,52 @@ impl ChainActor {
                         }
                         Err(e)
                     }
-                }));
+                });
             }
             Sink::Actor(_) | Sink::Writer(_) => {}
         }
         let deadline = Instant::now() + self.settings.relink_for;
-        if !has_client_rid {
-            return self.send(record, wait_committed, deadline, 1);
+        let mut answer = Answer::default();
+        if has_client_rid {
+            // A client rid can be repeated while in flight: the repeat waits for this
+            // append's final answer (after any re-links), which `finish` sends it.
+            let (final_tx, final_rx) = tokio::sync::oneshot::channel();
+            let shared: Outcome = async move {
+                final_rx.await.unwrap_or_else(|_| {
+                    Err(LedgerError::Internal(
+                        "chain actor stopped before answering".into(),
+                    ))
+                })
+            }
+            .boxed()
+            .shared();
+            self.pending.insert(rid, (Arc::clone(&record), shared));
+            answer.repeats = Some((rid, final_tx));
         }
-        // A client rid can be repeated while in flight: the repeat waits for this append's
-        // final answer (after any re-links).
-        let (final_tx, final_rx) = tokio::sync::oneshot::channel();
-        let shared: Outcome = async move {
-            final_rx.await.unwrap_or_else(|_| {
-                Err(LedgerError::Internal(
-                    "chain actor stopped before answering".into(),
-                ))
-            })
-        }
-        .boxed()
-        .shared();
-        self.pending.insert(rid, (Arc::clone(&record), shared));
-        Box::pin(self.send(record, wait_committed, deadline, 1).map(
-            move |res, act: &mut Self, _ctx| {
-                act.pending.remove(&rid);
-                // Nobody may be waiting on a repeat; then nobody reads this.
-                let _ = final_tx.send(res.clone());
-                res
-            },
-        ))
+        Step::Sent(self.send(record, wait_committed, deadline, 1, answer))
     }
 
-    /// Sends a sealed record (attempt `attempt`) to persistence and moves the head. When the
-    /// record is refused because its anchor moved (see [`anchor_moved`]), it is re-linked
-    /// onto the reloaded head and sent again until it commits or `deadline` passes.
+    /// Hands a sealed record (attempt `attempt`) to the writer, numbered by a new tag, and
+    /// moves the head; its outcome comes back in an [`Acks`] message and is settled by
+    /// [`ChainActor::settle`]. Returns the tag.
     fn send(
         &mut self,
         record: Arc<LedgerRecord>,
         wait_committed: bool,
         deadline: Instant,
         attempt: u32,
-    ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
+        answer: Answer,
+    ) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        // `me` is set in `started`, before any message is handled; without it (never) the
+        // record is answered as dropped by the guard below.
         let reply = match self.me.as_ref().and_then(WeakRecipient::upgrade) {
-            Some(to) => {
-                let tag = self.next_tag;
-                self.next_tag += 1;
-                self.acks.insert(tag, reply);
-                PersistReply::Batched(AckTo::new(to, tag))
+            Some(to) => PersistReply::Batched(AckTo::new(to, tag)),
+            None => {
+                let (tx, _rx) = tokio::sync::oneshot::channel();
+                PersistReply::Oneshot(tx)
             }
-            None => PersistReply::Oneshot(reply),
         };
         let msg = Persist {
             record: Arc::clone(&record),
@@ -527,77 +617,112 @@ impl ChainActor {
                 }
                 persist.do_send(msg);
             }
-            Sink::Memory(_) | Sink::Spooled(..) => {
-                return Box::pin(fut::ready(Err(LedgerError::Internal(
-                    "a re-link needs a persistence actor".into(),
-                ))));
-            }
+            // `commit` stores memory records itself, and a memory record is never refused
+            // for a re-link (`anchor_moved` needs a writer's refusal): unreachable in use.
+            Sink::Memory(_) | Sink::Spooled(..) => {}
         }
         self.head = Some(record.hash);
         self.last_ts = record.ts_micros();
         self.busy += 1;
-        let epoch = self.epoch;
-        let outcome = async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(LedgerError::Internal(
-                    "persistence actor dropped a record without answering".into(),
-                ))
-            })
-        };
-        Box::pin(fut::wrap_future(outcome).then(
-            move |res, act: &mut Self, ctx| -> ResponseActFuture<Self, _> {
-                act.busy -= 1;
-                act.last_active = Instant::now();
-                match res {
-                    Ok(durability) => Box::pin(fut::ready(Ok(AppendAck {
-                        record,
-                        durability,
-                        replayed: false,
-                    }))),
-                    Err(e) => {
-                        if epoch == act.epoch {
-                            // The first refusal of this epoch: everything sent after it is
-                            // doomed (its predecessor is missing), so start a new epoch from
-                            // the store's head.
-                            act.epoch += 1;
-                            act.head = record.prev_hash;
-                            if act.state == State::Ready {
-                                act.state = State::NeedsReload;
-                            }
-                        }
-                        if !anchor_moved(&e) {
-                            return Box::pin(fut::ready(Err(e)));
-                        }
-                        crate::metrics::rechained();
-                        if Instant::now() >= deadline {
-                            return Box::pin(fut::ready(Err(LedgerError::Contended {
-                                anchor_id: record.anchor_id,
-                                attempts: attempt,
-                            })));
-                        }
-                        // Through the mailbox: the handler reloads the head with `ctx.wait`,
-                        // like a new append, so every head load runs in a future the actor
-                        // keeps polling (the store batches head loads across actors).
-                        let (reply, rx) = tokio::sync::oneshot::channel();
-                        act.busy += 1;
-                        ctx.address().do_send(Relink {
-                            record,
-                            wait_committed,
-                            deadline,
-                            attempt: attempt + 1,
-                            reply,
-                        });
-                        Box::pin(fut::wrap_future(async move {
-                            rx.await.unwrap_or_else(|_| {
-                                Err(LedgerError::Internal(
-                                    "chain actor stopped during a re-link".into(),
-                                ))
-                            })
-                        }))
-                    }
-                }
+        self.inflight.borrow_mut().insert(
+            tag,
+            InFlight {
+                record,
+                wait_committed,
+                deadline,
+                attempt,
+                epoch: self.epoch,
+                answer,
             },
-        ))
+        );
+        tag
+    }
+
+    /// The outcome of an in-flight record: answered, or — when the record was refused
+    /// because its anchor moved (see [`anchor_moved`]) — re-linked onto the reloaded head and
+    /// sent again until it commits or its deadline passes.
+    fn settle(
+        &mut self,
+        f: InFlight,
+        outcome: crate::persistence::Outcome,
+        ctx: &mut Context<Self>,
+    ) {
+        self.busy -= 1;
+        self.last_active = Instant::now();
+        let e = match outcome {
+            Ok(durability) => {
+                let ack = AppendAck {
+                    record: f.record,
+                    durability,
+                    replayed: false,
+                };
+                return self.finish(f.answer, Ok(ack), ctx);
+            }
+            Err(e) => e,
+        };
+        if f.epoch == self.epoch {
+            // The first refusal of this epoch: everything sent after it is doomed (its
+            // predecessor is missing), so start a new epoch from the store's head.
+            self.epoch += 1;
+            self.head = f.record.prev_hash;
+            if self.state == State::Ready {
+                self.state = State::NeedsReload;
+            }
+        }
+        if !anchor_moved(&e) {
+            return self.finish(f.answer, Err(e), ctx);
+        }
+        crate::metrics::rechained();
+        if Instant::now() >= f.deadline {
+            let contended = LedgerError::Contended {
+                anchor_id: f.record.anchor_id,
+                attempts: f.attempt,
+            };
+            return self.finish(f.answer, Err(contended), ctx);
+        }
+        // Through the mailbox: the handler reloads the head with `ctx.wait`, like a new
+        // append, so every head load runs in a future the actor keeps polling (the store
+        // batches head loads across actors).
+        self.busy += 1;
+        ctx.address().do_send(Relink {
+            record: f.record,
+            wait_committed: f.wait_committed,
+            deadline: f.deadline,
+            attempt: f.attempt + 1,
+            answer: f.answer,
+        });
+    }
+
+    /// Delivers an append's final answer to its sender (and to repeats of its client rid).
+    fn finish(
+        &mut self,
+        answer: Answer,
+        res: Result<AppendAck, LedgerError>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.unanswered -= 1;
+        if let Some((rid, repeats)) = answer.repeats {
+            self.pending.remove(&rid);
+            // Nobody may be waiting on a repeat; then nobody reads this.
+            let _ = repeats.send(res.clone());
+        }
+        if let Some(tx) = answer.tx {
+            // The appender may have given up waiting; then nobody reads this.
+            let _ = tx.send(res);
+        }
+        self.retire_if_crowded(ctx);
+    }
+
+    /// Continues an append whose first step was asynchronous (a head load or a rid
+    /// look-up), now that `step` is known; `tx` answers its sender.
+    fn deliver(&mut self, step: Step, tx: Option<Reply>, ctx: &mut Context<Self>) {
+        match step {
+            Step::Done(res) => self.finish(Answer { tx, repeats: None }, res, ctx),
+            Step::Sent(tag) => attach(&self.inflight, tag, tx),
+            Step::Wait(next) => {
+                ctx.spawn(next.map(move |step, act: &mut Self, ctx| act.deliver(step, tx, ctx)));
+            }
+        }
     }
 
     /// Re-links a refused record onto the anchor's head and sends it again (the head was
@@ -608,47 +733,47 @@ impl ChainActor {
         wait_committed: bool,
         deadline: Instant,
         attempt: u32,
-    ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
-        if let State::Failed(e) = &self.state {
-            return Box::pin(fut::ready(Err(e.clone())));
-        }
-        match relinked(&record, self.head, self.last_ts) {
-            Ok(r) => self.send(Arc::new(r), wait_committed, deadline, attempt),
-            Err(e) => Box::pin(fut::ready(Err(e))),
+        answer: Answer,
+        ctx: &mut Context<Self>,
+    ) {
+        let relinked = match &self.state {
+            State::Failed(e) => Err(e.clone()),
+            _ => relinked(&record, self.head, self.last_ts),
+        };
+        match relinked {
+            Ok(r) => {
+                self.send(Arc::new(r), wait_committed, deadline, attempt, answer);
+            }
+            Err(e) => self.finish(answer, Err(e), ctx),
         }
     }
 
     /// The append continues once the actor is ready: either now or after a head reload.
-    fn process(
-        &mut self,
-        new: NewRecord,
-        wait_committed: bool,
-        ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
+    fn process(&mut self, new: NewRecord, wait_committed: bool, ctx: &mut Context<Self>) -> Step {
         let canonical = match validate_new_record(&new, &self.settings.limits) {
             Ok(c) => c,
             Err(e) => {
                 // A refused payload may be nested too deep for a recursive drop.
                 ledger_entities::validate::dispose(new.payload);
-                return Box::pin(fut::ready(Err(e.into())));
+                return Step::Done(Err(e.into()));
             }
         };
         if new.anchor_id != self.anchor_id {
-            return Box::pin(fut::ready(Err(LedgerError::Internal(format!(
+            return Step::Done(Err(LedgerError::Internal(format!(
                 "record for anchor {} sent to the actor of {}",
                 new.anchor_id, self.anchor_id
-            )))));
+            ))));
         }
         if self.state == State::NeedsReload {
             self.load_head(ctx);
             // The wait above holds the mailbox and every spawned future, so this continuation
             // runs after the reload.
-            return Box::pin(ActorFutureExt::then(
+            return Step::Wait(Box::pin(ActorFutureExt::map(
                 fut::ready(()),
                 move |(), act: &mut Self, ctx| {
                     act.process_ready(new, canonical, wait_committed, ctx)
                 },
-            ));
+            )));
         }
         self.process_ready(new, canonical, wait_committed, ctx)
     }
@@ -659,9 +784,9 @@ impl ChainActor {
         canonical: Payload,
         wait_committed: bool,
         _ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<AppendAck, LedgerError>> {
+    ) -> Step {
         if let State::Failed(e) = &self.state {
-            return Box::pin(fut::ready(Err(e.clone())));
+            return Step::Done(Err(e.clone()));
         }
         let Some(rid) = new.rid else {
             return self.commit(new, Uuid::now_v7(), canonical, wait_committed);
@@ -689,21 +814,21 @@ impl ChainActor {
                 }
                 .boxed()
             };
-        Box::pin(fut::wrap_future(lookup).then(
-            move |found, act: &mut Self, _ctx| -> ResponseActFuture<Self, _> {
+        Step::Wait(Box::pin(fut::wrap_future(lookup).map(
+            move |found, act: &mut Self, _ctx| {
                 act.busy -= 1;
                 match found {
-                    // PostgreSQL is down (the supervisor is buffering): the rid cannot be
+                    // PostgreSQL is down (the writer is buffering): the rid cannot be
                     // checked now. The drain skips a rid already stored (same content), so
                     // the record still lands exactly once.
                     Err(LedgerError::Unavailable(_)) => match act.replay_pending(rid, &new) {
                         Some(replay) => replay,
                         None => act.commit(new, rid, canonical, wait_committed),
                     },
-                    Err(e) => Box::pin(fut::ready(Err(e))),
+                    Err(e) => Step::Done(Err(e)),
                     Ok(Some(stored)) => {
                         let durability = crate::store::durability_of(act.settings.store.backend());
-                        Box::pin(fut::ready(replay_stored(stored, &new, durability)))
+                        Step::Done(replay_stored(stored, &new, durability))
                     }
                     Ok(None) => match act.replay_pending(rid, &new) {
                         Some(replay) => replay,
@@ -711,31 +836,27 @@ impl ChainActor {
                     },
                 }
             },
-        ))
+        )))
     }
 
     /// An in-flight record with this rid answers the repeat once it is settled.
-    fn replay_pending(
-        &self,
-        rid: Uuid,
-        new: &NewRecord,
-    ) -> Option<ResponseActFuture<Self, Result<AppendAck, LedgerError>>> {
+    fn replay_pending(&self, rid: Uuid, new: &NewRecord) -> Option<Step> {
         let (record, outcome) = self.pending.get(&rid)?;
         let record = Arc::clone(record);
         match record.same_content(new) {
-            Ok(true) => Some(Box::pin(fut::wrap_future(outcome.clone()).map(
+            Ok(true) => Some(Step::Wait(Box::pin(fut::wrap_future(outcome.clone()).map(
                 |res: Result<AppendAck, LedgerError>, _act: &mut Self, _ctx| {
-                    res.map(|ack| AppendAck {
+                    Step::Done(res.map(|ack| AppendAck {
                         replayed: true,
                         ..ack
-                    })
+                    }))
                 },
-            ))),
-            Ok(false) => Some(Box::pin(fut::ready(Err(LedgerError::Conflict {
+            )))),
+            Ok(false) => Some(Step::Done(Err(LedgerError::Conflict {
                 rid,
                 reason: "an in-flight record has this rid with different content".into(),
-            })))),
-            Err(e) => Some(Box::pin(fut::ready(Err(e.into())))),
+            }))),
+            Err(e) => Some(Step::Done(Err(e.into()))),
         }
     }
 }
@@ -788,69 +909,72 @@ impl Actor for ChainActor {
 // Handlers
 // ---------------------------------------------------------------------------------------
 
-/// Validates, hashes and persists one record; answers when persistence confirms. A stored or
-/// in-flight client rid with the same content returns that record (`replayed`); with other
-/// content it is a [`LedgerError::Conflict`].
+/// Validates, hashes and persists one record; answers when it is stored (memory: at once,
+/// in this handler) or when the writer settles it (an [`Acks`] message, see
+/// [`AppendAnswer`]). A stored or in-flight client rid with the same content returns that
+/// record (`replayed`); with other content it is a [`LedgerError::Conflict`].
 impl Handler<Append> for ChainActor {
-    type Result = ResponseActFuture<Self, Result<AppendAck, LedgerError>>;
+    type Result = AppendAnswer;
 
     fn handle(&mut self, msg: Append, ctx: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
         match &self.state {
             State::Passivating => {
-                return Box::pin(fut::ready(Err(LedgerError::Retired)));
+                return AppendAnswer(Answering::Now(Err(LedgerError::Retired)));
             }
             State::Failed(e) => {
                 // Leave the record with the sender and retire, so the next append starts a
-                // fresh actor that tries to load the head again. Retire as the answer goes
-                // out (in the same poll), not before: actix drops the response future of an
-                // actor already stopping, and the caller would get "outcome unknown" instead
-                // of this typed error.
+                // fresh actor that tries to load the head again. The answer is sent right
+                // after this handler returns, so the typed error reaches the caller although
+                // the actor is stopping.
                 let e = e.clone();
-                return Box::pin(actix::ActorFutureExt::map(
-                    fut::ready(Err(e)),
-                    |res, act: &mut Self, ctx| {
-                        act.retire(ctx);
-                        res
-                    },
-                ));
+                self.retire(ctx);
+                return AppendAnswer(Answering::Now(Err(e)));
             }
             State::Loading | State::Ready | State::NeedsReload => {}
         }
         let Some(new) = msg.take() else {
-            return Box::pin(fut::ready(Err(LedgerError::Internal(
+            return AppendAnswer(Answering::Now(Err(LedgerError::Internal(
                 "append withdrawn by its sender".into(),
             ))));
         };
+        let wait_committed = msg.wait_committed;
+        // Taken: the message leaves the mailbox depth now (its ticket), so that
+        // `retire_if_crowded` below sees only appends still queued.
+        drop(msg);
         self.unanswered += 1;
-        Box::pin(
-            self.process(new, msg.wait_committed, ctx)
-                .map(|res, act: &mut Self, ctx| {
-                    act.unanswered -= 1;
-                    act.retire_if_crowded(ctx);
-                    res
-                }),
-        )
+        match self.process(new, wait_committed, ctx) {
+            Step::Done(res) => {
+                self.unanswered -= 1;
+                self.retire_if_crowded(ctx);
+                AppendAnswer(Answering::Now(res))
+            }
+            Step::Sent(tag) => AppendAnswer(Answering::Sent {
+                tag,
+                inflight: Rc::clone(&self.inflight),
+            }),
+            Step::Wait(next) => AppendAnswer(Answering::Later(next)),
+        }
     }
 }
 
-/// Outcomes of this actor's records from persistence (one message per settled batch): each
-/// wakes its append's continuation.
+/// Outcomes of this actor's records from the writer (one message per settled batch): each
+/// is settled — answered, or re-linked — in [`ChainActor::settle`].
 impl Handler<Acks> for ChainActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Acks, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Acks, ctx: &mut Context<Self>) {
         for (tag, outcome) in msg.0 {
-            if let Some(tx) = self.acks.remove(&tag) {
-                // The continuation is gone only if the actor is stopping.
-                let _ = tx.send(outcome);
+            let entry = self.inflight.borrow_mut().remove(&tag);
+            if let Some(entry) = entry {
+                self.settle(entry, outcome, ctx);
             }
         }
     }
 }
 
 /// Starts a new epoch and reloads the head from the store before the next append: the
-/// supervisor moved this anchor's records. Outcomes of records already in flight no longer
+/// writer moved this anchor's records. Outcomes of records already in flight no longer
 /// move the head.
 impl Handler<Rebase> for ChainActor {
     type Result = ();
@@ -864,7 +988,8 @@ impl Handler<Rebase> for ChainActor {
 }
 
 /// Reloads the head if a refusal asked for it (holding the mailbox, like an append), then
-/// re-links the record onto it and writes it again; answers the original append.
+/// re-links the record onto it and writes it again; the original append is answered when
+/// that settles.
 impl Handler<Relink> for ChainActor {
     type Result = ResponseActFuture<Self, ()>;
 
@@ -875,27 +1000,19 @@ impl Handler<Relink> for ChainActor {
             wait_committed,
             deadline,
             attempt,
-            reply,
+            answer,
         } = msg;
-        let answer = move |res: Result<AppendAck, LedgerError>,
-                           _act: &mut Self,
-                           _ctx: &mut Context<Self>| {
-            // The appender may have given up waiting; then nobody reads this.
-            let _ = reply.send(res);
-        };
         if self.state == State::NeedsReload {
             self.load_head(ctx);
             // The wait holds the mailbox and every spawned future: this runs after the reload.
-            return Box::pin(
-                ActorFutureExt::then(fut::ready(()), move |(), act: &mut Self, _ctx| {
-                    act.relink_ready(record, wait_committed, deadline, attempt)
-                })
-                .map(answer),
-            );
+            return Box::pin(ActorFutureExt::map(
+                fut::ready(()),
+                move |(), act: &mut Self, ctx| {
+                    act.relink_ready(record, wait_committed, deadline, attempt, answer, ctx)
+                },
+            ));
         }
-        Box::pin(
-            self.relink_ready(record, wait_committed, deadline, attempt)
-                .map(answer),
-        )
+        self.relink_ready(record, wait_committed, deadline, attempt, answer, ctx);
+        Box::pin(fut::ready(()))
     }
 }

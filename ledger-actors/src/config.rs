@@ -311,7 +311,7 @@ pub struct LedgerConfig {
     pub auto_migrate: bool,
     /// Most records held on the memory fallback during a PostgreSQL outage.
     pub buffer_capacity: usize,
-    /// Seconds a record may wait for PostgreSQL before the supervisor probes it on a new
+    /// Seconds a record may wait for PostgreSQL before the writer probes it on a new
     /// connection and, if that fails too, declares an outage (catches black-holed connections
     /// that never error). Default 5 s: well above PostgreSQL's `deadlock_timeout` (1 s), so a
     /// lock wait between processes is never mistaken for an outage.

@@ -72,7 +72,7 @@ pub enum LedgerError {
         attempts: u32,
     },
     /// The database cannot be reached (connection refused or reset, pool timeout, server
-    /// shutting down, statement timeout). Handle: retry later; the supervisor fails over to
+    /// shutting down, statement timeout). Handle: retry later; the writer fails over to
     /// memory where it is running.
     #[error("database unavailable: {0}")]
     Unavailable(String),

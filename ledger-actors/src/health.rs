@@ -1,7 +1,7 @@
 //! [`Health`]: what [`crate::Ledger::health`] reports, and the rules that grade it.
 //!
 //! # What is probed
-//! - the persistence side: for a supervised (`postgres`) ledger the [`Supervisor`] must answer
+//! - the persistence side: for a supervised (`postgres`) ledger the [`Writer`] must answer
 //!   [`GetStatus`] (which also gives its mode and the buffered records), otherwise the
 //!   persistence actor must answer a [`Flush`], within the probe timeout;
 //! - every chain worker thread: a no-op task must run within the probe timeout;
@@ -16,7 +16,7 @@
 //! # Rules
 //! **Down** (the ledger cannot take appends), if any of:
 //! - the ledger is shutting down or shut down;
-//! - the persistence actor (or the supervisor) is gone (its mailbox is closed) or does not
+//! - the persistence actor (or the writer) is gone (its mailbox is closed) or does not
 //!   answer in time;
 //! - a chain worker thread is gone or does not run the probe in time.
 //!
@@ -43,7 +43,7 @@ use crate::config::{Backend, LedgerConfig};
 use crate::observe::{MailboxDepth, Observer};
 use crate::persistence::Flush;
 use crate::store::LedgerStore;
-use crate::writer::{GetStatus, Mode, Supervisor};
+use crate::writer::{GetStatus, Mode, Writer};
 
 /// The longest a single probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -116,13 +116,13 @@ pub struct Health {
     /// has no database connection to ping: `Some(false)`.
     pub database_reachable: Option<bool>,
     /// Records acknowledged on the memory fallback and not yet in PostgreSQL, as the
-    /// supervisor reports them (0 without a supervisor).
+    /// writer reports them (0 without a writer).
     pub buffered_records: u64,
     /// Records acknowledged that can never be written (their rid was stored meanwhile with
-    /// other content), kept by the supervisor (see `Ledger::outage_records`); 0 without a
-    /// supervisor.
+    /// other content), kept by the writer (see `Ledger::outage_records`); 0 without a
+    /// writer.
     pub kept_records: u64,
-    /// Whether the persistence side answered in time: the supervisor its status request, or
+    /// Whether the persistence side answered in time: the writer its status request, or
     /// the memory persistence actor a flush (with success or an error).
     pub persistence_responding: bool,
     /// Chain worker threads that ran the probe in time.
@@ -206,7 +206,7 @@ pub(crate) struct Probe<'a> {
     pub(crate) store: &'a dyn LedgerStore,
     pub(crate) observer: &'a Observer,
     pub(crate) persistence: &'a Recipient<Flush>,
-    pub(crate) supervisor: Option<&'a Addr<Supervisor>>,
+    pub(crate) writer: Option<&'a Addr<Writer>>,
     pub(crate) workers: &'a [ArbiterHandle],
     pub(crate) closing: bool,
 }
@@ -230,7 +230,7 @@ struct Observation {
     closing: bool,
     configured: Backend,
     active: Backend,
-    /// The supervisor's mode, when there is a supervisor and it answered.
+    /// The writer's mode, when there is a writer and it answered.
     mode: Option<Mode>,
     database_reachable: Option<bool>,
     /// False when a `postgres` ledger started on the memory fallback: no connection exists.
@@ -253,10 +253,10 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
             // The actors are being stopped; a flush now would race the shutdown's own.
             return (PersistenceProbe::Gone, None);
         }
-        if let Some(supervisor) = probe.supervisor {
+        if let Some(writer) = probe.writer {
             // A status request, not a flush: a flush waits for PostgreSQL, which is what
-            // the supervisor's failover is for.
-            return match tokio::time::timeout(timeout, supervisor.send(GetStatus)).await {
+            // the writer's failover is for.
+            return match tokio::time::timeout(timeout, writer.send(GetStatus)).await {
                 Err(_) | Ok(Err(MailboxError::Timeout)) => (PersistenceProbe::Silent, None),
                 Ok(Err(MailboxError::Closed)) => (PersistenceProbe::Gone, None),
                 Ok(Ok(status)) => (PersistenceProbe::Ok, Some(status)),
@@ -301,7 +301,7 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
     let mode = status.as_ref().map(|s| s.mode);
     let active = match mode {
         Some(Mode::Primary) => Backend::Postgres,
-        Some(Mode::Fallback | Mode::Draining) => Backend::Memory,
+        Some(Mode::Outage | Mode::Draining) => Backend::Memory,
         None => observer.active(),
     };
     grade(Observation {
@@ -477,10 +477,10 @@ mod tests {
         );
     }
 
-    /// A supervisor in failover or draining is degraded, with its mode in the reason.
+    /// A writer in failover or draining is degraded, with its mode in the reason.
     #[test]
-    fn supervisor_outage_and_drain_are_degraded() {
-        for (mode, word) in [(Mode::Fallback, "unavailable"), (Mode::Draining, "drain")] {
+    fn writer_outage_and_drain_are_degraded() {
+        for (mode, word) in [(Mode::Outage, "unavailable"), (Mode::Draining, "drain")] {
             let h = grade(Observation {
                 configured: Backend::Postgres,
                 active: Backend::Memory,

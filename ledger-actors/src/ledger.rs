@@ -22,7 +22,7 @@ use crate::verify::{self, ChainReport, VerifySummary};
 use crate::writer::buffer::OutageBuffer;
 use crate::writer::reads::SupervisedStore;
 use crate::writer::{
-    AwaitDrain, GetOutageRecords, GetStatus, OutageRecords, OutageStatus, Supervisor, spool,
+    AwaitDrain, GetOutageRecords, GetStatus, OutageRecords, OutageStatus, Writer, spool,
 };
 
 /// The running ledger. Clone it freely; every clone talks to the same actors.
@@ -46,7 +46,7 @@ struct Inner {
     /// Depths, in-flight appends and the active backend, for the gauges and
     /// [`Ledger::health`].
     observer: Arc<Observer>,
-    supervisor: Option<Addr<Supervisor>>,
+    writer: Option<Addr<Writer>>,
     /// The transparency log's integrator (see `crate::tlog`), set right after start.
     integrator: OnceLock<Arc<crate::integrator::Integrator>>,
     /// Opened with [`Ledger::open_read_only`]: appends are refused before any actor.
@@ -57,7 +57,7 @@ struct Inner {
     /// [`Ledger::migrate_to_postgres`] copies).
     memory: Option<Arc<MemoryLedgerStore>>,
     /// Set once by [`Ledger::migrate_to_postgres`]: what the ledger runs on afterwards. The
-    /// fields above it that it shadows (config, store, flush, supervisor, observer,
+    /// fields above it that it shadows (config, store, flush, writer, observer,
     /// integrator) are the memory ledger's.
     switched: OnceLock<Switched>,
     /// Held by a migration from start to end: one at a time.
@@ -72,7 +72,7 @@ struct Switched {
     config: LedgerConfig,
     store: Arc<dyn LedgerStore>,
     flush: Recipient<Flush>,
-    supervisor: Addr<Supervisor>,
+    writer: Addr<Writer>,
     observer: Arc<Observer>,
     integrator: Option<Arc<crate::integrator::Integrator>>,
 }
@@ -97,7 +97,7 @@ pub struct ShutdownReport {
 
 /// The parts only a supervised (PostgreSQL) ledger has.
 struct Supervised {
-    addr: Addr<Supervisor>,
+    addr: Addr<Writer>,
     /// The writer's inbox, where chain actors hand their records.
     writer: WriterSender,
     router: Arc<OnceLock<Weak<ChainRouter>>>,
@@ -121,7 +121,7 @@ impl Ledger {
     /// must: on the `postgres` backend it connects and checks the schema (never migrates),
     /// and an unreachable database is an error ([`LedgerError::Unavailable`]) — it never falls
     /// back to memory, never reads, replays or truncates the outage spool, and starts no
-    /// supervisor. On the `memory` backend it reads a fresh, empty store. Appends are refused
+    /// writer. On the `memory` backend it reads a fresh, empty store. Appends are refused
     /// with [`LedgerError::ReadOnly`] before they reach an actor.
     pub async fn open_read_only(config: LedgerConfig) -> Result<Self, LedgerError> {
         config.check()?;
@@ -252,10 +252,10 @@ impl Ledger {
             .map_or(&self.inner.flush, |s| &s.flush)
     }
 
-    fn supervisor(&self) -> Option<&Addr<Supervisor>> {
+    fn writer(&self) -> Option<&Addr<Writer>> {
         match self.inner.switched.get() {
-            Some(s) => Some(&s.supervisor),
-            None => self.inner.supervisor.as_ref(),
+            Some(s) => Some(&s.writer),
+            None => self.inner.writer.as_ref(),
         }
     }
 
@@ -268,7 +268,7 @@ impl Ledger {
 
     /// Starts a postgres-backend ledger: connects, checks (or, with `auto_migrate`, applies)
     /// the schema, writes any records left in the outage spool by an earlier process, then
-    /// runs the [`Supervisor`] (which owns the PostgreSQL persistence actor) on its own
+    /// runs the [`Writer`] (which owns the PostgreSQL persistence actor) on its own
     /// Arbiter. If the database cannot be reached at start it logs a warning and starts on a
     /// fresh memory store instead (records then acknowledged as [`Durability::Volatile`], the
     /// spool left untouched); a missing schema is an error.
@@ -359,7 +359,7 @@ impl Ledger {
     }
 
     /// Starts the chain workers, the router and the metrics sampler around a running
-    /// persistence actor (or supervisor). `persistence_queue` is the persistence actor's
+    /// persistence actor (or writer). `persistence_queue` is the persistence actor's
     /// mailbox counter when it is a [`MemoryPersistence`] built with it (others report their
     /// own depth).
     fn assemble(
@@ -381,7 +381,7 @@ impl Ledger {
             |s| Arc::clone(&s.degraded),
         );
         let active = match &supervised {
-            // The supervisor sets `ledger_backend_active` itself, on start and every swap.
+            // The writer sets `ledger_backend_active` itself, on start and every swap.
             Some(_) => ActiveBackend::Supervised(Arc::clone(&degraded)),
             None => {
                 crate::metrics::backend_active(store.backend() == Backend::Postgres);
@@ -415,7 +415,7 @@ impl Ledger {
         };
         let router = ChainRouter::new(settings, handles.clone());
         if let Some(s) = &supervised {
-            // Set once, right after the router exists; the supervisor reads it later.
+            // Set once, right after the router exists; the writer reads it later.
             let _ = s.router.set(Arc::downgrade(&router));
         }
         Self {
@@ -429,7 +429,7 @@ impl Ledger {
                 closing: AtomicBool::new(false),
                 arbiters: std::sync::Mutex::new(arbiters),
                 workers: handles,
-                supervisor: supervised.map(|s| s.addr),
+                writer: supervised.map(|s| s.addr),
                 integrator: OnceLock::new(),
                 read_only: AtomicBool::new(false),
                 spool_lock: std::sync::Mutex::new(None),
@@ -477,7 +477,7 @@ impl Ledger {
             store: self.store().as_ref(),
             observer: self.observer(),
             persistence: self.flush_recipient(),
-            supervisor: self.supervisor(),
+            writer: self.writer(),
             workers: self.inner.router.workers(),
             closing: self.inner.closing.load(Ordering::Acquire),
         })
@@ -665,7 +665,7 @@ impl Ledger {
     /// 3. Cut-over: takes every append permit (appends wait, none fails unless it waits
     ///    longer than its timeout), copies the last records, checks that every anchor's
     ///    head in PostgreSQL is the in-memory head, writes any outage spool in
-    ///    `target.spool_dir`, starts the [`Supervisor`] and switches the chain actors, the
+    ///    `target.spool_dir`, starts the [`Writer`] and switches the chain actors, the
     ///    reads, health and the transparency log to PostgreSQL; then releases the appends.
     ///    From then on appends are acknowledged [`Durability::Committed`] (or buffered
     ///    during an outage, as on any PostgreSQL ledger).
@@ -804,7 +804,7 @@ impl Ledger {
                 return Err(e);
             }
         };
-        // Set once, right after the supervisor exists; it reads it later.
+        // Set once, right after the writer exists; it reads it later.
         let _ = supervised.router.set(Arc::downgrade(&self.inner.router));
         let mut settings = self.inner.router.current_settings();
         settings.store = Arc::clone(&reads);
@@ -824,7 +824,7 @@ impl Ledger {
             config: target,
             store: reads,
             flush: supervised.addr.clone().recipient(),
-            supervisor: supervised.addr,
+            writer: supervised.addr,
             observer,
             integrator,
         };
@@ -866,24 +866,24 @@ impl Ledger {
         verify::verify_all(self.store().as_ref()).await
     }
 
-    /// The supervisor's view of PostgreSQL: active mode, buffered records, failovers,
+    /// The writer's view of PostgreSQL: active mode, buffered records, failovers,
     /// counts of re-chained and quarantined records. `None` on the memory backend.
     pub async fn outage_status(&self) -> Option<OutageStatus> {
-        let addr = self.supervisor()?;
+        let addr = self.writer()?;
         addr.send(GetStatus).await.ok()
     }
 
     /// The records re-chained or quarantined by outage drains (the status has only their
     /// counts). `None` on the memory backend.
     pub async fn outage_records(&self) -> Option<OutageRecords> {
-        let addr = self.supervisor()?;
+        let addr = self.writer()?;
         addr.send(GetOutageRecords).await.ok()
     }
 
     /// Waits until records buffered during an outage are all in PostgreSQL (or `timeout`
     /// passes) and returns the status then. `None` on the memory backend.
     pub async fn await_drain(&self, timeout: std::time::Duration) -> Option<OutageStatus> {
-        let addr = self.supervisor()?;
+        let addr = self.writer()?;
         addr.send(AwaitDrain { timeout }).await.ok()
     }
 
@@ -943,7 +943,7 @@ impl Ledger {
         if let Some(s) = self.inner.switched.get() {
             s.observer.finish();
         }
-        // The supervisor (the spool's writer) is stopped: the next ledger may take the spool.
+        // The writer (the spool's writer) is stopped: the next ledger may take the spool.
         drop(
             self.inner
                 .spool_lock
@@ -960,7 +960,7 @@ impl Ledger {
     }
 }
 
-/// Starts a [`Supervisor`] over `store` on an Arbiter of its own; returns it with the reads
+/// Starts a [`Writer`] over `store` on an Arbiter of its own; returns it with the reads
 /// it serves (PostgreSQL plus the outage buffer).
 fn supervise(
     config: &LedgerConfig,
@@ -969,16 +969,16 @@ fn supervise(
     let buffer = Arc::new(OutageBuffer::default());
     let router_slot: Arc<OnceLock<Weak<ChainRouter>>> = Arc::new(OnceLock::new());
     let degraded = Arc::new(AtomicBool::new(false));
-    let supervisor = Supervisor::new(
+    let actor = Writer::new(
         config.clone(),
         Arc::clone(&store),
         Arc::clone(&buffer),
         Arc::clone(&router_slot),
         Arc::clone(&degraded),
     )?;
-    let writer = supervisor.sender();
+    let writer = actor.sender();
     let arbiter = Arbiter::new();
-    let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| supervisor);
+    let addr = Writer::start_in_arbiter(&arbiter.handle(), move |_| actor);
     let reads: Arc<dyn LedgerStore> =
         Arc::new(SupervisedStore::new(store, buffer, Arc::clone(&degraded)));
     Ok((

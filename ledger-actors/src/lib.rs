@@ -3,7 +3,7 @@
 //! A host holds a [`Ledger`]. Each append goes to the anchor's [`chain::ChainActor`] (one per
 //! anchor, started on demand by the [`router::ChainRouter`] and spread over one worker thread
 //! per core), which links and hashes the record and stores it: into the memory store itself
-//! (memory backend, answered at once) or through the supervisor, which group-commits
+//! (memory backend, answered at once) or through the writer, which group-commits
 //! (PostgreSQL, answered when committed, buffered or spooled).
 //!
 //! # Layout
@@ -21,7 +21,7 @@
 //!   ledger writes it to the database at start and reports every re-chained record.
 //! - [`store`]: the [`store::LedgerStore`] trait, [`Durability`] and
 //!   [`store::MemoryLedgerStore`].
-//! - [`writer`]: [`writer::Supervisor`], the one PostgreSQL writer: group commit,
+//! - [`writer`]: [`writer::Writer`], the one PostgreSQL writer: group commit,
 //!   failover to the in-memory outage buffer and the drain back; the spool; [`writer::reads::SupervisedStore`] (PostgreSQL
 //!   plus the buffer). Its module doc tells a record's way to PostgreSQL.
 //! - [`transfer`]: export and import as JSON Lines (verified, idempotent, resumable), and

@@ -51,7 +51,7 @@ pub const IN_FLIGHT_APPENDS: &str = "ledger_in_flight_appends";
 pub const CHAIN_MAILBOX_DEPTH: &str = "ledger_chain_mailbox_depth";
 /// Gauge: messages queued in the persistence actor's mailbox.
 pub const PERSISTENCE_MAILBOX_DEPTH: &str = "ledger_persistence_mailbox_depth";
-/// Gauge: records the supervisor has forwarded to PostgreSQL and holds until PostgreSQL
+/// Gauge: records the writer has forwarded to PostgreSQL and holds until PostgreSQL
 /// answers (not its actix mailbox: those records are the ones a failover moves to the
 /// fallback).
 pub const SUPERVISOR_PENDING_RECORDS: &str = "ledger_supervisor_pending_records";
@@ -437,7 +437,7 @@ pub fn describe() {
     describe_gauge!(
         SUPERVISOR_PENDING_RECORDS,
         Unit::Count,
-        "Records forwarded to PostgreSQL by the supervisor and not yet answered."
+        "Records forwarded to PostgreSQL by the writer and not yet answered."
     );
     describe_gauge!(
         ANCHORS_ACTIVE,
@@ -678,7 +678,7 @@ pub(crate) fn backend_active(postgres: bool) {
     metrics::gauge!(BACKEND_ACTIVE, labels::BACKEND => off).set(0.0);
 }
 
-/// The supervisor swapped to the memory fallback.
+/// The writer swapped to the memory fallback.
 pub(crate) fn failover() {
     metrics::counter!(FAILOVERS_TOTAL).increment(1);
 }
@@ -731,8 +731,8 @@ pub(crate) fn checkpoint_written() {
     metrics::counter!(CHECKPOINTS_TOTAL).increment(1);
 }
 
-/// Records the supervisor holds waiting for PostgreSQL's answer.
-pub(crate) fn supervisor_depth(records: usize) {
+/// Records the writer holds waiting for PostgreSQL's answer.
+pub(crate) fn writer_depth(records: usize) {
     metrics::gauge!(SUPERVISOR_PENDING_RECORDS).set(records as f64);
 }
 

@@ -163,9 +163,9 @@ impl Drop for QueueTicket {
 #[derive(Debug, Clone)]
 pub enum ActiveBackend {
     /// Always this one: a memory ledger, or a `postgres` ledger that started on the memory
-    /// fallback because the database was unreachable at start (no supervisor).
+    /// fallback because the database was unreachable at start (no writer).
     Fixed(Backend),
-    /// A supervised `postgres` ledger: the supervisor's flag, set while it is not writing to
+    /// A supervised `postgres` ledger: the writer's flag, set while it is not writing to
     /// PostgreSQL (failover or drain), when the memory fallback takes the writes.
     Supervised(Arc<AtomicBool>),
 }
@@ -268,8 +268,8 @@ impl Observer {
 
     /// Publishes the sampled gauges this ledger owns: in-flight appends, chain mailbox depth
     /// (and prunes idle anchors' counters) and the memory persistence actor's mailbox depth.
-    /// (`ledger_backend_active` is set once at start, or by the supervisor on every swap; the
-    /// supervisor and the PostgreSQL persistence actor publish their own gauges.)
+    /// (`ledger_backend_active` is set once at start, or by the writer on every swap; the
+    /// writer and the PostgreSQL persistence actor publish their own gauges.)
     pub fn publish(&self) {
         crate::metrics::in_flight_appends(self.in_flight());
         let chain = self.mailboxes.prune();
@@ -357,7 +357,7 @@ mod tests {
         assert_eq!(depth.get(), 0);
     }
 
-    /// A supervised ledger's active backend follows the supervisor's flag; a fixed one never
+    /// A supervised ledger's active backend follows the writer's flag; a fixed one never
     /// changes.
     #[test]
     fn active_backend_follows_the_supervisor_flag() {

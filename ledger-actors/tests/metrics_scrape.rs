@@ -90,9 +90,9 @@ fn rec(anchor: Uuid, i: u64) -> NewRecord {
 enum Expect {
     /// Produced by the memory backend; values checked explicitly below.
     Produced,
-    /// PostgreSQL/supervisor-only counter: registered at 0 by `register_counters`.
+    /// PostgreSQL/writer-only counter: registered at 0 by `register_counters`.
     RegisteredZero,
-    /// PostgreSQL/supervisor-only gauge or histogram: never produced by the memory backend.
+    /// PostgreSQL/writer-only gauge or histogram: never produced by the memory backend.
     Absent,
 }
 

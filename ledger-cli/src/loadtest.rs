@@ -150,7 +150,7 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
     }
 
     // After a PostgreSQL outage, records acknowledged on the memory fallback are written back
-    // by the supervisor; wait for that (bounded) so what is verified is what is durable.
+    // by the writer; wait for that (bounded) so what is verified is what is durable.
     let mut buffered = 0;
     let mut failovers = 0;
     if let Some(status) = ledger.await_drain(DRAIN_WAIT).await {

@@ -1,7 +1,7 @@
 //! Persistence actors: they receive hashed records from chain actors and make them durable.
 //!
 //! Every persistence actor speaks the same messages ([`Persist`], [`Flush`]), so the
-//! supervisor can put one in place of another. A record is acknowledged through its
+//! writer can put one in place of another. A record is acknowledged through its
 //! [`Persist::reply`] only after it is stored, with the [`Durability`] it reached.
 
 use std::collections::HashMap;
@@ -142,7 +142,7 @@ impl Message for Persist {
     type Result = ();
 }
 
-/// What the supervisor's inbox carries: records and flushes, in one FIFO order.
+/// What the writer's inbox carries: records and flushes, in one FIFO order.
 pub enum Inbox {
     /// A record to store (see [`Persist`]).
     Record(Persist),
@@ -150,7 +150,7 @@ pub enum Inbox {
     Flush(oneshot::Sender<Result<(), LedgerError>>),
 }
 
-/// The sending side of the supervisor's inbox, a tokio mpsc channel it drains in batches
+/// The sending side of the writer's inbox, a tokio mpsc channel it drains in batches
 /// (`recv_many`): chain actors hand records to the PostgreSQL writer through it, without an
 /// actor message per record. One sender's records arrive in the order it sent them.
 #[derive(Clone, Debug)]

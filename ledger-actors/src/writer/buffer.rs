@@ -1,7 +1,7 @@
 //! [`OutageBuffer`]: records acknowledged during a PostgreSQL outage and not yet written
 //! to it, in the order they must reach the database.
 //!
-//! Shared between the supervisor (the only writer) and the store reads go through, so heads
+//! Shared between the writer (the only writer) and the store reads go through, so heads
 //! and reads see buffered records.
 
 use std::collections::{HashMap, VecDeque};
@@ -23,7 +23,7 @@ struct Inner {
     by_hash: HashMap<RecordHash, Uuid>,
 }
 
-/// The outage buffer. Bounded by the supervisor (`buffer_capacity`).
+/// The outage buffer. Bounded by the writer (`buffer_capacity`).
 #[derive(Default)]
 pub struct OutageBuffer {
     inner: Mutex<Inner>,

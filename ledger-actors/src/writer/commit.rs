@@ -1,16 +1,16 @@
-//! Group commit: how the [`Supervisor`] writes records to PostgreSQL in [`Mode::Primary`].
+//! Group commit: how the [`Writer`] writes records to PostgreSQL in [`Mode::Primary`].
 //!
 //! Records from every chain actor are queued in arrival order and written with one
 //! [`crate::pg::insert_records`] per batch (a single statement, so one transaction) on the
-//! supervisor's own writer pool; each batch's outcomes are settled together when it ends.
+//! writer's own writer pool; each batch's outcomes are settled together when it ends.
 //!
 //! # Batching
 //! A batch is cut when `batch_size` records are waiting, when the oldest waiting record has
 //! waited `batch_linger`, or at once for a [`crate::persistence::Flush`]. While up to
 //! [`MAX_CONCURRENT_BATCHES`] batches run, new records keep arriving and form the next batch,
 //! so under load batches grow with the database's latency. Each batch is one task on the
-//! supervisor's Arbiter (one per batch, not per record) that reports back in one
-//! `BatchDone` message; the supervisor never blocks its thread.
+//! writer's Arbiter (one per batch, not per record) that reports back in one
+//! `BatchDone` message; the writer never blocks its thread.
 //!
 //! # Invariants (the chain actor relies on them, see [`crate::chain`])
 //! - Records are written in arrival order, so one anchor's records reach the database in
@@ -26,7 +26,7 @@
 //! - A data error in a multi-row batch does not fail the innocent records: the anchor that
 //!   moved is taken out, or the batch's records are retried one statement each, in order,
 //!   applying the poison rule. A connectivity error leaves the unwritten records pending:
-//!   the supervisor fails over and moves them, in order, to the outage buffer.
+//!   the writer fails over and moves them, in order, to the outage buffer.
 //!
 //! # Metrics
 //! `ledger_db_batch_size` (records per committed transaction, 1 for the one-by-one retries),
@@ -46,7 +46,7 @@ use sea_orm::sqlx::PgPool;
 use sea_orm::sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-use super::{Mode, Supervisor};
+use super::{Mode, Writer};
 use crate::error::LedgerError;
 use crate::pg::store::{classify, retry_contention};
 
@@ -59,7 +59,7 @@ pub const MAX_CONCURRENT_BATCHES: usize = 2;
 /// within moments of it; a minute is far beyond that.
 pub const POISON_TTL: Duration = Duration::from_secs(60);
 
-/// A record waiting for (or in) a batch: the supervisor's number for it, when it arrived.
+/// A record waiting for (or in) a batch: the writer's number for it, when it arrived.
 struct Queued {
     seq: u64,
     at: Instant,
@@ -91,7 +91,7 @@ pub(super) enum BatchOutcome {
     },
 }
 
-/// A batch finished (internal: sent by the batch's task to the supervisor).
+/// A batch finished (internal: sent by the batch's task to the writer).
 pub(super) struct BatchDone {
     id: u64,
     outcome: BatchOutcome,
@@ -139,10 +139,10 @@ impl BatchStats {
 }
 
 /// The group-commit state of [`Mode::Primary`]: the queue, the running batches and the
-/// poison. Every record here is also in the supervisor's `pending` (which holds its reply).
+/// poison. Every record here is also in the writer's `pending` (which holds its reply).
 pub(super) struct GroupCommit {
     /// The writer pool ([`MAX_CONCURRENT_BATCHES`] connections, opened on demand), made on
-    /// the supervisor's Arbiter by [`GroupCommit::open`]; `None` outside `Primary`.
+    /// the writer's Arbiter by [`GroupCommit::open`]; `None` outside `Primary`.
     pool: Option<PgPool>,
     batch_size: usize,
     linger: Duration,
@@ -181,7 +181,7 @@ impl GroupCommit {
     }
 
     /// A fresh writer pool of [`MAX_CONCURRENT_BATCHES`] connections, opened on demand (so an
-    /// unreachable database shows up as failed batches, not here). Called on the supervisor's
+    /// unreachable database shows up as failed batches, not here). Called on the writer's
     /// Arbiter: the connections' sockets then belong to that thread's runtime.
     pub(super) fn open(
         &mut self,
@@ -197,9 +197,9 @@ impl GroupCommit {
         );
     }
 
-    /// Forgets everything (a failover: the supervisor has moved the records to the buffer).
+    /// Forgets everything (a failover: the writer has moved the records to the buffer).
     /// Running writes are abandoned; the drain finds whatever they committed.
-    pub(super) fn reset(&mut self, ctx: &mut Context<Supervisor>) {
+    pub(super) fn reset(&mut self, ctx: &mut Context<Writer>) {
         for (_, run) in self.running.drain() {
             run.task.abort();
         }
@@ -306,7 +306,7 @@ impl GroupCommit {
     }
 
     /// Takes a settled batch's records and turns its outcome into one outcome per record (by
-    /// the supervisor's number). `None` if the batch is not running (abandoned by a failover).
+    /// the writer's number). `None` if the batch is not running (abandoned by a failover).
     fn settle(
         &mut self,
         id: u64,
@@ -335,7 +335,7 @@ impl GroupCommit {
                     answers.push((q.seq, result));
                 }
                 if let Some((_, err)) = unwritten {
-                    // Not written: the supervisor fails over on the first of these and moves
+                    // Not written: the writer fails over on the first of these and moves
                     // every pending record (these included) to the outage buffer.
                     answers.extend(records.map(|q| (q.seq, Err(err.clone()))));
                 }
@@ -345,7 +345,7 @@ impl GroupCommit {
     }
 }
 
-impl Supervisor {
+impl Writer {
     /// Queues a pending record for the next batch and starts a batch if one is due.
     pub(super) fn enqueue(&mut self, seq: u64, record: Arc<LedgerRecord>, ctx: &mut Context<Self>) {
         let c = &mut self.commit;
@@ -438,7 +438,7 @@ impl Supervisor {
 
 /// Settles a batch: answers its records (or fails over on a connectivity error) and starts
 /// what can start next.
-impl Handler<BatchDone> for Supervisor {
+impl Handler<BatchDone> for Writer {
     type Result = ();
 
     fn handle(&mut self, msg: BatchDone, ctx: &mut Context<Self>) {
@@ -458,7 +458,7 @@ impl Handler<BatchDone> for Supervisor {
         }
         acks.finish();
         self.dispatch(ctx);
-        crate::metrics::supervisor_depth(self.pending.len());
+        crate::metrics::writer_depth(self.pending.len());
     }
 }
 
@@ -523,7 +523,7 @@ async fn write_batch(
             }
             LedgerError::Unavailable(_) => {
                 // Part of the batch is settled (an anchor was taken out): the rest is not
-                // written; the supervisor fails over on it.
+                // written; the writer fails over on it.
                 crate::metrics::db_error(true);
                 for &i in &live {
                     results[i] = Err(err.clone());

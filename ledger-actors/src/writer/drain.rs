@@ -9,7 +9,7 @@
 //! often as it takes (pausing briefly after [`RECHAIN_EAGER`] attempts in a row): an
 //! acknowledged record is never given up because its anchor moved. A record refused for any
 //! other reason (its rid is stored with other content) is **quarantined**: not written, but
-//! kept by the supervisor (listed, counted in `ledger_records_kept`, reported by health and
+//! kept by the writer (listed, counted in `ledger_records_kept`, reported by health and
 //! written to the kept file of the spool directory), and its anchor's later records re-chain
 //! onto the database head.
 
@@ -35,7 +35,7 @@ const RECHAIN_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(
 /// before the drain gives up on this pass (and probes again, as after an outage).
 const CONTENTION_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// What the drain remembers between batches (and the supervisor between records): buffered
+/// What the drain remembers between batches (and the writer between records): buffered
 /// hashes whose records were written under another hash, and hashes never to be written.
 #[derive(Debug, Default)]
 pub struct DrainState {

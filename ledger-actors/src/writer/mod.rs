@@ -1,4 +1,4 @@
-//! [`Supervisor`]: the one writer of the `postgres` backend. It group-commits records to
+//! [`Writer`]: the one writer of the `postgres` backend. It group-commits records to
 //! PostgreSQL and swaps to the in-memory outage buffer when PostgreSQL fails, then drains
 //! the buffer back when it returns.
 //!
@@ -6,20 +6,20 @@
 //! group commit ([`commit`]) and stays in `pending` until PostgreSQL confirms it. A
 //! connectivity failure (refused/reset connection, pool timeout, shutdown, statement timeout)
 //! or a record pending longer than `failover_after` *and* a failed liveness probe on a new
-//! connection ([`Supervisor::check_liveness`]: a lock wait or a slow statement is not an
-//! outage) swaps to [`Mode::Fallback`]: every
+//! connection ([`Writer::check_liveness`]: a lock wait or a slow statement is not an
+//! outage) swaps to [`Mode::Outage`]: every
 //! pending record moves, in order, to the front of the [`OutageBuffer`], and new records are
 //! buffered behind them and acknowledged as [`Durability::Buffered`] (or
 //! [`Durability::Spooled`] once fsynced to the spool). A data error is answered to its
 //! appender and never causes a swap. PostgreSQL is probed with exponential back-off and
 //! jitter; when it answers, [`Mode::Draining`] writes the buffer in order (skipping rids
 //! already stored, so a batch that committed just before the failure is not written twice)
-//! while new records keep queueing behind, and the supervisor swaps back to `Primary` (with
+//! while new records keep queueing behind, and the writer swaps back to `Primary` (with
 //! a fresh writer pool) when the buffer is empty.
 //!
 //! # A record's way to PostgreSQL
 //! 1. Its chain actor seals it and hands a [`Persist`] to the inbox, a tokio mpsc channel
-//!    ([`Supervisor::sender`]) that this actor drains up to 1,024 messages at a time with
+//!    ([`Writer::sender`]) that this actor drains up to 1,024 messages at a time with
 //!    `recv_many` (no actor message per record; one channel, so one anchor's records arrive
 //!    in chain order). Its reply names the chain actor and the actor's number for it.
 //! 2. Primary: it is numbered, kept in `pending`, and queued for group commit
@@ -112,12 +112,12 @@ pub enum Mode {
     /// Records go to PostgreSQL.
     Primary,
     /// PostgreSQL is unreachable: records are buffered in memory (and spooled).
-    Fallback,
+    Outage,
     /// PostgreSQL is back: the buffer is being written to it; new records still queue behind.
     Draining,
 }
 
-/// A snapshot of the supervisor's state.
+/// A snapshot of the writer's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutageStatus {
     /// The active mode.
@@ -136,7 +136,7 @@ pub struct OutageStatus {
     pub quarantined: u64,
 }
 
-/// The re-chained and quarantined records the supervisor remembers (at most 10,000 of each,
+/// The re-chained and quarantined records the writer remembers (at most 10,000 of each,
 /// the first ones).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OutageRecords {
@@ -197,15 +197,15 @@ struct Pending {
     sent: Instant,
 }
 
-/// The supervisor actor. Start it with [`Supervisor::new`] on its own Arbiter.
-pub struct Supervisor {
+/// The writer actor. Start it with [`Writer::new`] on its own Arbiter.
+pub struct Writer {
     config: LedgerConfig,
     /// Connection options for the group commit's writer pool (a fresh one per `Primary`).
     writer_options: sea_orm::sqlx::postgres::PgConnectOptions,
     pool: PgPool,
     store: Arc<PostgresLedgerStore>,
     mode: Mode,
-    /// The inbox chain actors send records to ([`Supervisor::sender`]); taken by `started`.
+    /// The inbox chain actors send records to ([`Writer::sender`]); taken by `started`.
     inbox: Option<tokio::sync::mpsc::UnboundedReceiver<Inbox>>,
     sender: WriterSender,
     /// Primary: the queue and running batches ([`commit`]).
@@ -244,14 +244,14 @@ pub struct Supervisor {
     router: Arc<OnceLock<Weak<ChainRouter>>>,
     /// Set while not in `Primary`: chain actors do not passivate, so they keep their heads.
     degraded: Arc<AtomicBool>,
-    /// A liveness probe (see [`Supervisor::check_liveness`]) is running.
+    /// A liveness probe (see [`Writer::check_liveness`]) is running.
     liveness_running: bool,
     /// When the last liveness probe found the server alive while records were slow.
     alive_at: Option<Instant>,
 }
 
-impl Supervisor {
-    /// A supervisor writing through `store`'s pool. `buffer` is shared with the reads; the
+impl Writer {
+    /// A writer writing through `store`'s pool. `buffer` is shared with the reads; the
     /// spool is opened in `config.spool_dir` if set; `router` is filled in once the router
     /// exists (to tell chain actors to reload re-chained heads); `degraded` is set during
     /// outages.
@@ -334,7 +334,7 @@ impl Supervisor {
                         Inbox::Flush(reply) => act.flush_now(reply, ctx),
                     }
                 }
-                crate::metrics::supervisor_depth(act.pending.len());
+                crate::metrics::writer_depth(act.pending.len());
                 act.listen(inbox, ctx);
             }),
         );
@@ -375,7 +375,7 @@ impl Supervisor {
 
     /// A record has waited `failover_after` without an answer. A slow statement or a lock
     /// wait (another process's transaction, a deadlock PostgreSQL has not broken yet) is not
-    /// an outage, so the supervisor looks for evidence first: it opens a *new* connection
+    /// an outage, so the writer looks for evidence first: it opens a *new* connection
     /// (not one of the busy pool's) and runs `SELECT 1`, within half of `failover_after`
     /// (100 ms .. 2 s). Only if
     /// that fails does it fail over; if the server answers, records are left to finish and
@@ -510,7 +510,7 @@ impl Supervisor {
                 }
             }
         }
-        crate::metrics::supervisor_depth(self.pending.len());
+        crate::metrics::writer_depth(self.pending.len());
     }
 
     /// Swaps to the memory fallback: pending records go to the buffer first, in order.
@@ -519,7 +519,7 @@ impl Supervisor {
             return;
         }
         tracing::warn!(%reason, pending = self.pending.len(), "PostgreSQL failed: switching to the memory fallback");
-        self.mode = Mode::Fallback;
+        self.mode = Mode::Outage;
         self.degraded.store(true, Ordering::Release);
         self.failovers += 1;
         self.outage_started = Some(Instant::now());
@@ -532,7 +532,7 @@ impl Supervisor {
         for (_, p) in pending {
             self.buffer_record(p.record, p.reply, p.wait_committed, true);
         }
-        crate::metrics::supervisor_depth(0);
+        crate::metrics::writer_depth(0);
         crate::metrics::persistence_depth(0);
         // Every record sent before a waiting flush is now answered or buffered: answer the
         // flushes once the spool is fsynced.
@@ -738,7 +738,7 @@ impl Supervisor {
         self.rebase(rebase);
         if let Some(e) = out.unavailable {
             tracing::warn!(error = %e, "PostgreSQL failed again while draining");
-            self.mode = Mode::Fallback;
+            self.mode = Mode::Outage;
             self.schedule_probe(ctx);
             return;
         }
@@ -830,7 +830,7 @@ impl Supervisor {
     }
 }
 
-impl Actor for Supervisor {
+impl Actor for Writer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
@@ -863,18 +863,18 @@ impl Actor for Supervisor {
 
 /// A record sent as an actor message rather than through the inbox (tests): handled like one
 /// from the inbox.
-impl Handler<Persist> for Supervisor {
+impl Handler<Persist> for Writer {
     type Result = ();
 
     fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
         self.accept(msg, ctx);
-        crate::metrics::supervisor_depth(self.pending.len());
+        crate::metrics::writer_depth(self.pending.len());
     }
 }
 
 /// Goes through the inbox, behind every record sent before it: see
-/// `Supervisor::flush_now`.
-impl Handler<Flush> for Supervisor {
+/// `Writer::flush_now`.
+impl Handler<Flush> for Writer {
     type Result = ResponseFuture<Result<(), LedgerError>>;
 
     fn handle(&mut self, _msg: Flush, _ctx: &mut Context<Self>) -> Self::Result {
@@ -883,7 +883,7 @@ impl Handler<Flush> for Supervisor {
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(LedgerError::Internal(
-                    "supervisor stopped before the flush completed".into(),
+                    "writer stopped before the flush completed".into(),
                 ))
             })
         })
@@ -891,7 +891,7 @@ impl Handler<Flush> for Supervisor {
 }
 
 /// Takes a drain batch's outcome: settles its records and drains on (or falls back).
-impl Handler<DrainDone> for Supervisor {
+impl Handler<DrainDone> for Writer {
     type Result = ();
 
     fn handle(&mut self, msg: DrainDone, ctx: &mut Context<Self>) {
@@ -902,7 +902,7 @@ impl Handler<DrainDone> for Supervisor {
 }
 
 /// Answers the current status.
-impl Handler<GetStatus> for Supervisor {
+impl Handler<GetStatus> for Writer {
     type Result = MessageResult<GetStatus>;
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
@@ -911,7 +911,7 @@ impl Handler<GetStatus> for Supervisor {
 }
 
 /// Copies the remembered re-chained and quarantined records.
-impl Handler<GetOutageRecords> for Supervisor {
+impl Handler<GetOutageRecords> for Writer {
     type Result = MessageResult<GetOutageRecords>;
 
     fn handle(&mut self, _msg: GetOutageRecords, _ctx: &mut Context<Self>) -> Self::Result {
@@ -924,7 +924,7 @@ impl Handler<GetOutageRecords> for Supervisor {
 }
 
 /// Answers when the buffer is drained and PostgreSQL active, or after the timeout.
-impl Handler<AwaitDrain> for Supervisor {
+impl Handler<AwaitDrain> for Writer {
     type Result = ResponseActFuture<Self, OutageStatus>;
 
     fn handle(&mut self, msg: AwaitDrain, _ctx: &mut Context<Self>) -> Self::Result {

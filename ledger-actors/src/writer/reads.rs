@@ -19,7 +19,7 @@ use crate::store::{Head, LedgerStore, RecordRange};
 pub struct SupervisedStore {
     postgres: Arc<PostgresLedgerStore>,
     buffer: Arc<OutageBuffer>,
-    /// Set by the supervisor while PostgreSQL is not the active backend.
+    /// Set by the writer while PostgreSQL is not the active backend.
     degraded: Arc<AtomicBool>,
 }
 

@@ -80,7 +80,7 @@ pub struct SpoolContents {
     pub corrupt_tail: Option<(u64, String)>,
 }
 
-/// An open spool file, appended to by the supervisor.
+/// An open spool file, appended to by the writer.
 pub struct Spool {
     path: PathBuf,
     out: BufWriter<File>,
@@ -177,7 +177,7 @@ enum SpoolCmd {
     Truncate,
 }
 
-/// The spool on a thread of its own: the supervisor hands it records and replies without
+/// The spool on a thread of its own: the writer hands it records and replies without
 /// blocking; the thread takes every command waiting, writes the frames (encoding them
 /// there), fsyncs **once** for the group, and only then answers the group's replies
 /// [`Durability::Spooled`] (or [`Durability::Buffered`] if the record could not be written
