@@ -5,8 +5,9 @@
 //! writer's own writer pool; each batch's outcomes are settled together when it ends.
 //!
 //! # Batching
-//! A batch is cut when `batch_size` records are waiting, when the oldest waiting record has
-//! waited `batch_linger`, or at once for a [`crate::persistence::Flush`]. While up to
+//! A batch is cut at once when no batch is running, else when `batch_size` records are
+//! waiting, when the oldest waiting record has waited `batch_linger`, or at once for a
+//! [`crate::persistence::Flush`]. While up to
 //! [`MAX_CONCURRENT_BATCHES`] batches run, new records keep arriving and form the next batch,
 //! so under load batches grow with the database's latency. Each batch is one task on the
 //! writer's Arbiter (one per batch, not per record) that reports back in one
@@ -373,8 +374,13 @@ impl Writer {
                 break;
             };
             let waited = front.at.elapsed();
-            let due =
-                c.queue.len() >= c.batch_size || waited >= c.linger || !self.flushes.is_empty();
+            // With no batch running nothing is gained by waiting: the batch goes at once,
+            // and records that arrive while it runs form the next one (group commit by
+            // the database's latency). The linger only fills the second slot.
+            let due = c.running.is_empty()
+                || c.queue.len() >= c.batch_size
+                || waited >= c.linger
+                || !self.flushes.is_empty();
             if !due {
                 if c.linger_timer.is_none() {
                     let handle = ctx.run_later(c.linger - waited, |act, ctx| {
