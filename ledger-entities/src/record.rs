@@ -268,10 +268,6 @@ impl LedgerRecord {
 /// then each field as a 4-byte big-endian length followed by its bytes. The payload enters
 /// as its canonical bytes, which the record keeps ([`crate::record::Payload`]).
 pub fn preimage(record: &LedgerRecord) -> Result<Vec<u8>, Error> {
-    if record.version != RECORD_VERSION {
-        return Err(Error::UnsupportedVersion(record.version.clone()));
-    }
-    let payload = record.payload.as_bytes();
     let mut buf = Vec::with_capacity(
         DOMAIN_V1.len()
             + 9 * 4
@@ -281,41 +277,59 @@ pub fn preimage(record: &LedgerRecord) -> Result<Vec<u8>, Error> {
             + record.kind.len()
             + 8
             + 32
-            + payload.len()
+            + record.payload.as_bytes().len()
             + record.producer.len()
             + record.version.len(),
     );
-    buf.extend_from_slice(DOMAIN_V1);
-    put(&mut buf, record.rid.as_bytes())?;
-    put(&mut buf, record.anchor_id.as_bytes())?;
-    put(&mut buf, record.slot.as_bytes())?;
-    put(&mut buf, record.kind.as_bytes())?;
-    put(&mut buf, &record.ts_micros().to_be_bytes())?;
-    put(
-        &mut buf,
-        record.prev_hash.as_ref().map_or(&[][..], |p| &p.0[..]),
-    )?;
-    put(&mut buf, payload)?;
-    put(&mut buf, record.producer.as_bytes())?;
-    put(&mut buf, record.version.as_bytes())?;
+    write_preimage(record, &mut |part| buf.extend_from_slice(part))?;
     Ok(buf)
 }
 
-fn put(buf: &mut Vec<u8>, field: &[u8]) -> Result<(), Error> {
-    // Validation caps every field far below 4 GiB; this guards direct callers of `preimage`.
-    let len = u32::try_from(field.len()).map_err(|_| Error::FieldTooLong {
-        field: "field",
-        len: field.len(),
-        max: u32::MAX as usize,
-    })?;
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(field);
-    Ok(())
+/// The record's hash: SHA-256 of [`preimage`], fed part by part (no copy of the payload).
+pub fn record_hash(record: &LedgerRecord) -> Result<RecordHash, Error> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    write_preimage(record, &mut |part| hasher.update(part))?;
+    Ok(RecordHash(hasher.finalize().into()))
 }
 
-/// The record's hash: SHA-256 of [`preimage`].
-pub fn record_hash(record: &LedgerRecord) -> Result<RecordHash, Error> {
-    Ok(RecordHash::digest(&preimage(record)?))
+/// The one definition of the preimage's layout: hands its parts, in order, to `out` (a
+/// buffer for [`preimage`], the running hash for [`record_hash`]).
+fn write_preimage(record: &LedgerRecord, out: &mut dyn FnMut(&[u8])) -> Result<(), Error> {
+    if record.version != RECORD_VERSION {
+        return Err(Error::UnsupportedVersion(record.version.clone()));
+    }
+    let prev = record.prev_hash.as_ref().map_or(&[][..], |p| &p.0[..]);
+    let ts = record.ts_micros().to_be_bytes();
+    let fields: [&[u8]; 9] = [
+        record.rid.as_bytes(),
+        record.anchor_id.as_bytes(),
+        record.slot.as_bytes(),
+        record.kind.as_bytes(),
+        &ts,
+        prev,
+        record.payload.as_bytes(),
+        record.producer.as_bytes(),
+        record.version.as_bytes(),
+    ];
+    // Validation caps every field far below 4 GiB; this guards direct callers. Checked
+    // before anything is written, so a refusal leaves `out` untouched.
+    let mut lengths = [[0u8; 4]; 9];
+    for (len, field) in lengths.iter_mut().zip(fields) {
+        *len = u32::try_from(field.len())
+            .map_err(|_| Error::FieldTooLong {
+                field: "field",
+                len: field.len(),
+                max: u32::MAX as usize,
+            })?
+            .to_be_bytes();
+    }
+    out(DOMAIN_V1);
+    for (len, field) in lengths.iter().zip(fields) {
+        out(len);
+        out(field);
+    }
+    Ok(())
 }
 
 /// Truncates a timestamp to whole microseconds (towards the past), as PostgreSQL stores it.

@@ -99,6 +99,16 @@ proptest! {
         prop_assert_eq!(ledger_entities::record::record_hash(&other).unwrap(), base.hash);
     }
 
+    /// The hash fed part by part (`record_hash`) is SHA-256 of the preimage bytes as
+    /// `preimage` lays them out (docs/HASHING.md), with or without a predecessor.
+    #[test]
+    fn record_hash_is_sha256_of_the_preimage(p in payload(), micros in 0i64..4_000_000_000_000_000, genesis: bool) {
+        let prev = (!genesis).then(|| RecordHash::from_bytes([0x5a; 32]));
+        let r = record(p, prev, micros);
+        let bytes = ledger_entities::record::preimage(&r).unwrap();
+        prop_assert_eq!(ledger_entities::record::record_hash(&r).unwrap(), RecordHash::digest(&bytes));
+    }
+
     /// Nanoseconds are truncated before hashing: the hash survives PostgreSQL's µs storage.
     #[test]
     fn nanoseconds_never_reach_the_hash(secs in 0i64..4_000_000_000, nanos in 0u32..1_000_000_000) {
