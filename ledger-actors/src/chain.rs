@@ -25,7 +25,6 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::WeakRecipient;
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -359,8 +358,6 @@ pub struct ChainActor {
     /// In-flight records with a client rid, so a repeat can wait for the original.
     pending: HashMap<Uuid, (Arc<LedgerRecord>, Outcome)>,
     last_active: Instant,
-    /// This actor, for persistence's [`Acks`] (weak: it must not keep itself alive).
-    me: Option<WeakRecipient<Acks>>,
     /// The next tag given to a record handed to the writer.
     next_tag: u64,
     /// Records handed to the writer and not yet settled, by tag: [`Acks`] (one message per
@@ -388,7 +385,6 @@ impl ChainActor {
             unanswered: 0,
             pending: HashMap::new(),
             last_active: Instant::now(),
-            me: None,
             next_tag: 0,
             inflight: Rc::new(RefCell::new(HashMap::new())),
         }
@@ -496,6 +492,7 @@ impl ChainActor {
         rid: Uuid,
         canonical: Payload,
         wait_committed: bool,
+        ctx: &mut Context<Self>,
     ) -> Step {
         let now = chrono::Utc::now().timestamp_micros();
         let ts = now.max(self.last_ts.saturating_add(1));
@@ -579,7 +576,7 @@ impl ChainActor {
             self.pending.insert(rid, (Arc::clone(&record), shared));
             answer.repeats = Some((rid, final_tx));
         }
-        Step::Sent(self.send(record, wait_committed, deadline, 1, answer))
+        Step::Sent(self.send(record, wait_committed, deadline, 1, answer, ctx))
     }
 
     /// Hands a sealed record (attempt `attempt`) to the writer, numbered by a new tag, and
@@ -592,18 +589,13 @@ impl ChainActor {
         deadline: Instant,
         attempt: u32,
         answer: Answer,
+        ctx: &mut Context<Self>,
     ) -> u64 {
         let tag = self.next_tag;
         self.next_tag += 1;
-        // `me` is set in `started`, before any message is handled; without it (never) the
-        // record is answered as dropped by the guard below.
-        let reply = match self.me.as_ref().and_then(WeakRecipient::upgrade) {
-            Some(to) => PersistReply::Batched(AckTo::new(to, tag)),
-            None => {
-                let (tx, _rx) = tokio::sync::oneshot::channel();
-                PersistReply::Oneshot(tx)
-            }
-        };
+        // A strong address made from the context: it works even when every other address
+        // of this actor is gone (a retired actor finishing its mailbox).
+        let reply = PersistReply::Batched(AckTo::new(ctx.address().recipient(), tag));
         let msg = Persist {
             record: Arc::clone(&record),
             reply,
@@ -742,7 +734,7 @@ impl ChainActor {
         };
         match relinked {
             Ok(r) => {
-                self.send(Arc::new(r), wait_committed, deadline, attempt, answer);
+                self.send(Arc::new(r), wait_committed, deadline, attempt, answer, ctx);
             }
             Err(e) => self.finish(answer, Err(e), ctx),
         }
@@ -783,13 +775,13 @@ impl ChainActor {
         new: NewRecord,
         canonical: Payload,
         wait_committed: bool,
-        _ctx: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) -> Step {
         if let State::Failed(e) = &self.state {
             return Step::Done(Err(e.clone()));
         }
         let Some(rid) = new.rid else {
-            return self.commit(new, Uuid::now_v7(), canonical, wait_committed);
+            return self.commit(new, Uuid::now_v7(), canonical, wait_committed, ctx);
         };
         if let Some(replay) = self.replay_pending(rid, &new) {
             return replay;
@@ -815,7 +807,7 @@ impl ChainActor {
                 .boxed()
             };
         Step::Wait(Box::pin(fut::wrap_future(lookup).map(
-            move |found, act: &mut Self, _ctx| {
+            move |found, act: &mut Self, ctx| {
                 act.busy -= 1;
                 match found {
                     // PostgreSQL is down (the writer is buffering): the rid cannot be
@@ -823,7 +815,7 @@ impl ChainActor {
                     // the record still lands exactly once.
                     Err(LedgerError::Unavailable(_)) => match act.replay_pending(rid, &new) {
                         Some(replay) => replay,
-                        None => act.commit(new, rid, canonical, wait_committed),
+                        None => act.commit(new, rid, canonical, wait_committed, ctx),
                     },
                     Err(e) => Step::Done(Err(e)),
                     Ok(Some(stored)) => {
@@ -832,7 +824,7 @@ impl ChainActor {
                     }
                     Ok(None) => match act.replay_pending(rid, &new) {
                         Some(replay) => replay,
-                        None => act.commit(new, rid, canonical, wait_committed),
+                        None => act.commit(new, rid, canonical, wait_committed, ctx),
                     },
                 }
             },
@@ -889,7 +881,6 @@ impl Actor for ChainActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.me = Some(ctx.address().recipient::<Acks>().downgrade());
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
         crate::metrics::anchor_started();
         self.load_head(ctx);
