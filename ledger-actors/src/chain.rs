@@ -198,7 +198,7 @@ pub struct ChainSettings {
     /// Idle time after which the actor stops.
     pub passivate_after: Duration,
     /// Soft cap on live actors: above it an actor passivates as soon as it is idle (see
-    /// [`ChainActor::retire_if_crowded`]); 0: no cap.
+    /// `ChainActor::retire_if_crowded`); 0: no cap.
     pub max_live_actors: usize,
     /// While set (a PostgreSQL outage), actors do not passivate: a revived actor would need
     /// its head from the unreachable database.
@@ -950,7 +950,7 @@ impl Handler<Append> for ChainActor {
 }
 
 /// Outcomes of this actor's records from the writer (one message per settled batch): each
-/// is settled — answered, or re-linked — in [`ChainActor::settle`].
+/// is settled — answered, or re-linked — in `ChainActor::settle`.
 impl Handler<Acks> for ChainActor {
     type Result = ();
 

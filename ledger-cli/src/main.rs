@@ -90,7 +90,7 @@ enum Command {
     Keygen(keygen::Args),
     /// Print the latest checkpoint (signed note; --json: size, root, note). Exit 1: none.
     Checkpoint(checkpoint::Args),
-    /// Print a receipt for RID (`> receipt.json`), or with --consistency OLD [NEW] a
+    /// Print a receipt for RID (`> receipt.json`), or with --consistency OLD (and optionally NEW) a
     /// consistency proof. Exit 1: not covered by a checkpoint yet.
     Prove(prove::Args),
     /// Check a receipt offline with the verifier key (no database, no configuration):

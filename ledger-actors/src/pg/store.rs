@@ -601,7 +601,7 @@ impl LedgerStore for PostgresLedgerStore {
             .map_err(read_err)
     }
 
-    /// `SELECT ... WHERE rid = ANY($1)`, in chunks of [`MAX_RIDS_PER_QUERY`] rids.
+    /// `SELECT ... WHERE rid = ANY($1)`, in chunks of `MAX_RIDS_PER_QUERY` rids.
     async fn get_many(&self, rids: &[Uuid]) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
         let mut out = Vec::new();
         for chunk in rids.chunks(MAX_RIDS_PER_QUERY) {

@@ -11,7 +11,7 @@
 //!    batch ([`RefusalReason::Fork`], [`RefusalReason::PredecessorMissing`],
 //!    [`RefusalReason::TimestampNotIncreasing`]).
 //!
-//! A record passing all five is written with its batch through [`write_batch`], the one call
+//! A record passing all five is written with its batch through `write_batch`, the one call
 //! that writes; a batch is atomic, so a process killed during an import leaves whole batches,
 //! and running the same import again skips them and carries on (exact resumption). Memory
 //! is bounded by the batch size: the store is the only state kept between batches.

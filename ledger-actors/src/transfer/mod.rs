@@ -2,7 +2,7 @@
 //! `ledger append` reads. The format is specified in `docs/OPERATIONS.md` ("Export format").
 //!
 //! # Layout
-//! - [`format`]: the line formats (header, record, end, append input), strict parsing with
+//! - [`format`](mod@format): the line formats (header, record, end, append input), strict parsing with
 //!   errors naming the field.
 //! - [`export`](mod@export): [`export()`], streamed page by page (constant memory).
 //! - [`import`](mod@import): [`import()`], verified, idempotent, resumable, batched.

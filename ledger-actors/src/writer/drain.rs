@@ -6,7 +6,7 @@
 //! extended meanwhile (the fork guard, e.g. by another process), the policy is **re-chain**:
 //! the record and the anchor's later buffered records move onto the database's head (same
 //! rid and content, new `prev_hash`, `ts` and `hash`); each is reported. It re-chains as
-//! often as it takes (pausing briefly after [`RECHAIN_EAGER`] attempts in a row): an
+//! often as it takes (pausing briefly after `RECHAIN_EAGER` attempts in a row): an
 //! acknowledged record is never given up because its anchor moved. A record refused for any
 //! other reason (its rid is stored with other content) is **quarantined**: not written, but
 //! kept by the writer (listed, counted in `ledger_records_kept`, reported by health and

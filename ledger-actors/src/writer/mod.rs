@@ -6,7 +6,7 @@
 //! group commit ([`commit`]) and stays in `pending` until PostgreSQL confirms it. A
 //! connectivity failure (refused/reset connection, pool timeout, shutdown, statement timeout)
 //! or a record pending longer than `failover_after` *and* a failed liveness probe on a new
-//! connection ([`Writer::check_liveness`]: a lock wait or a slow statement is not an
+//! connection (`Writer::check_liveness`: a lock wait or a slow statement is not an
 //! outage) swaps to [`Mode::Outage`]: every
 //! pending record moves, in order, to the front of the [`OutageBuffer`], and new records are
 //! buffered behind them and acknowledged as [`Durability::Buffered`] (or
