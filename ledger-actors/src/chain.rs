@@ -611,7 +611,13 @@ impl ChainActor {
             }
             // `commit` stores memory records itself, and a memory record is never refused
             // for a re-link (`anchor_moved` needs a writer's refusal): unreachable in use.
-            Sink::Memory(_) | Sink::Spooled(..) => {}
+            // Answered rather than parked, so no append could wait for an `Acks` that never
+            // comes.
+            Sink::Memory(_) | Sink::Spooled(..) => {
+                let e = LedgerError::Internal("a memory record was handed to the writer".into());
+                self.finish(answer, Err(e), ctx);
+                return tag;
+            }
         }
         self.head = Some(record.hash);
         self.last_ts = record.ts_micros();

@@ -356,7 +356,11 @@ impl Writer {
             record,
         });
         let room = c.running.len() < MAX_CONCURRENT_BATCHES && !c.blocked;
-        if room && (c.queue.len() >= c.batch_size || c.linger_timer.is_none()) {
+        // The same triggers as `dispatch`'s `due` (a linger timer still armed from an earlier
+        // wait must not hold back a record that finds no batch running).
+        if room
+            && (c.running.is_empty() || c.queue.len() >= c.batch_size || c.linger_timer.is_none())
+        {
             self.dispatch(ctx);
         }
     }
