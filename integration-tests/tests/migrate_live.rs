@@ -344,3 +344,50 @@ async fn a_spooled_memory_ledger_migrates_and_empties_its_spool() {
     let _ = std::fs::remove_dir_all(&dir);
     ctx.teardown().await;
 }
+
+/// After the switch every read follows the ledger onto PostgreSQL: `head` names the record
+/// appended after the migration (it returned the memory store's frozen head before), and
+/// `get` and `records` find it too.
+#[actix_rt::test]
+async fn reads_after_migration_see_appends_made_on_postgres() {
+    let ctx = TestContext::new("migrate_head").await;
+    let ledger = Ledger::start(memory_config()).await.expect("memory ledger");
+    let anchor = Uuid::now_v7();
+    let before = ledger.append(rec(anchor, 0)).await.expect("append");
+    assert_eq!(
+        ledger.head(anchor).await.expect("head").rid,
+        before.record.rid
+    );
+    ledger
+        .migrate_to_postgres(pg_config(&ctx))
+        .await
+        .expect("migration");
+    let after = ledger.append(rec(anchor, 1)).await.expect("append");
+    assert_eq!(after.durability, Durability::Committed);
+    let head = ledger.head(anchor).await.expect("head after migration");
+    assert_eq!(
+        head.rid, after.record.rid,
+        "head is the record appended on PostgreSQL"
+    );
+    assert_eq!(head.hash, after.record.hash);
+    // A new anchor, only ever appended on PostgreSQL, has a head too.
+    let fresh = Uuid::now_v7();
+    let first = ledger.append(rec(fresh, 0)).await.expect("append");
+    assert_eq!(
+        ledger.head(fresh).await.expect("head").rid,
+        first.record.rid
+    );
+    let got = ledger
+        .get(after.record.rid)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(got.hash, after.record.hash);
+    let all = ledger
+        .records(anchor, &Default::default())
+        .await
+        .expect("records");
+    assert_eq!(all.len(), 2);
+    ledger.shutdown().await.expect("shutdown");
+    ctx.teardown().await;
+}

@@ -35,20 +35,14 @@ pub struct Ledger {
 }
 
 struct Inner {
-    config: LedgerConfig,
-    store: Arc<dyn LedgerStore>,
+    /// What the ledger started on. Reads, appends and health go through
+    /// [`Ledger::backing`] instead, which is this until a migration sets `switched`.
+    started: Backing,
     router: Arc<ChainRouter>,
-    flush: Recipient<Flush>,
     permits: Arc<Semaphore>,
     closing: AtomicBool,
     arbiters: std::sync::Mutex<Vec<Arbiter>>,
     workers: Vec<ArbiterHandle>,
-    /// Depths, in-flight appends and the active backend, for the gauges and
-    /// [`Ledger::health`].
-    observer: Arc<Observer>,
-    writer: Option<Addr<Writer>>,
-    /// The transparency log's integrator (see `crate::tlog`), set right after start.
-    integrator: OnceLock<Arc<crate::integrator::Integrator>>,
     /// Opened with [`Ledger::open_read_only`]: appends are refused before any actor.
     read_only: AtomicBool,
     /// The lock on `spool_dir` while this ledger owns the spool; released by shutdown.
@@ -56,10 +50,9 @@ struct Inner {
     /// The memory store appends go to, on a memory-backend ledger (what
     /// [`Ledger::migrate_to_postgres`] copies).
     memory: Option<Arc<MemoryLedgerStore>>,
-    /// Set once by [`Ledger::migrate_to_postgres`]: what the ledger runs on afterwards. The
-    /// fields above it that it shadows (config, store, flush, writer, observer,
-    /// integrator) are the memory ledger's.
-    switched: OnceLock<Switched>,
+    /// Set once by [`Ledger::migrate_to_postgres`]: what the ledger runs on afterwards
+    /// (`started` is then the memory ledger's, kept for shutdown).
+    switched: OnceLock<Backing>,
     /// Held by a migration from start to end: one at a time.
     migrating: tokio::sync::Mutex<()>,
     /// What writing the spool to PostgreSQL at start did (postgres backend with a
@@ -67,14 +60,22 @@ struct Inner {
     spool_recovery: OnceLock<crate::recovery::SpoolRecovery>,
 }
 
-/// A memory ledger's PostgreSQL side after [`Ledger::migrate_to_postgres`].
-struct Switched {
+/// What a ledger runs on, replaced whole by [`Ledger::migrate_to_postgres`]: grouped so
+/// that no reader can take one part from before the switch and another from after it
+/// (every accessor goes through [`Ledger::backing`]).
+struct Backing {
     config: LedgerConfig,
+    /// The store reads go to.
     store: Arc<dyn LedgerStore>,
     flush: Recipient<Flush>,
-    writer: Addr<Writer>,
+    /// The PostgreSQL writer (none on memory).
+    writer: Option<Addr<Writer>>,
+    /// Depths, in-flight appends and the active backend, for the gauges and
+    /// [`Ledger::health`].
     observer: Arc<Observer>,
-    integrator: Option<Arc<crate::integrator::Integrator>>,
+    /// The transparency log's integrator (see `crate::tlog`), set right after start;
+    /// empty when `checkpoint_interval` is 0.
+    integrator: OnceLock<Arc<crate::integrator::Integrator>>,
 }
 
 /// Copy rounds of [`Ledger::migrate_to_postgres`] while appends continue, at most (each
@@ -226,44 +227,41 @@ impl Ledger {
             // Just assembled: this is the only handle.
             inner.memory = Some(memory_store);
         }
-        ledger.set_integrator(crate::tlog::start_integrator(&ledger.inner.config, log)?);
+        ledger.set_integrator(crate::tlog::start_integrator(
+            &ledger.inner.started.config,
+            log,
+        )?);
         Ok(ledger)
     }
 
     fn set_integrator(&self, integrator: Option<Arc<crate::integrator::Integrator>>) {
         if let Some(i) = integrator {
             // Called once, right after assemble: the cell is empty.
-            let _ = self.inner.integrator.set(i);
+            let _ = self.inner.started.integrator.set(i);
         }
     }
 
     /// The transparency log's integrator, unless `checkpoint_interval` is 0.
     pub(crate) fn integrator(&self) -> Option<&Arc<crate::integrator::Integrator>> {
-        match self.inner.switched.get() {
-            Some(s) => s.integrator.as_ref(),
-            None => self.inner.integrator.get(),
-        }
+        self.backing().integrator.get()
+    }
+
+    /// What the ledger runs on now: what it started on, or after a migration what it
+    /// switched to. The one way to the store, writer, observer, integrator and config.
+    fn backing(&self) -> &Backing {
+        self.inner.switched.get().unwrap_or(&self.inner.started)
     }
 
     fn flush_recipient(&self) -> &Recipient<Flush> {
-        self.inner
-            .switched
-            .get()
-            .map_or(&self.inner.flush, |s| &s.flush)
+        &self.backing().flush
     }
 
     fn writer(&self) -> Option<&Addr<Writer>> {
-        match self.inner.switched.get() {
-            Some(s) => Some(&s.writer),
-            None => self.inner.writer.as_ref(),
-        }
+        self.backing().writer.as_ref()
     }
 
     fn observer(&self) -> &Arc<Observer> {
-        self.inner
-            .switched
-            .get()
-            .map_or(&self.inner.observer, |s| &s.observer)
+        &self.backing().observer
     }
 
     /// Starts a postgres-backend ledger: connects, checks (or, with `auto_migrate`, applies)
@@ -326,7 +324,10 @@ impl Ledger {
             // Just assembled: the cell is empty.
             let _ = ledger.inner.spool_recovery.set(r);
         }
-        ledger.set_integrator(crate::tlog::start_integrator(&ledger.inner.config, log)?);
+        ledger.set_integrator(crate::tlog::start_integrator(
+            &ledger.inner.started.config,
+            log,
+        )?);
         Ok(ledger)
     }
 
@@ -421,16 +422,18 @@ impl Ledger {
         Self {
             inner: Arc::new(Inner {
                 permits,
-                observer,
-                config,
-                store,
+                started: Backing {
+                    config,
+                    store,
+                    flush,
+                    writer: supervised.map(|s| s.addr),
+                    observer,
+                    integrator: OnceLock::new(),
+                },
                 router,
-                flush,
                 closing: AtomicBool::new(false),
                 arbiters: std::sync::Mutex::new(arbiters),
                 workers: handles,
-                writer: supervised.map(|s| s.addr),
-                integrator: OnceLock::new(),
                 read_only: AtomicBool::new(false),
                 spool_lock: std::sync::Mutex::new(None),
                 memory: None,
@@ -443,18 +446,12 @@ impl Ledger {
 
     /// The configuration the ledger runs with.
     pub fn config(&self) -> &LedgerConfig {
-        self.inner
-            .switched
-            .get()
-            .map_or(&self.inner.config, |s| &s.config)
+        &self.backing().config
     }
 
     /// The store reads go to.
     pub fn store(&self) -> &Arc<dyn LedgerStore> {
-        self.inner
-            .switched
-            .get()
-            .map_or(&self.inner.store, |s| &s.store)
+        &self.backing().store
     }
 
     /// The worker threads chain actors run on (one per core unless configured). A host may
@@ -600,8 +597,7 @@ impl Ledger {
 
     /// The anchor's last stored record.
     pub async fn head(&self, anchor_id: Uuid) -> Result<Head, LedgerError> {
-        self.inner
-            .store
+        self.store()
             .head(anchor_id)
             .await?
             .ok_or(LedgerError::UnknownAnchor(anchor_id))
@@ -699,7 +695,7 @@ impl Ledger {
             return refuse("the target configuration's backend is not postgres");
         }
         let target = LedgerConfig {
-            max_in_flight: self.inner.config.max_in_flight,
+            max_in_flight: self.inner.started.config.max_in_flight,
             ..target
         };
         target.check()?;
@@ -730,8 +726,8 @@ impl Ledger {
             }
             last = behind;
         }
-        let max = u32::try_from(self.inner.config.max_in_flight).unwrap_or(u32::MAX);
-        let wait = self.inner.config.timeout;
+        let max = u32::try_from(self.inner.started.config.max_in_flight).unwrap_or(u32::MAX);
+        let wait = self.inner.started.config.timeout;
         let permits = match tokio::time::timeout(wait, self.inner.permits.acquire_many(max)).await {
             Ok(Ok(p)) => p,
             Ok(Err(_closed)) => return Err(LedgerError::ShuttingDown),
@@ -750,8 +746,8 @@ impl Ledger {
             cutover_pause,
         };
         tracing::info!(?report, "migration: the ledger runs on PostgreSQL");
-        if let Some(old) = self.inner.integrator.get() {
-            old.shutdown(self.inner.config.timeout).await;
+        if let Some(old) = self.inner.started.integrator.get() {
+            old.shutdown(self.inner.started.config.timeout).await;
         }
         Ok(report)
     }
@@ -816,17 +812,17 @@ impl Ledger {
             Backend::Postgres,
             ActiveBackend::Supervised(Arc::clone(&supervised.degraded)),
             Arc::clone(&self.inner.permits),
-            self.inner.config.max_in_flight,
+            self.inner.started.config.max_in_flight,
             Arc::clone(&settings.mailboxes),
             None,
         ));
-        let switched = Switched {
+        let switched = Backing {
             config: target,
             store: reads,
             flush: supervised.addr.clone().recipient(),
-            writer: supervised.addr,
+            writer: Some(supervised.addr),
             observer,
-            integrator,
+            integrator: integrator.map_or_else(OnceLock::new, OnceLock::from),
         };
         if self.inner.switched.set(switched).is_err() {
             // The `migrating` lock and the check at the start rule this out.
@@ -939,7 +935,7 @@ impl Ledger {
         for arbiter in arbiters {
             arbiter.stop();
         }
-        self.inner.observer.finish();
+        self.inner.started.observer.finish();
         if let Some(s) = self.inner.switched.get() {
             s.observer.finish();
         }
