@@ -62,7 +62,7 @@ async fn read_only_open_reads_and_leaves_the_spool_alone() {
     writer.shutdown().await.expect("shutdown");
 
     let dir = temp_dir("ro-spool");
-    let spool = dir.join(ledger_actors::writer::spool::SPOOL_FILE);
+    let spool = dir.join(ledger_actors::spool::SPOOL_FILE);
     let junk = b"not a spool frame, but a live service's bytes".to_vec();
     std::fs::write(&spool, &junk).expect("write spool");
     let reader = Ledger::open_read_only(LedgerConfig {

@@ -337,10 +337,8 @@ async fn a_record_whose_rid_was_taken_meanwhile_is_kept_and_reported() {
     assert_eq!(records.kept.len(), 1);
     assert_eq!(records.kept[0].rid, taken);
     assert_eq!(records.kept[0].payload, kept.record.payload);
-    let file = ledger_actors::writer::spool::read_file(
-        &spool_dir.join(ledger_actors::writer::spool::KEPT_FILE),
-    )
-    .unwrap();
+    let file =
+        ledger_actors::spool::read_file(&spool_dir.join(ledger_actors::spool::KEPT_FILE)).unwrap();
     assert_eq!(file.records.len(), 1);
     assert_eq!(file.records[0].rid, taken);
     assert_eq!(file.records[0].hash, kept.record.hash);

@@ -350,11 +350,7 @@ async fn shutdown_during_an_outage_reports_what_is_not_in_postgres() {
     assert_eq!(report.buffered, 10);
     assert_eq!(
         report.spool.as_deref(),
-        Some(
-            spool_dir
-                .join(ledger_actors::writer::spool::SPOOL_FILE)
-                .as_path()
-        )
+        Some(spool_dir.join(ledger_actors::spool::SPOOL_FILE).as_path())
     );
     proxy.set(Mode::Pass);
     let restarted = LedgerConfig {
@@ -462,8 +458,7 @@ async fn sigkill_during_an_outage_loses_no_acknowledged_record() {
         .await
         .unwrap();
     assert!(summary.breaks.is_empty(), "{:?}", summary.breaks);
-    let spool =
-        std::fs::metadata(spool_dir.join(ledger_actors::writer::spool::SPOOL_FILE)).unwrap();
+    let spool = std::fs::metadata(spool_dir.join(ledger_actors::spool::SPOOL_FILE)).unwrap();
     assert_eq!(spool.len(), 0, "spool emptied after recovery");
     ledger.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&spool_dir);

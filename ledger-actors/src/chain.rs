@@ -174,7 +174,7 @@ pub enum Sink {
     /// until a restart, which keeps the unreadable tail aside.
     Spooled(
         Arc<crate::store::MemoryLedgerStore>,
-        Arc<Mutex<Option<crate::writer::spool::Spool>>>,
+        Arc<Mutex<Option<crate::spool::Spool>>>,
     ),
     /// A persistence actor (the read-only refuser), which answers each record through its
     /// [`Persist::reply`].

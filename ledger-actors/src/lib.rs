@@ -17,12 +17,14 @@
 //! - [`pg`]: all of PostgreSQL but the transparency log's: [`pg::insert_records`], the one
 //!   statement every record is written with; the liveness probes; [`pg::store`]: connect,
 //!   error classification, [`pg::store::PostgresLedgerStore`] (head loads, reads).
+//! - [`spool`]: the spool file (frames, locking, the kept file) that outage and memory
+//!   records survive restarts in.
 //! - [`recovery`]: the spool across restarts: a memory ledger reloads it, a PostgreSQL
 //!   ledger writes it to the database at start and reports every re-chained record.
 //! - [`store`]: the [`store::LedgerStore`] trait, [`Durability`] and
 //!   [`store::MemoryLedgerStore`].
 //! - [`writer`]: [`writer::Writer`], the one PostgreSQL writer: group commit,
-//!   failover to the in-memory outage buffer and the drain back; the spool; [`writer::reads::SupervisedStore`] (PostgreSQL
+//!   failover to the in-memory outage buffer and the drain back; [`writer::reads::SupervisedStore`] (PostgreSQL
 //!   plus the buffer). Its module doc tells a record's way to PostgreSQL.
 //! - [`transfer`]: export and import as JSON Lines (verified, idempotent, resumable), and
 //!   the `ledger append` line format.
@@ -49,6 +51,7 @@ pub mod persistence;
 pub mod pg;
 pub mod recovery;
 pub mod router;
+pub mod spool;
 pub mod store;
 pub mod tlog;
 pub mod transfer;

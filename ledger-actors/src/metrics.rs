@@ -350,6 +350,7 @@ pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, LedgerError> {
     describe();
     register_counters();
     register_gauges();
+    register_histograms();
     cache_handles();
     Ok(handle)
 }
@@ -372,6 +373,16 @@ pub fn register_counters() {
         CHECKPOINTS_TOTAL,
     ] {
         counter!(name).increment(0);
+    }
+}
+
+/// Registers every histogram of [`HISTOGRAMS`] with no sample, so that each renders its
+/// buckets at 0 from the start: the drain's histograms otherwise appear only after the first
+/// drain, and their panels show "No data" on a healthy ledger.
+pub fn register_histograms() {
+    for (name, _) in HISTOGRAMS {
+        // Registering creates the series; recording nothing keeps its counts at 0.
+        drop(metrics::histogram!(*name));
     }
 }
 
@@ -819,6 +830,33 @@ mod tests {
             .iter()
             .filter(|n| text.contains(&format!("# TYPE {n} gauge")));
         assert_eq!(all_gauges.count(), 14);
+    }
+
+    /// Every histogram renders its buckets, at 0, once registered: before any sample (a
+    /// healthy ledger that never drained still has the drain's series).
+    #[test]
+    fn every_histogram_exists_from_the_start_at_zero() {
+        let recorder = builder()
+            .expect("valid exporter configuration")
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            register_histograms();
+        });
+        let text = handle.render();
+        for (name, buckets) in HISTOGRAMS {
+            assert!(
+                text.contains(&format!("# TYPE {name} histogram")),
+                "{name} missing:\n{text}"
+            );
+            let zeros = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("{name}_bucket{{")) && l.ends_with(" 0"))
+                .count();
+            assert_eq!(zeros, buckets.len() + 1, "{name}:\n{text}");
+            assert!(text.contains(&format!("{name}_count 0")), "{name}:\n{text}");
+        }
     }
 
     /// Histograms render as `_bucket` series with help text, and counters are pre-registered

@@ -21,9 +21,9 @@ use uuid::Uuid;
 
 use crate::error::LedgerError;
 use crate::pg::store::PostgresLedgerStore;
+use crate::spool;
 use crate::store::MemoryLedgerStore;
 use crate::writer::drain::{self, DrainState};
-use crate::writer::spool;
 
 /// Prefix of the report file [`recover_spool`] writes in the spool directory when it
 /// re-chained or kept records: `avl-recovery-<unix µs>.json`.

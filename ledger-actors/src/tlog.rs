@@ -1,12 +1,12 @@
-//! The transparency log's side of [`Ledger`]: starting the [`Integrator`], the latest
+//! The transparency log's side of [`crate::Ledger`] (whose methods are in
+//! `ledger/log.rs`): starting the [`Integrator`], the latest
 //! checkpoint, receipts (inclusion proofs), consistency proofs, appends that answer with a
 //! receipt, and offline receipt verification. The pure parts (hashing, tiles, proofs,
 //! notes) are the `ledger-tlog` crate.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use ledger_entities::{LedgerRecord, NewRecord};
+use ledger_entities::LedgerRecord;
 use ledger_tlog::merkle::{
     consistency_nodes, consistency_proof, inclusion_nodes, inclusion_proof, root_nodes, tree_root,
 };
@@ -16,11 +16,9 @@ use ledger_tlog::tile::tiles_for;
 use ledger_tlog::{Hash, NodeId};
 use uuid::Uuid;
 
-use crate::chain::AppendAck;
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
-use crate::integrator::{Integrator, LogStore, Settings, StoredCheckpoint, load_signer};
-use crate::ledger::Ledger;
+use crate::integrator::{Integrator, LogStore, Settings, load_signer};
 use crate::store::{LedgerStore, MemoryLedgerStore};
 
 /// A consistency proof between two tree sizes, with both roots.
@@ -179,115 +177,4 @@ async fn read_nodes(
     nodes: &[NodeId],
 ) -> Result<ledger_tlog::tile::TileSet, LedgerError> {
     log.read_tiles(&tiles_for(nodes)).await
-}
-
-impl Ledger {
-    fn tlog(&self) -> Result<&Arc<Integrator>, LedgerError> {
-        self.integrator().ok_or_else(|| {
-            LedgerError::NotYetLogged("the transparency log is off (checkpoint_interval: 0)".into())
-        })
-    }
-
-    /// The log's storage, when the integrator runs.
-    pub fn log_store(&self) -> Option<&Arc<dyn LogStore>> {
-        self.integrator().map(|i| i.log())
-    }
-
-    /// The latest stored checkpoint (written by whichever process integrates).
-    pub async fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
-        self.tlog()?.log().latest_checkpoint().await
-    }
-
-    /// The verifier key of this ledger's checkpoint signer, if it has one.
-    pub fn checkpoint_verifier(&self) -> Option<NoteVerifier> {
-        self.integrator().and_then(|i| i.verifier().cloned())
-    }
-
-    /// The integrator's progress (leader or standby, log size, last checkpoint, lag).
-    pub fn integrator_progress(&self) -> Option<crate::integrator::Progress> {
-        self.integrator().map(|i| i.progress().borrow().clone())
-    }
-
-    /// The delay from a record's `ts` to the checkpoint covering it, over every record this
-    /// process's integrator has covered (p50, p99, max); `None` with the integrator off or
-    /// before its first checkpoint.
-    pub fn coverage_lag(&self) -> Option<crate::integrator::CoverageLag> {
-        self.integrator().and_then(|i| i.coverage_lag())
-    }
-
-    /// A receipt for `rid` under the latest checkpoint: the record, its leaf index, the
-    /// inclusion path and the signed note. [`LedgerError::NotYetLogged`] when no
-    /// checkpoint covers it yet; [`LedgerError::Log`] when stored hashes are missing.
-    pub async fn prove(&self, rid: Uuid) -> Result<Receipt, LedgerError> {
-        prove(self.store().as_ref(), self.tlog()?.log().as_ref(), rid).await
-    }
-
-    /// The consistency proof from `old_size` to `new_size` (default: the latest
-    /// checkpoint's size), with both roots computed from the stored tiles.
-    pub async fn prove_consistency(
-        &self,
-        old_size: u64,
-        new_size: Option<u64>,
-    ) -> Result<ConsistencyProof, LedgerError> {
-        prove_consistency(self.tlog()?.log().as_ref(), old_size, new_size).await
-    }
-
-    /// Appends and answers only once a checkpoint covers the record, with its receipt (as
-    /// Rekor v2 does). Waits at most `wait` for the checkpoint
-    /// ([`LedgerError::NotYetLogged`] after that: the record is appended, ask
-    /// [`Ledger::prove`] later).
-    pub async fn append_with_receipt(
-        &self,
-        record: NewRecord,
-        wait: Duration,
-    ) -> Result<(AppendAck, Receipt), LedgerError> {
-        let ack = self.append(record).await?;
-        let rid = ack.record.rid;
-        let deadline = Instant::now() + wait;
-        let mut progress = self.tlog()?.progress();
-        loop {
-            match self.prove(rid).await {
-                Ok(receipt) => return Ok((ack, receipt)),
-                Err(LedgerError::NotYetLogged(reason)) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(LedgerError::NotYetLogged(format!(
-                            "{reason} after waiting {wait:?}; the record is appended"
-                        )));
-                    }
-                    // Woken by this process's integrator, or polled when another process
-                    // integrates.
-                    let _ = tokio::time::timeout(
-                        left.min(Duration::from_millis(100)),
-                        progress.changed(),
-                    )
-                    .await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Waits until a checkpoint covers at least `size` leaves (or `wait` passes) and returns
-    /// the latest checkpoint then.
-    pub async fn await_checkpoint(
-        &self,
-        size: u64,
-        wait: Duration,
-    ) -> Result<Option<StoredCheckpoint>, LedgerError> {
-        let deadline = Instant::now() + wait;
-        let mut progress = self.tlog()?.progress();
-        loop {
-            let latest = self.checkpoint().await?;
-            if latest.as_ref().is_some_and(|c| c.size >= size) {
-                return Ok(latest);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(latest);
-            }
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), progress.changed())
-                .await;
-        }
-    }
 }

@@ -48,7 +48,6 @@ pub mod buffer;
 pub mod commit;
 pub mod drain;
 pub mod reads;
-pub mod spool;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -65,13 +64,13 @@ use uuid::Uuid;
 use self::buffer::OutageBuffer;
 use self::commit::GroupCommit;
 use self::drain::{DrainOutcome, DrainState, drain_batch};
-use self::spool::SpoolWriter;
 use crate::chain::Rebase;
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
 use crate::persistence::{AckBatch, Durability, Flush, Inbox, Persist, PersistReply, WriterSender};
 use crate::pg::store::PostgresLedgerStore;
 use crate::router::ChainRouter;
+use crate::spool::{self, SpoolWriter};
 
 /// First probe delay after a failover (before jitter); doubles per failed probe up to
 /// [`PROBE_MAX`].

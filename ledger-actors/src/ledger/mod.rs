@@ -1,5 +1,7 @@
 //! [`Ledger`]: the cheap-to-clone handle a host application holds.
 
+mod log;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
@@ -17,13 +19,12 @@ use crate::observe::{ActiveBackend, ChainMailboxes, Observer, QueueDepth, Sample
 use crate::persistence::{Durability, Flush, MemoryPersistence, ReadOnlyPersistence, WriterSender};
 use crate::pg::store::PostgresLedgerStore;
 use crate::router::ChainRouter;
+use crate::spool;
 use crate::store::{Head, LedgerStore, MemoryLedgerStore, RecordRange};
 use crate::verify::{self, ChainReport, VerifySummary};
 use crate::writer::buffer::OutageBuffer;
 use crate::writer::reads::SupervisedStore;
-use crate::writer::{
-    AwaitDrain, GetOutageRecords, GetStatus, OutageRecords, OutageStatus, Writer, spool,
-};
+use crate::writer::{AwaitDrain, GetOutageRecords, GetStatus, OutageRecords, OutageStatus, Writer};
 
 /// The running ledger. Clone it freely; every clone talks to the same actors.
 ///
