@@ -104,7 +104,7 @@ pub fn open_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, LedgerError>
     }
 }
 
-/// A receipt for `rid` under the latest checkpoint (see [`Ledger::prove`]).
+/// A receipt for `rid` under the latest checkpoint (see [`crate::Ledger::prove`]).
 pub async fn prove(
     store: &dyn LedgerStore,
     log: &dyn LogStore,
@@ -140,7 +140,7 @@ pub async fn prove(
     Ok(Receipt::new(value, index, checkpoint.size, &path, note))
 }
 
-/// The consistency proof from `old_size` to `new_size` (see [`Ledger::prove_consistency`]).
+/// The consistency proof from `old_size` to `new_size` (see [`crate::Ledger::prove_consistency`]).
 pub async fn prove_consistency(
     log: &dyn LogStore,
     old_size: u64,
