@@ -28,7 +28,7 @@ SUBST = [
 # PostgreSQL backend (with its writer) produces in normal operation. The drain's series exist
 # from start (registered at 0), so their panels must answer on every pass.
 NEEDS_OUTAGE = r"ledger_(failovers|buffered|spool|records_rechained|records_kept)"
-NEEDS_POSTGRES = r"ledger_(db_|supervisor)"
+NEEDS_POSTGRES = r"ledger_(db_|writer_pending)"
 
 
 def main():

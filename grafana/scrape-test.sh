@@ -18,7 +18,7 @@
 #        - every query must be valid (status "success");
 #        - queries on metrics the pass's backend produces must return a non-empty result;
 #        - the others only have to be valid, and are listed: on the memory pass as "needs
-#          postgres/outage" (DB batch size, write latency, errors and pool, supervisor
+#          postgres/outage" (DB batch size, write latency, errors and pool, writer
 #          mailbox, failovers, buffered records, spool, re-chained records), on the
 #          postgres pass as "needs an outage" (failovers, buffered records, spool,
 #          re-chained records: only a PostgreSQL outage during the load produces them, and

@@ -174,7 +174,7 @@ async fn deadlocks_and_serialization_failures_are_retried_not_failed() {
             matches!(&ack, Ok(a) if a.durability == Durability::Committed),
             "{state}: {ack:?}"
         );
-        let status = ledger.outage_status().await.expect("supervised");
+        let status = ledger.outage_status().await.expect("writer_parts");
         assert_eq!(status.failovers, 0, "{state}: a conflict is not an outage");
         assert_eq!(ledger.verify_all().await.expect("verify").records, 2);
         ledger.shutdown().await.expect("shutdown");
@@ -203,7 +203,7 @@ async fn read_only_transaction_is_an_outage_not_a_data_error() {
     let status = ledger
         .await_drain(Duration::from_secs(20))
         .await
-        .expect("supervised");
+        .expect("writer_parts");
     assert_eq!(status.failovers, 1);
     assert_eq!(status.buffered, 0, "drained after the fault cleared");
     assert_eq!(ledger.verify_all().await.expect("verify").records, 2);

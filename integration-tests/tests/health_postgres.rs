@@ -12,7 +12,7 @@ use ledger_entities::NewRecord;
 use serde_json::json;
 use uuid::Uuid;
 
-/// A supervised PostgreSQL ledger with a reachable database is healthy: postgres configured
+/// A PostgreSQL ledger with a reachable database is healthy: postgres configured
 /// and active, database reachable, writer responding, nothing buffered; the PostgreSQL
 /// persistence actor reports its own mailbox depth, so none is given here.
 #[actix_rt::test]

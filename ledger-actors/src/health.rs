@@ -1,7 +1,7 @@
 //! [`Health`]: what [`crate::Ledger::health`] reports, and the rules that grade it.
 //!
 //! # What is probed
-//! - the persistence side: for a supervised (`postgres`) ledger the [`Writer`] must answer
+//! - the persistence side: for a `postgres` ledger the [`Writer`] must answer
 //!   [`GetStatus`] (which also gives its mode and the buffered records), otherwise the
 //!   persistence actor must answer a [`Flush`], within the probe timeout;
 //! - every chain worker thread: a no-op task must run within the probe timeout;

@@ -24,7 +24,7 @@
 //! - [`store`]: the [`store::LedgerStore`] trait, [`Durability`] and
 //!   [`store::MemoryLedgerStore`].
 //! - [`writer`]: [`writer::Writer`], the one PostgreSQL writer: group commit,
-//!   failover to the in-memory outage buffer and the drain back; [`writer::reads::SupervisedStore`] (PostgreSQL
+//!   failover to the in-memory outage buffer and the drain back; [`writer::reads::WriterReads`] (PostgreSQL
 //!   plus the buffer). Its module doc tells a record's way to PostgreSQL.
 //! - [`transfer`]: export and import as JSON Lines (verified, idempotent, resumable), and
 //!   the `ledger append` line format.

@@ -54,7 +54,7 @@ pub const PERSISTENCE_MAILBOX_DEPTH: &str = "ledger_persistence_mailbox_depth";
 /// Gauge: records the writer has forwarded to PostgreSQL and holds until PostgreSQL
 /// answers (not its actix mailbox: those records are the ones a failover moves to the
 /// fallback).
-pub const SUPERVISOR_PENDING_RECORDS: &str = "ledger_supervisor_pending_records";
+pub const WRITER_PENDING_RECORDS: &str = "ledger_writer_pending_records";
 /// Gauge: chain actors currently alive (one per active anchor).
 pub const ANCHORS_ACTIVE: &str = "ledger_anchors_active";
 /// Counter: chain actors stopped after being idle (passivated).
@@ -137,7 +137,7 @@ pub const ALL: &[&str] = &[
     IN_FLIGHT_APPENDS,
     CHAIN_MAILBOX_DEPTH,
     PERSISTENCE_MAILBOX_DEPTH,
-    SUPERVISOR_PENDING_RECORDS,
+    WRITER_PENDING_RECORDS,
     ANCHORS_ACTIVE,
     ANCHORS_PASSIVATED_TOTAL,
     DB_BATCH_SIZE,
@@ -403,7 +403,7 @@ pub fn register_gauges() {
     for name in [
         IN_FLIGHT_APPENDS,
         PERSISTENCE_MAILBOX_DEPTH,
-        SUPERVISOR_PENDING_RECORDS,
+        WRITER_PENDING_RECORDS,
         ANCHORS_ACTIVE,
         BUFFERED_RECORDS,
         SPOOL_BYTES,
@@ -446,7 +446,7 @@ pub fn describe() {
         "Messages queued in the persistence actor's mailbox."
     );
     describe_gauge!(
-        SUPERVISOR_PENDING_RECORDS,
+        WRITER_PENDING_RECORDS,
         Unit::Count,
         "Records forwarded to PostgreSQL by the writer and not yet answered."
     );
@@ -744,7 +744,7 @@ pub(crate) fn checkpoint_written() {
 
 /// Records the writer holds waiting for PostgreSQL's answer.
 pub(crate) fn writer_depth(records: usize) {
-    metrics::gauge!(SUPERVISOR_PENDING_RECORDS).set(records as f64);
+    metrics::gauge!(WRITER_PENDING_RECORDS).set(records as f64);
 }
 
 #[cfg(test)]
@@ -805,7 +805,7 @@ mod tests {
             IN_FLIGHT_APPENDS,
             CHAIN_MAILBOX_DEPTH,
             PERSISTENCE_MAILBOX_DEPTH,
-            SUPERVISOR_PENDING_RECORDS,
+            WRITER_PENDING_RECORDS,
             ANCHORS_ACTIVE,
             DB_POOL_CONNECTIONS,
             BACKEND_ACTIVE,

@@ -165,9 +165,9 @@ pub enum ActiveBackend {
     /// Always this one: a memory ledger, or a `postgres` ledger that started on the memory
     /// fallback because the database was unreachable at start (no writer).
     Fixed(Backend),
-    /// A supervised `postgres` ledger: the writer's flag, set while it is not writing to
+    /// A `postgres` ledger run by its writer: the writer's flag, set while it is not writing to
     /// PostgreSQL (failover or drain), when the memory fallback takes the writes.
-    Supervised(Arc<AtomicBool>),
+    Writer(Arc<AtomicBool>),
 }
 
 impl ActiveBackend {
@@ -175,10 +175,8 @@ impl ActiveBackend {
     pub fn get(&self) -> Backend {
         match self {
             ActiveBackend::Fixed(backend) => *backend,
-            ActiveBackend::Supervised(degraded) if degraded.load(Ordering::Acquire) => {
-                Backend::Memory
-            }
-            ActiveBackend::Supervised(_) => Backend::Postgres,
+            ActiveBackend::Writer(degraded) if degraded.load(Ordering::Acquire) => Backend::Memory,
+            ActiveBackend::Writer(_) => Backend::Postgres,
         }
     }
 }
@@ -357,12 +355,12 @@ mod tests {
         assert_eq!(depth.get(), 0);
     }
 
-    /// A supervised ledger's active backend follows the writer's flag; a fixed one never
+    /// A writer-run ledger's active backend follows the writer's flag; a fixed one never
     /// changes.
     #[test]
-    fn active_backend_follows_the_supervisor_flag() {
+    fn active_backend_follows_the_writer_flag() {
         let degraded = Arc::new(AtomicBool::new(false));
-        let active = ActiveBackend::Supervised(Arc::clone(&degraded));
+        let active = ActiveBackend::Writer(Arc::clone(&degraded));
         assert_eq!(active.get(), Backend::Postgres);
         degraded.store(true, Ordering::Release);
         assert_eq!(active.get(), Backend::Memory);

@@ -23,7 +23,7 @@ use crate::spool;
 use crate::store::{Head, LedgerStore, MemoryLedgerStore, RecordRange};
 use crate::verify::{self, ChainReport, VerifySummary};
 use crate::writer::buffer::OutageBuffer;
-use crate::writer::reads::SupervisedStore;
+use crate::writer::reads::WriterReads;
 use crate::writer::{AwaitDrain, GetOutageRecords, GetStatus, OutageRecords, OutageStatus, Writer};
 
 /// The running ledger. Clone it freely; every clone talks to the same actors.
@@ -97,8 +97,8 @@ pub struct ShutdownReport {
     pub spool: Option<std::path::PathBuf>,
 }
 
-/// The parts only a supervised (PostgreSQL) ledger has.
-struct Supervised {
+/// The parts only a PostgreSQL ledger (run by its writer) has.
+struct WriterParts {
     addr: Addr<Writer>,
     /// The writer's inbox, where chain actors hand their records.
     writer: WriterSender,
@@ -309,16 +309,16 @@ impl Ledger {
             }
             None => None,
         };
-        let (arbiter, supervised, reads) = supervise(&config, store)?;
+        let (arbiter, writer_parts, reads) = start_writer(&config, store)?;
         let log = crate::tlog::postgres_log(&config)?;
-        let addr = supervised.addr.clone();
+        let addr = writer_parts.addr.clone();
         let ledger = Self::assemble(
             config,
             reads,
-            Sink::Writer(supervised.writer.clone()),
+            Sink::Writer(writer_parts.writer.clone()),
             addr.recipient(),
             vec![arbiter],
-            Some(supervised),
+            Some(writer_parts),
             None,
         );
         if let Some(r) = recovery.filter(|r| r.records > 0 || r.corrupt_tail.is_some()) {
@@ -370,7 +370,7 @@ impl Ledger {
         persist: Sink,
         flush: Recipient<Flush>,
         mut arbiters: Vec<Arbiter>,
-        supervised: Option<Supervised>,
+        writer_parts: Option<WriterParts>,
         persistence_queue: Option<QueueDepth>,
     ) -> Self {
         let workers: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
@@ -378,13 +378,13 @@ impl Ledger {
         arbiters.extend(workers);
         let permits = Arc::new(Semaphore::new(config.max_in_flight));
         let mailboxes = Arc::new(ChainMailboxes::new());
-        let degraded = supervised.as_ref().map_or_else(
+        let degraded = writer_parts.as_ref().map_or_else(
             || Arc::new(AtomicBool::new(false)),
             |s| Arc::clone(&s.degraded),
         );
-        let active = match &supervised {
+        let active = match &writer_parts {
             // The writer sets `ledger_backend_active` itself, on start and every swap.
-            Some(_) => ActiveBackend::Supervised(Arc::clone(&degraded)),
+            Some(_) => ActiveBackend::Writer(Arc::clone(&degraded)),
             None => {
                 crate::metrics::backend_active(store.backend() == Backend::Postgres);
                 ActiveBackend::Fixed(store.backend())
@@ -416,7 +416,7 @@ impl Ledger {
             relink_for: config.timeout.mul_f64(0.8),
         };
         let router = ChainRouter::new(settings, handles.clone());
-        if let Some(s) = &supervised {
+        if let Some(s) = &writer_parts {
             // Set once, right after the router exists; the writer reads it later.
             let _ = s.router.set(Arc::downgrade(&router));
         }
@@ -427,7 +427,7 @@ impl Ledger {
                     config,
                     store,
                     flush,
-                    writer: supervised.map(|s| s.addr),
+                    writer: writer_parts.map(|s| s.addr),
                     observer,
                     integrator: OnceLock::new(),
                 },
@@ -793,7 +793,7 @@ impl Ledger {
             }
         }
         let log = crate::tlog::postgres_log(&target)?;
-        let (arbiter, supervised, reads) = supervise(&target, store)?;
+        let (arbiter, writer_parts, reads) = start_writer(&target, store)?;
         let integrator = match crate::tlog::start_integrator(&target, log) {
             Ok(i) => i,
             Err(e) => {
@@ -802,16 +802,16 @@ impl Ledger {
             }
         };
         // Set once, right after the writer exists; it reads it later.
-        let _ = supervised.router.set(Arc::downgrade(&self.inner.router));
+        let _ = writer_parts.router.set(Arc::downgrade(&self.inner.router));
         let mut settings = self.inner.router.current_settings();
         settings.store = Arc::clone(&reads);
-        settings.persist = Sink::Writer(supervised.writer.clone());
-        settings.suspend_passivation = Arc::clone(&supervised.degraded);
+        settings.persist = Sink::Writer(writer_parts.writer.clone());
+        settings.suspend_passivation = Arc::clone(&writer_parts.degraded);
         settings.persistence_queue = None;
         settings.relink_for = target.timeout.mul_f64(0.8);
         let observer = Arc::new(Observer::new(
             Backend::Postgres,
-            ActiveBackend::Supervised(Arc::clone(&supervised.degraded)),
+            ActiveBackend::Writer(Arc::clone(&writer_parts.degraded)),
             Arc::clone(&self.inner.permits),
             self.inner.started.config.max_in_flight,
             Arc::clone(&settings.mailboxes),
@@ -820,8 +820,8 @@ impl Ledger {
         let switched = Backing {
             config: target,
             store: reads,
-            flush: supervised.addr.clone().recipient(),
-            writer: Some(supervised.addr),
+            flush: writer_parts.addr.clone().recipient(),
+            writer: Some(writer_parts.addr),
             observer,
             integrator: integrator.map_or_else(OnceLock::new, OnceLock::from),
         };
@@ -959,10 +959,10 @@ impl Ledger {
 
 /// Starts a [`Writer`] over `store` on an Arbiter of its own; returns it with the reads
 /// it serves (PostgreSQL plus the outage buffer).
-fn supervise(
+fn start_writer(
     config: &LedgerConfig,
     store: Arc<PostgresLedgerStore>,
-) -> Result<(Arbiter, Supervised, Arc<dyn LedgerStore>), LedgerError> {
+) -> Result<(Arbiter, WriterParts, Arc<dyn LedgerStore>), LedgerError> {
     let buffer = Arc::new(OutageBuffer::default());
     let router_slot: Arc<OnceLock<Weak<ChainRouter>>> = Arc::new(OnceLock::new());
     let degraded = Arc::new(AtomicBool::new(false));
@@ -977,10 +977,10 @@ fn supervise(
     let arbiter = Arbiter::new();
     let addr = Writer::start_in_arbiter(&arbiter.handle(), move |_| actor);
     let reads: Arc<dyn LedgerStore> =
-        Arc::new(SupervisedStore::new(store, buffer, Arc::clone(&degraded)));
+        Arc::new(WriterReads::new(store, buffer, Arc::clone(&degraded)));
     Ok((
         arbiter,
-        Supervised {
+        WriterParts {
             addr,
             writer,
             router: router_slot,

@@ -42,7 +42,7 @@
 //! - [`buffer`]: the outage buffer, shared with the store reads go through.
 //! - [`spool`]: the fsynced outage spool file, written on its own thread ([`SpoolWriter`]).
 //! - [`drain`]: writing the buffer to PostgreSQL; the re-chain and quarantine policy.
-//! - [`reads`]: [`reads::SupervisedStore`], PostgreSQL plus the buffer, for reads.
+//! - [`reads`]: [`reads::WriterReads`], PostgreSQL plus the buffer, for reads.
 
 pub mod buffer;
 pub mod commit;

@@ -1,4 +1,4 @@
-//! [`SupervisedStore`]: PostgreSQL plus the outage buffer, the store a supervised ledger
+//! [`WriterReads`]: PostgreSQL plus the outage buffer, the store a PostgreSQL ledger
 //! reads through, so heads and reads include records acknowledged during an outage.
 
 use std::sync::Arc;
@@ -16,14 +16,14 @@ use crate::store::{Head, LedgerStore, RecordRange};
 
 /// Reads PostgreSQL and the outage buffer; a buffered record is newer than anything of its
 /// anchor in PostgreSQL, so it wins for heads.
-pub struct SupervisedStore {
+pub struct WriterReads {
     postgres: Arc<PostgresLedgerStore>,
     buffer: Arc<OutageBuffer>,
     /// Set by the writer while PostgreSQL is not the active backend.
     degraded: Arc<AtomicBool>,
 }
 
-impl SupervisedStore {
+impl WriterReads {
     /// A view over `postgres` and `buffer`; while `degraded` is set, reads that would need
     /// PostgreSQL fail at once with [`LedgerError::Unavailable`] instead of waiting on a dead
     /// (or black-holed) connection for the whole timeout.
@@ -58,7 +58,7 @@ impl SupervisedStore {
 }
 
 #[async_trait]
-impl LedgerStore for SupervisedStore {
+impl LedgerStore for WriterReads {
     fn backend(&self) -> Backend {
         Backend::Postgres
     }
