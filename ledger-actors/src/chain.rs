@@ -670,7 +670,7 @@ impl ChainActor {
         if !anchor_moved(&e) {
             return self.finish(f.answer, Err(e), ctx);
         }
-        crate::metrics::rechained();
+        crate::metrics::relinked();
         if Instant::now() >= f.deadline {
             let contended = LedgerError::Contended {
                 anchor_id: f.record.anchor_id,

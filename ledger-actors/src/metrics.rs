@@ -99,10 +99,15 @@ pub const SPOOL_BYTES: &str = "ledger_spool_bytes";
 // Integrity
 // ---------------------------------------------------------------------------------------------
 
-/// Counter: records whose hash link was recomputed when they were moved onto the PostgreSQL
-/// chain: during a drain, or before they were acknowledged because another process extended
-/// their anchor (a re-link).
+/// Counter: records acknowledged `Buffered` whose hash link was recomputed when the drain
+/// moved them onto the PostgreSQL chain (a re-chain: the stored hash differs from the one
+/// acknowledged).
 pub const RECORDS_RECHAINED_TOTAL: &str = "ledger_records_rechained_total";
+
+/// Counter: records linked again before they were acknowledged, because another process
+/// extended their anchor or a drain moved their predecessor (a re-link: the appender only
+/// ever sees the final hash).
+pub const RECORDS_RELINKED_TOTAL: &str = "ledger_records_relinked_total";
 /// Gauge: records this process acknowledged that can never be written to PostgreSQL (their
 /// client rid was stored meanwhile with other content). They are kept — listed by
 /// `Ledger::outage_records`, in the spool directory's kept file — and `ledger health` is
@@ -152,6 +157,7 @@ pub const ALL: &[&str] = &[
     DRAIN_BATCH_DURATION_SECONDS,
     SPOOL_BYTES,
     RECORDS_RECHAINED_TOTAL,
+    RECORDS_RELINKED_TOTAL,
     RECORDS_KEPT,
     CHAIN_BREAKS_TOTAL,
     LOG_LEAVES,
@@ -369,6 +375,7 @@ pub fn register_counters() {
         FAILOVERS_TOTAL,
         DRAIN_RECORDS_TOTAL,
         RECORDS_RECHAINED_TOTAL,
+        RECORDS_RELINKED_TOTAL,
         CHAIN_BREAKS_TOTAL,
         CHECKPOINTS_TOTAL,
     ] {
@@ -518,7 +525,12 @@ pub fn describe() {
     describe_counter!(
         RECORDS_RECHAINED_TOTAL,
         Unit::Count,
-        "Records whose hash link was recomputed when moved onto the PostgreSQL chain."
+        "Records acknowledged Buffered whose hash link the drain recomputed (re-chained)."
+    );
+    describe_counter!(
+        RECORDS_RELINKED_TOTAL,
+        Unit::Count,
+        "Records linked again before acknowledgement because their anchor moved (re-linked)."
     );
     describe_counter!(
         CHAIN_BREAKS_TOTAL,
@@ -720,9 +732,14 @@ pub(crate) fn records_kept(records: u64) {
     metrics::gauge!(RECORDS_KEPT).set(records as f64);
 }
 
-/// A record was written under a new hash (its anchor moved).
+/// A record acknowledged `Buffered` was written under a new hash (re-chained by the drain).
 pub(crate) fn rechained() {
     metrics::counter!(RECORDS_RECHAINED_TOTAL).increment(1);
+}
+
+/// A record not yet acknowledged was linked again onto its anchor's new head (re-linked).
+pub(crate) fn relinked() {
+    metrics::counter!(RECORDS_RELINKED_TOTAL).increment(1);
 }
 
 /// The integrator's state: whether it leads and the log's size as it knows it.
@@ -779,7 +796,7 @@ mod tests {
                 "{name} buckets not increasing"
             );
         }
-        assert_eq!(ALL.len(), 27);
+        assert_eq!(ALL.len(), 28);
     }
 
     /// Every gauge is exposed at 0 as soon as the exporter is installed, before any ledger

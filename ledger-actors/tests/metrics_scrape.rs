@@ -115,6 +115,7 @@ fn expectation(name: &str) -> Expect {
         | metrics::FAILOVERS_TOTAL
         | metrics::DRAIN_RECORDS_TOTAL
         | metrics::RECORDS_RECHAINED_TOTAL
+        | metrics::RECORDS_RELINKED_TOTAL
         | metrics::DB_POOL_CONNECTIONS
         | metrics::WRITER_PENDING_RECORDS
         | metrics::BUFFERED_RECORDS

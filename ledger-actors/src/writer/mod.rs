@@ -808,7 +808,7 @@ impl Writer {
                     self.drain_state
                         .moved
                         .insert(msg.record.hash, crate::store::Head::of(&r));
-                    crate::metrics::rechained();
+                    crate::metrics::relinked();
                     return Some(Persist {
                         record: Arc::new(r),
                         ..msg
