@@ -34,16 +34,37 @@ use uuid::Uuid;
 
 pub mod store;
 
-/// True if the server answers `SELECT 1` on `pool` within `limit` (the outage probe: a
-/// black-holed connection must not hang for the full timeout).
+/// The liveness probes' statement: true when the server takes writes. A standby (in
+/// recovery) or a server or database set read-only answers `SELECT 1` as readily as the
+/// primary, but every INSERT there fails with 25006; a probe that accepted it would start a
+/// drain that fails over again at once, in a loop, for as long as the endpoint points there.
+const WRITABLE_SQL: &str =
+    "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'";
+
+/// What a probe found on a server that answered.
+async fn writable<'e, E>(executor: E) -> Result<Result<(), String>, sqlx::Error>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let takes_writes: bool = sqlx::query_scalar(WRITABLE_SQL).fetch_one(executor).await?;
+    Ok(if takes_writes {
+        Ok(())
+    } else {
+        Err("the server answers but is read-only (a standby, or transaction_read_only on)".into())
+    })
+}
+
+/// True if the server answers on `pool` within `limit` and takes writes (the outage
+/// probe: a black-holed connection must not hang for the full timeout, and a read-only
+/// server is no end of the outage).
 pub async fn answers(pool: &PgPool, limit: std::time::Duration) -> bool {
-    tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(pool))
+    tokio::time::timeout(limit, writable(pool))
         .await
-        .is_ok_and(|r| r.is_ok())
+        .is_ok_and(|r| matches!(r, Ok(Ok(()))))
 }
 
 /// The liveness check before a failover: a *new* connection (not one of a busy pool's)
-/// opened and answering `SELECT 1` within `limit`. `Err` says why not.
+/// opened and answering within `limit` on a server that takes writes. `Err` says why not.
 pub async fn alive_on_new_connection(
     options: sqlx::postgres::PgConnectOptions,
     limit: std::time::Duration,
@@ -51,11 +72,12 @@ pub async fn alive_on_new_connection(
     use sqlx::Connection as _;
     let probe = async {
         let mut conn = sqlx::PgConnection::connect_with(&options).await?;
-        sqlx::query("SELECT 1").execute(&mut conn).await?;
-        conn.close().await
+        let found = writable(&mut conn).await?;
+        conn.close().await?;
+        Ok::<_, sqlx::Error>(found)
     };
     match tokio::time::timeout(limit, probe).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(found)) => found,
         Ok(Err(e)) => Err(format!("a new connection failed: {e}")),
         Err(_) => Err(format!("a new connection did not answer within {limit:?}")),
     }

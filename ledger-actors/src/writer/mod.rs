@@ -127,6 +127,10 @@ pub struct OutageStatus {
     pub spool: Option<PathBuf>,
     /// Failovers since start.
     pub failovers: u64,
+    /// Drains started since start: one per end of an outage, plus one per drain that failed
+    /// again and restarted (many per outage mean the probe took a server that cannot take
+    /// writes for recovered).
+    pub drains: u64,
     /// Records written under a new hash after their anchor moved, since start (the records
     /// themselves: [`GetOutageRecords`]).
     pub rechained: u64,
@@ -236,6 +240,8 @@ pub struct Writer {
     rechained: Vec<(Uuid, RecordHash, RecordHash)>,
     quarantined: Vec<(Uuid, String)>,
     rechained_count: u64,
+    /// Drains started (see [`OutageStatus::drains`]).
+    drains: u64,
     quarantined_count: u64,
     /// Quarantined records, kept (never dropped).
     kept: Vec<Arc<LedgerRecord>>,
@@ -294,6 +300,7 @@ impl Writer {
             rechained: Vec::new(),
             quarantined: Vec::new(),
             rechained_count: 0,
+            drains: 0,
             quarantined_count: 0,
             kept: Vec::new(),
             drain_waiters: Vec::new(),
@@ -375,7 +382,7 @@ impl Writer {
     /// A record has waited `failover_after` without an answer. A slow statement or a lock
     /// wait (another process's transaction, a deadlock PostgreSQL has not broken yet) is not
     /// an outage, so the writer looks for evidence first: it opens a *new* connection
-    /// (not one of the busy pool's) and runs `SELECT 1`, within half of `failover_after`
+    /// (not one of the busy pool's) and checks that the server answers and takes writes (a standby does not), within half of `failover_after`
     /// (100 ms .. 2 s). Only if
     /// that fails does it fail over; if the server answers, records are left to finish and
     /// the next probe is due `failover_after` later.
@@ -383,7 +390,7 @@ impl Writer {
         self.liveness_running = true;
         let options = self.writer_options.clone();
         // Half of `failover_after` (100 ms .. 2 s): a reachable server opens a connection and
-        // answers `SELECT 1` in milliseconds; the whole detection stays within 1.5 ×
+        // answers in milliseconds; the whole detection stays within 1.5 ×
         // `failover_after`.
         let limit = (self.config.failover_after / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(2))
@@ -418,6 +425,7 @@ impl Writer {
             buffered: self.buffer.len(),
             spool: self.spool.as_ref().map(|s| s.path().to_path_buf()),
             failovers: self.failovers,
+            drains: self.drains,
             rechained: self.rechained_count,
             quarantined: self.quarantined_count,
         }
@@ -632,6 +640,7 @@ impl Writer {
                                 "PostgreSQL answers again: draining the buffer"
                             );
                             act.probe = probe_backoff();
+                            act.drains += 1;
                             act.mode = Mode::Draining;
                             act.drain_started.get_or_insert_with(Instant::now);
                             act.drain_next(ctx);
