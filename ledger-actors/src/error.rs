@@ -142,6 +142,25 @@ pub enum LedgerError {
     /// never retry.
     #[error("transparency log: {0}")]
     Log(#[from] ledger_tlog::Error),
+    /// The database's transparency log does not extend the last checkpoint this ledger's
+    /// key signed (kept in the state file beside the key): the database was rolled back or
+    /// replaced (a backup restored, a standby promoted while behind, an old primary back).
+    /// Signing on would sign a split view, so the integrator signs nothing and assigns no
+    /// position; appends go on (committed, not yet integrated). Handle: alert an operator;
+    /// restore the missing records and the log's signed prefix (docs/OPERATIONS.md, "Log
+    /// rollback"). Never remove the state file to silence it, unless the database is
+    /// deliberately a new log (then use a new key).
+    #[error(
+        "log rollback: signed size {signed}, database has {stored}: {detail}; nothing is signed until the log is restored"
+    )]
+    LogRollback {
+        /// Size of the last checkpoint the key signed.
+        signed: u64,
+        /// Size of the log the database holds.
+        stored: u64,
+        /// What does not match.
+        detail: String,
+    },
     /// Reading or writing a stream failed (an export's output, an import's input). Handle:
     /// check the file, pipe or disk named in the message; an import can simply be run again
     /// (it resumes), an export must be redone.

@@ -59,6 +59,13 @@ pub(crate) fn start_integrator(
         Settings {
             checkpoint_interval: config.checkpoint_interval,
             lease: config.integrator_lease,
+            // The memory log starts empty at every start: there is nothing to roll back.
+            signed_state: match (&config.backend, &config.checkpoint_key) {
+                (crate::config::Backend::Postgres, Some(key)) => {
+                    Some(crate::integrator::signed::SignedStateFile::beside(key))
+                }
+                _ => None,
+            },
         },
     ))))
 }

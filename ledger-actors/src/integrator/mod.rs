@@ -15,11 +15,14 @@
 //! - `log.rs`: the [`LogStore`] trait and the types it exchanges.
 //! - `memory.rs`: [`memory::MemoryLog`] (memory backend).
 //! - `postgres.rs`: [`postgres::PostgresLog`] (PostgreSQL: lease row, `xid8` order).
+//! - `signed.rs`: [`signed::SignedStateFile`], what the key signed, kept beside the key: a
+//!   log that does not extend it is a rollback, and nothing is signed over it.
 //! - this file: [`Integrator`] (the handle), [`Progress`], the loop, signing-key loading.
 
 pub mod log;
 pub mod memory;
 pub mod postgres;
+pub mod signed;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -60,6 +63,9 @@ pub struct Settings {
     /// Lease length; a standby takes over at most about `lease + lease / 3` after the holder
     /// stops renewing.
     pub lease: Duration,
+    /// Where the key's signed state is kept (a signed log that outlives the process: the
+    /// PostgreSQL log with a key). `None`: no rollback check.
+    pub signed_state: Option<signed::SignedStateFile>,
 }
 
 /// What the integrator has done, observable through [`Integrator::progress`].
@@ -76,6 +82,9 @@ pub struct Progress {
     pub last_lag: Option<Duration>,
     /// Checkpoints this process wrote.
     pub checkpoints_written: u64,
+    /// Set while the integrator refuses to go on because the stored log does not extend what
+    /// the key signed ([`LedgerError::LogRollback`]): why.
+    pub halted: Option<String>,
 }
 
 /// Distribution of the delay from a record's `ts` to the first checkpoint covering it, over
@@ -162,6 +171,7 @@ impl Integrator {
             coverage: Arc::clone(&coverage),
             checkpoints_written: 0,
             state: None,
+            signed: signed::State::default(),
         };
         arbiter.spawn(runner.run(stop_rx));
         Self {
@@ -247,6 +257,8 @@ struct Runner {
     coverage: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
     checkpoints_written: u64,
     state: Option<Leading>,
+    /// The key's signed state as last loaded or stored (see [`signed`]).
+    signed: signed::State,
 }
 
 impl Runner {
@@ -263,6 +275,16 @@ impl Runner {
                     } else {
                         self.settings.lease / 3
                     }
+                }
+                Err(e @ LedgerError::LogRollback { .. }) => {
+                    self.state = None;
+                    tracing::error!(error = %e, "integrator halted: the database's log does not extend what this key signed");
+                    self.progress.send_modify(|p| {
+                        p.leader = false;
+                        p.halted = Some(e.to_string());
+                    });
+                    // Checked again at the next load: a restored log lets it go on.
+                    Duration::from_secs(2)
                 }
                 Err(e) => {
                     if self.state.take().is_some() {
@@ -324,6 +346,36 @@ impl Runner {
         self.publish(None);
     }
 
+    /// At every (re)load: the stored log of `size` leaves must extend the last checkpoint
+    /// the key signed, and a checkpoint that was being signed must either be absent (never
+    /// stored) or match. [`LedgerError::LogRollback`] otherwise.
+    async fn check_signed(&mut self, size: u64) -> Result<(), LedgerError> {
+        let Some(file) = &self.settings.signed_state else {
+            return Ok(());
+        };
+        let mut state = file.load()?;
+        if let Some(last) = &state.signed {
+            extends(self.log.as_ref(), last, size).await?;
+        }
+        if let Some(intent) = state.intent.take() {
+            if size >= intent.size {
+                extends(self.log.as_ref(), &intent, size).await?;
+                if state.signed.as_ref().is_none_or(|s| s.size <= intent.size) {
+                    state.signed = Some(intent);
+                }
+            } else {
+                tracing::warn!(
+                    size = intent.size,
+                    "the checkpoint being signed when the integrator last stopped was never stored; it is dropped"
+                );
+            }
+            file.store(&state)?;
+        }
+        self.progress.send_modify(|p| p.halted = None);
+        self.signed = state;
+        Ok(())
+    }
+
     fn publish(&self, lag: Option<Duration>) {
         let p = match &self.state {
             Some(s) => Progress {
@@ -332,6 +384,7 @@ impl Runner {
                 checkpoint: s.last_checkpoint.clone(),
                 last_lag: lag.or_else(|| self.progress.borrow().last_lag),
                 checkpoints_written: self.checkpoints_written,
+                halted: None,
             },
             None => Progress {
                 leader: false,
@@ -394,6 +447,7 @@ impl Runner {
                     c.cid, c.size
                 ))));
             }
+            self.check_signed(loaded.size).await?;
             tracing::info!(size = loaded.size, "integrator holds the lease");
             self.state = Some(Leading {
                 size: loaded.size,
@@ -448,6 +502,20 @@ impl Runner {
                 root,
             }
             .text();
+            if let (Some(file), Some(_)) = (&self.settings.signed_state, &self.signer) {
+                // What is about to be signed, durable before the note can be stored.
+                if let Some(last) = &self.signed.signed
+                    && last.size > new_size
+                {
+                    return Err(LedgerError::LogRollback {
+                        signed: last.size,
+                        stored: new_size,
+                        detail: "the next checkpoint would be smaller than the last signed".into(),
+                    });
+                }
+                self.signed.intent = Some(signed::SignedCheckpoint::new(new_size, &root));
+                file.store(&self.signed)?;
+            }
             let note = self.signer.as_ref().map(|s| s.sign(&text)).transpose()?;
             Some(StoredCheckpoint {
                 cid: Uuid::now_v7(),
@@ -469,6 +537,12 @@ impl Runner {
             checkpoint: checkpoint.clone(),
         };
         self.log.commit(self.holder, lease, step).await?;
+        if let (Some(file), Some(intent)) = (&self.settings.signed_state, self.signed.intent.take())
+        {
+            // Stored: the database must extend it from now on.
+            self.signed.signed = Some(intent);
+            file.store(&self.signed)?;
+        }
         state.last_renew = Instant::now();
         state.size = new_size;
         state.edge = edge;
@@ -502,4 +576,42 @@ impl Runner {
         self.sample_backlog().await?;
         Ok(pending.full)
     }
+}
+
+/// Whether a log of `size` leaves in `log` extends `signed`: at least as long, and the root
+/// of its first `signed.size` leaves (from the stored tiles) is the signed root.
+async fn extends(
+    log: &dyn LogStore,
+    signed: &signed::SignedCheckpoint,
+    size: u64,
+) -> Result<(), LedgerError> {
+    if size < signed.size {
+        return Err(LedgerError::LogRollback {
+            signed: signed.size,
+            stored: size,
+            detail: format!(
+                "the database's log is {} leaves shorter",
+                signed.size - size
+            ),
+        });
+    }
+    if signed.size == 0 {
+        return Ok(());
+    }
+    let nodes = ledger_tlog::merkle::root_nodes(signed.size);
+    let tiles = log
+        .read_tiles(&ledger_tlog::tile::tiles_for(&nodes))
+        .await?;
+    let root = hex::encode(ledger_tlog::merkle::tree_root(signed.size, &tiles)?);
+    if root != signed.root {
+        return Err(LedgerError::LogRollback {
+            signed: signed.size,
+            stored: size,
+            detail: format!(
+                "the database's tree of {} leaves has root {root}, the key signed {}",
+                signed.size, signed.root
+            ),
+        });
+    }
+    Ok(())
 }
