@@ -106,6 +106,12 @@ async fn no_checkpoint_is_signed_over_a_log_that_does_not_extend_the_signed_one(
         )),
         "{why}"
     );
+    let health = ledger.health().await;
+    assert_eq!(health.status, ledger_actors::HealthStatus::Down, "{health}");
+    assert!(
+        health.reasons.iter().any(|r| r.contains("log rollback")),
+        "{health}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(ledger.checkpoint().await.unwrap(), None, "signed over it");
     assert!(matches!(

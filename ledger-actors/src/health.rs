@@ -18,7 +18,10 @@
 //! - the ledger is shutting down or shut down;
 //! - the persistence actor (or the writer) is gone (its mailbox is closed) or does not
 //!   answer in time;
-//! - a chain worker thread is gone or does not run the probe in time.
+//! - a chain worker thread is gone or does not run the probe in time;
+//! - the transparency log is halted: the database's log does not extend the last checkpoint
+//!   the key signed (a rollback: nothing is integrated or signed, appends still work, but the
+//!   ledger's tamper-evidence cannot go on until an operator restores the log).
 //!
 //! **Degraded** (appends work, but not as configured or close to the limit), if not down and
 //! any of:
@@ -209,6 +212,8 @@ pub(crate) struct Probe<'a> {
     pub(crate) writer: Option<&'a Addr<Writer>>,
     pub(crate) workers: &'a [ArbiterHandle],
     pub(crate) closing: bool,
+    /// Why the integrator halted, if it did (see [`crate::integrator::Progress::halted`]).
+    pub(crate) log_halted: Option<String>,
 }
 
 /// The outcome of one persistence-actor probe.
@@ -241,6 +246,7 @@ struct Observation {
     workers_responding: usize,
     workers: usize,
     pressure: MailboxPressure,
+    log_halted: Option<String>,
 }
 
 /// Runs the probes (concurrently) and grades the result.
@@ -322,6 +328,7 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
             chain_mailbox: observer.mailboxes().depth(),
             persistence_mailbox: observer.persistence_depth(),
         },
+        log_halted: probe.log_halted,
     })
 }
 
@@ -349,6 +356,9 @@ fn grade(o: Observation) -> Health {
             o.workers - o.workers_responding,
             o.workers
         ));
+    }
+    if let Some(why) = &o.log_halted {
+        down.push(format!("the transparency log is halted: {why}"));
     }
     if o.configured == Backend::Postgres && o.active == Backend::Memory {
         degraded.push(match o.mode {
@@ -434,7 +444,23 @@ mod tests {
                 chain_mailbox: MailboxDepth::default(),
                 persistence_mailbox: Some(0),
             },
+            log_halted: None,
         }
+    }
+
+    /// A halted transparency log (the database rolled back under the signer) is Down, with
+    /// the integrator's reason.
+    #[test]
+    fn a_halted_log_is_down() {
+        let h = grade(Observation {
+            log_halted: Some("log rollback: signed size 9, database has 3".into()),
+            ..healthy_memory()
+        });
+        assert_eq!(h.status, HealthStatus::Down);
+        assert_eq!(
+            h.reasons,
+            ["the transparency log is halted: log rollback: signed size 9, database has 3"]
+        );
     }
 
     /// A memory ledger whose actors answer is healthy, with no reasons.

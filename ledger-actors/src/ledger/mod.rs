@@ -478,6 +478,9 @@ impl Ledger {
             writer: self.writer(),
             workers: self.inner.router.workers(),
             closing: self.inner.closing.load(Ordering::Acquire),
+            log_halted: self
+                .integrator()
+                .and_then(|i| i.progress().borrow().halted.clone()),
         })
         .await
     }
