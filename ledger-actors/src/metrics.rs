@@ -135,6 +135,10 @@ pub const CHECKPOINTS_TOTAL: &str = "ledger_checkpoints_total";
 /// per database should show 1).
 pub const INTEGRATOR_LEADER: &str = "ledger_integrator_leader";
 
+/// Gauge: 1 while the integrator refuses to go on because the database's log does not extend
+/// the last checkpoint this ledger's key signed (a rollback: nothing integrated or signed).
+pub const LOG_HALTED: &str = "ledger_log_halted";
+
 /// Every metric name, without the `_bucket`/`_sum`/`_count` series suffixes of histograms.
 pub const ALL: &[&str] = &[
     APPENDS_TOTAL,
@@ -165,6 +169,7 @@ pub const ALL: &[&str] = &[
     INTEGRATION_LAG_SECONDS,
     CHECKPOINTS_TOTAL,
     INTEGRATOR_LEADER,
+    LOG_HALTED,
 ];
 
 /// Bucket upper bounds (seconds) for [`APPEND_DURATION_SECONDS`] and
@@ -419,6 +424,7 @@ pub fn register_gauges() {
         INTEGRATION_LAG_RECORDS,
         INTEGRATION_LAG_SECONDS,
         INTEGRATOR_LEADER,
+        LOG_HALTED,
     ] {
         metrics::gauge!(name).set(0.0);
     }
@@ -561,6 +567,11 @@ pub fn describe() {
         INTEGRATOR_LEADER,
         Unit::Count,
         "1 while this process holds the integrator lease, 0 otherwise."
+    );
+    describe_gauge!(
+        LOG_HALTED,
+        Unit::Count,
+        "1 while the integrator halts: the database's log does not extend what the key signed."
     );
 }
 
@@ -742,6 +753,11 @@ pub(crate) fn relinked() {
     metrics::counter!(RECORDS_RELINKED_TOTAL).increment(1);
 }
 
+/// Whether the integrator halts on a log that does not extend what the key signed.
+pub(crate) fn log_halted(halted: bool) {
+    metrics::gauge!(LOG_HALTED).set(if halted { 1.0 } else { 0.0 });
+}
+
 /// The integrator's state: whether it leads and the log's size as it knows it.
 pub(crate) fn integrator_state(leader: bool, leaves: u64) {
     metrics::gauge!(INTEGRATOR_LEADER).set(if leader { 1.0 } else { 0.0 });
@@ -796,7 +812,7 @@ mod tests {
                 "{name} buckets not increasing"
             );
         }
-        assert_eq!(ALL.len(), 28);
+        assert_eq!(ALL.len(), 29);
     }
 
     /// Every gauge is exposed at 0 as soon as the exporter is installed, before any ledger
@@ -833,6 +849,7 @@ mod tests {
             INTEGRATION_LAG_RECORDS,
             INTEGRATION_LAG_SECONDS,
             INTEGRATOR_LEADER,
+            LOG_HALTED,
         ] {
             assert!(gauges.contains(&name), "{name} missing:\n{text}");
             let values: Vec<&str> = text
@@ -846,7 +863,7 @@ mod tests {
         let all_gauges = ALL
             .iter()
             .filter(|n| text.contains(&format!("# TYPE {n} gauge")));
-        assert_eq!(all_gauges.count(), 14);
+        assert_eq!(all_gauges.count(), 15);
     }
 
     /// Every histogram renders its buckets, at 0, once registered: before any sample (a

@@ -111,6 +111,7 @@ fn expectation(name: &str) -> Expect {
         | metrics::INTEGRATION_LAG_SECONDS
         | metrics::CHECKPOINTS_TOTAL
         | metrics::INTEGRATOR_LEADER => Expect::Produced,
+        metrics::LOG_HALTED => Expect::RegisteredZero,
         metrics::DB_ERRORS_TOTAL
         | metrics::FAILOVERS_TOTAL
         | metrics::DRAIN_RECORDS_TOTAL

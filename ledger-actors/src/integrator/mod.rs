@@ -283,6 +283,7 @@ impl Runner {
                         p.leader = false;
                         p.halted = Some(e.to_string());
                     });
+                    crate::metrics::log_halted(true);
                     // Checked again at the next load: a restored log lets it go on.
                     Duration::from_secs(2)
                 }
@@ -372,6 +373,7 @@ impl Runner {
             file.store(&state)?;
         }
         self.progress.send_modify(|p| p.halted = None);
+        crate::metrics::log_halted(false);
         self.signed = state;
         Ok(())
     }
