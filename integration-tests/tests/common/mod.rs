@@ -65,12 +65,25 @@ impl TestContext {
         let db_name = unique_db_name(name);
         let dsn = dsn_for_database(&admin_dsn, &db_name);
 
-        let admin = connect(&admin_dsn, 1).await.unwrap_or_else(|err| {
-            panic!(
-                "PostgreSQL not reachable at {}: set {DSN_ENV}=postgres://user@host:port/db ({err})",
-                redact(&admin_dsn)
-            )
-        });
+        let admin = match connect(&admin_dsn, 1).await {
+            Ok(admin) => admin,
+            Err(first) => {
+                // The default server is this machine's: start it if it is installed but not
+                // running (never anything else: a test only ever starts the `main` cluster).
+                let started = std::env::var(DSN_ENV).is_err() && start_local_server();
+                let retried = if started {
+                    connect(&admin_dsn, 1).await
+                } else {
+                    Err(first)
+                };
+                retried.unwrap_or_else(|err| {
+                    panic!(
+                        "PostgreSQL not reachable at {}: start it, or set {DSN_ENV}=postgres://user@host:port/db ({err})",
+                        redact(&admin_dsn)
+                    )
+                })
+            }
+        };
         // `db_name` is built from [a-z0-9_] only, so quoting it is enough.
         if let Err(err) = admin
             .execute_unprepared(&format!("CREATE DATABASE \"{db_name}\""))
@@ -159,6 +172,37 @@ fn database_error(err: &DbErr) -> Option<&(dyn sea_orm::sqlx::error::DatabaseErr
         | DbErr::Conn(RuntimeErr::SqlxError(sqlx_err)) => sqlx_err.as_database_error(),
         _ => None,
     }
+}
+
+/// Starts this machine's PostgreSQL `main` cluster (Debian's `pg_ctlcluster`, newest
+/// installed version) when the default server does not answer, and waits up to 30 s for it.
+/// One process-wide attempt; true when the server answers afterwards.
+fn start_local_server() -> bool {
+    static STARTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(|| {
+        let Some(version) = std::fs::read_dir("/etc/postgresql").ok().and_then(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+        }) else {
+            return false;
+        };
+        eprintln!("PostgreSQL not answering: starting the local cluster {version}/main");
+        // Another test binary may be starting it at the same time: a failed start is fine as
+        // long as the server answers afterwards.
+        let _ = std::process::Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &version, "main", "start"])
+            .status();
+        (0..30).any(|_| {
+            let ready = std::process::Command::new("pg_isready")
+                .args(["-q", "-h", "127.0.0.1", "-p", "5432"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ready {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            ready
+        })
+    })
 }
 
 async fn connect(dsn: &str, pool_size: u32) -> Result<DatabaseConnection, DbErr> {
