@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Several processes on one database (issue 10).
+# Several processes on one database.
 #
 #   bench/multi-process.sh LEDGER_BINARY [RUNS]
 #

@@ -1,4 +1,4 @@
-//! Transparency-log benchmarks (issue 9), `cargo bench -p ledger-actors --bench tlog`:
+//! Transparency-log benchmarks, `cargo bench -p ledger-actors --bench tlog`:
 //!
 //! 1. an inclusion proof in a 10-million-leaf log, from tiles held in memory (the pure cost:
 //!    locate the tiles, fold the path);

@@ -816,7 +816,7 @@ mod tests {
     }
 
     /// Every gauge is exposed at 0 as soon as the exporter is installed, before any ledger
-    /// event (issue 8: dashboards showed "No data" and absent-series alerts misfired until the
+    /// event (dashboards showed "No data" and absent-series alerts misfired until the
     /// first outage).
     #[test]
     fn every_gauge_exists_from_the_start_at_zero() {

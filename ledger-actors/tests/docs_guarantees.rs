@@ -1,4 +1,4 @@
-//! The docs promise exactly what each durability level gives (issue 8, defect 9).
+//! The docs promise exactly what each durability level gives.
 
 /// README and OPERATIONS.md state the guarantee of each durability level and no longer
 /// promise that every acknowledged append is committed or that no record is ever lost.

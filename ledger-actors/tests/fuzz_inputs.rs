@@ -1,4 +1,4 @@
-//! Property-based fuzzing (proptest) of everything that takes untrusted text (issue 8):
+//! Property-based fuzzing (proptest) of everything that takes untrusted text:
 //!
 //! - payload text: arbitrary strings, mutated JSON and generated JSON with hostile numbers,
 //!   through `parse_payload`, validation, sealing and hashing. No panic; whatever is accepted

@@ -1,4 +1,4 @@
-//! A hostile payload cannot crash the host (issue 8, defect 5): payloads nested 15,000
+//! A hostile payload cannot crash the host: payloads nested 15,000
 //! levels deep (objects) and 20,000 (arrays) are refused with `NestingTooDeep` before they
 //! reach an actor and dropped without recursion. Each case runs in a child process (this test
 //! binary again, filtered to one test) so a stack overflow shows as the child's abort

@@ -1,5 +1,5 @@
 //! The `ledger` binary against bad configuration and unreachable or refusing databases
-//! (issue 8): every case exits non-zero with a clear message, never runs on the wrong
+//! — every case exits non-zero with a clear message, never runs on the wrong
 //! backend, and never prints a password.
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]

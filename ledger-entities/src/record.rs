@@ -75,7 +75,7 @@ impl NewRecord {
 ///
 /// Held through a thin pointer (8 bytes, the text in a box of its own) so that a
 /// [`LedgerRecord`] in an `Arc` fits mimalloc's 256-byte size class instead of the 320-byte
-/// one: 64 bytes saved per stored record for 16 spent on the extra box (issue 12's memory
+/// one: 64 bytes saved per stored record for 16 spent on the extra box (the memory
 /// goal; a compile-time assertion beside [`LedgerRecord`] guards it).
 #[derive(Clone, PartialEq, Eq, Hash)]
 #[allow(clippy::box_collection, clippy::redundant_allocation)]

@@ -1,4 +1,4 @@
-//! The transparency log (issue 9): leaf order, stored tree hashes (tlog-tiles), the
+//! The transparency log: leaf order, stored tree hashes (tlog-tiles), the
 //! integrator's lease and watermark, and the columns that let the integrator find committed
 //! records in a stable, gap-free order without scanning. Every addition is explained in
 //! `docs/ARCHITECTURE.md` ("Schema additions").

@@ -17,7 +17,7 @@ use crate::error::LedgerError;
 /// An in-memory store. Reads are lock-free across anchors; writes check the fork guard and
 /// uniqueness under a single writer lock, so a batch is applied all-or-nothing.
 ///
-/// Lean by design (issue 12: a million anchors × 2 records within 1.5 GB): each record is
+/// Lean by design (a million anchors × 2 records within 1.5 GB): each record is
 /// held once (`order`, shared by `chains`), and the rid and hash indexes hold its position
 /// in `order` (8 bytes) rather than another copy of a key; the hash index is keyed by the
 /// hash's first 8 bytes (16-byte slots instead of 48), and the rare hash whose prefix is

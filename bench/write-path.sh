@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 12's figures for one binary against a reference binary, runs alternated.
 #
-#   bench/issue12.sh NEW_BINARY REF_BINARY
+#   bench/write-path.sh NEW_BINARY REF_BINARY
 #
 # Memory: W1 (5 alternated pairs), 1 anchor x 200,000 (3 runs of NEW), 1,000,000 anchors x 2
 # with peak RSS (3 runs of NEW, 1 of REF). PostgreSQL: bench/w1-postgres.sh (3 runs each,
