@@ -667,6 +667,9 @@ impl ChainActor {
                 self.state = State::NeedsReload;
             }
         }
+        if matches!(&e, LedgerError::Conflict { reason, .. } if reason == crate::error::RID_TAKEN) {
+            return self.replay_taken(f, e, ctx);
+        }
         if !anchor_moved(&e) {
             return self.finish(f.answer, Err(e), ctx);
         }
@@ -689,6 +692,33 @@ impl ChainActor {
             attempt: f.attempt + 1,
             answer: f.answer,
         });
+    }
+
+    /// A record refused because its rid is stored under another hash: another process
+    /// sealed the same client rid at the same moment (each checked the store before either
+    /// committed). The stored record with the same content answers as a replay, as a repeat
+    /// in one process does; other content stays the [`LedgerError::Conflict`].
+    fn replay_taken(&mut self, f: InFlight, refusal: LedgerError, ctx: &mut Context<Self>) {
+        let store = Arc::clone(&self.settings.store);
+        let rid = f.record.rid;
+        // A task of its own, like the rid look-up of a new append: the store's future is not
+        // tied to this actor's thread.
+        let task = actix_rt::spawn(async move { store.get(rid).await });
+        self.busy += 1;
+        ctx.spawn(
+            fut::wrap_future(task).map(move |found, act: &mut Self, ctx| {
+                act.busy -= 1;
+                let res = match found {
+                    Ok(Ok(Some(stored))) if stored.same_content_as(&f.record) => Ok(AppendAck {
+                        record: stored,
+                        durability: crate::store::durability_of(act.settings.store.backend()),
+                        replayed: true,
+                    }),
+                    _ => Err(refusal),
+                };
+                act.finish(f.answer, res, ctx);
+            }),
+        );
     }
 
     /// Delivers an append's final answer to its sender (and to repeats of its client rid).

@@ -188,6 +188,11 @@ pub enum LedgerError {
     Internal(String),
 }
 
+/// The reason of the [`LedgerError::Conflict`] the writer answers for a record whose rid
+/// the database already holds under another hash (the chain actor then looks the stored
+/// record up: the same content sealed by another process is a replay, not a conflict).
+pub(crate) const RID_TAKEN: &str = "rid already stored";
+
 impl LedgerError {
     /// A short, bounded label for metrics (`ledger_appends_total{outcome=...}`).
     pub fn outcome_label(&self) -> &'static str {

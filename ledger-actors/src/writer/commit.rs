@@ -668,7 +668,7 @@ async fn write_one_by_one(
 fn rid_taken(record: &LedgerRecord) -> LedgerError {
     LedgerError::Conflict {
         rid: record.rid,
-        reason: "rid already stored".into(),
+        reason: crate::error::RID_TAKEN.into(),
     }
 }
 
