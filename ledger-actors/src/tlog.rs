@@ -87,15 +87,82 @@ pub(crate) fn postgres_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, L
 pub fn receipt_record_hash(record: &serde_json::Value) -> Result<String, String> {
     let r: LedgerRecord = serde_json::from_value(record.clone())
         .map_err(|e| format!("the receipt's record is malformed: {e}"))?;
+    // Every field but the payload must be written exactly as the ledger writes it: a field
+    // that decodes to the same value in another form (upper-case hex, another `ts` layout)
+    // would still hash the same, and a verifier written from docs/HASHING.md refuses it.
+    // The payload's numbers are checked literal by literal on the receipt's text
+    // ([`verify_receipt_text`]); its values here decode exactly.
+    let canonical = serde_json::to_value(&r).map_err(|e| format!("record does not encode: {e}"))?;
+    let (Some(given), Some(canonical)) = (record.as_object(), canonical.as_object()) else {
+        return Err("the receipt's record is not an object".into());
+    };
+    for (name, value) in given {
+        match canonical.get(name) {
+            None => {
+                return Err(format!(
+                    "the receipt's record has an unknown field {name:?}"
+                ));
+            }
+            Some(c) if name != "payload" && c != value => {
+                return Err(format!(
+                    "the receipt's record field {name:?} is {value}, not in the form the hash rules define ({c})"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(name) = canonical.keys().find(|k| !given.contains_key(*k)) {
+        return Err(format!("the receipt's record lacks the field {name:?}"));
+    }
     ledger_entities::record::record_hash(&r)
         .map(|h| h.to_hex())
         .map_err(|e| e.to_string())
 }
 
-/// Verifies a receipt offline with the log's verifier key: signature, record hash,
-/// inclusion path (see [`Receipt::verify`]).
+/// Verifies a receipt offline with the log's verifier key: signature, the checkpoint's
+/// origin (it must be the key's name), record fields in the form the hash rules define,
+/// record hash, inclusion path (see [`Receipt::verify`]).
 pub fn verify_receipt(receipt: &Receipt, key: &NoteVerifier) -> Result<Verified, LedgerError> {
-    Ok(receipt.verify(key, receipt_record_hash)?)
+    verify_receipt_for(receipt, key, None)
+}
+
+/// [`verify_receipt`], the checkpoint's origin line required to be `origin` (default: the
+/// key's name). A note signed by the log's key whose origin names another log is refused:
+/// [`LedgerError::Log`].
+pub fn verify_receipt_for(
+    receipt: &Receipt,
+    key: &NoteVerifier,
+    origin: Option<&str>,
+) -> Result<Verified, LedgerError> {
+    let verified = receipt.verify(key, receipt_record_hash)?;
+    let expected = origin.unwrap_or(key.name());
+    if verified.checkpoint.origin != expected {
+        return Err(LedgerError::Log(ledger_tlog::Error::Invalid(format!(
+            "the checkpoint's origin is {:?}, not {expected:?} (the key's name{})",
+            verified.checkpoint.origin,
+            if origin.is_some() { " or --origin" } else { "" }
+        ))));
+    }
+    Ok(verified)
+}
+
+/// Verifies a receipt from its text, as a verifier written from docs/HASHING.md does: the
+/// text is parsed with the number rule applied literal by literal (a number the hash would
+/// not record exactly — `30.00000000000000000001` in place of `30` — is refused, though it
+/// decodes to the same double and the hash would match) and duplicate keys refused; then
+/// [`verify_receipt_for`]. [`LedgerError::Invalid`] names the JSON pointer of a refused
+/// literal.
+pub fn verify_receipt_text(
+    text: &str,
+    key: &NoteVerifier,
+    origin: Option<&str>,
+) -> Result<(Receipt, Verified), LedgerError> {
+    let value = ledger_entities::validate::parse_json_strict(text, "")?;
+    let receipt: Receipt = serde_json::from_value(value).map_err(|e| {
+        LedgerError::Log(ledger_tlog::Error::Malformed(format!("not a receipt: {e}")))
+    })?;
+    let verified = verify_receipt_for(&receipt, key, origin)?;
+    Ok((receipt, verified))
 }
 
 /// Opens the PostgreSQL log of `config` for tools that read it without running a ledger

@@ -155,3 +155,65 @@ async fn a_world_readable_key_is_refused() {
         assert!(!text.contains(key_b64), "{text}");
     }
 }
+
+/// Strict receipts: the verifier refuses what a verifier written from docs/HASHING.md
+/// refuses, even where the hash would still match — a payload number rewritten with digits a
+/// double cannot hold, a record field in another form, a note signed by the log's key whose
+/// origin names another log — and accepts the honest receipt (and another log's name only
+/// when it is asked for).
+#[actix_rt::test]
+async fn forged_receipts_are_refused_even_when_the_hash_matches() {
+    use ledger_actors::tlog::{verify_receipt_for, verify_receipt_text};
+    let (path, signer) = key_file("example.com/avl-strict-test");
+    let ledger = Ledger::start(config(Some(path))).await.unwrap();
+    let (ack, receipt) = ledger
+        .append_with_receipt(
+            NewRecord::new(Uuid::now_v7(), "s", "k", json!({ "n": 30 }), "p"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    ledger.shutdown().await.unwrap();
+    let key = signer.verifier();
+    let text = serde_json::to_string_pretty(&receipt).unwrap();
+    let (_, ok) = verify_receipt_text(&text, &key, None).unwrap();
+    assert_eq!(ok.record_hash, ack.record.hash.to_hex());
+
+    // 1. `30` → `30.00000000000000000001`: the same double, so the parsed receipt still
+    //    verifies; its text does not.
+    let forged = text.replace("\"n\": 30", "\"n\": 30.00000000000000000001");
+    assert_ne!(forged, text);
+    let lossy: ledger_tlog::receipt::Receipt = serde_json::from_str(&forged).unwrap();
+    assert!(
+        verify_receipt(&lossy, &key).is_ok(),
+        "the double hides the digits"
+    );
+    let refused = verify_receipt_text(&forged, &key, None).unwrap_err();
+    assert!(matches!(refused, LedgerError::Invalid(_)), "{refused}");
+    assert!(
+        refused.to_string().contains("/record/payload/n"),
+        "{refused}"
+    );
+
+    // 2. The record's `ts` in another RFC 3339 form of the same instant.
+    let ts = receipt.record["ts"].as_str().unwrap().to_owned();
+    assert!(ts.ends_with('Z'), "{ts}");
+    let other_form = text.replace(&ts, &ts.replace('Z', "+00:00"));
+    let refused = verify_receipt_text(&other_form, &key, None).unwrap_err();
+    assert!(refused.to_string().contains("\"ts\""), "{refused}");
+
+    // 3. The same tree signed by the log's key under another log's name.
+    let body = key.open(&receipt.checkpoint).unwrap();
+    let foreign_body = body.replacen("example.com/avl-strict-test", "example.org/another-log", 1);
+    let foreign = ledger_tlog::receipt::Receipt {
+        checkpoint: signer.sign(&foreign_body).unwrap(),
+        ..receipt.clone()
+    };
+    let refused = verify_receipt(&foreign, &key).unwrap_err();
+    assert!(
+        refused.to_string().contains("example.org/another-log"),
+        "{refused}"
+    );
+    verify_receipt_for(&foreign, &key, Some("example.org/another-log")).unwrap();
+    assert!(verify_receipt_for(&receipt, &key, Some("example.org/another-log")).is_err());
+}

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use ledger_tlog::note::NoteVerifier;
-use ledger_tlog::receipt::Receipt;
 
 /// Arguments of `ledger verify-receipt`.
 #[derive(clap::Args)]
@@ -15,6 +14,9 @@ pub struct Args {
     /// The verifier key file (`checkpoint.pub`).
     #[arg(long)]
     key: PathBuf,
+    /// The log the checkpoint must name on its origin line (default: the key's name).
+    #[arg(long)]
+    origin: Option<String>,
 }
 
 /// Exit 0 valid, 1 invalid (with the reason); 2 when a file cannot be read or parsed.
@@ -29,15 +31,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::read_to_string(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?
     };
-    let receipt: Receipt = match serde_json::from_str(&text) {
-        Ok(r) => r,
-        Err(e) => {
-            println!("invalid: not a receipt ({e})");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    match ledger_actors::tlog::verify_receipt(&receipt, &key) {
-        Ok(v) => {
+    match ledger_actors::tlog::verify_receipt_text(&text, &key, args.origin.as_deref()) {
+        Ok((receipt, v)) => {
             println!(
                 "valid: record {} (hash {}) is leaf {} of {} in log {:?}",
                 receipt.record["rid"].as_str().unwrap_or("?"),
