@@ -709,7 +709,7 @@ impl ChainActor {
             fut::wrap_future(task).map(move |found, act: &mut Self, ctx| {
                 act.busy -= 1;
                 let res = match found {
-                    Ok(Ok(Some(stored))) if stored.same_content_as(&f.record) => Ok(AppendAck {
+                    Ok(Ok(Some(stored))) if stored.same_record(&f.record) => Ok(AppendAck {
                         record: stored,
                         durability: crate::store::durability_of(act.settings.store.backend()),
                         replayed: true,

@@ -252,19 +252,6 @@ impl LedgerRecord {
             && self.payload == other.payload
     }
 
-    /// True when `other` is the same record content as this one, whatever its place in the
-    /// chain (`ts`, `prev_hash` and so `hash` may differ): the test for a client rid that two
-    /// processes sealed at once.
-    pub fn same_content_as(&self, other: &LedgerRecord) -> bool {
-        self.rid == other.rid
-            && self.anchor_id == other.anchor_id
-            && self.slot == other.slot
-            && self.kind == other.kind
-            && self.producer == other.producer
-            && self.sig == other.sig
-            && self.payload.as_bytes() == other.payload.as_bytes()
-    }
-
     /// True when `new` asks for the same record as this stored one (same anchor, slot, kind,
     /// producer, signature and canonical payload) — the test for an idempotent re-append.
     pub fn same_content(&self, new: &NewRecord) -> Result<bool, Error> {
