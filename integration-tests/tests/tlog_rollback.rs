@@ -112,6 +112,19 @@ async fn no_checkpoint_is_signed_over_a_log_that_does_not_extend_the_signed_one(
         health.reasons.iter().any(|r| r.contains("log rollback")),
         "{health}"
     );
+    // What `ledger health` (read-only, no integrator) sees on connect: the same.
+    let reader = Ledger::open_read_only(config(&second, &key)).await.unwrap();
+    let seen = reader.health().await;
+    assert_eq!(seen.status, ledger_actors::HealthStatus::Down, "{seen}");
+    assert!(
+        seen.reasons.iter().any(|r| r.contains("log rollback")),
+        "{seen}"
+    );
+    reader.shutdown().await.unwrap();
+    let healthy = Ledger::open_read_only(config(&first, &key)).await.unwrap();
+    let seen = healthy.health().await;
+    assert!(!seen.reasons.iter().any(|r| r.contains("log")), "{seen}");
+    healthy.shutdown().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(ledger.checkpoint().await.unwrap(), None, "signed over it");
     assert!(matches!(

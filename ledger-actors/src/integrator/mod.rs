@@ -580,6 +580,31 @@ impl Runner {
     }
 }
 
+/// For a process that does not integrate (`ledger health` opens the ledger read-only): why
+/// an integrator with this key would halt on `log`, if it would — the stored log does not
+/// extend the last checkpoint the key signed, or the state or the log cannot be read to tell.
+pub(crate) async fn rollback_reason(
+    log: &dyn LogStore,
+    file: &signed::SignedStateFile,
+) -> Option<String> {
+    let state = match file.load() {
+        Ok(state) => state,
+        Err(e) => return Some(e.to_string()),
+    };
+    let Some(last) = &state.signed else {
+        return None;
+    };
+    let size = match log.load().await {
+        Ok(loaded) => loaded.size,
+        Err(e) => {
+            return Some(format!(
+                "cannot read the log to check it against what the key signed: {e}"
+            ));
+        }
+    };
+    extends(log, last, size).await.err().map(|e| e.to_string())
+}
+
 /// Whether a log of `size` leaves in `log` extends `signed`: at least as long, and the root
 /// of its first `signed.size` leaves (from the stored tiles) is the signed root.
 async fn extends(

@@ -470,6 +470,10 @@ impl Ledger {
     /// that make it healthy, degraded or down. Takes at most [`crate::health::PROBE_TIMEOUT`]
     /// (or the configured timeout, if shorter) per probe.
     pub async fn health(&self) -> Health {
+        let log_halted = match self.integrator() {
+            Some(i) => i.progress().borrow().halted.clone(),
+            None => self.read_only_rollback().await,
+        };
         crate::health::assess(crate::health::Probe {
             config: self.config(),
             store: self.store().as_ref(),
@@ -478,11 +482,27 @@ impl Ledger {
             writer: self.writer(),
             workers: self.inner.router.workers(),
             closing: self.inner.closing.load(Ordering::Acquire),
-            log_halted: self
-                .integrator()
-                .and_then(|i| i.progress().borrow().halted.clone()),
+            log_halted,
         })
         .await
+    }
+
+    /// A read-only ledger (`ledger health`) runs no integrator: it checks the stored log
+    /// against the key's signed state itself, so an operator sees a rollback on connect.
+    async fn read_only_rollback(&self) -> Option<String> {
+        let config = self.config();
+        let key = config.checkpoint_key.as_ref()?;
+        if !self.is_read_only()
+            || config.backend != Backend::Postgres
+            || config.checkpoint_interval.is_zero()
+        {
+            return None;
+        }
+        let file = crate::integrator::signed::SignedStateFile::beside(key);
+        match crate::tlog::open_log(config) {
+            Ok(log) => crate::integrator::rollback_reason(log.as_ref(), &file).await,
+            Err(e) => Some(format!("cannot open the log to check it: {e}")),
+        }
     }
 
     /// Publishes the sampled gauges (in-flight appends, chain and memory-persistence mailbox
