@@ -194,6 +194,39 @@ pub enum LedgerError {
 pub(crate) const RID_TAKEN: &str = "rid already stored";
 
 impl LedgerError {
+    /// The variant's name in snake case (`timeout`, `contended`, ...): a bounded label for
+    /// counting errors by kind (the load test's `errors_by_kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LedgerError::Invalid(_) => "invalid",
+            LedgerError::Conflict { .. } => "conflict",
+            LedgerError::UnknownAnchor(_) => "unknown_anchor",
+            LedgerError::Overloaded { .. } => "overloaded",
+            LedgerError::Timeout { .. } => "timeout",
+            LedgerError::Aborted { .. } => "aborted",
+            LedgerError::ForkRefused { .. } => "fork_refused",
+            LedgerError::Contended { .. } => "contended",
+            LedgerError::Unavailable(_) => "unavailable",
+            LedgerError::Database(_) => "database",
+            LedgerError::AccessDenied(_) => "access_denied",
+            LedgerError::Contention(_) => "contention",
+            LedgerError::SpoolLocked(_) => "spool_locked",
+            LedgerError::ReadOnly => "read_only",
+            LedgerError::SchemaMissing(_) => "schema_missing",
+            LedgerError::Config(_) => "config",
+            LedgerError::ShuttingDown => "shutting_down",
+            LedgerError::Retired => "retired",
+            LedgerError::MetricsExporter { .. } => "metrics_exporter",
+            LedgerError::NotYetLogged(_) => "not_yet_logged",
+            LedgerError::Log(_) => "log",
+            LedgerError::LogRollback { .. } => "log_rollback",
+            LedgerError::Io(_) => "io",
+            LedgerError::Format(_) => "format",
+            LedgerError::MigrationRefused(_) => "migration_refused",
+            LedgerError::Internal(_) => "internal",
+        }
+    }
+
     /// A short, bounded label for metrics (`ledger_appends_total{outcome=...}`).
     pub fn outcome_label(&self) -> &'static str {
         match self {
@@ -207,5 +240,33 @@ impl LedgerError {
             | LedgerError::Contention(_) => "unavailable",
             _ => "error",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kinds are the variants' names in snake case, distinct per variant.
+    #[test]
+    fn kinds_name_the_variant() {
+        assert_eq!(
+            LedgerError::Timeout {
+                waited: Duration::from_secs(1)
+            }
+            .kind(),
+            "timeout"
+        );
+        assert_eq!(
+            LedgerError::LogRollback {
+                signed: 2,
+                stored: 1,
+                detail: String::new()
+            }
+            .kind(),
+            "log_rollback"
+        );
+        assert_eq!(LedgerError::ShuttingDown.kind(), "shutting_down");
+        assert_eq!(LedgerError::Unavailable("x".into()).kind(), "unavailable");
     }
 }

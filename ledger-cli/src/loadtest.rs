@@ -80,6 +80,8 @@ struct Shared {
     deadline: Option<Instant>,
     filler: String,
     first_error: std::sync::Mutex<Option<String>>,
+    /// Failed appends by error kind ([`ledger_actors::LedgerError::kind`]).
+    errors_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// With `--anchor-seed`: every acknowledgement (rid, hash, buffered during an outage).
     acks: Option<std::sync::Mutex<Vec<(Uuid, RecordHash, bool)>>>,
 }
@@ -113,6 +115,7 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         deadline: args.duration.map(|d| Instant::now() + d),
         filler: "x".repeat(args.payload_bytes),
         first_error: std::sync::Mutex::new(None),
+        errors_by_kind: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         acks: args
             .anchor_seed
             .map(|_| std::sync::Mutex::new(Vec::with_capacity(total.min(1 << 24) as usize))),
@@ -221,6 +224,7 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         "anchors": args.anchors,
         "appends": appends,
         "errors": errors,
+        "errors_by_kind": *shared.errors_by_kind.lock().unwrap_or_else(|p| p.into_inner()),
         "seconds": seconds,
         "appends_per_sec": appends as f64 / seconds,
         "latency_ms": { "p50": ms(0.50), "p95": ms(0.95), "p99": ms(0.99), "max": latency.max() as f64 / 1000.0 },
@@ -246,6 +250,14 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
             appends as f64 / seconds,
             errors
         );
+        if errors > 0 {
+            let kinds = shared
+                .errors_by_kind
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            println!("errors by kind: {}", kinds.join(", "));
+        }
         println!(
             "latency ms: p50 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3}",
             ms(0.50),
@@ -325,6 +337,12 @@ async fn worker(shared: Arc<Shared>) -> Histogram<u64> {
             }
             Err(e) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
+                *shared
+                    .errors_by_kind
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(e.kind())
+                    .or_default() += 1;
                 let mut first = shared.first_error.lock().unwrap_or_else(|p| p.into_inner());
                 first.get_or_insert_with(|| e.to_string());
             }

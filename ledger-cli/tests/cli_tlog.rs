@@ -115,6 +115,8 @@ fn log_commands_end_to_end_on_postgres() {
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["checkpoint"]["size"], 50);
     assert_eq!(result["integration"]["covers_all_appends"], true);
+    assert_eq!(result["errors"], 0);
+    assert_eq!(result["errors_by_kind"], serde_json::json!({}));
 
     let out = ledger(Some(&dsn), None, &["checkpoint", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
