@@ -50,6 +50,56 @@ impl Backend {
     }
 }
 
+/// What `Committed` promises on PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Replication {
+    /// Committed on the server the DSN reaches (its WAL flushed there). With PostgreSQL's
+    /// default asynchronous streaming replication a failover to a standby that was behind
+    /// loses what it had not received.
+    #[default]
+    Local,
+    /// Committed on the primary *and* flushed by a synchronous standby: every connection
+    /// sets `synchronous_commit = on`, the start is refused when the server has no
+    /// `synchronous_standby_names`, and a write that finds them gone is refused (its
+    /// records wait in the outage buffer, acknowledged `Buffered`), so a failover to the
+    /// synchronous standby loses no `Committed` record.
+    Synchronous,
+}
+
+impl Replication {
+    /// The lowercase name used in configuration, health and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replication::Local => "local",
+            Replication::Synchronous => "synchronous",
+        }
+    }
+}
+
+impl std::str::FromStr for Replication {
+    type Err = LedgerError;
+    fn from_str(s: &str) -> Result<Self, LedgerError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Ok(Replication::Local),
+            "synchronous" | "sync" => Ok(Replication::Synchronous),
+            _ => Err(LedgerError::Config(format!(
+                "replication: unknown mode {}; expected local or synchronous",
+                shown(s)
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Replication {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        raw.parse().map_err(|e: LedgerError| match e {
+            LedgerError::Config(m) => serde::de::Error::custom(m),
+            other => serde::de::Error::custom(other),
+        })
+    }
+}
+
 /// A configuration value shown in an error only when it is a plain short word: anything else
 /// (a DSN typed into the wrong place, say) may hold a secret.
 fn shown(value: &str) -> String {
@@ -280,6 +330,9 @@ pub struct LedgerConfig {
     pub backend: Backend,
     /// PostgreSQL DSN, required for `postgres`. Env: `LEDGER_DSN`.
     pub dsn: Option<Dsn>,
+    /// What `Committed` promises: `local` (default) or `synchronous` (also flushed by a
+    /// synchronous standby; see [`Replication`]). Env: `LEDGER_REPLICATION`.
+    pub replication: Replication,
     /// Database connection pool size. Env: `LEDGER_POOL_SIZE`.
     pub pool_size: u32,
     /// How long to wait for capacity, an append's outcome, or the database (seconds, or a
@@ -337,6 +390,7 @@ impl Default for LedgerConfig {
         Self {
             backend: Backend::Memory,
             dsn: None,
+            replication: Replication::Local,
             pool_size: 10,
             timeout: Duration::from_secs(5),
             max_payload_bytes: ledger_entities::validate::DEFAULT_MAX_PAYLOAD_BYTES,
@@ -592,7 +646,7 @@ impl LedgerConfig {
         Ok((file.ledger.flatten().unwrap_or_default(), backend_set))
     }
 
-    /// Applies `LEDGER_BACKEND`, `LEDGER_DSN`, `LEDGER_POOL_SIZE` and `LEDGER_TIMEOUT`
+    /// Applies `LEDGER_BACKEND`, `LEDGER_DSN`, `LEDGER_REPLICATION`, `LEDGER_POOL_SIZE` and `LEDGER_TIMEOUT`
     /// (seconds, or a duration such as `250ms`) from `get`, which is `std::env::var` in
     /// production and a map in tests. Malformed values are errors naming the variable; the
     /// combination is checked by [`LedgerConfig::check`], which [`LedgerConfig::load`] runs
@@ -605,6 +659,11 @@ impl LedgerConfig {
         }
         if let Some(v) = get("LEDGER_DSN") {
             self.dsn = Some(Dsn::parse(&v).map_err(|e| config_error(format!("LEDGER_DSN: {e}")))?);
+        }
+        if let Some(v) = get("LEDGER_REPLICATION") {
+            self.replication = v
+                .parse()
+                .map_err(|e: LedgerError| config_error(format!("LEDGER_REPLICATION: {e}")))?;
         }
         if let Some(v) = get("LEDGER_POOL_SIZE") {
             self.pool_size = v.trim().parse().map_err(|_| {
@@ -663,6 +722,11 @@ impl LedgerConfig {
         if self.backend == Backend::Postgres && self.dsn.is_none() {
             return Err(config_error(
                 "dsn: backend is postgres but no dsn is set (dsn: in the file or LEDGER_DSN)",
+            ));
+        }
+        if self.replication == Replication::Synchronous && self.backend != Backend::Postgres {
+            return Err(config_error(
+                "replication: synchronous needs backend: postgres (the memory backend keeps records in this process only)",
             ));
         }
         let ms = Duration::from_millis(1);

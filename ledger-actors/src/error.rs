@@ -161,6 +161,13 @@ pub enum LedgerError {
         /// What does not match.
         detail: String,
     },
+    /// `replication: synchronous` is configured but the server has no synchronous standby
+    /// (`synchronous_standby_names` is empty, or it is not the primary): a `Committed`
+    /// record would not survive a failover. Refused at start; nothing was started. Handle:
+    /// configure a synchronous standby on the primary (docs/OPERATIONS.md, "Replicated
+    /// durability") or set `replication: local` knowing what `Committed` then promises.
+    #[error("replication: synchronous, but {0}")]
+    NotReplicated(String),
     /// Reading or writing a stream failed (an export's output, an import's input). Handle:
     /// check the file, pipe or disk named in the message; an import can simply be run again
     /// (it resumes), an export must be redone.
@@ -220,6 +227,7 @@ impl LedgerError {
             LedgerError::NotYetLogged(_) => "not_yet_logged",
             LedgerError::Log(_) => "log",
             LedgerError::LogRollback { .. } => "log_rollback",
+            LedgerError::NotReplicated(_) => "not_replicated",
             LedgerError::Io(_) => "io",
             LedgerError::Format(_) => "format",
             LedgerError::MigrationRefused(_) => "migration_refused",

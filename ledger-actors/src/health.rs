@@ -134,6 +134,9 @@ pub struct Health {
     pub workers: usize,
     /// Queue fill levels.
     pub pressure: MailboxPressure,
+    /// Under `replication: synchronous`, the server's replication as last read (`None`:
+    /// `replication: local`, or it could not be read: then a reason says why).
+    pub replication: Option<crate::pg::replication::ReplicationState>,
 }
 
 fn backend_name<S: Serializer>(backend: &Backend, s: S) -> Result<S::Ok, S::Error> {
@@ -247,6 +250,9 @@ struct Observation {
     workers: usize,
     pressure: MailboxPressure,
     log_halted: Option<String>,
+    /// Under `replication: synchronous`: the server's replication, or why it could not be
+    /// read.
+    replication: Option<Result<crate::pg::replication::ReplicationState, crate::LedgerError>>,
 }
 
 /// Runs the probes (concurrently) and grades the result.
@@ -302,8 +308,9 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
             )),
         }
     };
-    let ((persistence, status), workers_responding, database_reachable) =
-        futures::join!(persistence, workers, database);
+    let replication = probe.store.replication(timeout);
+    let ((persistence, status), workers_responding, database_reachable, replication) =
+        futures::join!(persistence, workers, database, replication);
     let mode = status.as_ref().map(|s| s.mode);
     let active = match mode {
         Some(Mode::Primary) => Backend::Postgres,
@@ -329,6 +336,7 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
             persistence_mailbox: observer.persistence_depth(),
         },
         log_halted: probe.log_halted,
+        replication,
     })
 }
 
@@ -376,6 +384,19 @@ fn grade(o: Observation) -> Health {
             "the database was unreachable at start; this process has no connection to it".to_owned()
         });
     }
+    match &o.replication {
+        None => {}
+        Some(Ok(state)) => {
+            if let Some(problem) = state.problem() {
+                degraded.push(problem);
+            }
+        }
+        Some(Err(e)) => {
+            degraded.push(format!(
+                "replication: synchronous, but the replication state could not be read: {e}"
+            ));
+        }
+    }
     if o.buffered_records > 0 {
         degraded.push(format!(
             "{} records are buffered on the memory fallback, not yet in PostgreSQL",
@@ -418,6 +439,7 @@ fn grade(o: Observation) -> Health {
         workers_responding: o.workers_responding,
         workers: o.workers,
         pressure: o.pressure,
+        replication: o.replication.and_then(Result::ok),
     }
 }
 
@@ -445,6 +467,7 @@ mod tests {
                 persistence_mailbox: Some(0),
             },
             log_halted: None,
+            replication: None,
         }
     }
 

@@ -139,6 +139,14 @@ pub const INTEGRATOR_LEADER: &str = "ledger_integrator_leader";
 /// the last checkpoint this ledger's key signed (a rollback: nothing integrated or signed).
 pub const LOG_HALTED: &str = "ledger_log_halted";
 
+/// Gauge: under `replication: synchronous`, the standbys streaming as synchronous (sync or
+/// quorum) that a commit waits for; 0 means `Committed` appends wait. Absent under
+/// `replication: local`, and while the role may not read `pg_stat_replication`.
+pub const REPLICATION_SYNC_STANDBYS: &str = "ledger_replication_sync_standbys";
+/// Gauge (seconds): under `replication: synchronous`, the largest `flush_lag` of the
+/// synchronous standbys (what each commit waits for, as PostgreSQL last measured it).
+pub const REPLICATION_FLUSH_LAG_SECONDS: &str = "ledger_replication_flush_lag_seconds";
+
 /// Every metric name, without the `_bucket`/`_sum`/`_count` series suffixes of histograms.
 pub const ALL: &[&str] = &[
     APPENDS_TOTAL,
@@ -170,6 +178,8 @@ pub const ALL: &[&str] = &[
     CHECKPOINTS_TOTAL,
     INTEGRATOR_LEADER,
     LOG_HALTED,
+    REPLICATION_SYNC_STANDBYS,
+    REPLICATION_FLUSH_LAG_SECONDS,
 ];
 
 /// Bucket upper bounds (seconds) for [`APPEND_DURATION_SECONDS`] and
@@ -573,6 +583,16 @@ pub fn describe() {
         Unit::Count,
         "1 while the integrator halts: the database's log does not extend what the key signed."
     );
+    describe_gauge!(
+        REPLICATION_SYNC_STANDBYS,
+        Unit::Count,
+        "Synchronous standbys streaming (replication: synchronous); 0: Committed appends wait."
+    );
+    describe_gauge!(
+        REPLICATION_FLUSH_LAG_SECONDS,
+        Unit::Seconds,
+        "Largest flush_lag of the synchronous standbys (replication: synchronous)."
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -754,6 +774,15 @@ pub(crate) fn relinked() {
 }
 
 /// Whether the integrator halts on a log that does not extend what the key signed.
+/// Publishes what a replication read found (`replication: synchronous` only).
+pub(crate) fn replication(state: &crate::pg::replication::ReplicationState) {
+    if let Some(n) = state.sync_standbys {
+        metrics::gauge!(REPLICATION_SYNC_STANDBYS).set(f64::from(n));
+    }
+    metrics::gauge!(REPLICATION_FLUSH_LAG_SECONDS)
+        .set(state.flush_lag.map_or(0.0, |d| d.as_secs_f64()));
+}
+
 pub(crate) fn log_halted(halted: bool) {
     metrics::gauge!(LOG_HALTED).set(if halted { 1.0 } else { 0.0 });
 }

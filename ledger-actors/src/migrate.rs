@@ -90,6 +90,7 @@ pub async fn copy_range(
     from: u64,
     upto: u64,
     batch_size: usize,
+    replication: crate::config::Replication,
 ) -> Result<u64, LedgerError> {
     let mut at = from;
     loop {
@@ -101,14 +102,14 @@ pub async fn copy_range(
         for r in &batch {
             verify_record(r)?;
         }
-        let refused = crate::pg::insert_records(pool, &batch).await.map_err(|e| {
-            match crate::pg::store::classify(&e, None) {
+        let refused = crate::pg::insert_records(pool, &batch, replication)
+            .await
+            .map_err(|e| match crate::pg::store::classify(&e, None) {
                 LedgerError::Database(m) => LedgerError::MigrationRefused(format!(
                     "the target database refused a batch (a conflicting chain or rid): {m}"
                 )),
                 other => other,
-            }
-        })?;
+            })?;
         if let Some(&i) = refused.first() {
             return Err(LedgerError::MigrationRefused(format!(
                 "the target database stores rid {} with different content",

@@ -2,6 +2,8 @@
 //! new connections, black-hole (accept and never answer), or cut every open connection.
 //! It runs on its own thread and runtime, so the ledger under test cannot starve it.
 
+#![allow(dead_code, reason = "each test binary uses a different part of it")]
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,8 @@ pub struct Proxy {
     /// Address the ledger should connect to.
     pub addr: SocketAddr,
     mode: Arc<AtomicU8>,
+    /// Where new connections go ([`Proxy::retarget`]).
+    upstream: Arc<Mutex<SocketAddr>>,
     /// Bumped to close every open connection.
     generation: watch::Sender<u64>,
     _thread: std::thread::JoinHandle<()>,
@@ -60,6 +64,8 @@ impl Proxy {
     /// Starts a proxy on 127.0.0.1 (ephemeral port) in front of `upstream`.
     pub fn start(upstream: SocketAddr) -> Proxy {
         let mode = Arc::new(AtomicU8::new(Mode::Pass as u8));
+        let target = Arc::new(Mutex::new(upstream));
+        let to = Arc::clone(&target);
         let (generation, gen_rx) = watch::channel(0u64);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -81,6 +87,7 @@ impl Proxy {
                         };
                         let mode = Arc::clone(&m);
                         let gen_rx = gen_rx.clone();
+                        let upstream = *to.lock().unwrap();
                         tokio::spawn(serve(client, upstream, mode, gen_rx));
                     }
                 };
@@ -93,6 +100,7 @@ impl Proxy {
         Proxy {
             addr: addr_rx.recv().expect("proxy started"),
             mode,
+            upstream: target,
             generation,
             _thread: thread,
             stop: Arc::new(Mutex::new(Some(stop_tx))),
@@ -102,6 +110,13 @@ impl Proxy {
     /// Sets the mode for new and open connections.
     pub fn set(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Sends new connections to `upstream` from now on (open ones keep theirs: cut them with
+    /// [`Proxy::cut_all`]), as a managed database's DNS name or virtual IP moves to a
+    /// promoted standby.
+    pub fn retarget(&self, upstream: SocketAddr) {
+        *self.upstream.lock().unwrap() = upstream;
     }
 
     /// Closes every open connection (a network reset).

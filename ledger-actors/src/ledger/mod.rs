@@ -732,7 +732,9 @@ impl Ledger {
             // What this round copies: the records committed up to now (appends that come in
             // while it runs are the next round's).
             let upto = memory.committed_len();
-            let next = crate::migrate::copy_range(&memory, &pool, at, upto, batch).await?;
+            let next =
+                crate::migrate::copy_range(&memory, &pool, at, upto, batch, target.replication)
+                    .await?;
             rounds += 1;
             let delta = next - at;
             at = next;
@@ -786,9 +788,15 @@ impl Ledger {
         at: u64,
         target: LedgerConfig,
     ) -> Result<(u64, u64, u64), LedgerError> {
-        let end =
-            crate::migrate::copy_range(memory, pool, at, memory.committed_len(), target.batch_size)
-                .await?;
+        let end = crate::migrate::copy_range(
+            memory,
+            pool,
+            at,
+            memory.committed_len(),
+            target.batch_size,
+            target.replication,
+        )
+        .await?;
         let anchors = crate::migrate::verify_heads(memory, &store).await?;
         let mut lock = None;
         // A memory ledger spooling into the target's spool_dir: every record in that spool

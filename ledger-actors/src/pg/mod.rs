@@ -32,25 +32,33 @@ use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{DbErr, RuntimeErr};
 use uuid::Uuid;
 
+pub mod replication;
 pub mod store;
 
-/// The liveness probes' statement: true when the server takes writes. A standby (in
-/// recovery) or a server or database set read-only answers `SELECT 1` as readily as the
+/// The liveness probes' statement: does the server take writes (not in recovery,
+/// `transaction_read_only` off), and, for a session under `replication: synchronous`
+/// (`replication::MODE_SETTING`), does it have synchronous standbys configured. A standby
+/// (in recovery) or a server or database set read-only answers `SELECT 1` as readily as the
 /// primary, but every INSERT there fails with 25006; a probe that accepted it would start a
 /// drain that fails over again at once, in a loop, for as long as the endpoint points there.
-const WRITABLE_SQL: &str =
-    "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'";
+/// The same holds for a synchronous session whose INSERT guard would refuse.
+const WRITABLE_SQL: &str = "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off', \
+     current_setting('avl.replication', true) IS NOT DISTINCT FROM 'synchronous' \
+       AND current_setting('synchronous_standby_names') = ''";
 
 /// What a probe found on a server that answered.
 async fn writable<'e, E>(executor: E) -> Result<Result<(), String>, sqlx::Error>
 where
     E: sqlx::PgExecutor<'e>,
 {
-    let takes_writes: bool = sqlx::query_scalar(WRITABLE_SQL).fetch_one(executor).await?;
-    Ok(if takes_writes {
-        Ok(())
-    } else {
+    let (takes_writes, unreplicated): (bool, bool) =
+        sqlx::query_as(WRITABLE_SQL).fetch_one(executor).await?;
+    Ok(if !takes_writes {
         Err("the server answers but is read-only (a standby, or transaction_read_only on)".into())
+    } else if unreplicated {
+        Err("the server answers but has no synchronous_standby_names (replication: synchronous): it takes no writes the ledger could call Committed".into())
+    } else {
+        Ok(())
     })
 }
 
@@ -85,12 +93,26 @@ pub async fn alive_on_new_connection(
 
 /// Writes a batch; rows whose rid is already stored are skipped. `p` arrives as text (the
 /// canonical payload) and is parsed into JSONB by the server.
+///
+/// The `WHERE` is the replicated-durability guard (`replication::MODE_SETTING`,
+/// `replication::GUARD_SETTING`): a synchronous session on a server without synchronous
+/// standbys asks for a setting that does not exist, so the statement fails and writes
+/// nothing; any other session asks for `server_version`, which always exists.
 const INSERT_SQL: &str = "INSERT INTO ledger_records \
      (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, sig, producer, version) \
      SELECT r, a, s, k, t, ph, h, p::jsonb, sg, pr, v FROM UNNEST($1::uuid[], $2::uuid[], \
      $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], \
      $9::bytea[], $10::text[], $11::text[]) AS u(r, a, s, k, t, ph, h, p, sg, pr, v) \
+     WHERE current_setting(CASE WHEN current_setting('avl.replication', true) = 'synchronous' \
+       AND current_setting('synchronous_standby_names') = '' \
+       THEN 'avl.no_synchronous_standby' ELSE 'server_version' END) IS NOT NULL \
      ON CONFLICT (rid) DO NOTHING";
+
+/// The records' INSERT, for the tests that check its guard against `replication`.
+#[cfg(test)]
+pub(crate) fn insert_sql_for_tests() -> &'static str {
+    INSERT_SQL
+}
 
 /// The stored hash of each of these rids.
 const STORED_HASHES_SQL: &str = "SELECT rid, hash FROM ledger_records WHERE rid = ANY($1::uuid[])";
@@ -101,18 +123,27 @@ const STORED_HASHES_SQL: &str = "SELECT rid, hash FROM ledger_records WHERE rid 
 /// stored with another hash (a record whose rid is stored with the same hash is the same
 /// record: it counts as written). Any constraint violation fails the whole statement
 /// (nothing written); classify the error with [`crate::pg::store::classify`].
+///
+/// Under `replication: synchronous` the commit is confirmed afterwards
+/// ([`replication::confirm`]): an `Err` then means "maybe stored on the primary only", a
+/// connectivity error, so the records wait for the outage drain.
 pub async fn insert_records(
     pool: &PgPool,
     records: &[Arc<LedgerRecord>],
+    replication: crate::config::Replication,
 ) -> Result<Vec<usize>, DbErr> {
     if records.is_empty() {
         return Ok(Vec::new());
     }
     let mut conn = pool.acquire().await.map_err(exec_err)?;
-    insert_records_on(&mut conn, records).await
+    let taken = insert_records_on(&mut conn, records).await?;
+    drop(conn);
+    replication::confirm(pool, replication).await?;
+    Ok(taken)
 }
 
-/// [`insert_records`] on one connection (inside a transaction the caller controls).
+/// [`insert_records`] on one connection (inside a transaction the caller controls; it
+/// confirms replication after its commit, [`replication::confirm`]).
 pub async fn insert_records_on(
     conn: &mut sqlx::PgConnection,
     records: &[Arc<LedgerRecord>],

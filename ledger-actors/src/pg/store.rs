@@ -62,6 +62,10 @@ pub async fn connect(config: &LedgerConfig) -> Result<DatabaseConnection, Ledger
         .statement_timeout(config.timeout)
         .set_application_name("avl-ledger")
         .sqlx_logging(false);
+    let replicated = crate::pg::replication::session_options(config.replication);
+    if !replicated.is_empty() {
+        options.map_sqlx_postgres_opts(move |o| o.options(replicated.clone()));
+    }
     Database::connect(options)
         .await
         .map_err(|e| scrub(classify(&e, None), dsn))
@@ -85,6 +89,7 @@ pub fn sqlx_options(
     Ok(options
         .application_name("avl-ledger")
         .options([("statement_timeout", config.timeout.as_millis().to_string())])
+        .options(crate::pg::replication::session_options(config.replication))
         .disable_statement_logging())
 }
 
@@ -109,7 +114,9 @@ pub async fn open(config: &LedgerConfig) -> Result<PostgresLedgerStore, LedgerEr
         }
         status => return Err(LedgerError::SchemaMissing(status.to_string())),
     }
-    Ok(PostgresLedgerStore::new(db))
+    crate::pg::replication::check_start(db.get_postgres_connection_pool(), config.replication)
+        .await?;
+    Ok(PostgresLedgerStore::new(db).with_replication(config.replication))
 }
 
 /// Removes the DSN's secrets from an error's text ([`Dsn::scrub`]). Driver messages do not
@@ -190,6 +197,13 @@ fn classify_sqlx(err: &sqlx::Error, record: Option<&LedgerRecord>) -> LedgerErro
             let state = db.code().map(|c| c.into_owned()).unwrap_or_default();
             if state.starts_with("08") || UNAVAILABLE_STATES.contains(&state.as_str()) {
                 return LedgerError::Unavailable(format!("{} (SQLSTATE {state})", db.message()));
+            }
+            if state == "42704" && db.message().contains(crate::pg::replication::GUARD_SETTING) {
+                // The replicated-durability guard of the records' INSERT: this server does
+                // not take writes we could call Committed (replication: synchronous).
+                return LedgerError::Unavailable(
+                    "replication: synchronous, but the server has no synchronous_standby_names (SQLSTATE 42704 from the ledger's guard)".into(),
+                );
             }
             if ACCESS_STATES.contains(&state.as_str()) {
                 return LedgerError::AccessDenied(format!("{} (SQLSTATE {state})", db.message()));
@@ -386,6 +400,8 @@ struct HeadLoader {
 pub struct PostgresLedgerStore {
     db: DatabaseConnection,
     heads: Arc<HeadLoader>,
+    /// What a commit must reach before it counts ([`crate::pg::insert_records`]).
+    replication: crate::config::Replication,
 }
 
 impl PostgresLedgerStore {
@@ -397,7 +413,20 @@ impl PostgresLedgerStore {
                 pending: Mutex::new(Vec::new()),
                 permits: Semaphore::new(HEAD_QUERIES_IN_FLIGHT),
             }),
+            replication: crate::config::Replication::Local,
         }
+    }
+
+    /// The store with `replication` as what a commit must reach (set by [`open`] from the
+    /// configuration; [`PostgresLedgerStore::new`] assumes `local`).
+    pub fn with_replication(mut self, replication: crate::config::Replication) -> Self {
+        self.replication = replication;
+        self
+    }
+
+    /// What a commit must reach before it counts.
+    pub fn replication_mode(&self) -> crate::config::Replication {
+        self.replication
     }
 
     /// Answers a batch of head lookups with one query.
@@ -480,7 +509,10 @@ impl LedgerStore for PostgresLedgerStore {
                 reason: "rid already stored with other content".into(),
             });
         }
-        txn.commit().await.map_err(sqlx_err)
+        txn.commit().await.map_err(sqlx_err)?;
+        crate::pg::replication::confirm(self.db.get_postgres_connection_pool(), self.replication)
+            .await
+            .map_err(|e| counted(&e, single))
     }
 
     async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
@@ -667,6 +699,23 @@ impl LedgerStore for PostgresLedgerStore {
     /// A round trip through the pool (SeaORM's `ping`).
     async fn ping(&self) -> Result<(), LedgerError> {
         self.db.ping().await.map_err(|e| classify(&e, None))
+    }
+
+    async fn replication(
+        &self,
+        limit: std::time::Duration,
+    ) -> Option<Result<crate::pg::replication::ReplicationState, LedgerError>> {
+        if self.replication == crate::config::Replication::Local {
+            return None;
+        }
+        Some(
+            crate::pg::replication::state(
+                self.db.get_postgres_connection_pool(),
+                self.replication,
+                limit,
+            )
+            .await,
+        )
     }
 }
 

@@ -235,4 +235,15 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), LedgerError> {
         Ok(())
     }
+
+    /// The server's replication under `replication: synchronous` (read within `limit`),
+    /// for `health` and the metrics; `None` for a store that does not replicate or a
+    /// ledger configured `replication: local`.
+    async fn replication(
+        &self,
+        limit: std::time::Duration,
+    ) -> Option<Result<crate::pg::replication::ReplicationState, LedgerError>> {
+        let _ = limit;
+        None
+    }
 }

@@ -160,6 +160,8 @@ pub(super) struct GroupCommit {
     stats: BatchStats,
     /// How long a statement aborted by a deadlock or serialization failure is retried.
     retry_for: Duration,
+    /// What a commit must reach ([`crate::pg::insert_records`]).
+    replication: crate::config::Replication,
 }
 
 impl GroupCommit {
@@ -178,6 +180,7 @@ impl GroupCommit {
             poison: HashMap::new(),
             stats: BatchStats::default(),
             retry_for: config.timeout,
+            replication: config.replication,
         }
     }
 
@@ -429,11 +432,12 @@ impl Writer {
         c.in_flight.extend(records.iter().map(|r| r.hash));
         c.running_records += batch.len();
         let retry_for = c.retry_for;
+        let replication = c.replication;
         let me = ctx.address();
         // A task of its own, on this Arbiter: the round trips make progress while this busy
         // actor handles its mailbox; one message back per batch.
         let task = actix_rt::spawn(async move {
-            let outcome = write_batch(pool, records, retry_for).await;
+            let outcome = write_batch(pool, records, retry_for, replication).await;
             me.do_send(BatchDone { id, outcome });
         });
         c.running.insert(
@@ -488,6 +492,7 @@ async fn write_batch(
     pool: PgPool,
     records: Vec<Arc<LedgerRecord>>,
     retry_for: Duration,
+    replication: crate::config::Replication,
 ) -> BatchOutcome {
     let mut results: Vec<Result<(), LedgerError>> = vec![Ok(()); records.len()];
     let mut live: Vec<usize> = (0..records.len()).collect();
@@ -496,7 +501,10 @@ async fn write_batch(
         let batch: Vec<Arc<LedgerRecord>> = live.iter().map(|&i| Arc::clone(&records[i])).collect();
         let single = (batch.len() == 1).then(|| batch[0].as_ref());
         let started = Instant::now();
-        let result = retry_contention(retry_for, || crate::pg::insert_records(&pool, &batch)).await;
+        let result = retry_contention(retry_for, || {
+            crate::pg::insert_records(&pool, &batch, replication)
+        })
+        .await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
         let err = match result {
             Ok(taken) if taken.is_empty() && !moved_out => {
@@ -581,7 +589,7 @@ async fn write_batch(
                 tracing::warn!(error = %err, records = live.len(), "batch refused; writing its records one by one");
                 let rest: Vec<Arc<LedgerRecord>> =
                     live.iter().map(|&i| Arc::clone(&records[i])).collect();
-                return match write_one_by_one(&pool, &rest, retry_for).await {
+                return match write_one_by_one(&pool, &rest, retry_for, replication).await {
                     BatchOutcome::Committed => BatchOutcome::Settled {
                         results,
                         unwritten: None,
@@ -616,6 +624,7 @@ async fn write_one_by_one(
     pool: &PgPool,
     records: &[Arc<LedgerRecord>],
     retry_for: Duration,
+    replication: crate::config::Replication,
 ) -> BatchOutcome {
     let mut results = Vec::with_capacity(records.len());
     let mut failed: HashSet<RecordHash> = HashSet::new();
@@ -629,7 +638,7 @@ async fn write_one_by_one(
         }
         let started = Instant::now();
         let result = retry_contention(retry_for, || {
-            crate::pg::insert_records(pool, std::slice::from_ref(record))
+            crate::pg::insert_records(pool, std::slice::from_ref(record), replication)
         })
         .await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());

@@ -97,7 +97,11 @@ pub async fn drain_batch(
         one_by_one(pool, store, batch, state, &mut out).await;
         return out;
     }
-    match retry_contention(CONTENTION_RETRY, || insert_records(pool, batch)).await {
+    match retry_contention(CONTENTION_RETRY, || {
+        insert_records(pool, batch, store.replication_mode())
+    })
+    .await
+    {
         Ok(taken) => {
             if taken.is_empty() {
                 out.settled = batch.len();
@@ -162,7 +166,11 @@ async fn one_by_one(
                 }
             }
             let one = std::slice::from_ref(&r);
-            match retry_contention(CONTENTION_RETRY, || insert_records(pool, one)).await {
+            match retry_contention(CONTENTION_RETRY, || {
+                insert_records(pool, one, store.replication_mode())
+            })
+            .await
+            {
                 Ok(taken) if taken.is_empty() => {
                     if r.hash != original.hash {
                         moved.insert(original.hash, Head::of(&r));

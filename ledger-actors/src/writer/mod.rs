@@ -80,6 +80,10 @@ const PROBE_BASE: Duration = Duration::from_millis(25);
 const PROBE_MAX: Duration = Duration::from_secs(1);
 /// How often pending records are checked against `failover_after`.
 const WATCHDOG_EVERY: Duration = Duration::from_millis(50);
+/// How often the replication gauges are read under `replication: synchronous`, and how
+/// long one read may take.
+const REPLICATION_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+const REPLICATION_READ_LIMIT: Duration = Duration::from_secs(2);
 /// Most inbox messages taken per `recv_many`.
 const INBOX_BATCH: usize = 1024;
 /// How often pool and depth gauges are sampled and expired poison is swept.
@@ -845,6 +849,22 @@ impl Actor for Writer {
         self.start_primary();
         if let Some(inbox) = self.inbox.take() {
             self.listen(inbox, ctx);
+        }
+        if self.config.replication == crate::config::Replication::Synchronous {
+            // The replication gauges: one read at a time, for as long as the writer runs.
+            let store = Arc::clone(&self.store);
+            ctx.spawn(
+                async move {
+                    use crate::store::LedgerStore as _;
+                    loop {
+                        if let Some(Ok(state)) = store.replication(REPLICATION_READ_LIMIT).await {
+                            crate::metrics::replication(&state);
+                        }
+                        tokio::time::sleep(REPLICATION_SAMPLE_EVERY).await;
+                    }
+                }
+                .into_actor(self),
+            );
         }
         let limit = self.config.failover_after;
         ctx.run_interval(SAMPLE_EVERY, |act, _ctx| act.sample());

@@ -150,4 +150,11 @@ impl LedgerStore for WriterReads {
     async fn ping(&self) -> Result<(), LedgerError> {
         self.postgres.ping().await
     }
+
+    async fn replication(
+        &self,
+        limit: std::time::Duration,
+    ) -> Option<Result<crate::pg::replication::ReplicationState, LedgerError>> {
+        self.postgres.replication(limit).await
+    }
 }
