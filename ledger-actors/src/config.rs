@@ -145,12 +145,111 @@ impl<'de> Deserialize<'de> for Backend {
 /// form `postgresql+asyncpg://` (same meaning). The full DSN is kept in a
 /// [`SecretString`] (zeroed on drop); `Debug`, `Display` and every error see only the
 /// redacted form, and only [`Dsn::expose`] returns the password, for connecting.
+///
+/// Several hosts, as libpq takes them (`postgres://u@h1:5432,h2:5433/db`), with
+/// `target_session_attrs` (`read-write`, `primary`, `any`, `read-only`, `standby`,
+/// `prefer-standby`; libpq's meanings) make a multi-host DSN: the hosts are tried in order,
+/// see [`Dsn::endpoints`]. The driver itself takes one host, so [`Dsn::expose`] is the
+/// first host's DSN and the ledger's PostgreSQL code picks the host
+/// (`pg::endpoints`).
 #[derive(Clone)]
 pub struct Dsn {
-    /// The DSN with any password replaced by `****`.
+    /// The DSN with any password replaced by `****` (the first host).
     public: url::Url,
-    /// The DSN as the driver needs it, password included.
+    /// The DSN as the driver needs it, password included (the first host).
     secret: SecretString,
+    /// Every host with its port, in the DSN's order (one for a plain DSN).
+    hosts: Vec<(String, u16)>,
+    /// `target_session_attrs`, if the DSN sets it (taken out of the driver's DSN).
+    attrs: Option<SessionAttrs>,
+}
+
+/// What kind of server a connection wants (libpq's `target_session_attrs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAttrs {
+    /// Any server that answers.
+    Any,
+    /// A server that takes writes (not in recovery, `transaction_read_only` off).
+    ReadWrite,
+    /// A server not in recovery.
+    Primary,
+    /// A server that does not take writes.
+    ReadOnly,
+    /// A server in recovery.
+    Standby,
+    /// A standby if one answers, else any server.
+    PreferStandby,
+}
+
+impl SessionAttrs {
+    fn parse(v: &str) -> Option<Self> {
+        Some(match v {
+            "any" => SessionAttrs::Any,
+            "read-write" => SessionAttrs::ReadWrite,
+            "primary" => SessionAttrs::Primary,
+            "read-only" => SessionAttrs::ReadOnly,
+            "standby" => SessionAttrs::Standby,
+            "prefer-standby" => SessionAttrs::PreferStandby,
+            _ => return None,
+        })
+    }
+
+    /// Whether a server `in_recovery` / `read_only` (its `transaction_read_only`) is
+    /// acceptable (for [`SessionAttrs::PreferStandby`]: on the standby pass).
+    pub fn accepts(self, in_recovery: bool, read_only: bool) -> bool {
+        match self {
+            SessionAttrs::Any => true,
+            SessionAttrs::ReadWrite => !in_recovery && !read_only,
+            SessionAttrs::Primary => !in_recovery,
+            SessionAttrs::ReadOnly => in_recovery || read_only,
+            SessionAttrs::Standby | SessionAttrs::PreferStandby => in_recovery,
+        }
+    }
+
+    /// The value as written in a DSN.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionAttrs::Any => "any",
+            SessionAttrs::ReadWrite => "read-write",
+            SessionAttrs::Primary => "primary",
+            SessionAttrs::ReadOnly => "read-only",
+            SessionAttrs::Standby => "standby",
+            SessionAttrs::PreferStandby => "prefer-standby",
+        }
+    }
+}
+
+/// A host of a DSN and its port, if written.
+type HostPort = (String, Option<u16>);
+
+/// Splits `authority` (`[user[:pw]@]host[:port][,host[:port]]...`) into the user part (with
+/// its `@`) and the hosts; `None` when a host or port is malformed.
+fn split_hosts(authority: &str) -> Option<(&str, Vec<HostPort>)> {
+    let (user, hosts) = match authority.rfind('@') {
+        Some(at) => (&authority[..=at], &authority[at + 1..]),
+        None => ("", authority),
+    };
+    let mut out = Vec::new();
+    for h in hosts.split(',') {
+        let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+            let close = rest.find(']')?;
+            let host = &h[..close + 2];
+            match &rest[close + 1..] {
+                "" => (host, None),
+                p => (host, Some(p.strip_prefix(':')?.parse::<u16>().ok()?)),
+            }
+        } else {
+            match h.rsplit_once(':') {
+                Some((host, p)) => (host, Some(p.parse::<u16>().ok()?)),
+                None => (h, None),
+            }
+        };
+        if host.is_empty() {
+            return None;
+        }
+        out.push((host.to_owned(), port));
+    }
+    Some((user, out))
 }
 
 impl PartialEq for Dsn {
@@ -186,8 +285,42 @@ impl Dsn {
                 )));
             }
         }
-        let url = url::Url::parse(&format!("postgres://{rest}"))
+        // Several hosts (`h1:5432,h2:5433`): the URL is built on the first; the others are
+        // kept beside it.
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let Some((user, hosts)) = split_hosts(authority) else {
+            return Err(LedgerError::Config(format!(
+                "dsn: malformed host list; {FORM} (several hosts: host1:port1,host2:port2)"
+            )));
+        };
+        let first = match &hosts[0] {
+            (h, Some(p)) => format!("{h}:{p}"),
+            (h, None) => h.clone(),
+        };
+        let mut url = url::Url::parse(&format!("postgres://{user}{first}{tail}"))
             .map_err(|e| LedgerError::Config(format!("dsn: malformed ({e}); {FORM}")))?;
+        let mut attrs = None;
+        if url.query_pairs().any(|(k, _)| k == "target_session_attrs") {
+            let mut kept = Vec::new();
+            for (k, v) in url.query_pairs() {
+                if k == "target_session_attrs" {
+                    attrs = Some(SessionAttrs::parse(&v).ok_or_else(|| {
+                        LedgerError::Config(format!(
+                            "dsn: target_session_attrs {}: expected any, read-write, primary, read-only, standby or prefer-standby",
+                            shown(&v)
+                        ))
+                    })?);
+                } else {
+                    kept.push((k.into_owned(), v.into_owned()));
+                }
+            }
+            if kept.is_empty() {
+                url.set_query(None);
+            } else {
+                url.query_pairs_mut().clear().extend_pairs(kept);
+            }
+        }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(LedgerError::Config(format!("dsn: no host; {FORM}")));
         }
@@ -196,7 +329,46 @@ impl Dsn {
                 "dsn: no database name; {FORM}"
             )));
         }
-        Ok(Self::from_url(url))
+        let port = url.port().unwrap_or(5432);
+        let hosts = hosts
+            .into_iter()
+            .map(|(h, p)| (h, p.unwrap_or(port)))
+            .collect();
+        let mut dsn = Self::from_url(url);
+        dsn.hosts = hosts;
+        dsn.attrs = attrs;
+        Ok(dsn)
+    }
+
+    /// The hosts with their ports, in the DSN's order (one for a plain DSN).
+    pub fn hosts(&self) -> &[(String, u16)] {
+        &self.hosts
+    }
+
+    /// The DSN's `target_session_attrs`, if it sets one.
+    pub fn session_attrs(&self) -> Option<SessionAttrs> {
+        self.attrs
+    }
+
+    /// One single-host DSN per host, in order (the DSN itself for a plain one).
+    pub fn endpoints(&self) -> Vec<Dsn> {
+        if self.hosts.len() <= 1 {
+            return vec![self.clone()];
+        }
+        self.hosts
+            .iter()
+            .map(|(host, port)| {
+                // `expose` was produced by `url::Url`, so it parses again; a host that was
+                // accepted in the list is accepted alone.
+                let mut url =
+                    url::Url::parse(self.expose()).unwrap_or_else(|_| self.public.clone());
+                let _ = url.set_host(Some(host.trim_start_matches('[').trim_end_matches(']')));
+                let _ = url.set_port(Some(*port));
+                let mut one = Self::from_url(url);
+                one.attrs = self.attrs;
+                one
+            })
+            .collect()
     }
 
     fn from_url(url: url::Url) -> Self {
@@ -206,9 +378,15 @@ impl Dsn {
             // which `parse` has ruled out by requiring a host.
             let _ = public.set_password(Some("****"));
         }
+        let hosts = vec![(
+            url.host_str().unwrap_or_default().to_owned(),
+            url.port().unwrap_or(5432),
+        )];
         Self {
             public,
             secret: SecretString::from(String::from(url)),
+            hosts,
+            attrs: None,
         }
     }
 
@@ -230,12 +408,39 @@ impl Dsn {
             Err(_) => self.public.clone(),
         };
         url.set_path(&format!("/{name}"));
-        Self::from_url(url)
+        let mut dsn = Self::from_url(url);
+        dsn.hosts = self.hosts.clone();
+        dsn.attrs = self.attrs;
+        dsn
     }
 
     /// The DSN with any password replaced by `****`: safe for logs.
     pub fn redacted(&self) -> String {
-        self.public.to_string()
+        let mut shown = self.public.clone();
+        if let Some(attrs) = self.attrs {
+            shown
+                .query_pairs_mut()
+                .append_pair("target_session_attrs", attrs.as_str());
+        }
+        let text = shown.to_string();
+        if self.hosts.len() <= 1 {
+            return text;
+        }
+        // The URL holds the first host: show the whole list in its place.
+        let first = match shown.port() {
+            Some(p) => format!("{}:{p}", shown.host_str().unwrap_or_default()),
+            None => shown.host_str().unwrap_or_default().to_owned(),
+        };
+        let all = self
+            .hosts
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        match text.find(&format!("@{first}")) {
+            Some(i) => format!("{}@{all}{}", &text[..i], &text[i + 1 + first.len()..]),
+            None => text.replacen(&format!("//{first}"), &format!("//{all}"), 1),
+        }
     }
 
     /// `text` with this DSN and its password removed: the full DSN becomes the redacted one,

@@ -59,7 +59,7 @@ pub mod verify;
 pub mod writer;
 
 pub use chain::{Append, AppendAck};
-pub use config::{Backend, Dsn, LedgerConfig, Replication};
+pub use config::{Backend, Dsn, LedgerConfig, Replication, SessionAttrs};
 pub use error::LedgerError;
 pub use health::{Health, HealthStatus};
 pub use ledger::Ledger;

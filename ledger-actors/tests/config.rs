@@ -254,3 +254,53 @@ fn redact_secrets_hides_credentials() {
         "line 3 column 5: a@b c:d"
     );
 }
+
+#[test]
+fn multi_host_dsns_keep_every_host_and_hide_the_password() {
+    let dsn = Dsn::parse(
+        "postgres://avl:hunter2@db1:5432,db2:5433,[::1]/ledger?sslmode=disable&target_session_attrs=read-write",
+    )
+    .unwrap();
+    assert_eq!(
+        dsn.hosts(),
+        &[
+            ("db1".to_owned(), 5432),
+            ("db2".to_owned(), 5433),
+            ("[::1]".to_owned(), 5432)
+        ]
+    );
+    assert_eq!(
+        dsn.session_attrs(),
+        Some(ledger_actors::SessionAttrs::ReadWrite)
+    );
+    let shown = dsn.redacted();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("db1:5432,db2:5433,[::1]:5432"), "{shown}");
+    assert!(shown.contains("target_session_attrs=read-write"), "{shown}");
+    assert!(!format!("{dsn:?}").contains("hunter2"));
+    // The driver's DSNs: one host each, the other parameters kept, the attribute taken out.
+    let endpoints = dsn.endpoints();
+    assert_eq!(endpoints.len(), 3);
+    assert!(
+        endpoints[1].expose().contains("@db2:5433/ledger"),
+        "{}",
+        endpoints[1].redacted()
+    );
+    assert!(endpoints[1].expose().contains("sslmode=disable"));
+    assert!(!endpoints[1].expose().contains("target_session_attrs"));
+    assert_eq!(dsn.expose(), endpoints[0].expose());
+    // A plain DSN is one endpoint, itself.
+    let plain = Dsn::parse("postgres://avl:x@db/ledger").unwrap();
+    assert_eq!(plain.hosts(), &[("db".to_owned(), 5432)]);
+    assert_eq!(plain.endpoints(), vec![plain.clone()]);
+    // Malformed lists and attributes are refused without showing the password.
+    for bad in [
+        "postgres://avl:hunter2@db1:5432,/ledger",
+        "postgres://avl:hunter2@db1:99999,db2/ledger",
+        "postgres://avl:hunter2@db1,db2/ledger?target_session_attrs=whatever",
+    ] {
+        let err = Dsn::parse(bad).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("dsn:"), "{err}");
+    }
+}

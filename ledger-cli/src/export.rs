@@ -76,6 +76,16 @@ async fn export(store: Arc<dyn LedgerStore>, args: Args) -> anyhow::Result<ExitC
         }
     };
     let summary = match &args.output {
+        // A device or a pipe (`-o /dev/null`, a FIFO) is written in place: the partial file
+        // and rename below would replace it with a regular file.
+        Some(path) if path.exists() && !path.is_file() && !path.is_dir() => {
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?;
+            write(store.as_ref(), file, &options, &mut progress).await?
+        }
         Some(path) => {
             let partial = partial_path(path);
             let file = tokio::fs::File::create(&partial)

@@ -46,7 +46,11 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         .dsn
         .as_ref()
         .context("no database: set LEDGER_DSN (or `dsn:` in the configuration file)")?;
-    let mut options = ConnectOptions::new(dsn.expose());
+    // Of a multi-host DSN, the host that takes writes.
+    let target = ledger_actors::pg::store::writable_endpoint(&config)
+        .await
+        .with_context(|| format!("cannot connect to {dsn}"))?;
+    let mut options = ConnectOptions::new(target.expose());
     options
         .max_connections(1)
         .connect_timeout(config.timeout.max(Duration::from_secs(1)))

@@ -102,6 +102,30 @@ async fn export_then_import_into_fresh_database_is_identical() {
         "{ts}"
     );
     assert_eq!(records[0]["sig"], "AAEC/w==", "base64 of [0, 1, 2, 255]");
+    // A pipe named as the output (as `-o /dev/null` names a device) is written in place,
+    // not replaced by a regular file through the partial file's rename.
+    let fifo = dir.join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let out = ledger(&src.dsn, &["export", "-o", fifo.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let carried = reader.join().unwrap();
+    assert!(
+        carried.lines().skip(1).eq(text.lines().skip(1)),
+        "the pipe did not carry the same records"
+    );
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(kind.is_fifo(), "the pipe was replaced: {kind:?}");
+    }
     // Standard output carries the same records.
     let piped = ledger(&src.dsn, &["export"], "");
     assert_eq!(piped.status.code(), Some(0));

@@ -116,11 +116,18 @@ impl PostgresLog {
     /// Opens a pool of two connections with the ledger's connection settings.
     pub fn connect(config: &LedgerConfig) -> Result<Self, LedgerError> {
         let options = crate::pg::store::sqlx_options(config)?;
-        let pool = PgPoolOptions::new()
+        let mut pool_options = PgPoolOptions::new()
             .max_connections(2)
             .min_connections(0)
-            .acquire_timeout(config.timeout)
-            .connect_lazy_with(options);
+            .acquire_timeout(config.timeout);
+        if let Some(dsn) = config.dsn.as_ref().filter(|d| d.hosts().len() > 1) {
+            // A multi-host DSN: follow the writer's switch to another host.
+            pool_options = pool_options.before_acquire(crate::pg::endpoints::guard(dsn));
+        }
+        let pool = pool_options.connect_lazy_with(options);
+        if let Some(dsn) = &config.dsn {
+            crate::pg::endpoints::register(dsn, &pool);
+        }
         Ok(Self {
             pool,
             known: std::sync::Mutex::new(Known::default()),

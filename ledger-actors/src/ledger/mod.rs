@@ -134,7 +134,13 @@ impl Ledger {
                     auto_migrate: false,
                     ..config.clone()
                 };
-                Arc::new(crate::pg::store::open(&reading).await?)
+                // Reads may go to a standby (the DSN's target_session_attrs; default any).
+                let want = config
+                    .dsn
+                    .as_ref()
+                    .and_then(|d| d.session_attrs())
+                    .unwrap_or(crate::config::SessionAttrs::Any);
+                Arc::new(crate::pg::store::open_for(&reading, want).await?)
             }
         };
         let arbiter = Arbiter::new();

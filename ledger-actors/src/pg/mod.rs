@@ -32,6 +32,7 @@ use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{DbErr, RuntimeErr};
 use uuid::Uuid;
 
+pub mod endpoints;
 pub mod replication;
 pub mod store;
 

@@ -26,7 +26,7 @@ use sea_orm::{
 use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 
-use crate::config::{Backend, Dsn, LedgerConfig};
+use crate::config::{Backend, Dsn, LedgerConfig, SessionAttrs};
 use crate::error::LedgerError;
 use crate::store::{Head, LedgerStore, RecordRange, ScanKey};
 
@@ -44,16 +44,34 @@ pub const PREV_FK: &str = "ledger_records_prev_fk";
 /// Opens a connection pool to the configured database: at most `config.pool_size`
 /// connections, `config.timeout` to open a connection or acquire one from the pool, a
 /// server-side `statement_timeout` of `config.timeout` on every connection, and statement
-/// logging off (statements carry payloads).
+/// logging off (statements carry payloads). With a multi-host DSN, to the first host that
+/// takes writes (`crate::pg::endpoints`), following later switches.
 ///
 /// At least one connection is opened before this returns, so an unreachable database is
 /// reported here as [`LedgerError::Unavailable`]. A missing DSN is [`LedgerError::Config`].
 /// No error message contains the DSN's password.
 pub async fn connect(config: &LedgerConfig) -> Result<DatabaseConnection, LedgerError> {
-    let dsn = config.dsn.as_ref().ok_or_else(|| {
+    connect_for(config, SessionAttrs::ReadWrite).await
+}
+
+fn dsn_of(config: &LedgerConfig) -> Result<&Dsn, LedgerError> {
+    config.dsn.as_ref().ok_or_else(|| {
         LedgerError::Config("dsn: backend is postgres but no dsn is set (LEDGER_DSN)".into())
-    })?;
-    let mut options = ConnectOptions::new(dsn.expose());
+    })
+}
+
+/// [`connect`] to a host of the kind `want` (read-only tools pass the DSN's
+/// `target_session_attrs`).
+pub async fn connect_for(
+    config: &LedgerConfig,
+    want: SessionAttrs,
+) -> Result<DatabaseConnection, LedgerError> {
+    let dsn = dsn_of(config)?;
+    let endpoint =
+        crate::pg::endpoints::find(dsn, want, |d| options_for(config, d), config.timeout)
+            .await
+            .map_err(|e| scrub(e, dsn))?;
+    let mut options = ConnectOptions::new(endpoint.expose());
     options
         .max_connections(config.pool_size)
         .min_connections(0)
@@ -66,21 +84,51 @@ pub async fn connect(config: &LedgerConfig) -> Result<DatabaseConnection, Ledger
     if !replicated.is_empty() {
         options.map_sqlx_postgres_opts(move |o| o.options(replicated.clone()));
     }
-    Database::connect(options)
+    if dsn.hosts().len() > 1 {
+        let follows = dsn.clone();
+        options.map_sqlx_postgres_pool_opts(move |o| {
+            o.before_acquire(crate::pg::endpoints::guard(&follows))
+        });
+    }
+    let db = Database::connect(options)
         .await
-        .map_err(|e| scrub(classify(&e, None), dsn))
+        .map_err(|e| scrub(classify(&e, None), dsn))?;
+    crate::pg::endpoints::register(dsn, db.get_postgres_connection_pool());
+    Ok(db)
+}
+
+/// The DSN of the host of `config`'s DSN that takes writes (the DSN itself when it has one
+/// host), for tools that connect on their own (`ledger migrate`).
+pub async fn writable_endpoint(config: &LedgerConfig) -> Result<Dsn, LedgerError> {
+    let dsn = dsn_of(config)?;
+    crate::pg::endpoints::find(
+        dsn,
+        SessionAttrs::ReadWrite,
+        |d| options_for(config, d),
+        config.timeout,
+    )
+    .await
+    .map_err(|e| scrub(e, dsn))
 }
 
 /// Driver options for a connection of `config`'s database with the same settings as
 /// [`connect`] (`statement_timeout`, application name, no statement logging), for pools
-/// built directly with sqlx (the persistence actor's own connections).
+/// built directly with sqlx (the writer's group commit, the integrator); with a multi-host
+/// DSN, to its current host (register the pool with `crate::pg::endpoints::register` and
+/// give it `crate::pg::endpoints::guard` to follow switches).
 pub fn sqlx_options(
     config: &LedgerConfig,
 ) -> Result<sqlx::postgres::PgConnectOptions, LedgerError> {
+    let dsn = dsn_of(config)?;
+    options_for(config, &crate::pg::endpoints::current(dsn))
+}
+
+/// [`sqlx_options`] for one host's DSN.
+fn options_for(
+    config: &LedgerConfig,
+    dsn: &Dsn,
+) -> Result<sqlx::postgres::PgConnectOptions, LedgerError> {
     use sqlx::ConnectOptions as _;
-    let dsn = config.dsn.as_ref().ok_or_else(|| {
-        LedgerError::Config("dsn: backend is postgres but no dsn is set (LEDGER_DSN)".into())
-    })?;
     let options: sqlx::postgres::PgConnectOptions = dsn
         .expose()
         .parse()
@@ -93,14 +141,50 @@ pub fn sqlx_options(
         .disable_statement_logging())
 }
 
+/// The outage probe of a writer: the pool's server answers and takes writes — or, with a
+/// multi-host DSN, another host does, and becomes the current one (the pools follow).
+pub async fn takes_writes(
+    config: &LedgerConfig,
+    pool: &sqlx::PgPool,
+    limit: std::time::Duration,
+) -> bool {
+    if crate::pg::answers(pool, limit).await {
+        return true;
+    }
+    match config.dsn.as_ref() {
+        Some(dsn) if dsn.hosts().len() > 1 => {
+            let found = crate::pg::endpoints::find(
+                dsn,
+                SessionAttrs::ReadWrite,
+                |d| options_for(config, d),
+                limit,
+            )
+            .await;
+            // The host takes writes; the pool's own probe (synchronous replication's
+            // settings included) decides on the next round if it did not switch.
+            found.is_ok() && crate::pg::answers(pool, limit).await
+        }
+        _ => false,
+    }
+}
+
 /// Connects ([`connect`]) and checks that the schema is up to date
 /// ([`migration::schema_status`]). A pending schema is migrated when `config.auto_migrate`
 /// is set and is otherwise [`LedgerError::SchemaMissing`] (run `ledger migrate up`); a schema
 /// newer than this build is always [`LedgerError::SchemaMissing`].
 pub async fn open(config: &LedgerConfig) -> Result<PostgresLedgerStore, LedgerError> {
+    open_for(config, SessionAttrs::ReadWrite).await
+}
+
+/// [`open`] on a host of the kind `want` (read-only tools: the DSN's
+/// `target_session_attrs`, default any).
+pub async fn open_for(
+    config: &LedgerConfig,
+    want: SessionAttrs,
+) -> Result<PostgresLedgerStore, LedgerError> {
     use migration::{Migrator, MigratorTrait, SchemaStatus};
 
-    let db = connect(config).await?;
+    let db = connect_for(config, want).await?;
     let status = migration::schema_status(&db)
         .await
         .map_err(|e| counted(&e, None))?;
@@ -114,8 +198,10 @@ pub async fn open(config: &LedgerConfig) -> Result<PostgresLedgerStore, LedgerEr
         }
         status => return Err(LedgerError::SchemaMissing(status.to_string())),
     }
-    crate::pg::replication::check_start(db.get_postgres_connection_pool(), config.replication)
-        .await?;
+    if want == SessionAttrs::ReadWrite {
+        crate::pg::replication::check_start(db.get_postgres_connection_pool(), config.replication)
+            .await?;
+    }
     Ok(PostgresLedgerStore::new(db).with_replication(config.replication))
 }
 

@@ -392,7 +392,11 @@ impl Writer {
     /// the next probe is due `failover_after` later.
     fn check_liveness(&mut self, ctx: &mut Context<Self>) {
         self.liveness_running = true;
-        let options = self.writer_options.clone();
+        // The current host's options (a multi-host DSN may have switched since start).
+        let options = match crate::pg::store::sqlx_options(&self.config) {
+            Ok(o) => o,
+            Err(_) => self.writer_options.clone(),
+        };
         // Half of `failover_after` (100 ms .. 2 s): a reachable server opens a connection and
         // answers in milliseconds; the whole detection stays within 1.5 ×
         // `failover_after`.
@@ -436,8 +440,11 @@ impl Writer {
     }
 
     fn start_primary(&mut self) {
-        self.commit
-            .open(self.writer_options.clone(), self.config.timeout);
+        let options = match crate::pg::store::sqlx_options(&self.config) {
+            Ok(o) => o,
+            Err(_) => self.writer_options.clone(),
+        };
+        self.commit.open(options, self.config.timeout);
         self.mode = Mode::Primary;
         self.degraded.store(false, Ordering::Release);
         crate::metrics::backend_active(true);
@@ -633,26 +640,28 @@ impl Writer {
         let delay = self.probe.next().unwrap_or(PROBE_MAX);
         ctx.run_later(delay, |act, ctx| {
             let pool = act.pool.clone();
+            let config = act.config.clone();
             // A probe on a black-holed connection must not hang for the full timeout.
             let timeout = act.config.failover_after.min(act.config.timeout);
             ctx.spawn(
-                fut::wrap_future(async move { crate::pg::answers(&pool, timeout).await }).map(
-                    |up, act: &mut Self, ctx| {
-                        if up {
-                            tracing::info!(
-                                buffered = act.buffer.len(),
-                                "PostgreSQL answers again: draining the buffer"
-                            );
-                            act.probe = probe_backoff();
-                            act.drains += 1;
-                            act.mode = Mode::Draining;
-                            act.drain_started.get_or_insert_with(Instant::now);
-                            act.drain_next(ctx);
-                        } else {
-                            act.schedule_probe(ctx);
-                        }
-                    },
-                ),
+                fut::wrap_future(async move {
+                    crate::pg::store::takes_writes(&config, &pool, timeout).await
+                })
+                .map(|up, act: &mut Self, ctx| {
+                    if up {
+                        tracing::info!(
+                            buffered = act.buffer.len(),
+                            "PostgreSQL answers again: draining the buffer"
+                        );
+                        act.probe = probe_backoff();
+                        act.drains += 1;
+                        act.mode = Mode::Draining;
+                        act.drain_started.get_or_insert_with(Instant::now);
+                        act.drain_next(ctx);
+                    } else {
+                        act.schedule_probe(ctx);
+                    }
+                }),
             );
         });
     }

@@ -1,0 +1,182 @@
+//! A multi-host DSN (`h1:p1,h2:p2` with `target_session_attrs=read-write`) on real
+//! servers: the ledger connects to whichever host takes writes (the standby is listed
+//! first), and when the primary crashes and the standby is promoted, the writer follows it
+//! by itself — no proxy, no DNS change — with no failed append and no `Committed` record
+//! lost (the primary replicates synchronously on the server side).
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cluster::Cluster;
+use ledger_actors::writer::Mode;
+use ledger_actors::{Backend, Dsn, Durability, Ledger, LedgerConfig};
+use ledger_entities::NewRecord;
+use serde_json::json;
+use uuid::Uuid;
+
+fn rec(anchor: Uuid, i: u64) -> NewRecord {
+    NewRecord::new(
+        anchor,
+        "slot",
+        "event",
+        json!({ "i": i }),
+        "multi-host-test",
+    )
+}
+
+#[actix_rt::test]
+async fn a_multi_host_dsn_follows_the_promoted_standby() {
+    let primary = Cluster::primary("mhp", &["synchronous_standby_names = '*'"]);
+    let standby = Cluster::standby_of(&primary, "mhs", &[]);
+    primary.wait_sync_standbys(1);
+    primary.sql("CREATE DATABASE ledger");
+    // The standby first: the ledger must skip it for the host that takes writes.
+    let dsn = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/ledger?target_session_attrs=read-write",
+        standby.port, primary.port
+    );
+    let parsed = Dsn::parse(&dsn).unwrap();
+    assert_eq!(parsed.hosts().len(), 2);
+    let ledger = Ledger::start(LedgerConfig {
+        backend: Backend::Postgres,
+        dsn: Some(parsed),
+        pool_size: 4,
+        auto_migrate: true,
+        failover_after: Duration::from_secs(1),
+        checkpoint_interval: Duration::ZERO,
+        ..LedgerConfig::default()
+    })
+    .await
+    .unwrap();
+    let anchor = Uuid::now_v7();
+    for i in 0..20 {
+        let ack = ledger.append(rec(anchor, i)).await.unwrap();
+        assert_eq!(ack.durability, Durability::Committed);
+    }
+    let on_primary: u64 = primary
+        .sql_in("ledger", "SELECT count(*) FROM ledger_records")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        on_primary, 20,
+        "the records went elsewhere than the primary"
+    );
+
+    // Appends under way while the primary crashes and the standby is promoted.
+    // rid -> (durability, when its append was called).
+    let acks: Arc<std::sync::Mutex<BTreeMap<Uuid, (Durability, Instant)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut appenders = Vec::new();
+    for a in 0..8u64 {
+        let (ledger, acks, stop) = (ledger.clone(), Arc::clone(&acks), Arc::clone(&stop));
+        appenders.push(actix_rt::spawn(async move {
+            let anchor = Uuid::now_v7();
+            let mut failed = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let called = Instant::now();
+                match ledger.append(rec(anchor, a * 1_000_000 + n)).await {
+                    Ok(ack) => {
+                        acks.lock()
+                            .unwrap()
+                            .insert(ack.record.rid, (ack.durability, called));
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            failed
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    primary.crash();
+    let crashed = Instant::now();
+    let before: HashSet<Uuid> = acks
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, (d, _))| *d == Durability::Committed)
+        .map(|(rid, _)| *rid)
+        .collect();
+    standby.promote();
+    let promoted = Instant::now();
+    // The failover time: from the crash to the first append, called after the crash, that
+    // was acknowledged Committed (on the promoted standby: the old primary is down).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let first_committed = loop {
+        let first = acks
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|(d, called)| *d == Durability::Committed && *called > crashed)
+            .map(|(_, called)| *called)
+            .min();
+        if let Some(at) = first {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no append was Committed after the promotion: {:?}",
+            ledger.outage_status().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "multi-host failover: primary crashed -> promoted after {:?} -> an append called {:?} after the crash was Committed",
+        promoted - crashed,
+        first_committed - crashed
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = Vec::new();
+    for a in appenders {
+        failed.extend(a.await.unwrap());
+    }
+    assert!(failed.is_empty(), "appends failed: {failed:?}");
+    loop {
+        let status = ledger.outage_status().await.unwrap();
+        if status.mode == Mode::Primary && status.buffered == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drain did not finish: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let stored: HashSet<Uuid> = standby
+        .sql_in("ledger", "SELECT rid FROM ledger_records")
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let acked = acks.lock().unwrap().clone();
+    let lost: Vec<&Uuid> = before.iter().filter(|r| !stored.contains(r)).collect();
+    assert!(lost.is_empty(), "{} Committed records lost", lost.len());
+    let missing: Vec<(f64, Durability)> = acked
+        .iter()
+        .filter(|(r, _)| !stored.contains(r))
+        .map(|(_, (d, at))| (at.duration_since(crashed).as_secs_f64(), *d))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged records not stored (seconds after the crash, durability): {missing:?}; failover at {:?}",
+        first_committed - crashed
+    );
+    assert!(
+        acked
+            .values()
+            .any(|(d, at)| *d == Durability::Committed && *at > promoted),
+        "no append was Committed on the promoted standby"
+    );
+    ledger.shutdown().await.unwrap();
+}
