@@ -200,6 +200,9 @@ impl Cluster {
             "-R",
             "-X",
             "stream",
+            // An immediate checkpoint: the default spread one took 100 s on a just
+            // promoted server.
+            "--checkpoint=fast",
             // The standby's name in pg_stat_replication.
             "-d",
             &format!("application_name={}", cluster.name),
