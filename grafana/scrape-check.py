@@ -29,13 +29,16 @@ SUBST = [
 # from start (registered at 0), so their panels must answer on every pass.
 NEEDS_OUTAGE = r"ledger_(failovers|buffered|spool|records_rechained|records_kept)"
 NEEDS_POSTGRES = r"ledger_(db_|writer_pending)"
+# Metrics only `ledger serve` emits; scrape-test.sh runs it (and a client) on the postgres
+# pass only, where these panels must answer.
+NEEDS_SERVE = r"ledger_http_"
 
 
 def main():
     backend, prom, counts_file, dashboards = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     if backend == "memory":
-        optional = re.compile(f"{NEEDS_OUTAGE}|{NEEDS_POSTGRES}")
-        why = "needs postgres/outage"
+        optional = re.compile(f"{NEEDS_OUTAGE}|{NEEDS_POSTGRES}|{NEEDS_SERVE}")
+        why = "needs postgres/outage/serve"
     else:
         optional = re.compile(NEEDS_OUTAGE)
         why = "needs an outage"
