@@ -21,7 +21,7 @@
 #        - every query must be valid (status "success");
 #        - queries on metrics the pass's backend produces must return a non-empty result;
 #        - the others only have to be valid, and are listed: on the memory pass as "needs
-#          postgres/outage" (DB batch size, write latency, errors and pool, writer
+#          postgres/outage/serve" (DB batch size, write latency, errors and pool, writer
 #          mailbox, failovers, buffered records, spool, re-chained records, and the HTTP
 #          metrics of `ledger serve`, which runs on the postgres pass only), on the
 #          postgres pass as "needs an outage" (failovers, buffered records, spool,
