@@ -10,11 +10,14 @@
 //!
 //! actix-web runs `--workers` threads, each with a single-threaded runtime and its own
 //! database handles (the log's pool of two connections, and, at the first receipt, the
-//! store's pool), so a connection is always driven by the runtime that opened it.
+//! store's pool), so a connection is always driven by the runtime that opened it, and its own
+//! cache of full tiles and bundles (`--tile-cache`; they never change, and a bundle is cached
+//! only after its entries were checked against the tree).
 //! `--max-connections` bounds open connections over all workers (further ones wait in the
 //! listen backlog). SIGINT and SIGTERM both stop it gracefully: the listener closes, the
 //! requests in flight finish (for at most `--shutdown-timeout`), then the process exits 0.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
@@ -29,7 +32,7 @@ use ledger_actors::integrator::{LogStore, StoredCheckpoint};
 use ledger_actors::metrics::labels;
 use ledger_actors::{LedgerConfig, LedgerError, LedgerStore};
 use ledger_tlog::api::{self, TileKind, TileRequest};
-use ledger_tlog::tile::TileId;
+use ledger_tlog::tile::{TILE_WIDTH, TileId};
 
 /// Arguments of `ledger serve`.
 #[derive(clap::Args)]
@@ -56,6 +59,15 @@ pub struct Args {
     /// makes the newest tiles appear later.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
     checkpoint_refresh: Duration,
+    /// Full tiles and full entry bundles each worker keeps in memory (about 8.5 KiB each):
+    /// they never change, so a cached one is served without reading the database. 0: none.
+    #[arg(
+        long,
+        env = "LEDGER_SERVE_TILE_CACHE",
+        value_name = "N",
+        default_value = "2048"
+    )]
+    tile_cache: usize,
     /// On SIGINT/SIGTERM, how long requests in flight may take before the process exits.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_timeout: Duration,
@@ -86,10 +98,11 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, NonZeroUsize::get));
     let per_worker = args.max_connections.get().div_ceil(workers).max(1);
     let refresh = args.checkpoint_refresh;
+    let tile_cache = args.tile_cache;
     let factory_config = reading.clone();
     let server = HttpServer::new(move || {
         // Runs on each worker's thread: the handles it opens belong to that worker's runtime.
-        let worker = Worker::open(&factory_config, refresh);
+        let worker = Worker::open(&factory_config, refresh, tile_cache);
         App::new()
             .app_data(web::Data::new(worker))
             .default_service(web::to(answer))
@@ -149,10 +162,37 @@ struct Worker {
     refresh: Duration,
     /// The latest checkpoint as last read, and when.
     checkpoint: Mutex<Option<(Instant, Arc<StoredCheckpoint>)>>,
+    /// Bodies of full tiles and full bundles already served.
+    tiles: Mutex<TileCache>,
+}
+
+/// Full tiles and bundles by (entries?, tile), at most `capacity`; when full, an arbitrary
+/// one makes room (random replacement: O(1), and no order to keep).
+struct TileCache {
+    capacity: usize,
+    bodies: HashMap<(bool, TileId), Arc<[u8]>>,
+}
+
+impl TileCache {
+    fn get(&self, key: &(bool, TileId)) -> Option<Arc<[u8]>> {
+        self.bodies.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: (bool, TileId), body: Arc<[u8]>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.bodies.len() >= self.capacity
+            && let Some(victim) = self.bodies.keys().next().copied()
+        {
+            self.bodies.remove(&victim);
+        }
+        self.bodies.insert(key, body);
+    }
 }
 
 impl Worker {
-    fn open(config: &LedgerConfig, refresh: Duration) -> Self {
+    fn open(config: &LedgerConfig, refresh: Duration, tile_cache: usize) -> Self {
         // The pool connects lazily, so this cannot fail on the network; a configuration
         // error was already refused in `run`.
         let log = ledger_actors::tlog::open_log(config).map_err(|e| e.to_string());
@@ -162,6 +202,10 @@ impl Worker {
             store: tokio::sync::OnceCell::new(),
             refresh,
             checkpoint: Mutex::new(None),
+            tiles: Mutex::new(TileCache {
+                capacity: tile_cache,
+                bodies: HashMap::new(),
+            }),
         }
     }
 
@@ -367,17 +411,48 @@ async fn tile(worker: &Worker, path: &str) -> Result<Reply, Reply> {
             ),
         ));
     }
-    let log = worker.log()?;
-    let hashes = read_tile(log, request.tile(), request.width).await?;
-    let body = match request.kind {
-        TileKind::Hashes(_) => ledger_tlog::tile::encode(&hashes),
-        TileKind::Entries => entries(log, &request, &hashes).await?,
+    // A tile full in this tree never changes: read it whole once, keep it, and cut every
+    // request (full, or an older size's `.p/<W>`) from it.
+    let full = api::tile_width(request.tile(), size) == TILE_WIDTH;
+    let key = (request.kind == TileKind::Entries, request.tile());
+    // Bytes per hash or entry: AVL's entries are 32-byte hashes, 2 + 32 in a bundle.
+    let per_item = match request.kind {
+        TileKind::Hashes(_) => 32,
+        TileKind::Entries => 34,
     };
+    let cut = |body: &[u8]| body[..(request.width * per_item).min(body.len())].to_vec();
+    if full && let Some(body) = lock(&worker.tiles).get(&key) {
+        return Ok(Reply::ok(
+            api::TILE_CONTENT_TYPE,
+            api::IMMUTABLE_CACHE_CONTROL,
+            cut(&body),
+        ));
+    }
+    let read = TileRequest {
+        width: if full { TILE_WIDTH } else { request.width },
+        ..request
+    };
+    let log = worker.log()?;
+    let hashes = read_tile(log, read.tile(), read.width).await?;
+    let body = match read.kind {
+        TileKind::Hashes(_) => ledger_tlog::tile::encode(&hashes),
+        TileKind::Entries => entries(log, &read, &hashes).await?,
+    };
+    let reply = cut(&body);
+    if full {
+        lock(&worker.tiles).insert(key, Arc::from(body));
+    }
     Ok(Reply::ok(
         api::TILE_CONTENT_TYPE,
         api::IMMUTABLE_CACHE_CONTROL,
-        body,
+        reply,
     ))
+}
+
+/// A worker's lock; a panic elsewhere while it was held leaves consistent data (every
+/// update is one insert or remove), so carry on.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The first `width` hashes of a stored tile (the stored one may be wider: the log has
