@@ -5,6 +5,9 @@
 #
 # Each round runs, one after the other, for DURATION each (default 10s):
 #   tile       wrk -t2 -c64 --latency: GET /tile/0/<N> over the 256 full level-0 tiles in turn
+#              (after the first pass each worker answers them from its tile cache)
+#   tile-db    the same against a second server started with --tile-cache 0 (every tile read
+#              from PostgreSQL)
 #   checkpoint the same against /checkpoint (one database read per request: the reference
 #              for a request that reads PostgreSQL once)
 #   404        the same against /nope (no database: the server's own ceiling)
@@ -32,8 +35,10 @@ dsn="$(python3 -c '
 import sys, urllib.parse as u
 p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$admin_dsn" "$db")"
 serve_pid=""
+serve_db_pid=""
 cleanup() {
     if [ -n "$serve_pid" ]; then kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
+    if [ -n "$serve_db_pid" ]; then kill "$serve_db_pid" 2>/dev/null || true; wait "$serve_db_pid" 2>/dev/null || true; fi
     psql -q "$admin_dsn" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
     rm -rf "$tmp"
 }
@@ -53,12 +58,18 @@ echo "log: $size leaves; $(nproc) cores shared by wrk, ledger serve and PostgreS
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 "$ledger" serve --listen "127.0.0.1:$port" >"$tmp/serve.out" 2>"$tmp/serve.err" &
 serve_pid="$!"
-for _ in $(seq 60); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
-    sleep 0.5
+port_db="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$ledger" serve --listen "127.0.0.1:$port_db" --tile-cache 0 >"$tmp/serve-db.out" 2>"$tmp/serve-db.err" &
+serve_db_pid="$!"
+for p in "$port" "$port_db"; do
+    for _ in $(seq 60); do
+        curl -s -o /dev/null "http://127.0.0.1:$p/" && break
+        sleep 0.5
+    done
+    curl -sf -o /dev/null "http://127.0.0.1:$p/tile/0/255" || { echo "no full tile 255 on $p" >&2; exit 1; }
 done
 base="http://127.0.0.1:$port"
-curl -sf -o /dev/null "$base/tile/0/255" || { echo "no full tile 255" >&2; exit 1; }
+base_db="http://127.0.0.1:$port_db"
 
 cat >"$tmp/tiles.lua" <<'EOF'
 -- The 256 full level-0 tiles in turn (paths 000 .. 255), one per request.
@@ -95,6 +106,7 @@ echo "run: target requests/s p99_ms non2xx [socket errors]"
 for round in $(seq "$rounds"); do
     echo "round $round"
     run tile "$base" "$tmp/tiles.lua"
+    run tile-db "$base_db" "$tmp/tiles.lua"
     run checkpoint "$base/checkpoint"
     run 404 "$base/nope"
 done
@@ -102,7 +114,7 @@ python3 - "$results" <<'EOF'
 import statistics, sys
 rows = [l.split()[:4] for l in open(sys.argv[1]) if l.strip()]
 print("\nmedians (requests/s, p99 ms):")
-for name in ["tile", "checkpoint", "404"]:
+for name in ["tile", "tile-db", "checkpoint", "404"]:
     mine = [r for r in rows if r[0] == name]
     print(f"  {name:10} {statistics.median(float(r[1]) for r in mine):>8.0f} req/s"
           f"  p99 {statistics.median(float(r[2]) for r in mine):.2f} ms  ({len(mine)} runs)")

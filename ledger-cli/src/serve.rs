@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -162,6 +163,8 @@ struct Worker {
     refresh: Duration,
     /// The latest checkpoint as last read, and when.
     checkpoint: Mutex<Option<(Instant, Arc<StoredCheckpoint>)>>,
+    /// True while a request of this worker reads the checkpoint.
+    refreshing: AtomicBool,
     /// Bodies of full tiles and full bundles already served.
     tiles: Mutex<TileCache>,
 }
@@ -202,6 +205,7 @@ impl Worker {
             store: tokio::sync::OnceCell::new(),
             refresh,
             checkpoint: Mutex::new(None),
+            refreshing: AtomicBool::new(false),
             tiles: Mutex::new(TileCache {
                 capacity: tile_cache,
                 bodies: HashMap::new(),
@@ -237,11 +241,14 @@ impl Worker {
             // value is still a stored checkpoint.
             let cached = self.checkpoint.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, c)) = cached.as_ref()
-                && at.elapsed() < self.refresh
+                && (at.elapsed() < self.refresh || self.refreshing.load(Ordering::Acquire))
             {
+                // Fresh enough, or another request of this worker is reading it now: one
+                // read per worker at a time, not one per waiting request.
                 return Ok((Some(Arc::clone(c)), true));
             }
         }
+        let _reading = Refreshing::start(&self.refreshing);
         let latest = self
             .log()?
             .latest_checkpoint()
@@ -256,6 +263,23 @@ impl Worker {
             }
         }
         Ok((latest, false))
+    }
+}
+
+/// Marks a worker's checkpoint read in progress; cleared when dropped, also when the
+/// request's future is dropped mid-read (the client went away).
+struct Refreshing<'a>(&'a AtomicBool);
+
+impl<'a> Refreshing<'a> {
+    fn start(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Self(flag)
+    }
+}
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
