@@ -566,6 +566,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_tile_cache_stays_bounded() {
+        let key = |i| (false, TileId { level: 0, index: i });
+        let mut cache = TileCache {
+            capacity: 3,
+            bodies: HashMap::new(),
+        };
+        for i in 0..10 {
+            cache.insert(key(i), Arc::from(vec![i as u8; 4]));
+            assert!(cache.bodies.len() <= 3);
+            assert_eq!(cache.get(&key(i)).as_deref(), Some(&[i as u8; 4][..]));
+        }
+        let mut none = TileCache {
+            capacity: 0,
+            bodies: HashMap::new(),
+        };
+        none.insert(key(1), Arc::from(vec![1u8]));
+        assert!(none.get(&key(1)).is_none());
+    }
+
+    #[test]
     fn routes_are_bounded() {
         assert_eq!(route_of("/checkpoint"), labels::ROUTE_CHECKPOINT);
         assert_eq!(route_of("/checkpoint/"), labels::ROUTE_OTHER);
