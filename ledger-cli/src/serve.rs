@@ -55,9 +55,10 @@ pub struct Args {
         default_value = "1024"
     )]
     max_connections: NonZeroUsize,
-    /// How long a worker answers from the checkpoint it last read before reading it again
-    /// (0s: every request reads it). Tiles are cut to that checkpoint, so a larger value only
-    /// makes the newest tiles appear later.
+    /// How long a worker cuts tiles to the checkpoint it last read before reading it again
+    /// (0s: every tile request reads it; one request per worker reads it at a time, the
+    /// others use the previous one meanwhile). A tile beyond it is looked up again before a
+    /// 404, and `/checkpoint` always reads it: this only bounds database reads.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
     checkpoint_refresh: Duration,
     /// Full tiles and full entry bundles each worker keeps in memory (about 8.5 KiB each):
