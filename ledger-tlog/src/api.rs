@@ -394,6 +394,24 @@ mod tests {
         assert!(covered(&entries, 257));
     }
 
+    proptest::proptest! {
+        /// Any string parses or is refused, never panics; what parses is canonical.
+        #[test]
+        fn parse_never_panics_and_accepts_only_canonical(path in "(/?tile/)?[0-9a-z./x+-]{0,40}") {
+            if let Ok(r) = parse(&path) {
+                proptest::prop_assert_eq!(r.path(), path.trim_start_matches('/'));
+            }
+        }
+
+        /// Every request's path parses back to it.
+        #[test]
+        fn every_request_round_trips(level in 0u8..=63, entries: bool, index: u64, width in 1usize..=256) {
+            let kind = if entries { TileKind::Entries } else { TileKind::Hashes(level) };
+            let r = TileRequest { kind, index, width };
+            proptest::prop_assert_eq!(parse(&r.path()), Ok(r));
+        }
+    }
+
     #[test]
     fn entry_bundles_round_trip() {
         let a = [7u8; 32];
