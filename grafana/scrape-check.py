@@ -31,13 +31,16 @@ NEEDS_OUTAGE = r"ledger_(failovers|buffered|spool|records_rechained|records_kept
 NEEDS_POSTGRES = r"ledger_(db_|writer_pending)"
 # Metrics only a ledger configured `replication: synchronous` (with a standby) produces.
 NEEDS_STANDBY = r"ledger_replication_"
+# Metrics only `ledger serve` emits; scrape-test.sh runs it (and a client) on the postgres
+# pass only, where these panels must answer.
+NEEDS_SERVE = r"ledger_http_"
 
 
 def main():
     backend, prom, counts_file, dashboards = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     if backend == "memory":
-        optional = re.compile(f"{NEEDS_OUTAGE}|{NEEDS_POSTGRES}|{NEEDS_STANDBY}")
-        why = "needs postgres/outage/standby"
+        optional = re.compile(f"{NEEDS_OUTAGE}|{NEEDS_POSTGRES}|{NEEDS_STANDBY}|{NEEDS_SERVE}")
+        why = "needs postgres/outage/standby/serve"
     else:
         optional = re.compile(f"{NEEDS_OUTAGE}|{NEEDS_STANDBY}")
         why = "needs an outage/standby"

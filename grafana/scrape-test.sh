@@ -6,7 +6,10 @@
 #        ledger --metrics-addr 127.0.0.1:<free port> loadtest --anchors 200 --concurrency 32 --duration 60s
 #      (the postgres pass on a fresh database created on the server of $LEDGER_TEST_DSN,
 #      default postgres://postgres@127.0.0.1:5432/postgres, migrated with `ledger migrate up`
-#      and dropped afterwards);
+#      and dropped afterwards); the postgres pass also starts
+#        ledger --metrics-addr 127.0.0.1:<free port> serve --listen 127.0.0.1:<free port>
+#      on the same database and a client fetching /checkpoint, tiles, an entry bundle and an
+#      unknown path from it every 0.2 s (the HTTP panels' data);
 #   2. starts `prometheus` with a temporary configuration (job `avl-ledger`, scrape interval 1s,
 #      TSDB in a temporary directory, listening on 127.0.0.1:<free port>);
 #   3. waits until Prometheus has scraped the ledger at least 20 times;
@@ -18,8 +21,9 @@
 #        - every query must be valid (status "success");
 #        - queries on metrics the pass's backend produces must return a non-empty result;
 #        - the others only have to be valid, and are listed: on the memory pass as "needs
-#          postgres/outage" (DB batch size, write latency, errors and pool, writer
-#          mailbox, failovers, buffered records, spool, re-chained records), on the
+#          postgres/outage/serve" (DB batch size, write latency, errors and pool, writer
+#          mailbox, failovers, buffered records, spool, re-chained records, and the HTTP
+#          metrics of `ledger serve`, which runs on the postgres pass only), on the
 #          postgres pass as "needs an outage" (failovers, buffered records, spool,
 #          re-chained records: only a PostgreSQL outage during the load produces them, and
 #          this script does not cause one);
@@ -146,6 +150,34 @@ run_pass() {
         sleep 0.5
     done
 
+    local targets="\"127.0.0.1:$metrics_port\""
+    if [ "$backend" = postgres ]; then
+        # `ledger serve` on the same database, and a client asking it for a few resources.
+        local serve_metrics_port serve_port
+        serve_metrics_port="$(free_port)"
+        serve_port="$(free_port)"
+        echo "=== $backend pass: ledger serve on 127.0.0.1:$serve_port, metrics on 127.0.0.1:$serve_metrics_port"
+        env -u LEDGER_CONFIG -u LEDGER_METRICS_ADDR "${env_dsn[@]}" LEDGER_BACKEND="$backend" \
+            timeout 120 "$ledger" --metrics-addr "127.0.0.1:$serve_metrics_port" \
+            serve --listen "127.0.0.1:$serve_port" --workers 1 \
+            >"$dir/serve.out" 2>"$dir/serve.err" &
+        pids+=("$!")
+        if ! wait_for 30 "ledger serve to listen" curl -s -o /dev/null "http://127.0.0.1:$serve_port/"; then
+            cat "$dir/serve.err" >&2
+            return 1
+        fi
+        (
+            for _ in $(seq 600); do
+                for path in checkpoint tile/0/000.p/1 tile/entries/000.p/1 tile/0/000 nope; do
+                    curl -s -o /dev/null "http://127.0.0.1:$serve_port/$path" || true
+                done
+                sleep 0.2
+            done
+        ) &
+        pids+=("$!")
+        targets="$targets, \"127.0.0.1:$serve_metrics_port\""
+    fi
+
     printf '%s\n' \
         "global:" \
         "  scrape_interval: 1s" \
@@ -154,7 +186,7 @@ run_pass() {
         "  - job_name: avl-ledger" \
         "    metrics_path: /metrics" \
         "    static_configs:" \
-        "      - targets: [\"127.0.0.1:$metrics_port\"]" \
+        "      - targets: [$targets]" \
         >"$dir/prometheus.yml"
     echo "=== $backend pass: prometheus on 127.0.0.1:$prom_port"
     timeout 120 prometheus \

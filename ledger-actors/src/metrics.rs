@@ -147,6 +147,17 @@ pub const REPLICATION_SYNC_STANDBYS: &str = "ledger_replication_sync_standbys";
 /// synchronous standbys (what each commit waits for, as PostgreSQL last measured it).
 pub const REPLICATION_FLUSH_LAG_SECONDS: &str = "ledger_replication_flush_lag_seconds";
 
+// ---------------------------------------------------------------------------------------------
+// HTTP (`ledger serve`)
+// ---------------------------------------------------------------------------------------------
+
+/// Counter: HTTP requests `ledger serve` answered, by route class ([`labels::ROUTE`]) and
+/// status class ([`labels::STATUS`]).
+pub const HTTP_REQUESTS_TOTAL: &str = "ledger_http_requests_total";
+/// Histogram (seconds): time `ledger serve` took to answer a request, by route class
+/// ([`labels::ROUTE`]).
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "ledger_http_request_duration_seconds";
+
 /// Every metric name, without the `_bucket`/`_sum`/`_count` series suffixes of histograms.
 pub const ALL: &[&str] = &[
     APPENDS_TOTAL,
@@ -180,6 +191,8 @@ pub const ALL: &[&str] = &[
     LOG_HALTED,
     REPLICATION_SYNC_STANDBYS,
     REPLICATION_FLUSH_LAG_SECONDS,
+    HTTP_REQUESTS_TOTAL,
+    HTTP_REQUEST_DURATION_SECONDS,
 ];
 
 /// Bucket upper bounds (seconds) for [`APPEND_DURATION_SECONDS`] and
@@ -204,6 +217,7 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     (DB_BATCH_SIZE, BATCH_SIZE_BUCKETS),
     (DRAIN_DURATION_SECONDS, DRAIN_DURATION_BUCKETS),
     (DRAIN_BATCH_DURATION_SECONDS, LATENCY_BUCKETS),
+    (HTTP_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
 ];
 
 /// Label keys and their permitted (bounded) values.
@@ -263,6 +277,42 @@ pub mod labels {
     pub const BACKEND_POSTGRES: &str = "postgres";
     /// Backend: the in-memory fallback.
     pub const BACKEND_MEMORY: &str = "memory";
+
+    /// Label key on the HTTP metrics: which kind of resource was asked for.
+    pub const ROUTE: &str = "route";
+    /// Route: `/checkpoint`.
+    pub const ROUTE_CHECKPOINT: &str = "checkpoint";
+    /// Route: `/tile/<L>/...` (Merkle tree hashes).
+    pub const ROUTE_TILE: &str = "tile";
+    /// Route: `/tile/entries/...` (entry bundles).
+    pub const ROUTE_ENTRIES: &str = "entries";
+    /// Route: `/receipt/<rid>`.
+    pub const ROUTE_RECEIPT: &str = "receipt";
+    /// Route: any other path (answered 404, or 405 for a method other than GET/HEAD).
+    pub const ROUTE_OTHER: &str = "other";
+    /// Every value of [`ROUTE`].
+    pub const ROUTES: &[&str] = &[
+        ROUTE_CHECKPOINT,
+        ROUTE_TILE,
+        ROUTE_ENTRIES,
+        ROUTE_RECEIPT,
+        ROUTE_OTHER,
+    ];
+
+    /// Label key on [`HTTP_REQUESTS_TOTAL`](super::HTTP_REQUESTS_TOTAL): the status class.
+    pub const STATUS: &str = "status";
+    /// Every value of [`STATUS`]: `2xx` (and 1xx), `3xx`, `4xx`, `5xx` (and anything else).
+    pub const STATUSES: &[&str] = &["2xx", "3xx", "4xx", "5xx"];
+
+    /// The [`STATUS`] value of an HTTP status code.
+    pub fn status_class(code: u16) -> &'static str {
+        match code / 100 {
+            0..=2 => STATUSES[0],
+            3 => STATUSES[1],
+            4 => STATUSES[2],
+            _ => STATUSES[3],
+        }
+    }
 }
 
 /// A [`PrometheusBuilder`] with the bucket bounds of every histogram in [`HISTOGRAMS`] set, and
@@ -403,9 +453,36 @@ pub fn register_counters() {
 /// drain, and their panels show "No data" on a healthy ledger.
 pub fn register_histograms() {
     for (name, _) in HISTOGRAMS {
+        // Only `ledger serve` answers HTTP; it registers its series per route
+        // ([`register_http`]), so other processes do not show an unlabelled one.
+        if *name == HTTP_REQUEST_DURATION_SECONDS {
+            continue;
+        }
         // Registering creates the series; recording nothing keeps its counts at 0.
         drop(metrics::histogram!(*name));
     }
+}
+
+/// Registers the HTTP series of `ledger serve` (every route × status class of
+/// [`HTTP_REQUESTS_TOTAL`] at 0, the duration histogram per route with no sample), so its
+/// panels and `rate()` see them from the start. `ledger serve` calls it; no other process
+/// answers HTTP.
+pub fn register_http() {
+    describe();
+    for route in labels::ROUTES {
+        for status in labels::STATUSES {
+            counter!(HTTP_REQUESTS_TOTAL, labels::ROUTE => *route, labels::STATUS => *status)
+                .increment(0);
+        }
+        drop(metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, labels::ROUTE => *route));
+    }
+}
+
+/// One answered HTTP request of `ledger serve`: `route` one of [`labels::ROUTES`].
+pub fn http_request(route: &'static str, status: u16, seconds: f64) {
+    counter!(HTTP_REQUESTS_TOTAL, labels::ROUTE => route, labels::STATUS => labels::status_class(status))
+        .increment(1);
+    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, labels::ROUTE => route).record(seconds);
 }
 
 /// Sets every gauge series (all bounded label combinations) to 0 on the current recorder, so
@@ -592,6 +669,16 @@ pub fn describe() {
         REPLICATION_FLUSH_LAG_SECONDS,
         Unit::Seconds,
         "Largest flush_lag of the synchronous standbys (replication: synchronous)."
+    );
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        Unit::Count,
+        "HTTP requests ledger serve answered, by route (checkpoint, tile, entries, receipt, other) and status class."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time ledger serve took to answer a request, by route."
     );
 }
 
@@ -841,7 +928,7 @@ mod tests {
                 "{name} buckets not increasing"
             );
         }
-        assert_eq!(ALL.len(), 29);
+        assert_eq!(ALL.len(), 33);
     }
 
     /// Every gauge is exposed at 0 as soon as the exporter is installed, before any ledger
@@ -909,6 +996,11 @@ mod tests {
         });
         let text = handle.render();
         for (name, buckets) in HISTOGRAMS {
+            if *name == HTTP_REQUEST_DURATION_SECONDS {
+                // Registered by `ledger serve` alone (`register_http`, its own test).
+                assert!(!text.contains(name), "{name} registered outside serve");
+                continue;
+            }
             assert!(
                 text.contains(&format!("# TYPE {name} histogram")),
                 "{name} missing:\n{text}"
@@ -920,6 +1012,51 @@ mod tests {
             assert_eq!(zeros, buckets.len() + 1, "{name}:\n{text}");
             assert!(text.contains(&format!("{name}_count 0")), "{name}:\n{text}");
         }
+    }
+
+    /// `register_http` exposes every route × status class at 0 and the duration histogram
+    /// per route; a request counts in its classes.
+    #[test]
+    fn http_series_exist_from_the_start_and_count() {
+        let recorder = builder()
+            .expect("valid exporter configuration")
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            register_http();
+            http_request(labels::ROUTE_TILE, 200, 0.002);
+            http_request(labels::ROUTE_OTHER, 404, 0.0001);
+            http_request(labels::ROUTE_RECEIPT, 503, 0.1);
+        });
+        let text = handle.render();
+        let counters = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{HTTP_REQUESTS_TOTAL}{{")))
+            .count();
+        assert_eq!(
+            counters,
+            labels::ROUTES.len() * labels::STATUSES.len(),
+            "{text}"
+        );
+        assert!(text.contains(r#"ledger_http_requests_total{route="tile",status="2xx"} 1"#));
+        assert!(text.contains(r#"ledger_http_requests_total{route="other",status="4xx"} 1"#));
+        assert!(text.contains(r#"ledger_http_requests_total{route="receipt",status="5xx"} 1"#));
+        assert!(text.contains(r#"ledger_http_requests_total{route="checkpoint",status="2xx"} 0"#));
+        for route in labels::ROUTES {
+            assert!(
+                text.contains(&format!(
+                    "{HTTP_REQUEST_DURATION_SECONDS}_count{{route=\"{route}\"}}"
+                )),
+                "{route}:\n{text}"
+            );
+        }
+        assert!(text.contains(
+            r#"ledger_http_request_duration_seconds_bucket{route="tile",le="0.0025"} 1"#
+        ));
+        assert_eq!(labels::status_class(101), "2xx");
+        assert_eq!(labels::status_class(304), "3xx");
+        assert_eq!(labels::status_class(405), "4xx");
+        assert_eq!(labels::status_class(999), "5xx");
     }
 
     /// Histograms render as `_bucket` series with help text, and counters are pre-registered
@@ -938,6 +1075,8 @@ mod tests {
             histogram!(DB_BATCH_SIZE).record(42.0);
             histogram!(DRAIN_DURATION_SECONDS).record(3.0);
             histogram!(DRAIN_BATCH_DURATION_SECONDS).record(0.5);
+            histogram!(HTTP_REQUEST_DURATION_SECONDS, labels::ROUTE => labels::ROUTE_TILE)
+                .record(0.001);
             gauge!(BACKEND_ACTIVE, labels::BACKEND => labels::BACKEND_MEMORY).set(1.0);
         });
         let text = handle.render();

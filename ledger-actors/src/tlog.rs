@@ -178,6 +178,21 @@ pub fn open_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, LedgerError>
     }
 }
 
+/// A stored checkpoint's note, exactly as `ledger checkpoint` prints it and `ledger serve`
+/// answers `/checkpoint` (one function, so the two cannot differ): the stored note as is —
+/// the log's signature and any further signature lines stored with it — or, for a ledger
+/// without a key, the unsigned checkpoint text (origin [`crate::integrator::UNSIGNED_ORIGIN`]).
+pub fn checkpoint_note(checkpoint: &crate::integrator::StoredCheckpoint) -> String {
+    checkpoint.note.clone().unwrap_or_else(|| {
+        ledger_tlog::note::Checkpoint {
+            origin: crate::integrator::UNSIGNED_ORIGIN.into(),
+            size: checkpoint.size,
+            root: checkpoint.root,
+        }
+        .text()
+    })
+}
+
 /// A receipt for `rid` under the latest checkpoint (see [`crate::Ledger::prove`]).
 pub async fn prove(
     store: &dyn LedgerStore,
@@ -201,14 +216,7 @@ pub async fn prove(
         })?;
     let tiles = read_nodes(log, &inclusion_nodes(index, checkpoint.size)?).await?;
     let path = inclusion_proof(index, checkpoint.size, &tiles)?;
-    let note = checkpoint.note.clone().unwrap_or_else(|| {
-        ledger_tlog::note::Checkpoint {
-            origin: crate::integrator::UNSIGNED_ORIGIN.into(),
-            size: checkpoint.size,
-            root: checkpoint.root,
-        }
-        .text()
-    });
+    let note = checkpoint_note(&checkpoint);
     let value = serde_json::to_value(record.as_ref())
         .map_err(|e| LedgerError::Internal(format!("record to JSON: {e}")))?;
     Ok(Receipt::new(value, index, checkpoint.size, &path, note))

@@ -93,6 +93,10 @@ enum Expect {
     /// PostgreSQL/writer-only series: registered at 0 at install (counters, gauges and
     /// histograms alike), so that dashboards and alerts see them from start.
     RegisteredZero,
+    /// Only `ledger serve` exports it (it registers its own series): absent here.
+    ServeOnly,
+    /// Only a ledger configured `replication: synchronous` exports it: absent here.
+    SynchronousOnly,
 }
 
 fn expectation(name: &str) -> Expect {
@@ -127,6 +131,10 @@ fn expectation(name: &str) -> Expect {
         | metrics::DB_WRITE_DURATION_SECONDS
         | metrics::DRAIN_DURATION_SECONDS
         | metrics::DRAIN_BATCH_DURATION_SECONDS => Expect::RegisteredZero,
+        metrics::HTTP_REQUESTS_TOTAL | metrics::HTTP_REQUEST_DURATION_SECONDS => Expect::ServeOnly,
+        metrics::REPLICATION_SYNC_STANDBYS | metrics::REPLICATION_FLUSH_LAG_SECONDS => {
+            Expect::SynchronousOnly
+        }
         other => panic!("metric {other} is not classified in metrics_scrape.rs"),
     }
 }
@@ -221,6 +229,12 @@ fn exporter_reports_what_the_ledger_did() {
                     for (series, v) in series_of(&all, name) {
                         assert_eq!(*v, 0.0, "{series} on the memory backend");
                     }
+                }
+                Expect::ServeOnly => {
+                    assert_eq!(present, 0, "{name} outside ledger serve:\n{text}");
+                }
+                Expect::SynchronousOnly => {
+                    assert_eq!(present, 0, "{name} without replication: synchronous:\n{text}");
                 }
             }
         }

@@ -19,14 +19,7 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("no checkpoint yet");
         return Ok(ExitCode::from(1));
     };
-    let note = c.note.clone().unwrap_or_else(|| {
-        ledger_tlog::note::Checkpoint {
-            origin: ledger_actors::integrator::UNSIGNED_ORIGIN.into(),
-            size: c.size,
-            root: c.root,
-        }
-        .text()
-    });
+    let note = ledger_actors::tlog::checkpoint_note(&c);
     if args.json {
         println!(
             "{}",

@@ -14,6 +14,7 @@
 //! - `get.rs`, `records.rs`, `anchors.rs`: `ledger get`, `ledger records`, `ledger anchors`.
 //! - `export.rs`, `import.rs`: `ledger export`, `ledger import`.
 //! - `read.rs`: how the commands that only read open the store.
+//! - `serve.rs`: `ledger serve` (the log as C2SP tlog-tiles over HTTP, receipts).
 
 mod anchors;
 mod append;
@@ -30,6 +31,7 @@ mod prove;
 mod read;
 mod records;
 mod recover_spool;
+mod serve;
 mod verify;
 mod verify_log;
 mod verify_receipt;
@@ -115,6 +117,9 @@ enum Command {
     /// window) to PostgreSQL and list every re-chained record. Exit 0 all written, 1 records
     /// kept or a corrupt tail, 2 could not run (nothing written).
     RecoverSpool(recover_spool::Args),
+    /// Serve the log read-only over HTTP (C2SP tlog-tiles: /checkpoint, /tile/..., plus
+    /// /receipt/RID) until SIGINT/SIGTERM. Exit 0 after a graceful stop, 2 cannot start.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -183,6 +188,7 @@ fn run_online(
             Command::Export(args) => export::run(config, args).await,
             Command::Import(args) => import::run(config, args).await,
             Command::RecoverSpool(args) => recover_spool::run(config, args).await,
+            Command::Serve(args) => serve::run(config, args).await,
         }
     });
     match result {

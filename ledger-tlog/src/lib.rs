@@ -14,8 +14,11 @@
 //!   the tiles to write and the root).
 //! - [`note`]: checkpoint text, signed notes, signer and verifier keys.
 //! - [`receipt`]: the self-contained receipt JSON and its offline verification.
+//! - [`api`]: the C2SP `tlog-tiles` HTTP API: paths, tile widths per tree size, entry
+//!   bundles, content types and caching.
 //! - [`Error`]: the crate's one error type.
 
+pub mod api;
 pub mod merkle;
 pub mod note;
 pub mod receipt;
