@@ -234,7 +234,10 @@ fn exporter_reports_what_the_ledger_did() {
                     assert_eq!(present, 0, "{name} outside ledger serve:\n{text}");
                 }
                 Expect::SynchronousOnly => {
-                    assert_eq!(present, 0, "{name} without replication: synchronous:\n{text}");
+                    assert_eq!(
+                        present, 0,
+                        "{name} without replication: synchronous:\n{text}"
+                    );
                 }
             }
         }
