@@ -136,14 +136,40 @@ impl ChainActor {
 
     /// Checks the expected head, seals the records one onto the other and stores them
     /// (memory) or hands them to the writer as one unit.
-    fn batch_commit(&mut self, job: BatchJob, ctx: &mut Context<Self>) {
+    fn batch_commit(&mut self, mut job: BatchJob, ctx: &mut Context<Self>) {
+        if let Some(expected) = job.expect.expected()
+            && expected != self.head
+            && !job.reloaded
+            && matches!(self.settings.persist, Sink::Writer(_))
+            && self.inflight.borrow().is_empty()
+            && self.batches.is_empty()
+        {
+            // On PostgreSQL another process may have moved the anchor since this actor
+            // loaded its head: with nothing of this actor in flight the head may be stale,
+            // so reload it once and check again (no false refusal, and the mismatch reports
+            // the database's head). A new epoch first: a failed reload then keeps the head.
+            job.reloaded = true;
+            self.epoch += 1;
+            self.load_head(ctx);
+            // The wait holds the mailbox and every spawned future: this runs after it.
+            ctx.spawn(ActorFutureExt::map(
+                fut::ready(()),
+                move |(), act: &mut Self, ctx| act.batch_commit(job, ctx),
+            ));
+            return;
+        }
         let BatchJob {
             news,
             canon,
             expect,
             wait_committed,
             tx,
+            ..
         } = job;
+        if let State::Failed(e) = &self.state {
+            let _ = tx.send(Err(e.clone()));
+            return;
+        }
         if let Some(expected) = expect.expected()
             && expected != self.head
         {
@@ -436,6 +462,8 @@ pub(super) struct BatchJob {
     expect: Expect,
     wait_committed: bool,
     tx: tokio::sync::oneshot::Sender<Result<BatchAck, LedgerError>>,
+    /// The head was reloaded for this batch's expectation already.
+    reloaded: bool,
 }
 
 /// The answer to a batch whose client rids were looked up (`found`, in the order of the
@@ -558,6 +586,7 @@ impl Handler<AppendBatch> for ChainActor {
             expect,
             wait_committed,
             tx,
+            reloaded: false,
         };
         self.busy += 1;
         if self.state == State::NeedsReload {
