@@ -292,8 +292,10 @@ async fn two_processes_same_expected_head_one_wins() {
     let mut wins = [0u32; 2];
     const ROUNDS: usize = 8;
     for round in 0..ROUNDS {
-        for c in &mut children {
-            let stdin = c.stdin.as_mut().unwrap();
+        // Alternate who hears first, so that each process gets its chance to win.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let stdin = children[i].stdin.as_mut().unwrap();
             writeln!(stdin, "GO {expected}").unwrap();
             stdin.flush().unwrap();
         }

@@ -588,7 +588,7 @@ mod tests {
         let rec = |i: u64| json!({"slot": "s", "kind": "k", "payload": {"i": i}, "producer": "p"});
         let line =
             json!({"anchor_id": a.to_string(), "records": [rec(0), rec(1)], "expected_head": null});
-        match parse_append_input(&line.to_string()).unwrap() {
+        match parse_append_input(&line.to_string()).expect("a batch line") {
             AppendLine::Batch {
                 anchor_id,
                 records,
@@ -603,7 +603,7 @@ mod tests {
         }
         let any = json!({"anchor_id": a.to_string(), "records": [rec(0)]});
         assert!(matches!(
-            parse_append_input(&any.to_string()).unwrap(),
+            parse_append_input(&any.to_string()).expect("a batch line"),
             AppendLine::Batch {
                 expect: crate::Expect::Any,
                 ..
@@ -611,7 +611,7 @@ mod tests {
         ));
         let single = json!({"anchor_id": a.to_string(), "slot": "s", "kind": "k", "payload": 1, "producer": "p"});
         assert!(matches!(
-            parse_append_input(&single.to_string()).unwrap(),
+            parse_append_input(&single.to_string()).expect("a record line"),
             AppendLine::One(_)
         ));
         let field_of = |v: Value| {
@@ -620,7 +620,7 @@ mod tests {
                 .field
         };
         let mut bad = rec(1);
-        bad.as_object_mut().unwrap().remove("kind");
+        bad.as_object_mut().expect("an object").remove("kind");
         assert_eq!(
             field_of(json!({"anchor_id": a.to_string(), "records": [rec(0), bad]})).as_deref(),
             Some("records/1/kind")
