@@ -75,13 +75,7 @@ impl ChainActor {
             return self.batch_commit(job, ctx);
         }
         let store = Arc::clone(&self.settings.store);
-        let lookup = async move {
-            let mut found = Vec::with_capacity(rids.len());
-            for rid in rids {
-                found.push(store.get(rid).await?);
-            }
-            Ok::<_, LedgerError>(found)
-        };
+        let lookup = async move { look_up(store.as_ref(), &rids).await };
         if self.settings.store.backend() == crate::config::Backend::Memory {
             // The memory store answers on the first poll: look-up and insert stay one step
             // of this actor, so concurrent re-sends of a batch find each other.
@@ -377,13 +371,7 @@ impl ChainActor {
     ) {
         let store = Arc::clone(&self.settings.store);
         let rids: Vec<Uuid> = f.records.iter().map(|r| r.rid).collect();
-        let task = actix_rt::spawn(async move {
-            let mut found = Vec::with_capacity(rids.len());
-            for rid in rids {
-                found.push(store.get(rid).await?);
-            }
-            Ok::<_, LedgerError>(found)
-        });
+        let task = actix_rt::spawn(async move { look_up(store.as_ref(), &rids).await });
         self.busy += 1;
         ctx.spawn(
             fut::wrap_future(task).map(move |found, act: &mut Self, _ctx| {
@@ -453,6 +441,21 @@ impl ChainActor {
         f.attempt += 1;
         self.send_batch(f, ctx);
     }
+}
+
+/// The stored record of each rid (`None`: not stored), in the order of `rids`: one query on
+/// PostgreSQL (`get_many`).
+async fn look_up(
+    store: &dyn LedgerStore,
+    rids: &[Uuid],
+) -> Result<Vec<Option<Arc<LedgerRecord>>>, LedgerError> {
+    let found: HashMap<Uuid, Arc<LedgerRecord>> = store
+        .get_many(rids)
+        .await?
+        .into_iter()
+        .map(|r| (r.rid, r))
+        .collect();
+    Ok(rids.iter().map(|rid| found.get(rid).cloned()).collect())
 }
 
 /// A batch on its way through the actor, before it is sealed.
