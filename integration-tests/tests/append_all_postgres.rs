@@ -258,6 +258,78 @@ async fn expected_head_resend_and_limits() {
     ctx.teardown().await;
 }
 
+/// The same batch (same client rids and content) sent at once through two ledgers on one
+/// database, round after round: both answer the one stored batch (the loser as a replay,
+/// whether it found it by its rid look-up or was refused by the database), and each batch
+/// is stored once. A batch overlapping a stored one in part is `BatchOverlap`.
+#[actix_rt::test]
+async fn the_same_batch_from_two_ledgers_is_stored_once() {
+    let ctx = TestContext::new("batch_idem").await;
+    let (a, b) = (
+        Ledger::start(config(&ctx.dsn)).await.unwrap(),
+        Ledger::start(config(&ctx.dsn)).await.unwrap(),
+    );
+    const ROUNDS: u64 = 40;
+    let mut replayed = 0;
+    for i in 0..ROUNDS {
+        let anchor = Uuid::now_v7();
+        let rids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+        let batch = || -> Vec<NewRecord> {
+            rids.iter()
+                .enumerate()
+                .map(|(k, r)| rec(anchor, i * 10 + k as u64).with_rid(*r))
+                .collect()
+        };
+        let (x, y) = futures::join!(
+            a.append_all(anchor, batch(), Expect::Any),
+            b.append_all(anchor, batch(), Expect::Any)
+        );
+        let (x, y) = (
+            x.unwrap_or_else(|e| panic!("first ledger, round {i}: {e}")),
+            y.unwrap_or_else(|e| panic!("second ledger, round {i}: {e}")),
+        );
+        assert_eq!(x.records, y.records, "round {i}");
+        assert!(
+            !(x.replayed && y.replayed),
+            "round {i}: one of them stored it"
+        );
+        replayed += u32::from(x.replayed) + u32::from(y.replayed);
+    }
+    eprintln!("{replayed} of {ROUNDS} rounds answered one side as a replay");
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM ledger_records").await,
+        (ROUNDS * 4) as i64
+    );
+    let anchor = Uuid::now_v7();
+    let rid = Uuid::now_v7();
+    a.append_all(anchor, vec![rec(anchor, 1).with_rid(rid)], Expect::Any)
+        .await
+        .unwrap();
+    let overlap = b
+        .append_all(
+            anchor,
+            vec![
+                rec(anchor, 1).with_rid(rid),
+                rec(anchor, 2).with_rid(Uuid::now_v7()),
+            ],
+            Expect::Any,
+        )
+        .await;
+    assert!(
+        matches!(
+            overlap,
+            Err(LedgerError::BatchOverlap {
+                stored: 1,
+                records: 2
+            })
+        ),
+        "{overlap:?}"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    ctx.teardown().await;
+}
+
 /// Two processes on one database append a batch with the same expected head, round after
 /// round: each round exactly one wins and the other gets `HeadMismatch` carrying the
 /// winner's head (whether it lost on its own head check or at the database's fork guard);
