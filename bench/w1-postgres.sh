@@ -13,7 +13,8 @@
 # checkouts measure on one server without dropping each other's databases).
 # With AVL_BENCH_WITHOUT_PREV_CHECK=1 the load test's database drops the trigger
 # `ledger_records_prev_fk` after migrating: the same binary without the predecessor check, to
-# measure what the check costs.
+# measure what the check costs. AVL_BENCH_LOADTEST_ARGS adds arguments to the load test (e.g.
+# `--batch 20`: each call appends 20 records to one anchor atomically).
 set -euo pipefail
 bin=${1:?usage: $0 LEDGER_BINARY [RUNS]}
 runs=${2:-3}
@@ -35,7 +36,8 @@ for run in $(seq 1 "$runs"); do
         psql -qX -d $db_w1 -c "DROP TRIGGER ledger_records_prev_fk ON ledger_records" >/dev/null
     fi
     out=$(LEDGER_BACKEND=postgres LEDGER_DSN="postgres://$PGUSER@$PGHOST:$PGPORT/$db_w1" \
-        "$bin" loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512 --json)
+        "$bin" loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512 --json \
+        ${AVL_BENCH_LOADTEST_ARGS:-})
     ceiling=$(awk -v t="$tps" 'BEGIN { printf "%.0f", t * 500 }')
     echo "run $run: pgbench_rows=$rows pgbench_rows_per_s=$ceiling loadtest=$out load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
 done

@@ -641,6 +641,8 @@ async fn persist_all(
             let (reply, rx) = oneshot::channel();
             actor.do_send(Persist {
                 record: Arc::new(r.clone()),
+                rest: Vec::new(),
+                strict: false,
                 reply: PersistReply::Oneshot(reply),
                 wait_committed: false,
             });

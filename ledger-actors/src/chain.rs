@@ -32,6 +32,8 @@ use ledger_entities::validate::{Limits, validate_new_record};
 use ledger_entities::{LedgerRecord, NewRecord, Payload, RecordHash};
 use uuid::Uuid;
 
+mod batch;
+
 use crate::error::LedgerError;
 use crate::observe::{ChainMailboxes, QueueDepth, QueueTicket};
 use crate::persistence::{AckTo, Acks, Durability, Persist, PersistReply, WriterSender};
@@ -108,6 +110,150 @@ impl Append {
 
 impl Message for Append {
     type Result = Result<AppendAck, LedgerError>;
+}
+
+/// What an append expects of its anchor's head before it lands (optimistic concurrency:
+/// a host that decided on the state it read appends only if nothing moved meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expect {
+    /// Wherever the chain is now. On PostgreSQL a record refused because another process
+    /// extended the anchor is re-linked onto the new head and written again.
+    #[default]
+    Any,
+    /// The anchor must have no records yet.
+    NoStream,
+    /// The anchor's head must be this record. Refused with [`LedgerError::HeadMismatch`]
+    /// (carrying the current head) otherwise, never re-linked.
+    Head(RecordHash),
+}
+
+impl Expect {
+    /// `Head(h)` for `Some(h)`, `NoStream` for `None` (the `expected_head` of an input line).
+    pub fn head(head: Option<RecordHash>) -> Self {
+        head.map_or(Expect::NoStream, Expect::Head)
+    }
+
+    /// The head expected, or `None` for [`Expect::Any`].
+    pub fn expected(self) -> Option<Option<RecordHash>> {
+        match self {
+            Expect::Any => None,
+            Expect::NoStream => Some(None),
+            Expect::Head(h) => Some(Some(h)),
+        }
+    }
+}
+
+/// Append several records to the actor's anchor atomically: contiguous in its chain, all or
+/// none ([`crate::Ledger::append_all`]). Resendable like [`Append`] (take-once slot).
+pub struct AppendBatch {
+    slot: Arc<Mutex<Option<Vec<NewRecord>>>>,
+    expect: Expect,
+    wait_committed: bool,
+    /// Counts this message in the chain mailbox depth until it is handled or dropped.
+    #[allow(dead_code, reason = "held for its Drop, which ends the count")]
+    queued: Option<QueueTicket>,
+}
+
+impl AppendBatch {
+    /// A message carrying `records` (all of one anchor), expecting `expect`.
+    pub fn new(records: Vec<NewRecord>, expect: Expect) -> Self {
+        Self {
+            slot: Arc::new(Mutex::new(Some(records))),
+            expect,
+            wait_committed: false,
+            queued: None,
+        }
+    }
+
+    /// A message whose answer waits until the batch is committed in PostgreSQL.
+    pub fn durable(records: Vec<NewRecord>, expect: Expect) -> Self {
+        Self {
+            wait_committed: true,
+            ..Self::new(records, expect)
+        }
+    }
+
+    fn take(&self) -> Option<Vec<NewRecord>> {
+        // Held only for a `take`; a poisoned lock still holds a valid Option.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Message for AppendBatch {
+    type Result = Result<BatchAck, LedgerError>;
+}
+
+/// Answer to an [`AppendBatch`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchAck {
+    /// The records as hashed and stored, in chain order (contiguous).
+    pub records: Vec<Arc<LedgerRecord>>,
+    /// How durable they are now (all alike: one durability for the batch).
+    pub durability: Durability,
+    /// True when the batch repeated stored client rids and the stored records are returned.
+    pub replayed: bool,
+}
+
+/// An append message the router can resend when the actor retired before taking it
+/// ([`Append`], [`AppendBatch`]).
+pub trait Routed: Message + Send + 'static {
+    /// A copy sharing the take-once slot, counted in the mailbox depth by `ticket`.
+    fn resend(&self, ticket: QueueTicket) -> Self;
+    /// True while no actor has taken the records.
+    fn pending(&self) -> bool;
+    /// Takes the records back; true if they were still there (so certainly not written).
+    fn withdraw(&self) -> bool;
+}
+
+impl Routed for Append {
+    fn resend(&self, ticket: QueueTicket) -> Self {
+        self.clone().counted(ticket)
+    }
+    fn pending(&self) -> bool {
+        self.is_pending()
+    }
+    fn withdraw(&self) -> bool {
+        self.take().is_some()
+    }
+}
+
+impl Routed for AppendBatch {
+    fn resend(&self, ticket: QueueTicket) -> Self {
+        Self {
+            slot: Arc::clone(&self.slot),
+            expect: self.expect,
+            wait_committed: self.wait_committed,
+            queued: Some(ticket),
+        }
+    }
+    fn pending(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+    fn withdraw(&self) -> bool {
+        self.take().is_some()
+    }
+}
+
+/// Re-link a refused in-flight batch onto the anchor's (reloaded) head and write it again
+/// (internal; only batches expecting [`Expect::Any`]).
+struct RelinkBatch(BatchFlight);
+
+impl Message for RelinkBatch {
+    type Result = ();
+}
+
+/// An atomic batch handed to the writer and not yet settled.
+struct BatchFlight {
+    records: Vec<Arc<LedgerRecord>>,
+    expect: Expect,
+    wait_committed: bool,
+    deadline: Instant,
+    attempt: u32,
+    epoch: u64,
+    tx: tokio::sync::oneshot::Sender<Result<BatchAck, LedgerError>>,
 }
 
 /// The anchor's records were moved (re-chained) by the writer: reload the head from the
@@ -212,6 +358,10 @@ pub struct ChainSettings {
     /// anchor, before it fails with [`LedgerError::Contended`] (less than the append timeout,
     /// so that the typed error reaches the caller before its wait ends).
     pub relink_for: Duration,
+    /// Most records in one [`AppendBatch`] (`max_batch_records`).
+    pub max_batch_records: usize,
+    /// Most canonical payload bytes in one [`AppendBatch`] (`max_batch_bytes`).
+    pub max_batch_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -363,6 +513,9 @@ pub struct ChainActor {
     /// Records handed to the writer and not yet settled, by tag: [`Acks`] (one message per
     /// settled batch) settles each in [`ChainActor::settle`].
     inflight: InFlightMap,
+    /// Atomic batches handed to the writer and not yet settled, by tag (tags shared with
+    /// `inflight`).
+    batches: HashMap<u64, BatchFlight>,
 }
 
 impl ChainActor {
@@ -387,6 +540,7 @@ impl ChainActor {
             last_active: Instant::now(),
             next_tag: 0,
             inflight: Rc::new(RefCell::new(HashMap::new())),
+            batches: HashMap::new(),
         }
     }
 
@@ -514,24 +668,10 @@ impl ChainActor {
                 // without being in the spool; a record spooled and then refused by the store
                 // was never acknowledged (the spool reload skips it).
                 let (spooled, durability) = match sink {
-                    Sink::Spooled(_, spool) => {
-                        // The lock is held only for one append + fsync; a poisoned lock still
-                        // holds a usable file or `None` (see `Sink::Spooled`).
-                        let mut slot = spool.lock().unwrap_or_else(|p| p.into_inner());
-                        let written = match slot.as_mut() {
-                            Some(spool) => spool.append(&record).and_then(|()| spool.sync()),
-                            None => Err(LedgerError::Io(
-                                "the spool could not be written earlier; appends are refused until the host restarts (records acknowledged before are safe)".into(),
-                            )),
-                        };
-                        if let Err(e) = &written
-                            && slot.is_some()
-                        {
-                            tracing::error!(error = %e, "spool write failed: refusing appends until restart");
-                            *slot = None;
-                        }
-                        (written, Durability::Spooled)
-                    }
+                    Sink::Spooled(_, spool) => (
+                        batch::spool_write(spool, std::slice::from_ref(&record)),
+                        Durability::Spooled,
+                    ),
                     _ => (Ok(()), Durability::Volatile),
                 };
                 let outcome =
@@ -598,6 +738,8 @@ impl ChainActor {
         let reply = PersistReply::Batched(AckTo::new(ctx.address().recipient(), tag));
         let msg = Persist {
             record: Arc::clone(&record),
+            rest: Vec::new(),
+            strict: false,
             reply,
             wait_committed,
         };
@@ -995,6 +1137,8 @@ impl Handler<Acks> for ChainActor {
             let entry = self.inflight.borrow_mut().remove(&tag);
             if let Some(entry) = entry {
                 self.settle(entry, outcome, ctx);
+            } else if let Some(batch) = self.batches.remove(&tag) {
+                self.settle_batch(batch, outcome, ctx);
             }
         }
     }

@@ -588,6 +588,13 @@ pub struct LedgerConfig {
     /// 1.33 × this after the holder dies. Env: `LEDGER_INTEGRATOR_LEASE`.
     #[serde(deserialize_with = "de_integrator_lease")]
     pub integrator_lease: Duration,
+    /// Most records in one atomic append (`Ledger::append_all`); a larger call is refused
+    /// with `BatchTooLarge`. Env: `LEDGER_MAX_BATCH_RECORDS`.
+    pub max_batch_records: usize,
+    /// Most canonical payload bytes in one atomic append, all records together (default
+    /// 4 MiB; at most 32 MiB, so a batch fits one spool frame). Env:
+    /// `LEDGER_MAX_BATCH_BYTES`.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for LedgerConfig {
@@ -613,6 +620,8 @@ impl Default for LedgerConfig {
             checkpoint_interval: Duration::from_secs(1),
             checkpoint_key: None,
             integrator_lease: Duration::from_secs(3),
+            max_batch_records: 1000,
+            max_batch_bytes: 4 << 20,
         }
     }
 }
@@ -714,6 +723,7 @@ const MAX_WORKERS: u64 = 1024;
 const MAX_LIVE_ACTORS: u64 = 1 << 32;
 const MAX_BATCH: u64 = 1_000_000;
 const MAX_BUFFER: u64 = 1_000_000_000;
+const MAX_BATCH_RECORDS: u64 = 100_000;
 /// The spool's largest frame is 64 MiB; a payload must fit in one.
 const MAX_PAYLOAD: u64 = 32 << 20;
 const HOUR: Duration = Duration::from_secs(3600);
@@ -891,6 +901,23 @@ impl LedgerConfig {
                     .map_err(|e| config_error(format!("{key}: {e}")))?;
             }
         }
+        for (key, field, what) in [
+            (
+                "LEDGER_MAX_BATCH_RECORDS",
+                &mut self.max_batch_records,
+                "records",
+            ),
+            ("LEDGER_MAX_BATCH_BYTES", &mut self.max_batch_bytes, "bytes"),
+        ] {
+            if let Some(v) = get(key) {
+                *field = v.trim().parse().map_err(|_| {
+                    config_error(format!(
+                        "{key}: expected a whole number of {what}, got {}",
+                        shown(&v)
+                    ))
+                })?;
+            }
+        }
         if let Some(v) = get("LEDGER_CHECKPOINT_KEY") {
             self.checkpoint_key = Some(PathBuf::from(v));
         }
@@ -1008,6 +1035,18 @@ impl LedgerConfig {
             self.integrator_lease,
             Duration::from_millis(300),
             HOUR,
+        )?;
+        range(
+            "max_batch_records (LEDGER_MAX_BATCH_RECORDS)",
+            self.max_batch_records as u64,
+            1,
+            MAX_BATCH_RECORDS,
+        )?;
+        range(
+            "max_batch_bytes (LEDGER_MAX_BATCH_BYTES)",
+            self.max_batch_bytes as u64,
+            1,
+            MAX_PAYLOAD,
         )?;
         Ok(())
     }

@@ -189,6 +189,63 @@ pub enum LedgerError {
     /// keeps running on memory meanwhile.
     #[error("memory to PostgreSQL migration refused: {0}")]
     MigrationRefused(String),
+    /// An append that expected a head ([`crate::Expect::Head`] or [`crate::Expect::NoStream`])
+    /// found the anchor elsewhere: another append (in this process or another one sharing
+    /// the database) moved it first. Nothing was written. Handle: re-read the anchor, decide
+    /// again on its state, and append expecting `current`.
+    #[error("anchor {anchor_id}: expected head {expected:?}, found {current:?}; nothing written")]
+    HeadMismatch {
+        /// The anchor.
+        anchor_id: Uuid,
+        /// The head the append expected (`None`: the anchor must not exist).
+        expected: Option<ledger_entities::RecordHash>,
+        /// The anchor's head now (`None`: it has no records).
+        current: Option<ledger_entities::RecordHash>,
+    },
+    /// One record of an atomic append ([`crate::Ledger::append_all`]) was refused, so none
+    /// was written. Handle: fix record `index` as `reason` says and send the whole batch
+    /// again.
+    #[error("batch refused at record {index} (rid {rid:?}): {reason}; nothing written")]
+    BatchRefused {
+        /// Position of the refused record in the batch (0-based).
+        index: usize,
+        /// Its client rid, if it had one.
+        rid: Option<Uuid>,
+        /// Why it was refused.
+        reason: Box<LedgerError>,
+    },
+    /// An atomic append is larger than `max_batch_records` records or `max_batch_bytes`
+    /// canonical payload bytes. Nothing was written. Handle: split it into smaller atomic
+    /// appends (if the records may land separately), or raise the limits.
+    #[error(
+        "batch too large: {records} records, {bytes} payload bytes (limits {max_records} records, {max_bytes} bytes); nothing written"
+    )]
+    BatchTooLarge {
+        /// Records in the batch (counted up to the first limit passed).
+        records: usize,
+        /// Canonical payload bytes of those records.
+        bytes: usize,
+        /// `max_batch_records`.
+        max_records: usize,
+        /// `max_batch_bytes`.
+        max_bytes: usize,
+    },
+    /// An atomic append is empty. Nothing was written. Handle: send at least one record.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    /// Some records of an atomic append (by client rid) are stored already and others are
+    /// not: it is neither a new batch nor a re-send of a stored one. Nothing was written.
+    /// Handle: re-send exactly the batch that was stored (its answer returns the stored
+    /// records), or use fresh rids.
+    #[error(
+        "batch overlaps stored records: {stored} of its {records} client rids are stored already; nothing written"
+    )]
+    BatchOverlap {
+        /// Records of the batch whose rid is stored.
+        stored: usize,
+        /// Records in the batch.
+        records: usize,
+    },
     /// An actor stopped unexpectedly or an invariant failed. Handle: report it as a bug;
     /// the append's outcome is unknown (re-append with the same rid to learn it).
     #[error("internal error: {0}")]
@@ -231,6 +288,11 @@ impl LedgerError {
             LedgerError::Io(_) => "io",
             LedgerError::Format(_) => "format",
             LedgerError::MigrationRefused(_) => "migration_refused",
+            LedgerError::HeadMismatch { .. } => "head_mismatch",
+            LedgerError::BatchRefused { .. } => "batch_refused",
+            LedgerError::BatchTooLarge { .. } => "batch_too_large",
+            LedgerError::InvalidBatch(_) => "invalid_batch",
+            LedgerError::BatchOverlap { .. } => "batch_overlap",
             LedgerError::Internal(_) => "internal",
         }
     }
@@ -238,8 +300,13 @@ impl LedgerError {
     /// A short, bounded label for metrics (`ledger_appends_total{outcome=...}`).
     pub fn outcome_label(&self) -> &'static str {
         match self {
-            LedgerError::Invalid(_) => "validation",
+            LedgerError::Invalid(_)
+            | LedgerError::BatchTooLarge { .. }
+            | LedgerError::InvalidBatch(_) => "validation",
+            LedgerError::BatchRefused { reason, .. } => reason.outcome_label(),
             LedgerError::Conflict { .. }
+            | LedgerError::HeadMismatch { .. }
+            | LedgerError::BatchOverlap { .. }
             | LedgerError::ForkRefused { .. }
             | LedgerError::Contended { .. } => "conflict",
             LedgerError::Overloaded { .. } => "overloaded",

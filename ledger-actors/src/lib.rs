@@ -58,7 +58,7 @@ pub mod transfer;
 pub mod verify;
 pub mod writer;
 
-pub use chain::{Append, AppendAck};
+pub use chain::{Append, AppendAck, AppendBatch, BatchAck, Expect};
 pub use config::{Backend, Dsn, LedgerConfig, Replication, SessionAttrs};
 pub use error::LedgerError;
 pub use health::{Health, HealthStatus};

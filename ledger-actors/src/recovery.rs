@@ -139,8 +139,23 @@ pub async fn recover_spool(
     }
     let pool = store.connection().get_postgres_connection_pool().clone();
     let mut state = DrainState::default();
-    for batch in contents.records.chunks(batch_size.max(1)) {
-        let out = drain::drain_batch(&pool, store, batch, &mut state).await;
+    // Whole frames per drain batch: an atomic batch (one frame) is written whole or not
+    // at all, like the writer's drain.
+    let mut chunks: Vec<(std::ops::Range<usize>, Vec<usize>)> = Vec::new();
+    let mut at = 0;
+    for &unit in &contents.units {
+        match chunks.last_mut() {
+            Some((range, units)) if range.len() < batch_size.max(1) => {
+                range.end += unit;
+                units.push(unit);
+            }
+            _ => chunks.push((at..at + unit, vec![unit])),
+        }
+        at += unit;
+    }
+    for (range, units) in chunks {
+        let batch = &contents.records[range];
+        let out = drain::drain_batch(&pool, store, batch, &units, &mut state).await;
         if let Some(e) = out.unavailable {
             return Err(e);
         }

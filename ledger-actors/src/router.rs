@@ -12,7 +12,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use uuid::Uuid;
 
-use crate::chain::{Append, AppendAck, ChainActor, ChainSettings, Registry};
+use crate::chain::{ChainActor, ChainSettings, Registry, Routed};
 use crate::error::LedgerError;
 
 /// How often an append is resent after racing an actor's passivation. Each resend finds a
@@ -153,31 +153,34 @@ impl ChainRouter {
     /// Sends an append to the anchor's actor, resending when the actor retired before
     /// taking it. After `timeout`: [`LedgerError::Overloaded`] if no actor took the record
     /// (it is withdrawn, so it is certainly not written), else [`LedgerError::Timeout`].
-    pub async fn append(
+    pub async fn append<M, R>(
         self: &Arc<Self>,
-        msg: Append,
+        msg: M,
         anchor_id: Uuid,
         timeout: Duration,
-    ) -> Result<AppendAck, LedgerError> {
+    ) -> Result<R, LedgerError>
+    where
+        M: Routed<Result = Result<R, LedgerError>>,
+        ChainActor: Handler<M>,
+        R: Send + 'static,
+    {
         let deadline = tokio::time::Instant::now() + timeout;
         for _ in 0..MAX_ATTEMPTS {
             let addr = self.addr(anchor_id);
-            let sent = msg
-                .clone()
-                .counted(self.settings().mailboxes.enqueue(anchor_id));
+            let sent = msg.resend(self.settings().mailboxes.enqueue(anchor_id));
             match tokio::time::timeout_at(deadline, addr.send(sent)).await {
                 Err(_elapsed) => {
-                    return Err(if msg.take().is_some() {
+                    return Err(if msg.withdraw() {
                         LedgerError::Overloaded { waited: timeout }
                     } else {
                         LedgerError::Timeout { waited: timeout }
                     });
                 }
-                Ok(Ok(Err(LedgerError::Retired))) if msg.is_pending() => {
+                Ok(Ok(Err(LedgerError::Retired))) if msg.pending() => {
                     self.forget(anchor_id, &addr);
                 }
                 Ok(Ok(result)) => return result,
-                Ok(Err(MailboxError::Closed)) if msg.is_pending() => {
+                Ok(Err(MailboxError::Closed)) if msg.pending() => {
                     self.forget(anchor_id, &addr);
                 }
                 Ok(Err(_)) => {

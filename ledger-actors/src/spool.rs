@@ -2,7 +2,8 @@
 //! acknowledged, so a process killed during an outage loses no acknowledged record.
 //!
 //! Format: a sequence of frames, each `len: u32 BE | crc32(body): u32 BE | body`, where the
-//! body is the record as JSON. A reader accepts frames up to the first one that is truncated
+//! body is the record as JSON, or the JSON array of an atomic batch's records (written
+//! and read as one frame, so a batch is never half-applied). A reader accepts frames up to the first one that is truncated
 //! or fails its checksum and reports that tail; it never applies part of a frame.
 
 use std::fs::{File, OpenOptions};
@@ -76,6 +77,8 @@ const MAX_FRAME: u32 = 64 << 20;
 pub struct SpoolContents {
     /// Records of the complete, checksummed frames, in order.
     pub records: Vec<Arc<LedgerRecord>>,
+    /// Records per frame, in order (sum: `records.len()`): more than 1 for an atomic batch.
+    pub units: Vec<usize>,
     /// Why reading stopped before the end of the file, and at which byte offset.
     pub corrupt_tail: Option<(u64, String)>,
 }
@@ -128,14 +131,32 @@ impl Spool {
     pub fn append(&mut self, record: &LedgerRecord) -> Result<(), LedgerError> {
         let body = serde_json::to_vec(record)
             .map_err(|e| LedgerError::Internal(format!("spool: encode record: {e}")))?;
+        self.append_body(&body)
+    }
+
+    /// Appends an atomic unit (the records of one `Ledger::append_all`) as one frame, whose
+    /// body is the JSON array of its records: a reader takes the whole unit or, if the frame
+    /// is torn, none of it. A unit of one record is an ordinary record frame.
+    pub fn append_unit(&mut self, records: &[Arc<LedgerRecord>]) -> Result<(), LedgerError> {
+        match records {
+            [one] => self.append(one),
+            _ => {
+                let body = serde_json::to_vec(records)
+                    .map_err(|e| LedgerError::Internal(format!("spool: encode batch: {e}")))?;
+                self.append_body(&body)
+            }
+        }
+    }
+
+    fn append_body(&mut self, body: &[u8]) -> Result<(), LedgerError> {
         let len = u32::try_from(body.len())
             .map_err(|_| LedgerError::Internal("spool: record too large for a frame".into()))?;
-        let crc = crc32fast::hash(&body);
+        let crc = crc32fast::hash(body);
         let path = self.path.clone();
         self.out
             .write_all(&len.to_be_bytes())
             .and_then(|()| self.out.write_all(&crc.to_be_bytes()))
-            .and_then(|()| self.out.write_all(&body))
+            .and_then(|()| self.out.write_all(body))
             .map_err(|e| io_err(&path, "write", &e))?;
         self.bytes += 8 + u64::from(len);
         Ok(())
@@ -167,8 +188,9 @@ impl Spool {
 
 /// What the spool thread is asked to do, in order.
 enum SpoolCmd {
-    /// Append the record; with a reply, answer it once the record is fsynced.
-    Append(Arc<LedgerRecord>, Option<PersistReply>),
+    /// Append the unit (one record, or an atomic batch) as one frame; with a reply, answer
+    /// it once the frame is fsynced.
+    Append(Vec<Arc<LedgerRecord>>, Option<PersistReply>),
     /// Answer once the record `rid` (appended earlier) is fsynced.
     Ack(uuid::Uuid, PersistReply),
     /// Answer once everything appended before is fsynced.
@@ -232,7 +254,13 @@ impl SpoolWriter {
 
     /// Appends `record`; `reply` (if any) is answered once it is fsynced.
     pub fn append(&self, record: Arc<LedgerRecord>, reply: Option<PersistReply>) {
-        self.send(SpoolCmd::Append(record, reply));
+        self.send(SpoolCmd::Append(vec![record], reply));
+    }
+
+    /// Appends an atomic batch as one frame ([`Spool::append_unit`]); `reply` (if any) is
+    /// answered once it is fsynced.
+    pub fn append_unit(&self, records: Vec<Arc<LedgerRecord>>, reply: Option<PersistReply>) {
+        self.send(SpoolCmd::Append(records, reply));
     }
 
     /// Answers `reply` once the record `rid`, appended earlier, is fsynced.
@@ -273,12 +301,12 @@ fn spool_thread(mut spool: Spool, rx: std::sync::mpsc::Receiver<SpoolCmd>) {
         let mut next = Some(first);
         while let Some(cmd) = next {
             match cmd {
-                SpoolCmd::Append(record, reply) => {
-                    let written = match spool.append(&record) {
+                SpoolCmd::Append(records, reply) => {
+                    let written = match spool.append_unit(&records) {
                         Ok(()) => true,
                         Err(e) => {
                             tracing::error!(error = %e, "spool write failed; record held in memory only");
-                            failed.insert(record.rid);
+                            failed.extend(records.iter().map(|r| r.rid));
                             false
                         }
                     };
@@ -394,8 +422,17 @@ pub fn decode(data: &[u8]) -> SpoolContents {
             out.corrupt_tail = Some((offset, "checksum mismatch".into()));
             break;
         }
-        match serde_json::from_slice::<LedgerRecord>(body) {
-            Ok(r) => out.records.push(Arc::new(r)),
+        // An array body is an atomic batch: all of its records, or (undecodable) none.
+        let decoded = if body.first() == Some(&b'[') {
+            serde_json::from_slice::<Vec<LedgerRecord>>(body)
+        } else {
+            serde_json::from_slice::<LedgerRecord>(body).map(|r| vec![r])
+        };
+        match decoded {
+            Ok(rs) => {
+                out.units.push(rs.len());
+                out.records.extend(rs.into_iter().map(Arc::new));
+            }
             Err(e) => {
                 out.corrupt_tail = Some((offset, format!("undecodable record: {e}")));
                 break;

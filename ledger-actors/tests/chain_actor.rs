@@ -77,6 +77,8 @@ async fn failed_head_load_answers_its_typed_error_and_retires() {
         mailboxes: Arc::new(ChainMailboxes::new()),
         persistence_queue: None,
         relink_for: Duration::from_secs(1),
+        max_batch_records: 1000,
+        max_batch_bytes: 1 << 20,
     };
     let anchor = Uuid::new_v4();
     let actor = ChainActor::new(anchor, Arc::new(settings), None).start();

@@ -184,6 +184,10 @@ fn numbers_out_of_range_are_refused() {
         "ledger:\n  batch_linger: 1m\n",
         "ledger:\n  failover_after: 0\n",
         "ledger:\n  passivate_after: 100d\n",
+        "ledger:\n  max_batch_records: 0\n",
+        "ledger:\n  max_batch_records: 1000001\n",
+        "ledger:\n  max_batch_bytes: 0\n",
+        "ledger:\n  max_batch_bytes: 100000000\n",
     ] {
         let key = yaml.trim().split('\n').nth(1).unwrap().trim();
         let key = key.split(':').next().unwrap();
@@ -198,6 +202,38 @@ fn numbers_out_of_range_are_refused() {
         env(&[("LEDGER_TIMEOUT", "1e9")]),
     ));
     assert!(msg.contains("LEDGER_TIMEOUT"), "{msg}");
+}
+
+/// The atomic-append limits come from YAML or `LEDGER_MAX_BATCH_*`; a malformed variable
+/// names itself.
+#[test]
+fn batch_limits_from_yaml_and_environment() {
+    let c =
+        LedgerConfig::from_yaml_str("ledger:\n  max_batch_records: 50\n  max_batch_bytes: 65536\n")
+            .unwrap();
+    assert_eq!((c.max_batch_records, c.max_batch_bytes), (50, 65_536));
+    let c = LedgerConfig::load_from(
+        None,
+        env(&[
+            ("LEDGER_MAX_BATCH_RECORDS", "20"),
+            ("LEDGER_MAX_BATCH_BYTES", "1024"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!((c.max_batch_records, c.max_batch_bytes), (20, 1024));
+    let msg = config_error(LedgerConfig::load_from(
+        None,
+        env(&[("LEDGER_MAX_BATCH_RECORDS", "many")]),
+    ));
+    assert!(msg.contains("LEDGER_MAX_BATCH_RECORDS"), "{msg}");
+    let msg = config_error(LedgerConfig::load_from(
+        None,
+        env(&[("LEDGER_MAX_BATCH_BYTES", "0")]),
+    ));
+    assert!(
+        msg.contains("LEDGER_MAX_BATCH_BYTES") && msg.contains("out of range"),
+        "{msg}"
+    );
 }
 
 /// An empty document, one without `ledger:` (a misspelled `ledgr:`), and one that is a list

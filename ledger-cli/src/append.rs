@@ -1,6 +1,7 @@
 //! `ledger append [--fail-fast] [--concurrency N]`: JSON Lines on stdin, one record per
-//! line; one JSON line on stdout per input line, in input order: the acknowledgement, or the
-//! error naming the line and the field.
+//! line, or one atomic batch per line (`{"anchor_id": …, "records": [ … ], "expected_head":
+//! "<hash>" | null}`: all or none, `Ledger::append_all`); one JSON line on stdout per input
+//! line, in input order: the acknowledgement, or the error naming the line and the field.
 //!
 //! Lines of different anchors are appended concurrently (up to `--concurrency` in flight);
 //! lines of one anchor are appended one after another, in input order, so a chain takes them
@@ -14,9 +15,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use ledger_actors::transfer::format::{self, FieldError};
+use ledger_actors::transfer::format::{self, AppendLine, FieldError};
 use ledger_actors::{AppendAck, Backend, Durability, Ledger, LedgerConfig, LedgerError};
-use ledger_entities::NewRecord;
 use serde_json::{Value, json};
 use tokio::io::BufReader;
 use tokio::sync::mpsc;
@@ -37,7 +37,49 @@ pub struct Args {
     concurrency: usize,
 }
 
-type InFlight = Pin<Box<dyn Future<Output = (u64, Uuid, Result<AppendAck, LedgerError>)>>>;
+/// A started line: its number, anchor, whether it failed, and its output line.
+type InFlight = Pin<Box<dyn Future<Output = (u64, Uuid, bool, Value)>>>;
+
+/// Appends one input line (a record or an atomic batch) and makes its output line.
+async fn append_line(ledger: Ledger, line: u64, input: AppendLine) -> (u64, Uuid, bool, Value) {
+    match input {
+        AppendLine::One(record) => {
+            let anchor = record.anchor_id;
+            let result = ledger.append(record).await;
+            (line, anchor, result.is_err(), outcome(line, &result))
+        }
+        AppendLine::Batch {
+            anchor_id,
+            records,
+            expect,
+        } => {
+            let result = ledger.append_all(anchor_id, records, expect).await;
+            let value = match &result {
+                Ok(ack) => json!({
+                    "line": line,
+                    "anchor_id": anchor_id,
+                    "records": ack.records.iter().map(|r| json!({
+                        "rid": r.rid,
+                        "hash": r.hash,
+                        "prev_hash": r.prev_hash,
+                        "ts": format::format_ts(r.ts),
+                    })).collect::<Vec<_>>(),
+                    "durability": durability(ack.durability),
+                    "replayed": ack.replayed,
+                }),
+                Err(e) => error_line(line, e),
+            };
+            (line, anchor_id, result.is_err(), value)
+        }
+    }
+}
+
+fn line_anchor(input: &AppendLine) -> Uuid {
+    match input {
+        AppendLine::One(r) => r.anchor_id,
+        AppendLine::Batch { anchor_id, .. } => *anchor_id,
+    }
+}
 
 /// Runs `ledger append`: exit 0 when every line was appended, 1 when a line failed (or
 /// records acknowledged during an outage did not reach PostgreSQL before exit), 2 when the
@@ -61,10 +103,10 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     let mut input = read_stdin(max_line);
     let concurrency = args.concurrency.max(1);
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
-    let mut waiting: HashMap<Uuid, VecDeque<(u64, NewRecord)>> = HashMap::new();
+    let mut waiting: HashMap<Uuid, VecDeque<(u64, AppendLine)>> = HashMap::new();
     let mut busy: HashSet<Uuid> = HashSet::new();
     // Lines whose anchor is free, started lowest line first.
-    let mut ready: BTreeMap<u64, NewRecord> = BTreeMap::new();
+    let mut ready: BTreeMap<u64, AppendLine> = BTreeMap::new();
     let mut done: BTreeMap<u64, Option<Value>> = BTreeMap::new();
     let mut next_out: u64 = 1;
     let mut line_no: u64 = 0;
@@ -77,12 +119,8 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             let Some((line, record)) = ready.pop_first() else {
                 break;
             };
-            let anchor = record.anchor_id;
-            busy.insert(anchor);
-            let ledger = ledger.clone();
-            in_flight.push(Box::pin(async move {
-                (line, anchor, ledger.append(record).await)
-            }));
+            busy.insert(line_anchor(&record));
+            in_flight.push(Box::pin(append_line(ledger.clone(), line, record)));
         }
         let outstanding = (line_no + 1 - next_out) as usize;
         let may_read = !eof && !stop && outstanding < MAX_OUTSTANDING && ready.len() < concurrency;
@@ -103,9 +141,9 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
                 if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
                     done.insert(line_no, None);
                 } else {
-                    match text.map_err(FieldError::whole_line).and_then(|t| format::parse_append_line(&t)) {
+                    match text.map_err(FieldError::whole_line).and_then(|t| format::parse_append_input(&t)) {
                         Ok(record) => {
-                            let anchor = record.anchor_id;
+                            let anchor = line_anchor(&record);
                             if busy.contains(&anchor) || waiting.contains_key(&anchor) {
                                 waiting.entry(anchor).or_default().push_back((line_no, record));
                             } else {
@@ -121,12 +159,12 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Some((line, anchor, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                if result.is_err() {
+            Some((line, anchor, failed, value)) = in_flight.next(), if !in_flight.is_empty() => {
+                if failed {
                     failures += 1;
                     stop |= args.fail_fast;
                 }
-                done.insert(line, Some(outcome(line, &result)));
+                done.insert(line, Some(value));
                 busy.remove(&anchor);
                 if let Some(queue) = waiting.get_mut(&anchor) {
                     if let Some((line, record)) = queue.pop_front() {
@@ -234,14 +272,29 @@ fn outcome(line: u64, result: &Result<AppendAck, LedgerError>) -> Value {
             "durability": durability(ack.durability),
             "replayed": ack.replayed,
         }),
-        Err(e) => {
-            let field = match e {
-                LedgerError::Invalid(inner) => inner.field().map(str::to_owned),
-                LedgerError::Conflict { .. } => Some("rid".to_owned()),
-                _ => None,
-            };
-            json!({ "line": line, "error": error_kind(e), "field": field, "message": e.to_string() })
-        }
+        Err(e) => error_line(line, e),
+    }
+}
+
+/// The output line of a failed append: the error's kind, the field (inside a batch
+/// `records/<index>/<field>`) and the message.
+fn error_line(line: u64, e: &LedgerError) -> Value {
+    json!({ "line": line, "error": error_kind(e), "field": error_field(e), "message": e.to_string() })
+}
+
+fn error_field(e: &LedgerError) -> Option<String> {
+    match e {
+        LedgerError::Invalid(inner) => inner.field().map(str::to_owned),
+        LedgerError::Conflict { .. } => Some("rid".to_owned()),
+        LedgerError::HeadMismatch { .. } => Some("expected_head".to_owned()),
+        LedgerError::BatchTooLarge { .. }
+        | LedgerError::InvalidBatch(_)
+        | LedgerError::BatchOverlap { .. } => Some("records".to_owned()),
+        LedgerError::BatchRefused { index, reason, .. } => Some(match error_field(reason) {
+            Some(f) => format!("records/{index}/{}", f.trim_start_matches('/')),
+            None => format!("records/{index}"),
+        }),
+        _ => None,
     }
 }
 
@@ -262,6 +315,11 @@ fn error_kind(e: &LedgerError) -> &'static str {
         LedgerError::Unavailable(_) => "unavailable",
         LedgerError::Database(_) => "database",
         LedgerError::ShuttingDown => "shutting_down",
+        LedgerError::HeadMismatch { .. }
+        | LedgerError::BatchRefused { .. }
+        | LedgerError::BatchTooLarge { .. }
+        | LedgerError::InvalidBatch(_)
+        | LedgerError::BatchOverlap { .. } => e.kind(),
         _ => "internal",
     }
 }

@@ -124,6 +124,56 @@ async fn append_fail_fast_stops_at_the_first_failure() {
     ctx.teardown().await;
 }
 
+/// A batch line `{"anchor_id", "records": [...], "expected_head"}` is one atomic append:
+/// acknowledged with all its records, or refused naming the record and field with nothing
+/// written; `expected_head: null` on an existing anchor and a stale head are refused with
+/// the current head; single-record lines still work beside batch lines.
+#[actix_rt::test]
+async fn append_takes_batch_lines_atomically() {
+    let ctx = TestContext::new("cli_batch").await;
+    let a = Uuid::new_v4();
+    let item = |i: u64| json!({ "slot": "s", "kind": "k", "payload": { "i": i }, "producer": "p" });
+    let first =
+        json!({ "anchor_id": a, "records": [item(0), item(1), item(2)], "expected_head": null });
+    let out = ledger(&ctx.dsn, &["append"], &format!("{first}\n"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let acks = json_lines(&out);
+    let records = acks[0]["records"].as_array().unwrap();
+    assert_eq!(records.len(), 3);
+    assert_eq!(acks[0]["durability"], "committed");
+    let head = records[2]["hash"].as_str().unwrap().to_owned();
+    assert_eq!(records[1]["prev_hash"], records[0]["hash"]);
+
+    let mut bad = item(4);
+    bad["slot"] = json!("");
+    let input = [
+        // the anchor exists: refused with its head
+        json!({ "anchor_id": a, "records": [item(3)], "expected_head": null }).to_string(),
+        // the second record is invalid: nothing of this line is written
+        json!({ "anchor_id": a, "records": [item(3), bad], "expected_head": head }).to_string(),
+        json!({ "anchor_id": a, "records": [item(5)], "expected_head": "zz" }).to_string(),
+        json!({ "anchor_id": a, "slot": "s", "kind": "k", "payload": {}, "producer": "p" })
+            .to_string(),
+    ];
+    let out = ledger(
+        &ctx.dsn,
+        &["append", "--concurrency", "1"],
+        &(input.join("\n") + "\n"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let acks = json_lines(&out);
+    assert_eq!(acks[0]["error"], "head_mismatch", "{acks:?}");
+    assert!(acks[0]["message"].as_str().unwrap().contains(&head));
+    assert_eq!(acks[1]["error"], "batch_refused", "{acks:?}");
+    assert_eq!(acks[1]["field"], "records/1/slot");
+    assert_eq!(acks[2]["error"], "malformed");
+    assert_eq!(acks[2]["field"], "expected_head");
+    assert!(acks[3].get("error").is_none(), "{acks:?}");
+    assert_eq!(acks[3]["prev_hash"], json!(head));
+    assert_eq!(support::count(&ctx.db).await, 4);
+    ctx.teardown().await;
+}
+
 /// `get`, `records` and `anchors` show what was appended, as tables and as JSON (the
 /// export's record line, every field); `--since`/`--until`/`--limit` select windows; an
 /// unknown rid or anchor exits 1.

@@ -11,7 +11,9 @@ use ledger_entities::{LedgerRecord, NewRecord};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::chain::{Append, AppendAck, ChainSettings, Sink};
+use crate::chain::{
+    Append, AppendAck, AppendBatch, BatchAck, ChainActor, ChainSettings, Expect, Sink,
+};
 use crate::config::{Backend, LedgerConfig};
 use crate::error::LedgerError;
 use crate::health::Health;
@@ -420,6 +422,8 @@ impl Ledger {
             mailboxes,
             persistence_queue,
             relink_for: config.timeout.mul_f64(0.8),
+            max_batch_records: config.max_batch_records,
+            max_batch_bytes: config.max_batch_bytes,
         };
         let router = ChainRouter::new(settings, handles.clone());
         if let Some(s) = &writer_parts {
@@ -583,12 +587,133 @@ impl Ledger {
             .await
     }
 
-    async fn send(
+    /// Appends `records` to `anchor_id`'s chain atomically: they land contiguous, in this
+    /// order, all or none, with one durability; answered once all are stored. A refusal names
+    /// the record ([`LedgerError::BatchRefused`]) and stores nothing. `expect` is checked
+    /// against the anchor's head first ([`LedgerError::HeadMismatch`] carries the current
+    /// head), in this process and, on PostgreSQL, against other processes too. Re-sending a
+    /// stored batch (same client rids, same content) answers the stored records
+    /// (`replayed`); a batch overlapping stored rids only in part is
+    /// [`LedgerError::BatchOverlap`]. At most `max_batch_records` records and
+    /// `max_batch_bytes` canonical payload bytes ([`LedgerError::BatchTooLarge`]). On
+    /// PostgreSQL the batch is one unit of group commit (one statement, one transaction);
+    /// during an outage it is buffered and spooled as one unit, unless it expects a head
+    /// (then it is refused `Unavailable`: other processes cannot be checked).
+    pub async fn append_all(
         &self,
-        msg: Append,
+        anchor_id: Uuid,
+        records: Vec<NewRecord>,
+        expect: Expect,
+    ) -> Result<BatchAck, LedgerError> {
+        self.append_batch(anchor_id, records, expect, false, self.config().timeout)
+            .await
+    }
+
+    /// Like [`Ledger::append_all`], but answers only once the batch is committed in
+    /// PostgreSQL, waiting through an outage for up to `wait`.
+    pub async fn append_all_durable(
+        &self,
+        anchor_id: Uuid,
+        records: Vec<NewRecord>,
+        expect: Expect,
+        wait: std::time::Duration,
+    ) -> Result<BatchAck, LedgerError> {
+        self.append_batch(anchor_id, records, expect, true, wait)
+            .await
+    }
+
+    /// [`Ledger::append`] only if the anchor's head is as `expect` says (see
+    /// [`Ledger::append_all`]; this is a batch of one).
+    pub async fn append_expecting(
+        &self,
+        record: NewRecord,
+        expect: Expect,
+    ) -> Result<AppendAck, LedgerError> {
+        let anchor_id = record.anchor_id;
+        let ack = self.append_all(anchor_id, vec![record], expect).await?;
+        let record = ack.records.into_iter().next().ok_or_else(|| {
+            LedgerError::Internal("an atomic append of one record answered none".into())
+        })?;
+        Ok(AppendAck {
+            record,
+            durability: ack.durability,
+            replayed: ack.replayed,
+        })
+    }
+
+    async fn append_batch(
+        &self,
+        anchor_id: Uuid,
+        records: Vec<NewRecord>,
+        expect: Expect,
+        wait_committed: bool,
+        wait: std::time::Duration,
+    ) -> Result<BatchAck, LedgerError> {
+        let started = Instant::now();
+        let result = match self.admit_all(records) {
+            Ok(records) => {
+                let msg = if wait_committed {
+                    AppendBatch::durable(records, expect)
+                } else {
+                    AppendBatch::new(records, expect)
+                };
+                self.send(msg, anchor_id, wait).await
+            }
+            Err(e) => Err(e),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome_label(),
+        };
+        crate::metrics::append_finished(outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// [`Ledger::admit`] for every record of a batch, after its record-count limit (so an
+    /// oversized batch costs nothing); on a refusal every payload is disposed of.
+    fn admit_all(&self, records: Vec<NewRecord>) -> Result<Vec<NewRecord>, LedgerError> {
+        let config = self.config();
+        let refused = if records.len() > config.max_batch_records {
+            Some(LedgerError::BatchTooLarge {
+                records: records.len(),
+                bytes: 0,
+                max_records: config.max_batch_records,
+                max_bytes: config.max_batch_bytes,
+            })
+        } else {
+            let max_depth = config.limits().max_depth;
+            records.iter().enumerate().find_map(|(index, r)| {
+                ledger_entities::validate::check_depth(&r.payload, max_depth)
+                    .err()
+                    .map(|e| LedgerError::BatchRefused {
+                        index,
+                        rid: r.rid,
+                        reason: Box::new(e.into()),
+                    })
+            })
+        };
+        match refused {
+            None => Ok(records),
+            Some(e) => {
+                for r in records {
+                    ledger_entities::validate::dispose(r.payload);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn send<M, R>(
+        &self,
+        msg: M,
         anchor_id: Uuid,
         wait: std::time::Duration,
-    ) -> Result<AppendAck, LedgerError> {
+    ) -> Result<R, LedgerError>
+    where
+        M: crate::chain::Routed<Result = Result<R, LedgerError>>,
+        ChainActor: actix::Handler<M>,
+        R: Send + 'static,
+    {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(LedgerError::ShuttingDown);
         }

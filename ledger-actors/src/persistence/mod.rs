@@ -129,8 +129,17 @@ impl AckBatch {
 /// Store this record after every record sent before it by the same chain actor. Sent with
 /// `do_send` so that one chain actor's records stay in order.
 pub struct Persist {
-    /// The hashed record.
+    /// The hashed record (the first of an atomic batch).
     pub record: Arc<LedgerRecord>,
+    /// The rest of an atomic batch (`Ledger::append_all`), in chain order after `record`;
+    /// empty for a single append. The writer keeps the batch one unit: written in one
+    /// group-commit statement or not at all, buffered and spooled together (one spool
+    /// frame), answered once through `reply`.
+    pub rest: Vec<Arc<LedgerRecord>>,
+    /// The append expected a head: it must never be re-linked or re-chained onto another
+    /// head, and is refused (not buffered) while PostgreSQL is unreachable, because then
+    /// no other process's append can be checked against it.
+    pub strict: bool,
     /// Receives the outcome exactly once.
     pub reply: PersistReply,
     /// Answer only once the record is committed in PostgreSQL, even during an outage
@@ -140,6 +149,23 @@ pub struct Persist {
 
 impl Message for Persist {
     type Result = ();
+}
+
+impl Persist {
+    /// Records in this unit.
+    pub fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// Never true: a unit holds at least its first record (for clippy's `len_without_is_empty`).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The unit's records in chain order.
+    pub fn records(&self) -> impl Iterator<Item = &Arc<LedgerRecord>> {
+        std::iter::once(&self.record).chain(self.rest.iter())
+    }
 }
 
 /// What the writer's inbox carries: records and flushes, in one FIFO order.

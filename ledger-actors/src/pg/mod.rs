@@ -177,6 +177,31 @@ pub async fn insert_records_on(
         .collect())
 }
 
+/// [`insert_records`] in one transaction, committed only if `refuse(taken)` is false (the
+/// indexes of the records whose rid is stored under another hash, which `ON CONFLICT`
+/// skipped): an atomic batch with a skipped record is rolled back whole instead of being
+/// written without it. Returns the taken indexes and whether the transaction committed.
+/// Replication is confirmed after the commit as in [`insert_records`].
+pub async fn insert_records_unless(
+    pool: &PgPool,
+    records: &[Arc<LedgerRecord>],
+    replication: crate::config::Replication,
+    refuse: impl Fn(&[usize]) -> bool,
+) -> Result<(Vec<usize>, bool), DbErr> {
+    if records.is_empty() {
+        return Ok((Vec::new(), true));
+    }
+    let mut tx = pool.begin().await.map_err(exec_err)?;
+    let taken = insert_records_on(&mut tx, records).await?;
+    if !taken.is_empty() && refuse(&taken) {
+        tx.rollback().await.map_err(exec_err)?;
+        return Ok((taken, false));
+    }
+    tx.commit().await.map_err(exec_err)?;
+    replication::confirm(pool, replication).await?;
+    Ok((taken, true))
+}
+
 fn exec_err(e: sqlx::Error) -> DbErr {
     DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)))
 }

@@ -63,6 +63,12 @@ impl MemoryLedgerStore {
             order.extend(records.iter().cloned());
             first
         };
+        // One anchor's batch (an atomic append): its chain entry is taken once and grown
+        // once, instead of per record.
+        let one_anchor = records
+            .first()
+            .map(|f| f.anchor_id)
+            .filter(|a| records.iter().all(|r| r.anchor_id == *a));
         for (pos, r) in (first..).zip(records) {
             self.by_rid.insert(r.rid, pos);
             // Only this writer inserts (the lock above), so the prefix test cannot race.
@@ -74,10 +80,19 @@ impl MemoryLedgerStore {
                     self.by_hash_overflow.insert(r.hash, pos);
                 }
             }
+            if one_anchor.is_none() {
+                self.chains
+                    .entry(r.anchor_id)
+                    .or_default()
+                    .push(Arc::clone(r));
+            }
+        }
+        // After the indexes, as for single records: a record in a chain is always indexed.
+        if let Some(anchor) = one_anchor {
             self.chains
-                .entry(r.anchor_id)
+                .entry(anchor)
                 .or_default()
-                .push(Arc::clone(r));
+                .extend(records.iter().cloned());
         }
         self.count
             .fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -136,7 +151,7 @@ impl MemoryLedgerStore {
         }
         // Heads and rids as they will be after the earlier records of this batch.
         let mut heads: HashMap<Uuid, Option<RecordHash>> = HashMap::new();
-        let mut rids = std::collections::HashSet::new();
+        let mut rids = std::collections::HashSet::with_capacity(records.len());
         for r in records {
             let head = heads
                 .entry(r.anchor_id)

@@ -307,6 +307,105 @@ pub fn parse_append_line(text: &str) -> Result<NewRecord, FieldError> {
     let mut map = parse_object(text)?;
     refuse_unknown(&map, &APPEND_FIELDS)?;
     let anchor_id = take_uuid(&mut map, "anchor_id")?;
+    new_record_fields(map, anchor_id)
+}
+
+/// The keys of a batch line of `ledger append` (`expected_head` optional).
+pub const BATCH_FIELDS: [&str; 3] = ["anchor_id", "records", "expected_head"];
+
+/// The keys of a record inside a batch line (`anchor_id`, `rid` and `sig` optional; an
+/// `anchor_id` must be the line's).
+pub const BATCH_RECORD_FIELDS: [&str; 7] = APPEND_FIELDS;
+
+/// A `ledger append` input line: one record, or an atomic batch.
+#[derive(Debug)]
+pub enum AppendLine {
+    /// A single-record line ([`parse_append_line`]).
+    One(NewRecord),
+    /// `{"anchor_id": …, "records": [ … ], "expected_head": "<hash>" | null}`: appended as
+    /// one atomic batch (`Ledger::append_all`); `expected_head` absent is
+    /// [`crate::Expect::Any`], `null` is [`crate::Expect::NoStream`].
+    Batch {
+        /// The anchor.
+        anchor_id: Uuid,
+        /// The records, in chain order.
+        records: Vec<NewRecord>,
+        /// What the anchor's head must be.
+        expect: crate::Expect,
+    },
+}
+
+/// Parses one `ledger append` line: a batch line when it has the key `records`, else a
+/// single-record line. Errors name the field, inside a batch as `records/<index>/<field>`.
+pub fn parse_append_input(text: &str) -> Result<AppendLine, FieldError> {
+    let mut map = parse_object(text)?;
+    if !map.contains_key("records") {
+        refuse_unknown(&map, &APPEND_FIELDS)?;
+        let anchor_id = take_uuid(&mut map, "anchor_id")?;
+        return new_record_fields(map, anchor_id).map(AppendLine::One);
+    }
+    refuse_unknown(&map, &BATCH_FIELDS)?;
+    let anchor_id = take_uuid(&mut map, "anchor_id")?;
+    let expect = match map.remove("expected_head") {
+        None => crate::Expect::Any,
+        Some(Value::Null) => crate::Expect::NoStream,
+        Some(Value::String(h)) => crate::Expect::Head(parse_hash("expected_head", &h)?),
+        Some(other) => {
+            return Err(FieldError::at(
+                "expected_head",
+                format!("must be a record hash or null, found {}", type_name(&other)),
+            ));
+        }
+    };
+    let items = match map.remove("records") {
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(FieldError::at(
+                "records",
+                format!("must be an array of records, found {}", type_name(&other)),
+            ));
+        }
+        None => return Err(FieldError::at("records", "missing")),
+    };
+    if items.is_empty() {
+        return Err(FieldError::at("records", "must hold at least one record"));
+    }
+    let mut records = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let inside = |e: FieldError| FieldError {
+            field: Some(match e.field {
+                Some(f) => format!("records/{i}/{f}"),
+                None => format!("records/{i}"),
+            }),
+            message: e.message,
+        };
+        let Value::Object(mut fields) = item else {
+            return Err(inside(FieldError::whole_line("must be a JSON object")));
+        };
+        refuse_unknown(&fields, &BATCH_RECORD_FIELDS).map_err(inside)?;
+        if fields.contains_key("anchor_id") {
+            let own = take_uuid(&mut fields, "anchor_id").map_err(inside)?;
+            if own != anchor_id {
+                return Err(inside(FieldError::at(
+                    "anchor_id",
+                    format!("is {own}, the line's anchor_id is {anchor_id}"),
+                )));
+            }
+        }
+        records.push(new_record_fields(fields, anchor_id).map_err(inside)?);
+    }
+    Ok(AppendLine::Batch {
+        anchor_id,
+        records,
+        expect,
+    })
+}
+
+/// The record fields of an append line (all but `anchor_id`, already taken).
+fn new_record_fields(
+    mut map: Map<String, Value>,
+    anchor_id: Uuid,
+) -> Result<NewRecord, FieldError> {
     let slot = take_string(&mut map, "slot")?;
     let kind = take_string(&mut map, "kind")?;
     let payload = map
@@ -483,6 +582,77 @@ mod tests {
 
     /// Each malformed field is named: wrong type, missing, bad UUID, bad base64, unknown
     /// key, duplicate key.
+    #[test]
+    fn batch_line_parses_strictly_naming_the_field() {
+        let a = Uuid::new_v4();
+        let rec = |i: u64| json!({"slot": "s", "kind": "k", "payload": {"i": i}, "producer": "p"});
+        let line =
+            json!({"anchor_id": a.to_string(), "records": [rec(0), rec(1)], "expected_head": null});
+        match parse_append_input(&line.to_string()).expect("a batch line") {
+            AppendLine::Batch {
+                anchor_id,
+                records,
+                expect,
+            } => {
+                assert_eq!(anchor_id, a);
+                assert_eq!(records.len(), 2);
+                assert!(records.iter().all(|r| r.anchor_id == a));
+                assert_eq!(expect, crate::Expect::NoStream);
+            }
+            other => panic!("expected a batch, got {other:?}"),
+        }
+        let any = json!({"anchor_id": a.to_string(), "records": [rec(0)]});
+        assert!(matches!(
+            parse_append_input(&any.to_string()).expect("a batch line"),
+            AppendLine::Batch {
+                expect: crate::Expect::Any,
+                ..
+            }
+        ));
+        let single = json!({"anchor_id": a.to_string(), "slot": "s", "kind": "k", "payload": 1, "producer": "p"});
+        assert!(matches!(
+            parse_append_input(&single.to_string()).expect("a record line"),
+            AppendLine::One(_)
+        ));
+        let field_of = |v: Value| {
+            parse_append_input(&v.to_string())
+                .expect_err("refused")
+                .field
+        };
+        let mut bad = rec(1);
+        bad.as_object_mut().expect("an object").remove("kind");
+        assert_eq!(
+            field_of(json!({"anchor_id": a.to_string(), "records": [rec(0), bad]})).as_deref(),
+            Some("records/1/kind")
+        );
+        assert_eq!(
+            field_of(
+                json!({"anchor_id": a.to_string(), "records": [rec(0)], "expected_head": "zz"})
+            )
+            .as_deref(),
+            Some("expected_head")
+        );
+        assert_eq!(
+            field_of(json!({"anchor_id": a.to_string(), "records": []})).as_deref(),
+            Some("records")
+        );
+        assert_eq!(
+            field_of(json!({"anchor_id": a.to_string(), "records": [rec(0)], "extra": 1}))
+                .as_deref(),
+            Some("extra")
+        );
+        let mut other_anchor = rec(0);
+        other_anchor["anchor_id"] = json!(Uuid::new_v4().to_string());
+        assert_eq!(
+            field_of(json!({"anchor_id": a.to_string(), "records": [other_anchor]})).as_deref(),
+            Some("records/0/anchor_id")
+        );
+        assert_eq!(
+            field_of(json!({"anchor_id": a.to_string(), "records": [1]})).as_deref(),
+            Some("records/0")
+        );
+    }
+
     #[test]
     fn append_line_errors_name_the_field() {
         let anchor = Uuid::from_u128(5);

@@ -16,6 +16,9 @@ use crate::store::{Head, RecordRange};
 struct Inner {
     /// Every buffered record, oldest first: the drain order.
     queue: VecDeque<Arc<LedgerRecord>>,
+    /// Records per unit along `queue` (1, or an atomic batch's size): the drain takes whole
+    /// units, so a batch reaches the database in one statement or not at all.
+    units: VecDeque<usize>,
     /// Each anchor's buffered records in chain order.
     by_anchor: HashMap<Uuid, VecDeque<Arc<LedgerRecord>>>,
     by_rid: HashMap<Uuid, Arc<LedgerRecord>>,
@@ -49,6 +52,42 @@ impl OutageBuffer {
     /// Appends a record behind everything buffered.
     pub fn push_back(&self, record: Arc<LedgerRecord>) {
         let mut b = self.lock();
+        b.units.push_back(1);
+        b.add(record);
+    }
+
+    /// Appends an atomic batch (one unit, in chain order) behind everything buffered.
+    pub fn push_unit(&self, records: &[Arc<LedgerRecord>]) {
+        if records.is_empty() {
+            return;
+        }
+        let mut b = self.lock();
+        b.units.push_back(records.len());
+        for r in records {
+            b.add(Arc::clone(r));
+        }
+    }
+
+    /// The oldest whole units holding at least `n` records (or all), not removed, with
+    /// each unit's size: a unit is never cut.
+    pub fn front_units(&self, n: usize) -> (Vec<Arc<LedgerRecord>>, Vec<usize>) {
+        let b = self.lock();
+        let mut units = Vec::new();
+        let mut total = 0;
+        for &u in &b.units {
+            if total >= n.max(1) {
+                break;
+            }
+            units.push(u);
+            total += u;
+        }
+        (b.queue.iter().take(total).cloned().collect(), units)
+    }
+}
+
+impl Inner {
+    fn add(&mut self, record: Arc<LedgerRecord>) {
+        let b = self;
         b.by_anchor
             .entry(record.anchor_id)
             .or_default()
@@ -57,7 +96,9 @@ impl OutageBuffer {
         b.by_hash.insert(record.hash, record.rid);
         b.queue.push_back(record);
     }
+}
 
+impl OutageBuffer {
     /// The oldest `n` records (not removed).
     pub fn front(&self, n: usize) -> Vec<Arc<LedgerRecord>> {
         self.lock().queue.iter().take(n).cloned().collect()
@@ -70,6 +111,14 @@ impl OutageBuffer {
         let mut b = self.lock();
         for _ in 0..n {
             let Some(r) = b.queue.pop_front() else { break };
+            // Callers pop whole units; a count cut inside one shrinks it (stays consistent).
+            match b.units.front_mut() {
+                Some(u) if *u > 1 => *u -= 1,
+                Some(_) => {
+                    b.units.pop_front();
+                }
+                None => {}
+            }
             b.by_rid.remove(&r.rid);
             if b.by_hash.get(&r.hash) == Some(&r.rid) {
                 b.by_hash.remove(&r.hash);
@@ -98,6 +147,7 @@ impl OutageBuffer {
             by_anchor,
             by_rid: index,
             by_hash,
+            ..
         } = &mut *b;
         for slot in queue.iter_mut().chain(by_anchor.values_mut().flatten()) {
             if let Some(new) = by_rid.get(&slot.rid) {

@@ -60,11 +60,24 @@ pub const MAX_CONCURRENT_BATCHES: usize = 2;
 /// within moments of it; a minute is far beyond that.
 pub const POISON_TTL: Duration = Duration::from_secs(60);
 
-/// A record waiting for (or in) a batch: the writer's number for it, when it arrived.
+/// A unit waiting for (or in) a batch: the writer's number for it, when it arrived, its
+/// record (the first of an atomic batch) and the rest of that batch (empty for one record).
+/// A unit is never split: it goes into one batch statement whole.
 struct Queued {
     seq: u64,
     at: Instant,
     record: Arc<LedgerRecord>,
+    rest: Vec<Arc<LedgerRecord>>,
+}
+
+impl Queued {
+    fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    fn records(&self) -> impl Iterator<Item = &Arc<LedgerRecord>> {
+        std::iter::once(&self.record).chain(self.rest.iter())
+    }
 }
 
 /// The refused hashes of one anchor.
@@ -76,6 +89,8 @@ struct Poison {
 /// A batch being written.
 struct Running {
     records: Vec<Queued>,
+    /// Records in `records` (units may hold several).
+    count: usize,
     task: actix_rt::task::JoinHandle<()>,
 }
 
@@ -83,9 +98,9 @@ struct Running {
 pub(super) enum BatchOutcome {
     /// Every record committed.
     Committed,
-    /// Records were settled one by one: `results[i]` is record `i`'s outcome; from index
-    /// `unwritten.0` on (if any) nothing was written because the database became unreachable
-    /// (`unwritten.1`).
+    /// Units were settled one by one: `results[i]` is unit `i`'s outcome (a unit: one
+    /// record, or an atomic batch, all or none); from unit `unwritten.0` on (if any)
+    /// nothing was written because the database became unreachable (`unwritten.1`).
     Settled {
         results: Vec<Result<(), LedgerError>>,
         unwritten: Option<(usize, LedgerError)>,
@@ -265,9 +280,11 @@ impl GroupCommit {
     /// order) records whose predecessor is in a running batch or was itself left.
     fn take_batch(&mut self, refused: &mut Vec<(u64, LedgerError)>) -> Vec<Queued> {
         let mut batch = Vec::with_capacity(self.queue.len().min(self.batch_size));
+        let mut batch_records = 0;
         let mut left: VecDeque<Queued> = VecDeque::new();
         let mut left_hashes: HashSet<RecordHash> = HashSet::new();
-        while batch.len() < self.batch_size {
+        // Counted in records; a unit goes whole, so a batch may pass `batch_size` by one unit.
+        while batch_records < self.batch_size {
             let Some(q) = self.queue.pop_front() else {
                 break;
             };
@@ -280,7 +297,7 @@ impl GroupCommit {
             if let Some(poison) = poisoned {
                 match record.prev_hash {
                     Some(prev) if poison.hashes.contains(&prev) => {
-                        poison.hashes.insert(record.hash);
+                        poison.hashes.extend(q.records().map(|r| r.hash));
                         poison.touched = Instant::now();
                         let anchor_id = record.anchor_id;
                         refused.push((q.seq, LedgerError::Aborted { anchor_id }));
@@ -296,9 +313,10 @@ impl GroupCommit {
                 .prev_hash
                 .is_some_and(|prev| self.in_flight.contains(&prev) || left_hashes.contains(&prev));
             if waits {
-                left_hashes.insert(record.hash);
+                left_hashes.extend(q.records().map(|r| r.hash));
                 left.push_back(q);
             } else {
+                batch_records += q.len();
                 batch.push(q);
             }
         }
@@ -317,15 +335,15 @@ impl GroupCommit {
         outcome: BatchOutcome,
     ) -> Option<Vec<(u64, Result<(), LedgerError>)>> {
         let run = self.running.remove(&id)?;
-        self.running_records -= run.records.len();
-        for q in &run.records {
-            self.in_flight.remove(&q.record.hash);
+        self.running_records -= run.count;
+        for r in run.records.iter().flat_map(Queued::records) {
+            self.in_flight.remove(&r.hash);
         }
         self.blocked = false;
         let mut answers = Vec::with_capacity(run.records.len());
         match outcome {
             BatchOutcome::Committed => {
-                self.stats.committed(run.records.len());
+                self.stats.committed(run.count);
                 answers.extend(run.records.into_iter().map(|q| (q.seq, Ok(()))));
             }
             BatchOutcome::Settled { results, unwritten } => {
@@ -334,7 +352,9 @@ impl GroupCommit {
                 // from `records` without a result would be lost.
                 for (result, q) in results.into_iter().zip(records.by_ref()) {
                     if result.is_err() {
-                        self.poison_record(&q.record);
+                        for r in q.records() {
+                            self.poison_record(r);
+                        }
                     }
                     answers.push((q.seq, result));
                 }
@@ -351,12 +371,19 @@ impl GroupCommit {
 
 impl Writer {
     /// Queues a pending record for the next batch and starts a batch if one is due.
-    pub(super) fn enqueue(&mut self, seq: u64, record: Arc<LedgerRecord>, ctx: &mut Context<Self>) {
+    pub(super) fn enqueue(
+        &mut self,
+        seq: u64,
+        record: Arc<LedgerRecord>,
+        rest: Vec<Arc<LedgerRecord>>,
+        ctx: &mut Context<Self>,
+    ) {
         let c = &mut self.commit;
         c.queue.push_back(Queued {
             seq,
             at: Instant::now(),
             record,
+            rest,
         });
         let room = c.running.len() < MAX_CONCURRENT_BATCHES && !c.blocked;
         // The same triggers as `dispatch`'s `due` (a linger timer still armed from an earlier
@@ -428,22 +455,27 @@ impl Writer {
         };
         let id = c.next_batch;
         c.next_batch += 1;
-        let records: Vec<Arc<LedgerRecord>> = batch.iter().map(|q| Arc::clone(&q.record)).collect();
-        c.in_flight.extend(records.iter().map(|r| r.hash));
-        c.running_records += batch.len();
+        let units: Vec<Vec<Arc<LedgerRecord>>> = batch
+            .iter()
+            .map(|q| q.records().cloned().collect())
+            .collect();
+        let count = units.iter().map(Vec::len).sum();
+        c.in_flight.extend(units.iter().flatten().map(|r| r.hash));
+        c.running_records += count;
         let retry_for = c.retry_for;
         let replication = c.replication;
         let me = ctx.address();
         // A task of its own, on this Arbiter: the round trips make progress while this busy
         // actor handles its mailbox; one message back per batch.
         let task = actix_rt::spawn(async move {
-            let outcome = write_batch(pool, records, retry_for, replication).await;
+            let outcome = write_batch(pool, units, retry_for, replication).await;
             me.do_send(BatchDone { id, outcome });
         });
         c.running.insert(
             id,
             Running {
                 records: batch,
+                count,
                 task,
             },
         );
@@ -480,48 +512,94 @@ impl Handler<BatchDone> for Writer {
 // Database writes (each batch on its own task)
 // ---------------------------------------------------------------------------------------
 
-/// Writes a batch in one statement. When the statement is refused because one anchor moved
-/// (another process extended it: fork guard or missing predecessor, named by the server's
-/// error), that anchor's records are taken out of the batch — refused with
-/// [`LedgerError::ForkRefused`] / [`LedgerError::Aborted`], so their chain actor re-links
-/// them — and the rest is written again as one statement: contention on one anchor costs the
-/// others one more round trip, not a statement each. Any other data error retries the
-/// remaining records one by one. Deadlocks and serialization failures are retried for up to
-/// `retry_for`.
+/// Writes a batch of units (a unit: one record, or an atomic batch) in one statement. When
+/// the statement is refused because one anchor moved (another process extended it: fork
+/// guard or missing predecessor, named by the server's error), that anchor's units are taken
+/// out of the batch — refused with [`LedgerError::ForkRefused`] / [`LedgerError::Aborted`],
+/// so their chain actor re-links them — and the rest is written again as one statement:
+/// contention on one anchor costs the others one more round trip, not a statement each. Any
+/// other data error retries the remaining units one by one. Deadlocks and serialization
+/// failures are retried for up to `retry_for`.
+///
+/// A batch holding an atomic batch of several records is written in a transaction that is
+/// rolled back if a record of such a batch was skipped (its rid stored under another hash),
+/// so an atomic batch is never written without one of its records; the units hit are
+/// refused and the rest written again.
 async fn write_batch(
     pool: PgPool,
-    records: Vec<Arc<LedgerRecord>>,
+    units: Vec<Vec<Arc<LedgerRecord>>>,
     retry_for: Duration,
     replication: crate::config::Replication,
 ) -> BatchOutcome {
-    let mut results: Vec<Result<(), LedgerError>> = vec![Ok(()); records.len()];
-    let mut live: Vec<usize> = (0..records.len()).collect();
+    let total: usize = units.iter().map(Vec::len).sum();
+    let mut results: Vec<Result<(), LedgerError>> = vec![Ok(()); units.len()];
+    let mut live: Vec<usize> = (0..units.len()).collect();
     let mut moved_out = false;
     loop {
-        let batch: Vec<Arc<LedgerRecord>> = live.iter().map(|&i| Arc::clone(&records[i])).collect();
+        // The live units' records, and for each record its unit.
+        let mut batch: Vec<Arc<LedgerRecord>> = Vec::with_capacity(total);
+        let mut unit_of: Vec<usize> = Vec::with_capacity(total);
+        for &u in &live {
+            batch.extend(units[u].iter().cloned());
+            unit_of.extend(std::iter::repeat_n(u, units[u].len()));
+        }
         let single = (batch.len() == 1).then(|| batch[0].as_ref());
         let started = Instant::now();
-        let result = retry_contention(retry_for, || {
-            crate::pg::insert_records(&pool, &batch, replication)
+        let atomic = live.iter().any(|&u| units[u].len() > 1);
+        let hits_atomic = |taken: &[usize]| taken.iter().any(|&t| units[unit_of[t]].len() > 1);
+        let result = retry_contention(retry_for, || async {
+            if atomic {
+                crate::pg::insert_records_unless(&pool, &batch, replication, hits_atomic).await
+            } else {
+                crate::pg::insert_records(&pool, &batch, replication)
+                    .await
+                    .map(|taken| (taken, true))
+            }
         })
         .await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
         let err = match result {
-            Ok(taken) if taken.is_empty() && !moved_out => {
-                crate::metrics::db_batch_committed(records.len());
+            Ok((taken, _)) if taken.is_empty() && !moved_out => {
+                crate::metrics::db_batch_committed(total);
                 tracing::debug!(
-                    records = records.len(),
+                    records = total,
                     ms = started.elapsed().as_secs_f64() * 1e3,
                     "batch committed"
                 );
                 return BatchOutcome::Committed;
             }
-            Ok(taken) => {
-                // Rids stored under another hash are refused, the rest committed.
+            Ok((taken, false)) => {
+                // Rolled back: an atomic batch had a record skipped. Refuse the units hit
+                // and write the rest again.
+                crate::metrics::db_error(false);
+                moved_out = true;
+                let mut hit: HashMap<usize, LedgerError> = HashMap::new();
+                for t in taken {
+                    hit.entry(unit_of[t])
+                        .or_insert_with(|| rid_taken(&batch[t]));
+                }
+                live.retain(|u| match hit.remove(u) {
+                    Some(e) => {
+                        results[*u] = Err(e);
+                        false
+                    }
+                    None => true,
+                });
+                if live.is_empty() {
+                    return BatchOutcome::Settled {
+                        results,
+                        unwritten: None,
+                    };
+                }
+                continue;
+            }
+            Ok((taken, true)) => {
+                // Rids stored under another hash are refused, the rest committed (only
+                // single-record units can be here: a hit atomic batch rolls back).
                 crate::metrics::db_batch_committed(batch.len() - taken.len());
                 for t in taken {
                     crate::metrics::db_error(false);
-                    results[live[t]] = Err(rid_taken(&batch[t]));
+                    results[unit_of[t]] = Err(rid_taken(&batch[t]));
                 }
                 return BatchOutcome::Settled {
                     results,
@@ -533,7 +611,7 @@ async fn write_batch(
         match err {
             LedgerError::Unavailable(_) if !moved_out => {
                 crate::metrics::db_error(true);
-                tracing::warn!(error = %err, records = records.len(), "batch not written: database unavailable");
+                tracing::warn!(error = %err, records = total, "batch not written: database unavailable");
                 return BatchOutcome::Settled {
                     results: Vec::new(),
                     unwritten: Some((0, err)),
@@ -543,8 +621,8 @@ async fn write_batch(
                 // Part of the batch is settled (an anchor was taken out): the rest is not
                 // written; the writer fails over on it.
                 crate::metrics::db_error(true);
-                for &i in &live {
-                    results[i] = Err(err.clone());
+                for &u in &live {
+                    results[u] = Err(err.clone());
                 }
                 return BatchOutcome::Settled {
                     results,
@@ -552,17 +630,17 @@ async fn write_batch(
                 };
             }
             LedgerError::ForkRefused { anchor_id, .. }
-                if live.iter().any(|&i| records[i].anchor_id == anchor_id) =>
+                if live.iter().any(|&u| units[u][0].anchor_id == anchor_id) =>
             {
                 crate::metrics::db_error(false);
-                tracing::debug!(%anchor_id, records = live.len(), "anchor moved under a batch; writing the rest again");
+                tracing::debug!(%anchor_id, units = live.len(), "anchor moved under a batch; writing the rest again");
                 moved_out = true;
                 let mut first = true;
-                live.retain(|&i| {
-                    if records[i].anchor_id != anchor_id {
+                live.retain(|&u| {
+                    if units[u][0].anchor_id != anchor_id {
                         return true;
                     }
-                    results[i] = Err(if first {
+                    results[u] = Err(if first {
                         err.clone()
                     } else {
                         LedgerError::Aborted { anchor_id }
@@ -586,9 +664,9 @@ async fn write_batch(
                 };
             }
             err => {
-                tracing::warn!(error = %err, records = live.len(), "batch refused; writing its records one by one");
-                let rest: Vec<Arc<LedgerRecord>> =
-                    live.iter().map(|&i| Arc::clone(&records[i])).collect();
+                tracing::warn!(error = %err, units = live.len(), "batch refused; writing its units one by one");
+                let rest: Vec<&[Arc<LedgerRecord>]> =
+                    live.iter().map(|&u| units[u].as_slice()).collect();
                 return match write_one_by_one(&pool, &rest, retry_for, replication).await {
                     BatchOutcome::Committed => BatchOutcome::Settled {
                         results,
@@ -603,8 +681,8 @@ async fn write_batch(
                             results[live[k]] = r;
                         }
                         if let Some((_, err)) = unwritten {
-                            for &i in &live[settled..] {
-                                results[i] = Err(err.clone());
+                            for &u in &live[settled..] {
+                                results[u] = Err(err.clone());
                             }
                         }
                         BatchOutcome::Settled {
@@ -618,38 +696,50 @@ async fn write_batch(
     }
 }
 
-/// Writes each record in its own statement, in order. A record whose predecessor failed
-/// here is refused without being written ([`LedgerError::Aborted`]).
+/// Writes each unit in its own statement (an atomic batch in a transaction rolled back if
+/// one of its records is skipped), in order. A unit whose predecessor failed here is
+/// refused without being written ([`LedgerError::Aborted`]).
 async fn write_one_by_one(
     pool: &PgPool,
-    records: &[Arc<LedgerRecord>],
+    units: &[&[Arc<LedgerRecord>]],
     retry_for: Duration,
     replication: crate::config::Replication,
 ) -> BatchOutcome {
-    let mut results = Vec::with_capacity(records.len());
+    let mut results = Vec::with_capacity(units.len());
     let mut failed: HashSet<RecordHash> = HashSet::new();
-    for (i, record) in records.iter().enumerate() {
-        if record.prev_hash.is_some_and(|p| failed.contains(&p)) {
-            failed.insert(record.hash);
+    for (i, unit) in units.iter().enumerate() {
+        let (Some(first), Some(last)) = (unit.first(), unit.last()) else {
+            results.push(Ok(()));
+            continue;
+        };
+        if first.prev_hash.is_some_and(|p| failed.contains(&p)) {
+            failed.extend(unit.iter().map(|r| r.hash));
             results.push(Err(LedgerError::Aborted {
-                anchor_id: record.anchor_id,
+                anchor_id: first.anchor_id,
             }));
             continue;
         }
         let started = Instant::now();
-        let result = retry_contention(retry_for, || {
-            crate::pg::insert_records(pool, std::slice::from_ref(record), replication)
+        let result = retry_contention(retry_for, || async {
+            if unit.len() > 1 {
+                crate::pg::insert_records_unless(pool, unit, replication, |_| true).await
+            } else {
+                crate::pg::insert_records(pool, unit, replication)
+                    .await
+                    .map(|taken| (taken, true))
+            }
         })
         .await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
-        match result.map_err(|e| classify(&e, Some(record))) {
-            Ok(taken) if !taken.is_empty() => {
+        let single = (unit.len() == 1).then_some(last.as_ref());
+        match result.map_err(|e| classify(&e, single)) {
+            Ok((taken, _)) if !taken.is_empty() => {
                 crate::metrics::db_error(false);
-                failed.insert(record.hash);
-                results.push(Err(rid_taken(record)));
+                failed.extend(unit.iter().map(|r| r.hash));
+                results.push(Err(rid_taken(&unit[taken[0]])));
             }
             Ok(_) => {
-                crate::metrics::db_batch_committed(1);
+                crate::metrics::db_batch_committed(unit.len());
                 results.push(Ok(()));
             }
             Err(err @ LedgerError::Unavailable(_)) => {
@@ -661,8 +751,8 @@ async fn write_one_by_one(
             }
             Err(err) => {
                 crate::metrics::db_error(false);
-                tracing::warn!(rid = %record.rid, anchor = %record.anchor_id, error = %err, "record refused by the database");
-                failed.insert(record.hash);
+                tracing::warn!(rid = %first.rid, anchor = %first.anchor_id, records = unit.len(), error = %err, "record refused by the database");
+                failed.extend(unit.iter().map(|r| r.hash));
                 results.push(Err(err));
             }
         }

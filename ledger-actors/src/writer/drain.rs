@@ -85,31 +85,75 @@ fn relinked(r: &LedgerRecord, head: Option<&Head>) -> Result<LedgerRecord, ledge
     }
 }
 
-/// Writes `batch` (in buffer order); see the module doc.
+/// `unit` (one record, or an atomic batch in chain order) with its first record moved onto
+/// `head` and each later one onto the one before it.
+fn rechain_unit(
+    unit: &[Arc<LedgerRecord>],
+    head: Option<&Head>,
+) -> Result<Vec<Arc<LedgerRecord>>, ledger_entities::Error> {
+    let mut out: Vec<Arc<LedgerRecord>> = Vec::with_capacity(unit.len());
+    for r in unit {
+        let n = match out.last() {
+            None => relinked(r, head)?,
+            Some(prev) => r.rechained(prev.hash, prev.ts)?,
+        };
+        out.push(Arc::new(n));
+    }
+    Ok(out)
+}
+
+/// Writes one unit in one statement (an atomic batch in a transaction, rolled back whole if
+/// one of its records is skipped). Returns the indexes of records whose rid is stored.
+async fn insert_unit(
+    pool: &PgPool,
+    unit: &[Arc<LedgerRecord>],
+    replication: crate::config::Replication,
+) -> Result<Vec<usize>, sea_orm::DbErr> {
+    if unit.len() > 1 {
+        crate::pg::insert_records_unless(pool, unit, replication, |_| true)
+            .await
+            .map(|(taken, _)| taken)
+    } else {
+        insert_records(pool, unit, replication).await
+    }
+}
+
+/// Writes `batch` (in buffer order; `units` are its units' sizes, an atomic batch being one
+/// unit written whole or not at all); see the module doc.
 pub async fn drain_batch(
     pool: &PgPool,
     store: &PostgresLedgerStore,
     batch: &[Arc<LedgerRecord>],
+    units: &[usize],
     state: &mut DrainState,
 ) -> DrainOutcome {
     let mut out = DrainOutcome::default();
     if batch.iter().any(|r| state.affects(r.prev_hash)) {
-        one_by_one(pool, store, batch, state, &mut out).await;
+        one_by_one(pool, store, batch, units, state, &mut out).await;
         return out;
     }
-    match retry_contention(CONTENTION_RETRY, || {
-        insert_records(pool, batch, store.replication_mode())
+    let atomic = units.iter().any(|&u| u > 1);
+    let written = retry_contention(CONTENTION_RETRY, || async {
+        if atomic {
+            // Rolled back if any rid is stored: the units are then settled one by one, so
+            // no atomic batch is written without one of its records.
+            crate::pg::insert_records_unless(pool, batch, store.replication_mode(), |_| true).await
+        } else {
+            insert_records(pool, batch, store.replication_mode())
+                .await
+                .map(|taken| (taken, true))
+        }
     })
-    .await
-    {
-        Ok(taken) => {
+    .await;
+    match written {
+        Ok((taken, _)) => {
             if taken.is_empty() {
                 out.settled = batch.len();
                 return out;
             }
             // Some rid is stored with other content (or re-chained by an earlier drain): the
-            // rows inserted above are in; settle the rest one by one below, where stored
-            // records are recognised.
+            // rows inserted above are in (none if the batch held an atomic batch: rolled
+            // back); settle the rest one by one below, where stored records are recognised.
         }
         Err(e) => match classify(&e, None) {
             e @ (LedgerError::Unavailable(_) | LedgerError::Contention(_)) => {
@@ -121,31 +165,60 @@ pub async fn drain_batch(
     }
     tracing::debug!(
         records = batch.len(),
-        "drain batch falls back to one record at a time"
+        "drain batch falls back to one unit at a time"
     );
-    one_by_one(pool, store, batch, state, &mut out).await;
+    one_by_one(pool, store, batch, units, state, &mut out).await;
     out
+}
+
+/// Quarantines every record of `unit` (an atomic batch goes whole or not at all): the first
+/// refused with `why`, the others because they go with it.
+fn quarantine_unit(
+    unit: &[Arc<LedgerRecord>],
+    why: LedgerError,
+    dropped: &mut HashSet<RecordHash>,
+    out: &mut DrainOutcome,
+) {
+    for (i, r) in unit.iter().enumerate() {
+        let e = if i == 0 {
+            why.clone()
+        } else {
+            LedgerError::Aborted {
+                anchor_id: r.anchor_id,
+            }
+        };
+        out.quarantined.push((Arc::clone(r), e));
+        dropped.insert(r.hash);
+    }
 }
 
 async fn one_by_one(
     pool: &PgPool,
     store: &PostgresLedgerStore,
     batch: &[Arc<LedgerRecord>],
+    units: &[usize],
     state: &mut DrainState,
     out: &mut DrainOutcome,
 ) {
     let DrainState { moved, dropped } = state;
-    for original in batch {
-        let mut r = Arc::clone(original);
+    let mut at = 0;
+    // Sizes past the end of `units` (never, when the writer passes them) count as one.
+    let sizes = units.iter().copied().chain(std::iter::repeat(1));
+    for size in sizes {
+        if at >= batch.len() {
+            break;
+        }
+        let originals = &batch[at..(at + size.max(1)).min(batch.len())];
+        let mut unit: Vec<Arc<LedgerRecord>> = originals.to_vec();
         let mut attempts = 0;
         loop {
             // Follow the predecessor if it moved or was dropped.
-            if let Some(prev) = r.prev_hash {
+            if let Some(prev) = unit[0].prev_hash {
                 let new_prev = if let Some(h) = moved.get(&prev) {
-                    Some(h.clone())
+                    Some(Some(h.clone()))
                 } else if dropped.contains(&prev) {
-                    match store.head(r.anchor_id).await {
-                        Ok(h) => h,
+                    match store.head(unit[0].anchor_id).await {
+                        Ok(h) => Some(h),
                         Err(e) => {
                             out.unavailable = Some(e);
                             return;
@@ -155,57 +228,69 @@ async fn one_by_one(
                     None
                 };
                 if let Some(h) = new_prev {
-                    match r.rechained(h.hash, h.ts) {
-                        Ok(n) => r = Arc::new(n),
+                    match rechain_unit(&unit, h.as_ref()) {
+                        Ok(n) => unit = n,
                         Err(e) => {
-                            out.quarantined.push((Arc::clone(original), e.into()));
-                            dropped.insert(original.hash);
+                            quarantine_unit(originals, e.into(), dropped, out);
                             break;
                         }
                     }
                 }
             }
-            let one = std::slice::from_ref(&r);
             match retry_contention(CONTENTION_RETRY, || {
-                insert_records(pool, one, store.replication_mode())
+                insert_unit(pool, &unit, store.replication_mode())
             })
             .await
             {
                 Ok(taken) if taken.is_empty() => {
-                    if r.hash != original.hash {
-                        moved.insert(original.hash, Head::of(&r));
-                        out.rechained.push((original.hash, Arc::clone(&r)));
+                    for (o, r) in originals.iter().zip(&unit) {
+                        if r.hash != o.hash {
+                            moved.insert(o.hash, Head::of(r));
+                            out.rechained.push((o.hash, Arc::clone(r)));
+                        }
                     }
                     break;
                 }
                 Ok(_) => {
-                    // The rid is stored: the same record (perhaps re-chained before a crash)
-                    // or a different one.
-                    match store.get(r.rid).await {
-                        Ok(Some(stored)) if same_record(&stored, &r) => {
-                            if stored.hash != original.hash {
-                                moved.insert(original.hash, Head::of(&stored));
-                                out.rechained.push((original.hash, stored));
+                    // A rid is stored: the same records (perhaps re-chained before a crash)
+                    // or a different one. Nothing of this unit was written by this call.
+                    let mut stored_all = Vec::with_capacity(unit.len());
+                    let mut conflict = None;
+                    for r in &unit {
+                        match store.get(r.rid).await {
+                            Ok(Some(stored)) if same_record(&stored, r) => stored_all.push(stored),
+                            Ok(_) => {
+                                conflict = Some(r.rid);
+                                break;
+                            }
+                            Err(e) => {
+                                out.unavailable = Some(e);
+                                return;
                             }
                         }
-                        Ok(_) => {
-                            out.quarantined.push((
-                                Arc::clone(original),
-                                LedgerError::Conflict {
-                                    rid: r.rid,
-                                    reason: "stored in PostgreSQL with different content".into(),
-                                },
-                            ));
-                            dropped.insert(original.hash);
+                    }
+                    match conflict {
+                        None => {
+                            for (o, stored) in originals.iter().zip(stored_all) {
+                                if stored.hash != o.hash {
+                                    moved.insert(o.hash, Head::of(&stored));
+                                    out.rechained.push((o.hash, stored));
+                                }
+                            }
                         }
-                        Err(e) => {
-                            out.unavailable = Some(e);
-                            return;
-                        }
+                        Some(rid) => quarantine_unit(
+                            originals,
+                            LedgerError::Conflict {
+                                rid,
+                                reason: "stored in PostgreSQL with different content".into(),
+                            },
+                            dropped,
+                            out,
+                        ),
                     }
                     break;
                 }
-                Err(e) => match classify(&e, Some(&r)) {
+                Err(e) => match classify(&e, (unit.len() == 1).then(|| unit[0].as_ref())) {
                     // Contention beyond the retry window: try again on the next pass, never
                     // quarantine a record for it.
                     e @ (LedgerError::Unavailable(_) | LedgerError::Contention(_)) => {
@@ -222,12 +307,11 @@ async fn one_by_one(
                             );
                             tokio::time::sleep(pause.min(RECHAIN_PAUSE_MAX)).await;
                         }
-                        match store.head(r.anchor_id).await {
-                            Ok(h) => match relinked(&r, h.as_ref()) {
-                                Ok(n) => r = Arc::new(n),
+                        match store.head(unit[0].anchor_id).await {
+                            Ok(h) => match rechain_unit(&unit, h.as_ref()) {
+                                Ok(n) => unit = n,
                                 Err(e) => {
-                                    out.quarantined.push((Arc::clone(original), e.into()));
-                                    dropped.insert(original.hash);
+                                    quarantine_unit(originals, e.into(), dropped, out);
                                     break;
                                 }
                             },
@@ -238,13 +322,13 @@ async fn one_by_one(
                         }
                     }
                     other => {
-                        out.quarantined.push((Arc::clone(original), other));
-                        dropped.insert(original.hash);
+                        quarantine_unit(originals, other, dropped, out);
                         break;
                     }
                 },
             }
         }
-        out.settled += 1;
+        at += originals.len();
+        out.settled += originals.len();
     }
 }

@@ -197,11 +197,38 @@ impl Message for AwaitDrain {
 // Actor
 // ---------------------------------------------------------------------------------------
 
+/// A unit (one record, or an atomic batch: `rest` non-empty) not yet answered.
 struct Pending {
     record: Arc<LedgerRecord>,
+    rest: Vec<Arc<LedgerRecord>>,
+    /// It expected a head: never buffered or re-chained (see [`Persist::strict`]).
+    strict: bool,
     reply: PersistReply,
     wait_committed: bool,
     sent: Instant,
+}
+
+impl Pending {
+    fn new(msg: Persist) -> Self {
+        Self {
+            record: msg.record,
+            rest: msg.rest,
+            strict: msg.strict,
+            reply: msg.reply,
+            wait_committed: msg.wait_committed,
+            sent: Instant::now(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// The unit's last record (its replies are keyed by this rid: a unit is settled when
+    /// its last record is).
+    fn last(&self) -> &Arc<LedgerRecord> {
+        self.rest.last().unwrap_or(&self.record)
+    }
 }
 
 /// The writer actor. Start it with [`Writer::new`] on its own Arbiter.
@@ -362,7 +389,7 @@ impl Writer {
         };
         match self.mode {
             Mode::Primary => self.forward(msg, ctx),
-            _ => self.buffer_record(msg.record, msg.reply, msg.wait_committed, false),
+            _ => self.buffer_record(Pending::new(msg), false),
         }
     }
 
@@ -454,16 +481,10 @@ impl Writer {
     fn forward(&mut self, msg: Persist, ctx: &mut Context<Self>) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.pending.insert(
-            seq,
-            Pending {
-                record: Arc::clone(&msg.record),
-                reply: msg.reply,
-                wait_committed: msg.wait_committed,
-                sent: Instant::now(),
-            },
-        );
-        self.enqueue(seq, msg.record, ctx);
+        let record = Arc::clone(&msg.record);
+        let rest = msg.rest.clone();
+        self.pending.insert(seq, Pending::new(msg));
+        self.enqueue(seq, record, rest, ctx);
     }
 
     /// Answers the flushes whose records are all answered.
@@ -548,7 +569,7 @@ impl Writer {
         crate::metrics::backend_active(false);
         let pending = std::mem::take(&mut self.pending);
         for (_, p) in pending {
-            self.buffer_record(p.record, p.reply, p.wait_committed, true);
+            self.buffer_record(p, true);
         }
         crate::metrics::writer_depth(0);
         crate::metrics::persistence_depth(0);
@@ -560,29 +581,57 @@ impl Writer {
         self.schedule_probe(ctx);
     }
 
-    /// Buffers an acknowledged-on-fallback record. `accepted` records (moved from pending)
-    /// are taken even beyond `buffer_capacity`: they were already accepted.
-    fn buffer_record(
-        &mut self,
-        record: Arc<LedgerRecord>,
-        reply: PersistReply,
-        wait_committed: bool,
-        accepted: bool,
-    ) {
-        if !accepted && self.buffer.len() >= self.config.buffer_capacity {
-            let _ = reply.send(Err(LedgerError::Overloaded {
+    /// Buffers an acknowledged-on-fallback unit (an atomic batch as one unit: one spool
+    /// frame, drained whole). `accepted` units (moved from pending) are taken even beyond
+    /// `buffer_capacity`: they were already accepted. A unit that expected a head is
+    /// refused instead: while PostgreSQL is unreachable no other process's append can be
+    /// checked against it, and the drain could only re-chain it.
+    fn buffer_record(&mut self, p: Pending, accepted: bool) {
+        if p.strict {
+            let why = if accepted {
+                "PostgreSQL failed while writing an append that expects a head; it may or may not be committed: re-send it with the same client rids to learn which"
+            } else {
+                "PostgreSQL is unreachable: an append that expects a head is not buffered (other processes cannot be checked); retry when it is back"
+            };
+            let _ = p.reply.send(Err(LedgerError::Unavailable(why.into())));
+            return;
+        }
+        if !accepted && self.buffer.len() + p.len() > self.config.buffer_capacity {
+            let _ = p.reply.send(Err(LedgerError::Overloaded {
                 waited: Duration::ZERO,
             }));
             return;
         }
-        let rid = record.rid;
-        self.buffer.push_back(Arc::clone(&record));
+        let rid = p.last().rid;
+        let Pending {
+            record,
+            rest,
+            reply,
+            wait_committed,
+            ..
+        } = p;
+        // Buffered first: a reader must find it once it is acknowledged (the spool thread
+        // may answer before this returns).
+        let unit = if rest.is_empty() {
+            self.buffer.push_back(Arc::clone(&record));
+            None
+        } else {
+            let mut unit = Vec::with_capacity(1 + rest.len());
+            unit.push(record.clone());
+            unit.extend(rest);
+            self.buffer.push_unit(&unit);
+            Some(unit)
+        };
         crate::metrics::buffered(self.buffer.len());
         // Written and fsynced on the spool thread; answered there if not held here.
         let spooled = self.spool.is_some().then_some(rid);
+        let to_spool = |spool: &SpoolWriter, reply: Option<PersistReply>| match unit {
+            None => spool.append(record, reply),
+            Some(unit) => spool.append_unit(unit, reply),
+        };
         if wait_committed || self.mode == Mode::Draining {
             if let Some(spool) = &self.spool {
-                spool.append(record, None);
+                to_spool(spool, None);
             }
             if wait_committed {
                 self.waiters.insert(rid, reply);
@@ -591,7 +640,7 @@ impl Writer {
             }
         } else {
             match &self.spool {
-                Some(spool) => spool.append(record, Some(reply)),
+                Some(spool) => to_spool(spool, Some(reply)),
                 None => {
                     let _ = reply.send(Ok(Durability::Buffered));
                 }
@@ -670,7 +719,7 @@ impl Writer {
         if self.drain_running || self.mode != Mode::Draining {
             return;
         }
-        let batch = self.buffer.front(self.config.batch_size);
+        let (batch, units) = self.buffer.front_units(self.config.batch_size);
         if batch.is_empty() {
             self.finish_outage();
             return;
@@ -684,7 +733,7 @@ impl Writer {
         // context to be polled.
         let me = ctx.address();
         actix_rt::spawn(async move {
-            let out = drain_batch(&pool, &store, &batch, &mut state).await;
+            let out = drain_batch(&pool, &store, &batch, &units, &mut state).await;
             me.do_send(DrainDone {
                 batch,
                 state,
@@ -825,22 +874,44 @@ impl Writer {
             return Some(msg);
         };
         if let Some(head) = self.drain_state.moved.get(&prev).cloned() {
-            match msg.record.rechained(head.hash, head.ts) {
-                Ok(r) => {
-                    self.drain_state
-                        .moved
-                        .insert(msg.record.hash, crate::store::Head::of(&r));
-                    crate::metrics::relinked();
-                    return Some(Persist {
-                        record: Arc::new(r),
-                        ..msg
-                    });
-                }
-                Err(e) => {
-                    let _ = msg.reply.send(Err(e.into()));
-                    return None;
+            if msg.strict {
+                // Expected a head that the drain moved: never re-chained; its chain actor
+                // answers the head mismatch.
+                let anchor_id = msg.record.anchor_id;
+                let _ = msg.reply.send(Err(LedgerError::Aborted { anchor_id }));
+                return None;
+            }
+            // The unit's records move one onto the other, the first onto the moved head.
+            let mut head = head;
+            let mut moved = Vec::with_capacity(msg.len());
+            let mut failed = None;
+            for r in msg.records() {
+                match r.rechained(head.hash, head.ts) {
+                    Ok(n) => {
+                        head = crate::store::Head::of(&n);
+                        self.drain_state.moved.insert(r.hash, head.clone());
+                        crate::metrics::relinked();
+                        moved.push(Arc::new(n));
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             }
+            if let Some(e) = failed {
+                let _ = msg.reply.send(Err(e.into()));
+                return None;
+            }
+            let mut moved = moved.into_iter();
+            let Some(record) = moved.next() else {
+                return Some(msg);
+            };
+            return Some(Persist {
+                record,
+                rest: moved.collect(),
+                ..msg
+            });
         }
         if self.drain_state.dropped.contains(&prev) {
             let anchor_id = msg.record.anchor_id;
