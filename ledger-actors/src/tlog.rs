@@ -40,6 +40,7 @@ pub struct ConsistencyProof {
 pub(crate) fn start_integrator(
     config: &LedgerConfig,
     log: Arc<dyn LogStore>,
+    wake: Arc<tokio::sync::Notify>,
 ) -> Result<Option<Arc<Integrator>>, LedgerError> {
     if config.checkpoint_interval.is_zero() {
         return Ok(None);
@@ -66,6 +67,7 @@ pub(crate) fn start_integrator(
                 }
                 _ => None,
             },
+            wake: Some(wake),
         },
     ))))
 }

@@ -13,6 +13,7 @@
 //! - `append.rs`: `ledger append` (JSON Lines in, one acknowledgement per line out).
 //! - `get.rs`, `records.rs`, `anchors.rs`: `ledger get`, `ledger records`, `ledger anchors`.
 //! - `export.rs`, `import.rs`: `ledger export`, `ledger import`.
+//! - `tail.rs`: `ledger tail` (the records in log order with their positions; `--follow`).
 //! - `read.rs`: how the commands that only read open the store.
 
 mod anchors;
@@ -30,6 +31,7 @@ mod prove;
 mod read;
 mod records;
 mod recover_spool;
+mod tail;
 mod verify;
 mod verify_log;
 mod verify_receipt;
@@ -115,6 +117,9 @@ enum Command {
     /// window) to PostgreSQL and list every re-chained record. Exit 0 all written, 1 records
     /// kept or a corrupt tail, 2 could not run (nothing written).
     RecoverSpool(recover_spool::Args),
+    /// Print the records in log order with their positions (`--after POSITION` to resume,
+    /// `--follow` to go on live, `--json` for JSON lines). Exit 0, 2 cannot read.
+    Tail(tail::Args),
 }
 
 fn main() -> ExitCode {
@@ -183,6 +188,7 @@ fn run_online(
             Command::Export(args) => export::run(config, args).await,
             Command::Import(args) => import::run(config, args).await,
             Command::RecoverSpool(args) => recover_spool::run(config, args).await,
+            Command::Tail(args) => tail::run(config, args).await,
         }
     });
     match result {

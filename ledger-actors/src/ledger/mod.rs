@@ -59,6 +59,9 @@ struct Inner {
     /// What writing the spool to PostgreSQL at start did (postgres backend with a
     /// `spool_dir` that held records).
     spool_recovery: OnceLock<crate::recovery::SpoolRecovery>,
+    /// Poked when an append is acknowledged: wakes the integrator so the record gets its
+    /// leaf index (and reaches subscribers) promptly, not at its next timed round.
+    committed: Arc<tokio::sync::Notify>,
 }
 
 /// What a ledger runs on, replaced whole by [`Ledger::migrate_to_postgres`]: grouped so
@@ -231,6 +234,7 @@ impl Ledger {
         ledger.set_integrator(crate::tlog::start_integrator(
             &ledger.inner.started.config,
             log,
+            Arc::clone(&ledger.inner.committed),
         )?);
         Ok(ledger)
     }
@@ -328,6 +332,7 @@ impl Ledger {
         ledger.set_integrator(crate::tlog::start_integrator(
             &ledger.inner.started.config,
             log,
+            Arc::clone(&ledger.inner.committed),
         )?);
         Ok(ledger)
     }
@@ -441,6 +446,7 @@ impl Ledger {
                 switched: OnceLock::new(),
                 migrating: tokio::sync::Mutex::new(()),
                 spool_recovery: OnceLock::new(),
+                committed: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
@@ -595,10 +601,16 @@ impl Ledger {
             Ok(Err(_closed)) => return Err(LedgerError::ShuttingDown),
             Ok(Ok(permit)) => permit,
         };
-        self.inner
+        let acked = self
+            .inner
             .router
             .append(msg, anchor_id, wait.max(timeout))
-            .await
+            .await;
+        if acked.is_ok() {
+            // One atomic store when a wake is already pending (see `Inner::committed`).
+            self.inner.committed.notify_one();
+        }
+        acked
     }
 
     /// The record with this rid.
@@ -817,7 +829,7 @@ impl Ledger {
         }
         let log = crate::tlog::postgres_log(&target)?;
         let (arbiter, writer_parts, reads) = start_writer(&target, store)?;
-        let integrator = match crate::tlog::start_integrator(&target, log) {
+        let integrator = match crate::tlog::start_integrator(&target, log, Arc::clone(&self.inner.committed)) {
             Ok(i) => i,
             Err(e) => {
                 arbiter.stop();
