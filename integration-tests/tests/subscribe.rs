@@ -93,7 +93,12 @@ async fn from_zero_and_resumed(ledger: &Ledger) {
         actix_rt::spawn(async move { append_concurrently(&ledger, &anchors, 150).await })
     };
     let middle = early[59].position;
-    let mut resumed = ledger.subscribe(Some(middle));
+    // Small pages: many reads, several of them ahead of delivery, while appends go on.
+    let mut resumed = ledger.subscribe_with(SubscribeOptions {
+        after: Some(middle),
+        page: 16,
+        ..SubscribeOptions::default()
+    });
     acked.extend(appender.await.unwrap());
     let total = acked.len();
 

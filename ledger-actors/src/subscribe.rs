@@ -29,6 +29,7 @@
 //! never ends the stream; any other error is delivered once and ends it (a data error is
 //! not an outage). Dropping the [`Subscription`] stops its task.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -46,6 +47,8 @@ use crate::integrator::{LogStore, Progress};
 pub const DEFAULT_PAGE: usize = 5_000;
 /// Longest wait, caught up, before looking for records another process integrated.
 pub const DEFAULT_POLL: Duration = Duration::from_millis(100);
+/// Pages read ahead while behind (each on its own connection of the subscription's pool).
+const READ_AHEAD: usize = 2;
 /// Shortest and longest pause between reads while the database is unreachable.
 const OUTAGE_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
 
@@ -92,6 +95,14 @@ pub struct Delivered {
 }
 
 type Page = Result<Vec<Delivered>, LedgerError>;
+type ReadAhead = tokio::task::JoinHandle<Result<Vec<(u64, Arc<LedgerRecord>)>, LedgerError>>;
+
+/// Stops every read ahead (their pages are not delivered).
+fn drop_all(ahead: &mut VecDeque<(u64, usize, ReadAhead)>) {
+    for (_, _, read) in ahead.drain(..) {
+        read.abort();
+    }
+}
 
 /// A running subscription: a [`futures::Stream`] of [`Delivered`] records in log order.
 /// An `Err` item is the last one (see the module doc for what ends a subscription; an
@@ -216,46 +227,58 @@ impl Feed {
         };
         // How far a checkpoint covers, as last read (with `checkpointed_only`).
         let mut covered = 0u64;
+        // Pages being read ahead, in position order: (from, limit, read).
+        let mut ahead: VecDeque<(u64, usize, ReadAhead)> = VecDeque::new();
         loop {
             if end.is_some_and(|end| self.next >= end) {
                 return;
             }
-            let mut limit = self.options.page as u64;
-            if let Some(end) = end {
-                limit = limit.min(end - self.next);
-            }
-            if self.options.checkpointed_only {
-                if covered <= self.next {
-                    covered = match self
-                        .through_outage(|log| async move { log.latest_checkpoint().await })
-                        .await
-                    {
-                        Ok(c) => c.map_or(0, |c| c.size),
-                        Err(e) => {
-                            let _ = self.tx.send(Err(e)).await;
-                            return;
-                        }
-                    };
-                }
-                limit = limit.min(covered.saturating_sub(self.next));
-            }
-            let page = if limit == 0 {
-                Vec::new()
-            } else {
-                let from = self.next;
-                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-                match self
-                    .through_outage(|log| async move { log.records(from, limit).await })
+            if self.options.checkpointed_only && covered <= self.next {
+                covered = match self
+                    .through_outage(|log| async move { log.latest_checkpoint().await })
                     .await
                 {
-                    Ok(rows) => rows,
+                    Ok(c) => c.map_or(0, |c| c.size),
                     Err(e) => {
                         let _ = self.tx.send(Err(e)).await;
                         return;
                     }
+                };
+            }
+            let limit = self.limit(self.next, end, covered);
+            let from = self.next;
+            let read_ahead = match ahead.front() {
+                Some((f, l, _)) if *f == from && *l == limit => ahead.pop_front(),
+                _ => None,
+            };
+            let page = match read_ahead {
+                Some((_, _, read)) => match read.await {
+                    Ok(Ok(rows)) => Some(rows),
+                    // An outage or any error: read again below, where outages are waited out
+                    // and a data error is reported.
+                    _ => None,
+                },
+                None => None,
+            };
+            let page = match page {
+                Some(rows) => rows,
+                None if limit == 0 => Vec::new(),
+                None => {
+                    drop_all(&mut ahead);
+                    match self
+                        .through_outage(|log| async move { log.records(from, limit).await })
+                        .await
+                    {
+                        Ok(rows) => rows,
+                        Err(e) => {
+                            let _ = self.tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
                 }
             };
             let Some((last, _)) = page.last() else {
+                drop_all(&mut ahead);
                 if self.tx.is_closed() {
                     return;
                 }
@@ -263,6 +286,24 @@ impl Feed {
                 continue;
             };
             self.next = last + 1;
+            if page.len() == limit {
+                // Behind: keep the next pages reading while this one is delivered, so the
+                // database and the decoding of the rows overlap.
+                let mut at = ahead.back().map_or(self.next, |(f, l, _)| f + *l as u64);
+                while ahead.len() < READ_AHEAD {
+                    let l = self.limit(at, end, covered);
+                    if l == 0 {
+                        break;
+                    }
+                    let log = Arc::clone(&self.log);
+                    ahead.push_back((at, l, tokio::spawn(async move { log.records(at, l).await })));
+                    at += l as u64;
+                }
+            } else {
+                // Caught up: pages read ahead past a short one may not start where the next
+                // delivery does.
+                drop_all(&mut ahead);
+            }
             let out: Vec<Delivered> = page
                 .into_iter()
                 .filter(|(_, r)| self.options.anchor.is_none_or(|a| r.anchor_id == a))
@@ -270,9 +311,23 @@ impl Feed {
                 .collect();
             // Waits here while the consumer is a page behind: the back-pressure.
             if !out.is_empty() && self.tx.send(Ok(out)).await.is_err() {
+                drop_all(&mut ahead);
                 return;
             }
         }
+    }
+
+    /// Records to read from `from`: a page, cut at the end (without `follow`) and at what a
+    /// checkpoint covers (with `checkpointed_only`).
+    fn limit(&self, from: u64, end: Option<u64>, covered: u64) -> usize {
+        let mut limit = self.options.page as u64;
+        if let Some(end) = end {
+            limit = limit.min(end.saturating_sub(from));
+        }
+        if self.options.checkpointed_only {
+            limit = limit.min(covered.saturating_sub(from));
+        }
+        usize::try_from(limit).unwrap_or(usize::MAX)
     }
 
     /// Caught up: until this process's integrator publishes progress, or `poll` passes.

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - `main.rs`: argument parsing, the metrics exporter (`--metrics-addr`) and dispatch.
-//! - `loadtest.rs`: `ledger loadtest`; `loadtest_log.rs`: its checkpoint wait and lag.
+//! - `loadtest.rs`: `ledger loadtest`; `loadtest_log.rs`: its checkpoint wait and lag;
+//!   `loadtest_subscribe.rs`: its `--subscribe` live-lag measurement.
 //! - `verify.rs`: `ledger verify`.
 //! - `health.rs`: `ledger health`.
 //! - `migrate.rs`: `ledger migrate up|down|status|fresh`.
@@ -26,6 +27,7 @@ mod import;
 mod keygen;
 mod loadtest;
 mod loadtest_log;
+mod loadtest_subscribe;
 mod migrate;
 mod prove;
 mod read;

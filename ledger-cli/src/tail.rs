@@ -35,6 +35,10 @@ pub struct Args {
     /// Only positions a stored checkpoint covers (each has a receipt).
     #[arg(long)]
     checkpointed: bool,
+    /// Print no records, only `{"records", "last_position", "seconds", "records_per_sec"}` at
+    /// the end (how far the log reaches, and how fast a subscription catches up).
+    #[arg(long, conflicts_with = "follow")]
+    count: bool,
 }
 
 /// Runs `ledger tail`: exit 0 at the end (or on SIGINT, or when the reader of the output
@@ -49,11 +53,23 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     let ledger = Ledger::open_read_only(config)
         .await
         .context("opening the ledger read-only")?;
+    let started = std::time::Instant::now();
     let result = tail(&ledger, &args, tokio::io::stdout()).await;
+    let seconds = started.elapsed().as_secs_f64();
     ledger.shutdown().await?;
     match result {
         Ok(Tailed { records, last }) => {
-            if !args.follow {
+            if args.count {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "records": records,
+                        "last_position": last,
+                        "seconds": seconds,
+                        "records_per_sec": records as f64 / seconds,
+                    })
+                );
+            } else if !args.follow {
                 match last {
                     Some(p) => eprintln!("tailed {records} records, last position {p}"),
                     None => eprintln!("tailed {records} records"),
@@ -107,13 +123,16 @@ async fn tail<W: AsyncWrite + Unpin>(
         };
         let Some(item) = item else { break };
         let delivered = item.context("reading the log")?;
+        tailed.records += 1;
+        tailed.last = Some(delivered.position);
+        if args.count {
+            continue;
+        }
         line.clear();
         format_line(&mut line, &delivered, args.json)?;
         if gone(out.write_all(&line).await)? {
             return Ok(tailed);
         }
-        tailed.records += 1;
-        tailed.last = Some(delivered.position);
     }
     gone(out.flush().await)?;
     Ok(tailed)
