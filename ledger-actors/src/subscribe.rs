@@ -217,7 +217,10 @@ impl Feed {
         let end = if self.options.follow {
             None
         } else {
-            match self.through_outage(|log| async move { log.size().await }).await {
+            match self
+                .through_outage(|log| async move { log.size().await })
+                .await
+            {
                 Ok(size) => Some(size),
                 Err(e) => {
                     let _ = self.tx.send(Err(e)).await;

@@ -340,7 +340,10 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
 /// No subscriber, or one that delivered every acknowledged record once, in order.
 fn subscription_ok(s: &Value) -> bool {
     s.is_null()
-        || (s["undelivered"] == 0 && s["duplicates"] == 0 && s["disorder"] == 0 && s["error"].is_null())
+        || (s["undelivered"] == 0
+            && s["duplicates"] == 0
+            && s["disorder"] == 0
+            && s["error"].is_null())
 }
 
 async fn worker(shared: Arc<Shared>) -> Histogram<u64> {

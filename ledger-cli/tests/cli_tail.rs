@@ -75,11 +75,7 @@ async fn tail_prints_the_log_in_order_resumes_and_follows() {
     let after = json_lines(&out);
     assert_eq!(after, lines[12..].to_vec());
     // One anchor, text output: its records only, with their log positions.
-    let out = ledger(
-        &ctx.dsn,
-        &["tail", "--anchor", &anchors[1].to_string()],
-        "",
-    );
+    let out = ledger(&ctx.dsn, &["tail", "--anchor", &anchors[1].to_string()], "");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     let positions: Vec<u64> = text
@@ -131,10 +127,7 @@ async fn tail_prints_the_log_in_order_resumes_and_follows() {
     let mut reader = BufReader::new(follow.stdout.take().unwrap());
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(&line).unwrap()["position"],
-        0
-    );
+    assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["position"], 0);
     drop(reader);
     // New records make it write to the closed pipe.
     let out = ledger(&ctx.dsn, &["append"], &input(&anchors, 2, 14));

@@ -49,7 +49,9 @@ fn main() -> anyhow::Result<()> {
     }
     let config = LedgerConfig::load(None)?;
     if config.backend != Backend::Postgres {
-        bail!("the projection reads a PostgreSQL ledger: set LEDGER_BACKEND=postgres and LEDGER_DSN");
+        bail!(
+            "the projection reads a PostgreSQL ledger: set LEDGER_BACKEND=postgres and LEDGER_DSN"
+        );
     }
     let dsn = match std::env::var("PROJECTION_DSN") {
         Ok(dsn) => dsn,

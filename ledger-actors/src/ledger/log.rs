@@ -15,8 +15,8 @@ use super::Ledger;
 use crate::chain::AppendAck;
 use crate::config::Backend;
 use crate::error::LedgerError;
-use crate::subscribe::{SubscribeOptions, Subscription};
 use crate::integrator::{Integrator, LogStore, StoredCheckpoint};
+use crate::subscribe::{SubscribeOptions, Subscription};
 use crate::tlog::{ConsistencyProof, prove, prove_consistency};
 
 impl Ledger {

@@ -829,13 +829,14 @@ impl Ledger {
         }
         let log = crate::tlog::postgres_log(&target)?;
         let (arbiter, writer_parts, reads) = start_writer(&target, store)?;
-        let integrator = match crate::tlog::start_integrator(&target, log, Arc::clone(&self.inner.committed)) {
-            Ok(i) => i,
-            Err(e) => {
-                arbiter.stop();
-                return Err(e);
-            }
-        };
+        let integrator =
+            match crate::tlog::start_integrator(&target, log, Arc::clone(&self.inner.committed)) {
+                Ok(i) => i,
+                Err(e) => {
+                    arbiter.stop();
+                    return Err(e);
+                }
+            };
         // Set once, right after the writer exists; it reads it later.
         let _ = writer_parts.router.set(Arc::downgrade(&self.inner.router));
         let mut settings = self.inner.router.current_settings();
