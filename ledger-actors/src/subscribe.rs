@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::error::LedgerError;
-use crate::integrator::{LogStore, Progress};
+use crate::integrator::{LogListener, LogStore, Progress};
 
 /// Records per page read, by default.
 pub const DEFAULT_PAGE: usize = 5_000;
@@ -194,6 +194,7 @@ pub fn subscribe(
         options,
         next,
         tx,
+        listener: Listen::Untried,
     };
     Subscription {
         rx,
@@ -210,6 +211,14 @@ struct Feed {
     /// The next position to deliver.
     next: u64,
     tx: mpsc::Sender<Page>,
+    listener: Listen,
+}
+
+/// The log's listener ([`LogStore::listen`]), made at the first wait.
+enum Listen {
+    Untried,
+    Off,
+    On(Box<dyn LogListener>),
 }
 
 impl Feed {
@@ -333,24 +342,47 @@ impl Feed {
         usize::try_from(limit).unwrap_or(usize::MAX)
     }
 
-    /// Caught up: until this process's integrator publishes progress, or `poll` passes.
+    /// Caught up: until this process's integrator publishes progress, the log's listener
+    /// hears another process's integrator grow it, or `poll` passes.
     async fn wait(&mut self) {
+        if matches!(self.listener, Listen::Untried) {
+            self.listener = match self.log.listen().await {
+                // Listening now: read once more before waiting, for what was integrated
+                // before the listener was (its notification is not heard).
+                Ok(Some(l)) => return self.listener = Listen::On(l),
+                Ok(None) => Listen::Off,
+                // Unreachable now: this wait polls, the next one tries again.
+                Err(_) => Listen::Untried,
+            };
+        }
         let poll = tokio::time::sleep(self.options.poll);
         tokio::pin!(poll);
-        match self.progress.as_mut() {
-            Some(progress) => {
-                tokio::select! {
-                    changed = progress.changed() => {
-                        if changed.is_err() {
-                            // The integrator stopped: polling from now on.
-                            self.progress = None;
-                            poll.await;
-                        }
-                    }
-                    _ = &mut poll => {}
+        let progress = async {
+            match self.progress.as_mut() {
+                Some(p) => p.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let listened = async {
+            match &mut self.listener {
+                Listen::On(l) => l.changed().await.is_ok(),
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            published = progress => {
+                if !published {
+                    // The integrator stopped: the listener and polling from now on.
+                    self.progress = None;
                 }
             }
-            None => poll.await,
+            heard = listened => {
+                if !heard {
+                    // The listener's database is unreachable: poll this time.
+                    poll.await;
+                }
+            }
+            _ = &mut poll => {}
         }
     }
 

@@ -84,6 +84,13 @@ pub(crate) fn postgres_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, L
     )?))
 }
 
+/// The log a PostgreSQL subscription reads (a pool of its own: two readers, one listener).
+pub(crate) fn subscription_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, LedgerError> {
+    Ok(Arc::new(
+        crate::integrator::postgres::PostgresLog::connect_sized(config, 3)?,
+    ))
+}
+
 /// Recomputes a receipt record's hash from its fields (the record encoding of
 /// `docs/HASHING.md`).
 pub fn receipt_record_hash(record: &serde_json::Value) -> Result<String, String> {

@@ -141,6 +141,13 @@ pub trait LogStore: Send + Sync + 'static {
     ) -> Result<Vec<(u64, Arc<LedgerRecord>)>, LedgerError>;
     /// Leaves in the log now (as stored; every index below it has its record).
     async fn size(&self) -> Result<u64, LedgerError>;
+    /// A listener told when any process's integrator grows the log (PostgreSQL: `LISTEN`
+    /// on [`LOG_CHANNEL`], on a connection of this store's pool held by the listener);
+    /// `None` where the store has none (memory: the integrator's progress tells the one
+    /// process). A hint only: a notification may be lost, so readers still poll.
+    async fn listen(&self) -> Result<Option<Box<dyn LogListener>>, LedgerError> {
+        Ok(None)
+    }
     /// Records that are not in the log, each with whether a record that follows it in its
     /// chain is in the log (which no integrator can cause: it means an inserted record).
     async fn unlogged(&self, limit: usize) -> Result<Vec<Unlogged>, LedgerError>;
@@ -151,6 +158,19 @@ pub trait LogStore: Send + Sync + 'static {
     /// (refused at append by the number rule; decoding would hide it as the nearest double):
     /// `(record, reason)`, at most `limit`. The memory backend only holds appended payloads.
     async fn unfaithful_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String)>, LedgerError>;
+}
+
+/// The channel the PostgreSQL integrator notifies (with the new tree size) in the same
+/// transaction as each step that adds leaves, so listeners hear of it once it is committed.
+pub const LOG_CHANNEL: &str = "avl_ledger_log";
+
+/// What [`LogStore::listen`] returns.
+#[async_trait]
+pub trait LogListener: Send + Sync {
+    /// Waits until the log may have grown: a notification, or a lost connection (whose
+    /// notifications are lost, so the caller should read again); reconnects on the next call.
+    /// An error (the database is unreachable): wait before calling again.
+    async fn changed(&mut self) -> Result<(), LedgerError>;
 }
 
 /// One leaf of the log, with the record it names.

@@ -35,7 +35,7 @@ use ledger_tlog::tile::Edge;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-pub use log::{LogStore, PendingRecord, StoredCheckpoint, Watermark};
+pub use log::{LOG_CHANNEL, LogListener, LogStore, PendingRecord, StoredCheckpoint, Watermark};
 
 use crate::error::LedgerError;
 

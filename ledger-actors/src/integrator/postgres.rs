@@ -29,11 +29,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ledger_entities::{LedgerRecord, RecordHash};
 use ledger_tlog::tile::{TileId, TileSet, decode, edge_tiles, encode};
-use sea_orm::sqlx::{self, PgPool, Row, postgres::PgPoolOptions};
+use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
+use sea_orm::sqlx::{self, PgPool, Row};
 use uuid::Uuid;
 
 use super::log::{
-    Commit, LeafEntry, LogState, LogStore, Pending, PendingRecord, StoredCheckpoint, Unlogged,
+    Commit, LeafEntry, LogListener, LogState, LogStore, Pending, PendingRecord, StoredCheckpoint, Unlogged,
     Watermark,
 };
 use crate::config::LedgerConfig;
@@ -116,9 +117,14 @@ fn checkpoint_from(row: &sqlx::postgres::PgRow) -> Result<StoredCheckpoint, Ledg
 impl PostgresLog {
     /// Opens a pool of two connections with the ledger's connection settings.
     pub fn connect(config: &LedgerConfig) -> Result<Self, LedgerError> {
+        Self::connect_sized(config, 2)
+    }
+
+    /// Opens a pool of `connections` (a subscription: two readers and a listener).
+    pub fn connect_sized(config: &LedgerConfig, connections: u32) -> Result<Self, LedgerError> {
         let options = crate::pg::store::sqlx_options(config)?;
         let pool = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(connections)
             .min_connections(0)
             .acquire_timeout(config.timeout)
             .connect_lazy_with(options);
@@ -287,6 +293,18 @@ fn order_batch(
     };
     let ahead = taken[prefix..].iter().any(|t| *t);
     (out, watermark, ahead)
+}
+
+/// [`LogStore::listen`] on PostgreSQL.
+struct Listener(PgListener);
+
+#[async_trait]
+impl LogListener for Listener {
+    async fn changed(&mut self) -> Result<(), LedgerError> {
+        // `None`: the connection was lost (with any notification meanwhile); the next call
+        // reconnects and listens again.
+        self.0.try_recv().await.map(|_| ()).map_err(err)
+    }
 }
 
 /// The records of leaves `[$1, $2)`, in leaf order (see [`LogStore::records`]). The plan
@@ -528,6 +546,15 @@ impl LogStore for PostgresLog {
             .await
             .map_err(err)?;
         }
+        if !step.rids.is_empty() {
+            // Delivered to listeners when (and only if) this step commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(super::log::LOG_CHANNEL)
+                .bind(new_size.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
         sqlx::query(
             "UPDATE ledger_integrator SET tree_size = $1, wm_tx = $2::text::xid8, wm_seq = $3, \
                 lease_until = clock_timestamp() + $4 * interval '1 millisecond' WHERE id = 1",
@@ -686,6 +713,15 @@ impl LogStore for PostgresLog {
             .await
             .map_err(err)?;
         Ok(to_u64(row.try_get("tree_size").map_err(err)?))
+    }
+
+    async fn listen(&self) -> Result<Option<Box<dyn LogListener>>, LedgerError> {
+        let mut listener = PgListener::connect_with(&self.pool).await.map_err(err)?;
+        listener
+            .listen(super::log::LOG_CHANNEL)
+            .await
+            .map_err(err)?;
+        Ok(Some(Box::new(Listener(listener))))
     }
 
     async fn unlogged(&self, limit: usize) -> Result<Vec<Unlogged>, LedgerError> {

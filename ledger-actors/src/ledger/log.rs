@@ -48,7 +48,7 @@ impl Ledger {
     pub fn subscribe_with(&self, options: SubscribeOptions) -> Subscription {
         let progress = self.integrator().map(|i| i.progress());
         let log = match self.config().backend {
-            Backend::Postgres => match crate::tlog::postgres_log(self.config()) {
+            Backend::Postgres => match crate::tlog::subscription_log(self.config()) {
                 Ok(log) => log,
                 Err(e) => return Subscription::failed(e),
             },
