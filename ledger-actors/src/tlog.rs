@@ -87,7 +87,7 @@ pub(crate) fn postgres_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, L
 /// The log a PostgreSQL subscription reads (a pool of its own: two readers, one listener).
 pub(crate) fn subscription_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, LedgerError> {
     Ok(Arc::new(
-        crate::integrator::postgres::PostgresLog::connect_sized(config, 3)?,
+        crate::integrator::postgres::PostgresLog::for_subscription(config)?,
     ))
 }
 

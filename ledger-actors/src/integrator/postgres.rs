@@ -117,21 +117,33 @@ fn checkpoint_from(row: &sqlx::postgres::PgRow) -> Result<StoredCheckpoint, Ledg
 impl PostgresLog {
     /// Opens a pool of two connections with the ledger's connection settings.
     pub fn connect(config: &LedgerConfig) -> Result<Self, LedgerError> {
-        Self::connect_sized(config, 2)
+        Ok(Self::over(crate::pg::store::sqlx_options(config)?, 2, config))
     }
 
-    /// Opens a pool of `connections` (a subscription: two readers and a listener).
-    pub fn connect_sized(config: &LedgerConfig, connections: u32) -> Result<Self, LedgerError> {
-        let options = crate::pg::store::sqlx_options(config)?;
+    /// The log a subscription reads, over a pool of three connections (two readers and a
+    /// listener) that never start parallel workers: a page is a few thousand primary-key
+    /// probes, and a parallel plan (chosen on stale statistics) only adds a worker's start
+    /// to every page.
+    pub fn for_subscription(config: &LedgerConfig) -> Result<Self, LedgerError> {
+        let options = crate::pg::store::sqlx_options(config)?
+            .options([("max_parallel_workers_per_gather", "0")]);
+        Ok(Self::over(options, 3, config))
+    }
+
+    fn over(
+        options: sqlx::postgres::PgConnectOptions,
+        connections: u32,
+        config: &LedgerConfig,
+    ) -> Self {
         let pool = PgPoolOptions::new()
             .max_connections(connections)
             .min_connections(0)
             .acquire_timeout(config.timeout)
             .connect_lazy_with(options);
-        Ok(Self {
+        Self {
             pool,
             known: std::sync::Mutex::new(Known::default()),
-        })
+        }
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
@@ -325,25 +337,27 @@ const RECORDS_SQL: &str = "SELECT l.leaf_index, l.rid AS leaf_rid, r.rid, r.anch
 /// A row of [`RECORDS_SQL`] as a record, through the one row conversion
 /// (`LedgerRecord::try_from(ledger_records::Model)`).
 fn logged_record(row: &sqlx::postgres::PgRow, index: u64) -> Result<LedgerRecord, LedgerError> {
-    let rid: Option<Uuid> = row.try_get("rid").map_err(err)?;
+    // By position (the order of `RECORDS_SQL`'s select list): a name is a lookup per column
+    // per row, on the catch-up's hot path.
+    let rid: Option<Uuid> = row.try_get(2).map_err(err)?;
     let Some(rid) = rid else {
-        let leaf_rid: Uuid = row.try_get("leaf_rid").map_err(err)?;
+        let leaf_rid: Uuid = row.try_get(1).map_err(err)?;
         return Err(LedgerError::Log(ledger_tlog::Error::Invalid(format!(
             "leaf {index} names record {leaf_rid}, which is not stored"
         ))));
     };
     let model = ledger_entities::entity::ledger_records::Model {
         rid,
-        anchor_id: row.try_get("anchor_id").map_err(err)?,
-        slot: row.try_get("slot").map_err(err)?,
-        kind: row.try_get("kind").map_err(err)?,
-        ts: row.try_get("ts").map_err(err)?,
-        prev_hash: row.try_get("prev_hash").map_err(err)?,
-        hash: row.try_get("hash").map_err(err)?,
-        payload: row.try_get("payload").map_err(err)?,
-        sig: row.try_get("sig").map_err(err)?,
-        producer: row.try_get("producer").map_err(err)?,
-        version: row.try_get("version").map_err(err)?,
+        anchor_id: row.try_get(3).map_err(err)?,
+        slot: row.try_get(4).map_err(err)?,
+        kind: row.try_get(5).map_err(err)?,
+        ts: row.try_get(6).map_err(err)?,
+        prev_hash: row.try_get(7).map_err(err)?,
+        hash: row.try_get(8).map_err(err)?,
+        payload: row.try_get(9).map_err(err)?,
+        sig: row.try_get(10).map_err(err)?,
+        producer: row.try_get(11).map_err(err)?,
+        version: row.try_get(12).map_err(err)?,
     };
     LedgerRecord::try_from(model).map_err(|e| LedgerError::Database(e.to_string()))
 }
@@ -690,7 +704,7 @@ impl LogStore for PostgresLog {
             .map_err(err)?;
         let mut out = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
-            let index = to_u64(row.try_get("leaf_index").map_err(err)?);
+            let index = to_u64(row.try_get(0).map_err(err)?);
             let expected = from + i as u64;
             if index != expected {
                 return Err(LedgerError::Log(ledger_tlog::Error::Invalid(format!(
