@@ -47,11 +47,11 @@ for run in $(seq 1 "$runs"); do
     s=$(date +%s.%N)
     LEDGER_DSN=$(dsn $db) "$bin" export 2>/dev/null >/dev/null
     e=$(date +%s.%N)
-    echo "export run=$run load=\"$(load)\" {\"seconds\": $(echo "$e - $s" | bc)}" | tee -a "$out"
+    echo "export run=$run load=\"$(load)\" {\"seconds\": $(awk -v s="$s" -v e="$e" 'BEGIN { printf "%.3f", e - s }')}" | tee -a "$out"
     s=$(date +%s.%N)
     psql -qX -d $db -c "\\copy (SELECT l.leaf_index, r.* FROM ledger_log l JOIN ledger_records r ON r.rid = l.rid ORDER BY l.leaf_index) TO /dev/null"
     e=$(date +%s.%N)
-    echo "copy run=$run load=\"$(load)\" {\"seconds\": $(echo "$e - $s" | bc)}" | tee -a "$out"
+    echo "copy run=$run load=\"$(load)\" {\"seconds\": $(awk -v s="$s" -v e="$e" 'BEGIN { printf "%.3f", e - s }')}" | tee -a "$out"
 done
 psql -qX -d postgres -c "DROP DATABASE IF EXISTS $db" -c "DROP DATABASE IF EXISTS $db_ref" >/dev/null
 python3 - "$out" <<'PY'

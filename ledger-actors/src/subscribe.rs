@@ -426,3 +426,223 @@ impl Feed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+    use futures::StreamExt;
+    use ledger_entities::NewRecord;
+    use ledger_tlog::tile::{TileId, TileSet};
+
+    use super::*;
+    use crate::integrator::log::{
+        Commit, LeafEntry, LogState, Pending, StoredCheckpoint, Unlogged, Watermark,
+    };
+
+    /// A log of `size` leaves (every one the same record), counting its page reads, whose
+    /// first `outages` reads fail as an unreachable database would, and whose read of leaf
+    /// `broken` fails as a data error.
+    struct FakeLog {
+        size: u64,
+        record: Arc<LedgerRecord>,
+        reads: AtomicUsize,
+        outages: AtomicUsize,
+        broken: Option<u64>,
+        froms: Mutex<Vec<u64>>,
+    }
+
+    impl FakeLog {
+        fn new(size: u64) -> Self {
+            let record = LedgerRecord::seal(
+                NewRecord::new(Uuid::from_u128(1), "s", "k", serde_json::json!({}), "p"),
+                Uuid::from_u128(2),
+                DateTime::<Utc>::UNIX_EPOCH,
+                None,
+            )
+            .unwrap();
+            Self {
+                size,
+                record: Arc::new(record),
+                reads: AtomicUsize::new(0),
+                outages: AtomicUsize::new(0),
+                broken: None,
+                froms: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    fn nothing<T>() -> Result<T, LedgerError> {
+        Err(LedgerError::Internal("not used by subscriptions".into()))
+    }
+
+    #[async_trait]
+    impl LogStore for FakeLog {
+        async fn acquire(&self, _: Uuid, _: Duration) -> Result<bool, LedgerError> {
+            nothing()
+        }
+        async fn release(&self, _: Uuid) -> Result<(), LedgerError> {
+            nothing()
+        }
+        async fn load(&self) -> Result<LogState, LedgerError> {
+            nothing()
+        }
+        async fn pending(&self, _: Watermark, _: usize) -> Result<Pending, LedgerError> {
+            nothing()
+        }
+        async fn backlog(
+            &self,
+            _: Watermark,
+            _: u64,
+        ) -> Result<(u64, Option<DateTime<Utc>>), LedgerError> {
+            nothing()
+        }
+        async fn commit(&self, _: Uuid, _: Duration, _: Commit) -> Result<(), LedgerError> {
+            nothing()
+        }
+        async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
+            Ok(None)
+        }
+        async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
+            nothing()
+        }
+        async fn leaf_index(&self, _: Uuid) -> Result<Option<u64>, LedgerError> {
+            nothing()
+        }
+        async fn read_tiles(&self, _: &[TileId]) -> Result<TileSet, LedgerError> {
+            nothing()
+        }
+        async fn leaves(&self, _: u64, _: usize) -> Result<Vec<LeafEntry>, LedgerError> {
+            nothing()
+        }
+        async fn records(
+            &self,
+            from: u64,
+            limit: usize,
+        ) -> Result<Vec<(u64, Arc<LedgerRecord>)>, LedgerError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.froms.lock().unwrap().push(from);
+            if self
+                .outages
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(LedgerError::Unavailable("connection refused".into()));
+            }
+            if self.broken == Some(from) {
+                return Err(LedgerError::Database("a row that does not decode".into()));
+            }
+            let end = (from + limit as u64).min(self.size);
+            let end = self
+                .broken
+                .filter(|b| *b >= from)
+                .map_or(end, |b| end.min(b));
+            Ok((from..end).map(|i| (i, Arc::clone(&self.record))).collect())
+        }
+        async fn size(&self) -> Result<u64, LedgerError> {
+            Ok(self.size)
+        }
+        async fn unlogged(&self, _: usize) -> Result<Vec<Unlogged>, LedgerError> {
+            nothing()
+        }
+        async fn misordered(&self, _: usize) -> Result<Vec<(Uuid, Uuid)>, LedgerError> {
+            nothing()
+        }
+        async fn unfaithful_payloads(&self, _: usize) -> Result<Vec<(Uuid, String)>, LedgerError> {
+            nothing()
+        }
+    }
+
+    fn options(page: usize) -> SubscribeOptions {
+        SubscribeOptions {
+            page,
+            follow: false,
+            ..SubscribeOptions::default()
+        }
+    }
+
+    /// A consumer that stops taking records stops the reading: however long the log, the
+    /// subscription has read at most the page handed over, one in the channel, the pages
+    /// read ahead and one more in flight — bounded memory, no unbounded buffer.
+    #[tokio::test]
+    async fn a_slow_consumer_stops_the_reading() {
+        let log = Arc::new(FakeLog::new(1_000_000));
+        let mut sub = subscribe(log.clone(), None, options(10));
+        assert_eq!(sub.next().await.unwrap().unwrap().position, 0);
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+        }
+        let reads = log.reads.load(Ordering::SeqCst);
+        assert!(reads <= 3 + READ_AHEAD, "{reads} pages read");
+        // Taking more lets it go on, in order, with no gap.
+        for want in 1..500 {
+            assert_eq!(sub.next().await.unwrap().unwrap().position, want);
+        }
+    }
+
+    /// An unreachable database is waited out (the stream neither ends nor yields an error);
+    /// every position arrives once, in order, and the subscription ends at the log's size.
+    #[tokio::test]
+    async fn an_outage_is_waited_out() {
+        let log = FakeLog::new(95);
+        log.outages.store(3, Ordering::SeqCst);
+        let mut sub = subscribe(Arc::new(log), None, options(10));
+        let mut got = Vec::new();
+        while let Some(item) = sub.next().await {
+            got.push(item.unwrap().position);
+        }
+        assert_eq!(got, (0..95).collect::<Vec<_>>());
+    }
+
+    /// Resuming after `p` starts at `p + 1`; a data error is delivered once, after every
+    /// record before it, and ends the subscription (it is not retried as an outage).
+    #[tokio::test]
+    async fn resumes_after_its_position_and_a_data_error_ends_it() {
+        let mut log = FakeLog::new(100);
+        log.broken = Some(57);
+        let log = Arc::new(log);
+        let mut sub = subscribe(log.clone(), None, {
+            let mut o = options(10);
+            o.after = Some(41);
+            o
+        });
+        for want in 42..57 {
+            assert_eq!(sub.next().await.unwrap().unwrap().position, want);
+        }
+        assert!(matches!(
+            sub.next().await,
+            Some(Err(LedgerError::Database(_)))
+        ));
+        assert!(sub.next().await.is_none());
+        let froms = log.froms.lock().unwrap().clone();
+        assert_eq!(froms[0], 42);
+        assert!(
+            froms.iter().filter(|f| **f == 57).count() <= 2,
+            "a data error is not retried: {froms:?}"
+        );
+    }
+
+    /// Options that cannot be served are refused, not panicked on.
+    #[tokio::test]
+    async fn bad_options_are_refused() {
+        let log: Arc<dyn LogStore> = Arc::new(FakeLog::new(1));
+        let mut sub = subscribe(Arc::clone(&log), None, options(0));
+        assert!(matches!(
+            sub.next().await,
+            Some(Err(LedgerError::Config(_)))
+        ));
+        let mut o = options(10);
+        o.after = Some(u64::MAX);
+        let mut sub = subscribe(log, None, o);
+        assert!(matches!(
+            sub.next().await,
+            Some(Err(LedgerError::Config(_)))
+        ));
+        assert!(sub.next().await.is_none());
+    }
+}

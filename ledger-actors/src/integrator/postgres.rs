@@ -34,8 +34,8 @@ use sea_orm::sqlx::{self, PgPool, Row};
 use uuid::Uuid;
 
 use super::log::{
-    Commit, LeafEntry, LogListener, LogState, LogStore, Pending, PendingRecord, StoredCheckpoint, Unlogged,
-    Watermark,
+    Commit, LeafEntry, LogListener, LogState, LogStore, Pending, PendingRecord, StoredCheckpoint,
+    Unlogged, Watermark,
 };
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
@@ -117,7 +117,11 @@ fn checkpoint_from(row: &sqlx::postgres::PgRow) -> Result<StoredCheckpoint, Ledg
 impl PostgresLog {
     /// Opens a pool of two connections with the ledger's connection settings.
     pub fn connect(config: &LedgerConfig) -> Result<Self, LedgerError> {
-        Ok(Self::over(crate::pg::store::sqlx_options(config)?, 2, config))
+        Ok(Self::over(
+            crate::pg::store::sqlx_options(config)?,
+            2,
+            config,
+        ))
     }
 
     /// The log a subscription reads, over a pool of three connections (two readers and a
