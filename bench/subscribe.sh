@@ -31,7 +31,7 @@ fresh() {
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 w1=(loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512 --json)
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+trap 'rm -f "$out" "$out.rss"' EXIT
 export LEDGER_BACKEND=postgres
 for run in $(seq 1 "$runs"); do
     fresh $db "$bin"
@@ -42,8 +42,8 @@ for run in $(seq 1 "$runs"); do
         r=$(LEDGER_DSN=$(dsn $db_ref) "$ref" "${w1[@]}" 2>/dev/null)
         echo "ref run=$run load=\"$(load)\" $r" | tee -a "$out"
     fi
-    r=$(LEDGER_DSN=$(dsn $db) "$bin" tail --count 2>/dev/null)
-    echo "tail run=$run load=\"$(load)\" $r" | tee -a "$out"
+    r=$(LEDGER_DSN=$(dsn $db) /usr/bin/time -f '%M' -o "$out.rss" "$bin" tail --count 2>/dev/null)
+    echo "tail run=$run load=\"$(load)\" peak_rss_kb=$(cat "$out.rss") $r" | tee -a "$out"
     s=$(date +%s.%N)
     LEDGER_DSN=$(dsn $db) "$bin" export 2>/dev/null >/dev/null
     e=$(date +%s.%N)
@@ -77,6 +77,7 @@ if "ref" in m:
     parts.append("w1_ref=%.0f" % med([r["appends_per_sec"] for r in m["ref"]]))
 parts += [
     "tail=%.0f/s" % med([r["records_per_sec"] for r in m["tail"]]),
+    "tail_peak_rss_kb=%d" % max(int(l.split("peak_rss_kb=")[1].split()[0]) for l in open(sys.argv[1]) if l.startswith("tail ")),
     "export=%.0f/s" % med([n / r["seconds"] for r in m["export"]]),
     "copy=%.0f/s" % med([n / r["seconds"] for r in m["copy"]]),
 ]

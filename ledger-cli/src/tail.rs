@@ -108,6 +108,10 @@ async fn tail<W: AsyncWrite + Unpin>(
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
     loop {
+        // While records keep coming (a long catch-up), SIGINT is looked at every so often.
+        if tailed.records % 4096 == 0 && (&mut interrupt).now_or_never().is_some() {
+            break;
+        }
         let item = match stream.next().now_or_never() {
             Some(item) => item,
             None => {
