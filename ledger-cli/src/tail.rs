@@ -39,6 +39,9 @@ pub struct Args {
     /// the end (how far the log reaches, and how fast a subscription catches up).
     #[arg(long, conflicts_with = "follow")]
     count: bool,
+    /// Records per page read (memory is about three pages; larger pages catch up faster).
+    #[arg(long, default_value_t = ledger_actors::subscribe::DEFAULT_PAGE, value_name = "N")]
+    page: usize,
 }
 
 /// Runs `ledger tail`: exit 0 at the end (or on SIGINT, or when the reader of the output
@@ -97,6 +100,7 @@ async fn tail<W: AsyncWrite + Unpin>(
         follow: args.follow,
         checkpointed_only: args.checkpointed,
         anchor: args.anchor,
+        page: args.page,
         ..SubscribeOptions::default()
     });
     let mut out = BufWriter::with_capacity(OUT_BUFFER, out);
