@@ -113,7 +113,7 @@ async fn tail<W: AsyncWrite + Unpin>(
     tokio::pin!(interrupt);
     loop {
         // While records keep coming (a long catch-up), SIGINT is looked at every so often.
-        if tailed.records % 4096 == 0 && (&mut interrupt).now_or_never().is_some() {
+        if tailed.records.is_multiple_of(4096) && (&mut interrupt).now_or_never().is_some() {
             break;
         }
         let item = match stream.next().now_or_never() {
