@@ -299,8 +299,15 @@ impl Feed {
             };
             self.next = last + 1;
             if page.len() == limit {
-                // Behind: keep the next pages reading while this one is delivered, so the
-                // database and the decoding of the rows overlap.
+                // Behind: the listener is not read until this subscription catches up, and
+                // PostgreSQL keeps every notification an unread listener has not taken
+                // (a slow consumer would grow the server's notification queue): give it up
+                // now (its connection unlistens), listen again at the next wait.
+                if matches!(self.listener, Listen::On(_)) {
+                    self.listener = Listen::Untried;
+                }
+                // Keep the next pages reading while this one is delivered, so the database and
+                // the decoding of the rows overlap.
                 let mut at = ahead.back().map_or(self.next, |(f, l, _)| f + *l as u64);
                 while ahead.len() < READ_AHEAD {
                     let l = self.limit(at, end, covered);
