@@ -9,7 +9,10 @@
 //! step that the store refuses unless the lease is still held. Any error steps the
 //! integrator down; it reloads from the store and continues (so it catches up after an
 //! outage). At shutdown it integrates what is left, writes a last checkpoint and releases the
-//! lease.
+//! lease. Rounds follow a timer, and an acknowledged append of this process
+//! ([`Settings::wake`]) starts the leader's next one at once, so positions (what
+//! subscriptions deliver) are assigned promptly after commit while checkpoints keep their
+//! own interval.
 //!
 //! # Layout
 //! - `log.rs`: the [`LogStore`] trait and the types it exchanges.
