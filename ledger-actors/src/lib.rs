@@ -28,6 +28,8 @@
 //!   plus the buffer). Its module doc tells a record's way to PostgreSQL.
 //! - [`transfer`]: export and import as JSON Lines (verified, idempotent, resumable), and
 //!   the `ledger append` line format.
+//! - [`subscribe`]: [`Subscription`], the records in log order with their positions from
+//!   any position on (catch-up, then live; through outages), behind [`Ledger::subscribe`].
 //! - [`migrate`]: the copy rounds and checks of the live memory → PostgreSQL migration
 //!   ([`Ledger::migrate_to_postgres`]).
 //! - [`verify`]: chain verification.
@@ -53,6 +55,7 @@ pub mod recovery;
 pub mod router;
 pub mod spool;
 pub mod store;
+pub mod subscribe;
 pub mod tlog;
 pub mod transfer;
 pub mod verify;
@@ -66,3 +69,4 @@ pub use ledger::Ledger;
 pub use ledger::create_ledger_store;
 pub use persistence::Durability;
 pub use store::{Head, LedgerStore, RecordRange, ScanKey};
+pub use subscribe::{Delivered, SubscribeOptions, Subscription};

@@ -40,6 +40,7 @@ pub struct ConsistencyProof {
 pub(crate) fn start_integrator(
     config: &LedgerConfig,
     log: Arc<dyn LogStore>,
+    wake: Arc<tokio::sync::Notify>,
 ) -> Result<Option<Arc<Integrator>>, LedgerError> {
     if config.checkpoint_interval.is_zero() {
         return Ok(None);
@@ -66,6 +67,7 @@ pub(crate) fn start_integrator(
                 }
                 _ => None,
             },
+            wake: Some(wake),
         },
     ))))
 }
@@ -80,6 +82,13 @@ pub(crate) fn postgres_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, L
     Ok(Arc::new(crate::integrator::postgres::PostgresLog::connect(
         config,
     )?))
+}
+
+/// The log a PostgreSQL subscription reads (a pool of its own: two readers, one listener).
+pub(crate) fn subscription_log(config: &LedgerConfig) -> Result<Arc<dyn LogStore>, LedgerError> {
+    Ok(Arc::new(
+        crate::integrator::postgres::PostgresLog::for_subscription(config)?,
+    ))
 }
 
 /// Recomputes a receipt record's hash from its fields (the record encoding of

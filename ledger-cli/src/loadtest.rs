@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use ledger_actors::{Durability, Expect, Ledger, LedgerConfig, RecordRange};
 use ledger_entities::{NewRecord, RecordHash};
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// Arguments of `ledger loadtest`.
@@ -48,6 +48,10 @@ pub struct Args {
     /// records/s and calls/s, latencies per call.
     #[arg(long, default_value_t = 1, value_name = "N")]
     batch: u64,
+    /// Run a subscriber beside the appenders and report the delay from each append's
+    /// acknowledgement to its delivery to the subscriber (JSON `subscription`).
+    #[arg(long)]
+    subscribe: bool,
 }
 
 /// Anchor `index` of `seed`: a version-8 UUID from two SplitMix64 outputs, the same in every
@@ -97,6 +101,8 @@ struct Shared {
     errors_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// With `--anchor-seed`: every acknowledgement (rid, hash, buffered during an outage).
     acks: Option<std::sync::Mutex<Vec<(Uuid, RecordHash, bool)>>>,
+    /// With `--subscribe`: where acknowledgements are reported for the live lag.
+    lag: Option<Arc<crate::loadtest_subscribe::SubscribeLag>>,
 }
 
 /// Runs the load test; exit 1 when any append failed or any chain broke.
@@ -114,6 +120,10 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
     let ephemeral = crate::loadtest_log::ephemeral_key(&mut config)?;
     let ledger = Ledger::start(config).await.context("starting the ledger")?;
     let lag_watch = crate::loadtest_log::LagWatch::start(&ledger);
+    let subscriber = match args.subscribe {
+        true => Some(crate::loadtest_subscribe::Subscriber::start(&ledger).await?),
+        false => None,
+    };
     let total = if args.duration.is_some() {
         u64::MAX
     } else {
@@ -142,6 +152,7 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         acks: args
             .anchor_seed
             .map(|_| std::sync::Mutex::new(Vec::with_capacity(total.min(1 << 24) as usize))),
+        lag: subscriber.as_ref().map(|s| Arc::clone(s.lag())),
     });
 
     let show_progress = !args.json && std::io::stdout().is_terminal();
@@ -189,6 +200,10 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         }
     }
 
+    let subscription = match subscriber {
+        Some(s) => s.finish().await,
+        None => Value::Null,
+    };
     let (checkpoint, integration) = lag_watch
         .finish(&ledger, appends_ended, ephemeral.as_ref())
         .await?;
@@ -265,6 +280,7 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         "buffered_not_in_postgres": buffered,
         "checkpoint": checkpoint,
         "integration": integration,
+        "subscription": subscription,
     });
     if args.json {
         println!("{result}");
@@ -323,6 +339,17 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
                 println!("ephemeral verifier key: {k}");
             }
         }
+        if !subscription.is_null() {
+            println!(
+                "subscription: {} delivered, {} undelivered, {} duplicates; ack -> delivery ms p50 {} p99 {} max {}",
+                subscription["delivered"],
+                subscription["undelivered"],
+                subscription["duplicates"],
+                subscription["ack_to_delivery_ms"]["p50"],
+                subscription["ack_to_delivery_ms"]["p99"],
+                subscription["ack_to_delivery_ms"]["max"],
+            );
+        }
         if let Some(e) = shared
             .first_error
             .lock()
@@ -333,12 +360,27 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         }
     }
     Ok(
-        if errors == 0 && breaks == 0 && missing == 0 && buffered == 0 && !uncovered {
+        if errors == 0
+            && breaks == 0
+            && missing == 0
+            && buffered == 0
+            && !uncovered
+            && subscription_ok(&subscription)
+        {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
         },
     )
+}
+
+/// No subscriber, or one that delivered every acknowledged record once, in order.
+fn subscription_ok(s: &Value) -> bool {
+    s.is_null()
+        || (s["undelivered"] == 0
+            && s["duplicates"] == 0
+            && s["disorder"] == 0
+            && s["error"].is_null())
 }
 
 async fn worker(shared: Arc<Shared>) -> Histogram<u64> {
@@ -388,6 +430,11 @@ async fn worker(shared: Arc<Shared>) -> Histogram<u64> {
         match result {
             Ok((records, durability)) => {
                 shared.acked[a].fetch_add(records.len() as u32, Ordering::AcqRel);
+                if let Some(lag) = &shared.lag {
+                    for r in &records {
+                        lag.acked(r.rid);
+                    }
+                }
                 if let Some(acks) = &shared.acks {
                     let buffered = matches!(durability, Durability::Buffered | Durability::Spooled);
                     acks.lock()

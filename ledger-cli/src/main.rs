@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - `main.rs`: argument parsing, the metrics exporter (`--metrics-addr`) and dispatch.
-//! - `loadtest.rs`: `ledger loadtest`; `loadtest_log.rs`: its checkpoint wait and lag.
+//! - `loadtest.rs`: `ledger loadtest`; `loadtest_log.rs`: its checkpoint wait and lag;
+//!   `loadtest_subscribe.rs`: its `--subscribe` live-lag measurement.
 //! - `verify.rs`: `ledger verify`.
 //! - `health.rs`: `ledger health`.
 //! - `migrate.rs`: `ledger migrate up|down|status|fresh`.
@@ -13,6 +14,7 @@
 //! - `append.rs`: `ledger append` (JSON Lines in, one acknowledgement per line out).
 //! - `get.rs`, `records.rs`, `anchors.rs`: `ledger get`, `ledger records`, `ledger anchors`.
 //! - `export.rs`, `import.rs`: `ledger export`, `ledger import`.
+//! - `tail.rs`: `ledger tail` (the records in log order with their positions; `--follow`).
 //! - `read.rs`: how the commands that only read open the store.
 //! - `serve.rs`: `ledger serve` (the log as C2SP tlog-tiles over HTTP, receipts).
 
@@ -26,12 +28,14 @@ mod import;
 mod keygen;
 mod loadtest;
 mod loadtest_log;
+mod loadtest_subscribe;
 mod migrate;
 mod prove;
 mod read;
 mod records;
 mod recover_spool;
 mod serve;
+mod tail;
 mod verify;
 mod verify_log;
 mod verify_receipt;
@@ -120,6 +124,9 @@ enum Command {
     /// Serve the log read-only over HTTP (C2SP tlog-tiles: /checkpoint, /tile/..., plus
     /// /receipt/RID) until SIGINT/SIGTERM. Exit 0 after a graceful stop, 2 cannot start.
     Serve(serve::Args),
+    /// Print the records in log order with their positions (`--after POSITION` to resume,
+    /// `--follow` to go on live, `--json` for JSON lines). Exit 0, 2 cannot read.
+    Tail(tail::Args),
 }
 
 fn main() -> ExitCode {
@@ -189,6 +196,7 @@ fn run_online(
             Command::Import(args) => import::run(config, args).await,
             Command::RecoverSpool(args) => recover_spool::run(config, args).await,
             Command::Serve(args) => serve::run(config, args).await,
+            Command::Tail(args) => tail::run(config, args).await,
         }
     });
     match result {

@@ -1,11 +1,12 @@
 //! [`LogStore`]: where the transparency log lives (leaf order, tiles, checkpoints, the
 //! integrator's lease and watermark), and the types the integrator exchanges with it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ledger_entities::RecordHash;
+use ledger_entities::{LedgerRecord, RecordHash};
 use ledger_tlog::Hash;
 use ledger_tlog::tile::{TileId, TileSet};
 use uuid::Uuid;
@@ -128,6 +129,25 @@ pub trait LogStore: Send + Sync + 'static {
     /// The log's entries from leaf `from`, at most `limit`, in leaf order, each with the
     /// stored record's hash (`None` when the record is gone).
     async fn leaves(&self, from: u64, limit: usize) -> Result<Vec<LeafEntry>, LedgerError>;
+    /// The logged records from leaf `from`, at most `limit`, in leaf order, each with its
+    /// leaf index (what a subscription delivers; one query per page on PostgreSQL). The
+    /// indexes are consecutive from `from`; a leaf whose record is gone (a tampered
+    /// database) or does not decode is never skipped: the records before it are returned,
+    /// and a read that starts at it fails ([`LedgerError::Log`], [`LedgerError::Database`]).
+    async fn records(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Arc<LedgerRecord>)>, LedgerError>;
+    /// Leaves in the log now (as stored; every index below it has its record).
+    async fn size(&self) -> Result<u64, LedgerError>;
+    /// A listener told when any process's integrator grows the log (PostgreSQL: `LISTEN`
+    /// on [`LOG_CHANNEL`], on a connection of this store's pool held by the listener);
+    /// `None` where the store has none (memory: the integrator's progress tells the one
+    /// process). A hint only: a notification may be lost, so readers still poll.
+    async fn listen(&self) -> Result<Option<Box<dyn LogListener>>, LedgerError> {
+        Ok(None)
+    }
     /// Records that are not in the log, each with whether a record that follows it in its
     /// chain is in the log (which no integrator can cause: it means an inserted record).
     async fn unlogged(&self, limit: usize) -> Result<Vec<Unlogged>, LedgerError>;
@@ -138,6 +158,19 @@ pub trait LogStore: Send + Sync + 'static {
     /// (refused at append by the number rule; decoding would hide it as the nearest double):
     /// `(record, reason)`, at most `limit`. The memory backend only holds appended payloads.
     async fn unfaithful_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String)>, LedgerError>;
+}
+
+/// The channel the PostgreSQL integrator notifies (with the new tree size) in the same
+/// transaction as each step that adds leaves, so listeners hear of it once it is committed.
+pub const LOG_CHANNEL: &str = "avl_ledger_log";
+
+/// What [`LogStore::listen`] returns.
+#[async_trait]
+pub trait LogListener: Send + Sync {
+    /// Waits until the log may have grown: a notification, or a lost connection (whose
+    /// notifications are lost, so the caller should read again); reconnects on the next call.
+    /// An error (the database is unreachable): wait before calling again.
+    async fn changed(&mut self) -> Result<(), LedgerError>;
 }
 
 /// One leaf of the log, with the record it names.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ledger_entities::LedgerRecord;
 use ledger_tlog::Hash;
 use ledger_tlog::tile::{TileId, TileSet, edge_tiles};
 use uuid::Uuid;
@@ -182,6 +183,26 @@ impl LogStore for MemoryLog {
                 hash: Some(r.hash.to_hex()),
             })
             .collect())
+    }
+
+    async fn records(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Arc<LedgerRecord>)>, LedgerError> {
+        let size = self.state().size;
+        let limit = limit.min(usize::try_from(size.saturating_sub(from)).unwrap_or(usize::MAX));
+        Ok(self
+            .store
+            .committed(from, limit)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (from + i as u64, r))
+            .collect())
+    }
+
+    async fn size(&self) -> Result<u64, LedgerError> {
+        Ok(self.state().size)
     }
 
     async fn unlogged(&self, limit: usize) -> Result<Vec<Unlogged>, LedgerError> {

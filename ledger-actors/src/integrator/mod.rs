@@ -9,7 +9,10 @@
 //! step that the store refuses unless the lease is still held. Any error steps the
 //! integrator down; it reloads from the store and continues (so it catches up after an
 //! outage). At shutdown it integrates what is left, writes a last checkpoint and releases the
-//! lease.
+//! lease. Rounds follow a timer, and an acknowledged append of this process
+//! ([`Settings::wake`]) starts the leader's next one at once, so positions (what
+//! subscriptions deliver) are assigned promptly after commit while checkpoints keep their
+//! own interval.
 //!
 //! # Layout
 //! - `log.rs`: the [`LogStore`] trait and the types it exchanges.
@@ -35,7 +38,7 @@ use ledger_tlog::tile::Edge;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-pub use log::{LogStore, PendingRecord, StoredCheckpoint, Watermark};
+pub use log::{LOG_CHANNEL, LogListener, LogStore, PendingRecord, StoredCheckpoint, Watermark};
 
 use crate::error::LedgerError;
 
@@ -54,6 +57,19 @@ const BACKLOG_CAP: u64 = 100_000;
 pub const IDLE: Duration = Duration::from_millis(50);
 /// Longest pause between rounds when no full batch is waiting (see `Runner::pause`).
 pub const ROUND_MAX: Duration = Duration::from_millis(250);
+/// Least time from the start of one round to the start of a round woken by an append
+/// ([`Settings::wake`]): under load the appends of these milliseconds share one round
+/// (one transaction), and a record still waits at most about this plus a round for its
+/// leaf index.
+pub const WAKE_GAP: Duration = Duration::from_millis(5);
+
+/// Resolves when `wake` is poked; never without one.
+async fn woken(wake: Option<&tokio::sync::Notify>) {
+    match wake {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// The integrator's settings.
 #[derive(Debug, Clone)]
@@ -66,6 +82,10 @@ pub struct Settings {
     /// Where the key's signed state is kept (a signed log that outlives the process: the
     /// PostgreSQL log with a key). `None`: no rollback check.
     pub signed_state: Option<signed::SignedStateFile>,
+    /// Poked when this process's appends are acknowledged: the leader then runs its next
+    /// round at once (at most every [`WAKE_GAP`]) instead of at the end of its pause, so a
+    /// record gets its leaf index promptly after commit. `None`: rounds on the timer only.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What the integrator has done, observable through [`Integrator::progress`].
@@ -265,7 +285,14 @@ impl Runner {
     async fn run(mut self, mut stop: oneshot::Receiver<oneshot::Sender<()>>) {
         let mut backoff = IDLE;
         loop {
+            let started = Instant::now();
             let outcome = self.round(false).await;
+            // Only a leader that just finished a clean round is woken early; a standby
+            // keeps to its lease timer and a failing one to its back-off.
+            let wake = match outcome {
+                Ok(false) if self.state.is_some() => self.settings.wake.clone(),
+                _ => None,
+            };
             let pause = match outcome {
                 Ok(true) => Duration::ZERO,
                 Ok(false) => {
@@ -307,6 +334,12 @@ impl Runner {
                     return;
                 }
                 _ = tokio::time::sleep(pause) => {}
+                _ = woken(wake.as_deref()) => {
+                    let gap = WAKE_GAP.saturating_sub(started.elapsed());
+                    if !gap.is_zero() {
+                        tokio::time::sleep(gap).await;
+                    }
+                }
             }
         }
     }

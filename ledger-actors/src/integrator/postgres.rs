@@ -22,18 +22,20 @@
 //! the same transaction, so an integrator that lost its lease (paused, partitioned) can never
 //! write.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ledger_entities::RecordHash;
+use ledger_entities::{LedgerRecord, RecordHash};
 use ledger_tlog::tile::{TileId, TileSet, decode, edge_tiles, encode};
-use sea_orm::sqlx::{self, PgPool, Row, postgres::PgPoolOptions};
+use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
+use sea_orm::sqlx::{self, PgPool, Row};
 use uuid::Uuid;
 
 use super::log::{
-    Commit, LeafEntry, LogState, LogStore, Pending, PendingRecord, StoredCheckpoint, Unlogged,
-    Watermark,
+    Commit, LeafEntry, LogListener, LogState, LogStore, Pending, PendingRecord, StoredCheckpoint,
+    Unlogged, Watermark,
 };
 use crate::config::LedgerConfig;
 use crate::error::LedgerError;
@@ -115,9 +117,30 @@ fn checkpoint_from(row: &sqlx::postgres::PgRow) -> Result<StoredCheckpoint, Ledg
 impl PostgresLog {
     /// Opens a pool of two connections with the ledger's connection settings.
     pub fn connect(config: &LedgerConfig) -> Result<Self, LedgerError> {
-        let options = crate::pg::store::sqlx_options(config)?;
+        Ok(Self::over(
+            crate::pg::store::sqlx_options(config)?,
+            2,
+            config,
+        ))
+    }
+
+    /// The log a subscription reads, over a pool of three connections (two readers and a
+    /// listener) that never start parallel workers: a page is a few thousand primary-key
+    /// probes, and a parallel plan (chosen on stale statistics) only adds a worker's start
+    /// to every page.
+    pub fn for_subscription(config: &LedgerConfig) -> Result<Self, LedgerError> {
+        let options = crate::pg::store::sqlx_options(config)?
+            .options([("max_parallel_workers_per_gather", "0")]);
+        Ok(Self::over(options, 3, config))
+    }
+
+    fn over(
+        options: sqlx::postgres::PgConnectOptions,
+        connections: u32,
+        config: &LedgerConfig,
+    ) -> Self {
         let mut pool_options = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(connections)
             .min_connections(0)
             .acquire_timeout(config.timeout);
         if let Some(dsn) = config.dsn.as_ref().filter(|d| d.hosts().len() > 1) {
@@ -128,10 +151,10 @@ impl PostgresLog {
         if let Some(dsn) = &config.dsn {
             crate::pg::endpoints::register(dsn, &pool);
         }
-        Ok(Self {
+        Self {
             pool,
             known: std::sync::Mutex::new(Known::default()),
-        })
+        }
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
@@ -293,6 +316,61 @@ fn order_batch(
     };
     let ahead = taken[prefix..].iter().any(|t| *t);
     (out, watermark, ahead)
+}
+
+/// [`LogStore::listen`] on PostgreSQL.
+struct Listener(PgListener);
+
+#[async_trait]
+impl LogListener for Listener {
+    async fn changed(&mut self) -> Result<(), LedgerError> {
+        // `None`: the connection was lost (with any notification meanwhile); the next call
+        // reconnects and listens again.
+        self.0.try_recv().await.map(|_| ()).map_err(err)
+    }
+}
+
+/// The records of leaves `[$1, $2)`, in leaf order (see [`LogStore::records`]). The plan
+/// is pinned by the query's shape, whatever the statistics say (a fresh or just-grown table
+/// had the planner hash-join whole-table scans, 5x slower per page and growing with the
+/// log): the leaves come from an ordered range of `ledger_log_pkey` with a `LIMIT`, and the
+/// record of each through a lateral subquery with its own `LIMIT`, which PostgreSQL does not
+/// flatten into a join, so each is one primary-key probe (a nested loop, no sort). The left
+/// join keeps a leaf whose record is gone.
+const RECORDS_SQL: &str = "SELECT l.leaf_index, l.rid AS leaf_rid, r.rid, r.anchor_id, r.slot, \
+     r.kind, r.ts, r.prev_hash, r.hash, r.payload, r.sig, r.producer, r.version \
+     FROM (SELECT leaf_index, rid FROM ledger_log WHERE leaf_index >= $1 AND leaf_index < $2 \
+        ORDER BY leaf_index LIMIT $2 - $1) l \
+     LEFT JOIN LATERAL (SELECT rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, sig, \
+        producer, version FROM ledger_records WHERE rid = l.rid LIMIT 1) r ON true \
+     ORDER BY l.leaf_index";
+
+/// A row of [`RECORDS_SQL`] as a record, through the one row conversion
+/// (`LedgerRecord::try_from(ledger_records::Model)`).
+fn logged_record(row: &sqlx::postgres::PgRow, index: u64) -> Result<LedgerRecord, LedgerError> {
+    // By position (the order of `RECORDS_SQL`'s select list): a name is a lookup per column
+    // per row, on the catch-up's hot path.
+    let rid: Option<Uuid> = row.try_get(2).map_err(err)?;
+    let Some(rid) = rid else {
+        let leaf_rid: Uuid = row.try_get(1).map_err(err)?;
+        return Err(LedgerError::Log(ledger_tlog::Error::Invalid(format!(
+            "leaf {index} names record {leaf_rid}, which is not stored"
+        ))));
+    };
+    let model = ledger_entities::entity::ledger_records::Model {
+        rid,
+        anchor_id: row.try_get(3).map_err(err)?,
+        slot: row.try_get(4).map_err(err)?,
+        kind: row.try_get(5).map_err(err)?,
+        ts: row.try_get(6).map_err(err)?,
+        prev_hash: row.try_get(7).map_err(err)?,
+        hash: row.try_get(8).map_err(err)?,
+        payload: row.try_get(9).map_err(err)?,
+        sig: row.try_get(10).map_err(err)?,
+        producer: row.try_get(11).map_err(err)?,
+        version: row.try_get(12).map_err(err)?,
+    };
+    LedgerRecord::try_from(model).map_err(|e| LedgerError::Database(e.to_string()))
 }
 
 #[async_trait]
@@ -493,6 +571,15 @@ impl LogStore for PostgresLog {
             .await
             .map_err(err)?;
         }
+        if !step.rids.is_empty() {
+            // Delivered to listeners when (and only if) this step commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(super::log::LOG_CHANNEL)
+                .bind(new_size.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
         sqlx::query(
             "UPDATE ledger_integrator SET tree_size = $1, wm_tx = $2::text::xid8, wm_seq = $3, \
                 lease_until = clock_timestamp() + $4 * interval '1 millisecond' WHERE id = 1",
@@ -610,6 +697,56 @@ impl LogStore for PostgresLog {
                 })
             })
             .collect()
+    }
+
+    async fn records(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Arc<LedgerRecord>)>, LedgerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(RECORDS_SQL)
+            .bind(to_i64(from))
+            .bind(to_i64(from.saturating_add(limit as u64)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let index = to_u64(row.try_get(0).map_err(err)?);
+            let expected = from + i as u64;
+            if index != expected {
+                return Err(LedgerError::Log(ledger_tlog::Error::Invalid(format!(
+                    "the log has no leaf {expected} but has leaf {index}"
+                ))));
+            }
+            match logged_record(row, index) {
+                Ok(r) => out.push((index, Arc::new(r))),
+                // The records before a bad one first; the next read starts at it and fails.
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn size(&self) -> Result<u64, LedgerError> {
+        let row = sqlx::query("SELECT tree_size FROM ledger_integrator WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(to_u64(row.try_get("tree_size").map_err(err)?))
+    }
+
+    async fn listen(&self) -> Result<Option<Box<dyn LogListener>>, LedgerError> {
+        let mut listener = PgListener::connect_with(&self.pool).await.map_err(err)?;
+        listener
+            .listen(super::log::LOG_CHANNEL)
+            .await
+            .map_err(err)?;
+        Ok(Some(Box::new(Listener(listener))))
     }
 
     async fn unlogged(&self, limit: usize) -> Result<Vec<Unlogged>, LedgerError> {

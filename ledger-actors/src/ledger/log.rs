@@ -13,8 +13,10 @@ use uuid::Uuid;
 
 use super::Ledger;
 use crate::chain::AppendAck;
+use crate::config::Backend;
 use crate::error::LedgerError;
 use crate::integrator::{Integrator, LogStore, StoredCheckpoint};
+use crate::subscribe::{SubscribeOptions, Subscription};
 use crate::tlog::{ConsistencyProof, prove, prove_consistency};
 
 impl Ledger {
@@ -27,6 +29,40 @@ impl Ledger {
     /// The log's storage, when the integrator runs.
     pub fn log_store(&self) -> Option<&Arc<dyn LogStore>> {
         self.integrator().map(|i| i.log())
+    }
+
+    /// The ledger's records in log order from the position after `after` (from position 0
+    /// when `None`), catch-up from storage and then live; see [`crate::subscribe`] for
+    /// when a record becomes visible and what ends a subscription.
+    pub fn subscribe(&self, after: Option<u64>) -> Subscription {
+        self.subscribe_with(SubscribeOptions {
+            after,
+            ..SubscribeOptions::default()
+        })
+    }
+
+    /// [`Ledger::subscribe`] with options (an end instead of following, checkpointed
+    /// positions only, one anchor, page size). Works on a ledger opened read-only too. On
+    /// PostgreSQL each subscription reads over a small pool of its own, so it never takes a
+    /// connection from appends or the integrator.
+    pub fn subscribe_with(&self, options: SubscribeOptions) -> Subscription {
+        let progress = self.integrator().map(|i| i.progress());
+        let log = match self.config().backend {
+            Backend::Postgres => match crate::tlog::subscription_log(self.config()) {
+                Ok(log) => log,
+                Err(e) => return Subscription::failed(e),
+            },
+            Backend::Memory => match self.integrator() {
+                Some(i) => Arc::clone(i.log()),
+                None => {
+                    return Subscription::failed(LedgerError::NotYetLogged(
+                        "the transparency log is off (checkpoint_interval: 0): records get no position"
+                            .into(),
+                    ));
+                }
+            },
+        };
+        crate::subscribe::subscribe(log, progress, options)
     }
 
     /// The latest stored checkpoint (written by whichever process integrates).

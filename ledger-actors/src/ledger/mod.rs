@@ -61,6 +61,9 @@ struct Inner {
     /// What writing the spool to PostgreSQL at start did (postgres backend with a
     /// `spool_dir` that held records).
     spool_recovery: OnceLock<crate::recovery::SpoolRecovery>,
+    /// Poked when an append is acknowledged: wakes the integrator so the record gets its
+    /// leaf index (and reaches subscribers) promptly, not at its next timed round.
+    committed: Arc<tokio::sync::Notify>,
 }
 
 /// What a ledger runs on, replaced whole by [`Ledger::migrate_to_postgres`]: grouped so
@@ -239,6 +242,7 @@ impl Ledger {
         ledger.set_integrator(crate::tlog::start_integrator(
             &ledger.inner.started.config,
             log,
+            Arc::clone(&ledger.inner.committed),
         )?);
         Ok(ledger)
     }
@@ -336,6 +340,7 @@ impl Ledger {
         ledger.set_integrator(crate::tlog::start_integrator(
             &ledger.inner.started.config,
             log,
+            Arc::clone(&ledger.inner.committed),
         )?);
         Ok(ledger)
     }
@@ -451,6 +456,7 @@ impl Ledger {
                 switched: OnceLock::new(),
                 migrating: tokio::sync::Mutex::new(()),
                 spool_recovery: OnceLock::new(),
+                committed: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
@@ -726,10 +732,16 @@ impl Ledger {
             Ok(Err(_closed)) => return Err(LedgerError::ShuttingDown),
             Ok(Ok(permit)) => permit,
         };
-        self.inner
+        let acked = self
+            .inner
             .router
             .append(msg, anchor_id, wait.max(timeout))
-            .await
+            .await;
+        if acked.is_ok() {
+            // One atomic store when a wake is already pending (see `Inner::committed`).
+            self.inner.committed.notify_one();
+        }
+        acked
     }
 
     /// The record with this rid.
@@ -956,13 +968,14 @@ impl Ledger {
         }
         let log = crate::tlog::postgres_log(&target)?;
         let (arbiter, writer_parts, reads) = start_writer(&target, store)?;
-        let integrator = match crate::tlog::start_integrator(&target, log) {
-            Ok(i) => i,
-            Err(e) => {
-                arbiter.stop();
-                return Err(e);
-            }
-        };
+        let integrator =
+            match crate::tlog::start_integrator(&target, log, Arc::clone(&self.inner.committed)) {
+                Ok(i) => i,
+                Err(e) => {
+                    arbiter.stop();
+                    return Err(e);
+                }
+            };
         // Set once, right after the writer exists; it reads it later.
         let _ = writer_parts.router.set(Arc::downgrade(&self.inner.router));
         let mut settings = self.inner.router.current_settings();
