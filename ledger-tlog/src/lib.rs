@@ -14,12 +14,16 @@
 //!   the tiles to write and the root).
 //! - [`note`]: checkpoint text, signed notes, signer and verifier keys.
 //! - [`receipt`]: the self-contained receipt JSON and its offline verification.
+//! - [`cosig`]: C2SP `tlog-cosignature` (cosignature/v1) keys, signing and verification.
+//! - [`witness`]: C2SP `tlog-witness` requests and a witness's checks (pure).
 //! - [`Error`]: the crate's one error type.
 
+pub mod cosig;
 pub mod merkle;
 pub mod note;
 pub mod receipt;
 pub mod tile;
+pub mod witness;
 
 pub use merkle::{Hash, NodeId};
 
