@@ -272,6 +272,25 @@ pub fn count_cosigners<'a>(
     Ok((seen.len(), missing))
 }
 
+/// Checks that at least `quorum` of `witnesses` cosigned `note` (a line by one of them
+/// that does not verify is [`Error::Invalid`]); [`Error::QuorumNotMet`] names the witnesses
+/// without a cosignature. Returns the number of valid cosignatures.
+pub fn check_quorum(
+    note: &str,
+    witnesses: &[CosignatureVerifier],
+    quorum: usize,
+) -> Result<usize, Error> {
+    let (have, missing) = count_cosigners(note, witnesses)?;
+    if have < quorum {
+        return Err(Error::QuorumNotMet {
+            need: quorum,
+            have,
+            missing: missing.iter().map(|w| w.name().to_owned()).collect(),
+        });
+    }
+    Ok(have)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +374,15 @@ mod tests {
         let (n, missing) = count_cosigners(&cosigned, &ws).expect("count");
         assert_eq!(n, 1);
         assert_eq!(missing, vec![&ws[1]]);
+        assert_eq!(check_quorum(&cosigned, &ws, 1), Ok(1));
+        assert_eq!(
+            check_quorum(&cosigned, &ws, 2),
+            Err(Error::QuorumNotMet {
+                need: 2,
+                have: 1,
+                missing: vec!["w2".into()]
+            })
+        );
         // A forged line under w1's name and id: an error, not a skip.
         let forged_line = w1.cosign(text, 101).expect("cosign");
         let mut blob = B64

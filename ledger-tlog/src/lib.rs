@@ -46,4 +46,19 @@ pub enum Error {
     /// incomplete or corrupt. Report it to an operator.
     #[error("missing stored hash: {0}")]
     Missing(String),
+    /// Fewer valid witness cosignatures than the quorum asked for: the checkpoint is not
+    /// (yet) witnessed as required. Wait for the witnesses and fetch a newer receipt, or
+    /// check which witnesses are down; never accept it.
+    #[error(
+        "{have} valid cosignature(s) of the {need} required; none from: {}",
+        missing.join(", ")
+    )]
+    QuorumNotMet {
+        /// Cosignatures required.
+        need: usize,
+        /// Valid cosignatures by the given witnesses.
+        have: usize,
+        /// The given witnesses (key names) without a cosignature in the note.
+        missing: Vec<String>,
+    },
 }
