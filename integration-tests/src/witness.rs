@@ -59,7 +59,8 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let reply = |status: u16, ctype: &str, body: String| {
         let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *resp.status_mut() =
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if let Ok(v) = ctype.parse() {
             resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
         }
@@ -73,7 +74,13 @@ async fn handle(
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(reply(400, "text/plain", "body too large or cut short\n".into())),
+        Err(_) => {
+            return Ok(reply(
+                400,
+                "text/plain",
+                "body too large or cut short\n".into(),
+            ));
+        }
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -121,7 +128,8 @@ pub fn spawn(witness: Witness, listen: SocketAddr) -> std::io::Result<RunningWit
                     };
                     let w = Arc::clone(&shared);
                     tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| handle(Arc::clone(&w), req));
+                        let service =
+                            hyper::service::service_fn(move |req| handle(Arc::clone(&w), req));
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                             .await;

@@ -102,7 +102,10 @@ fn python_verify(note: &str, witness: &CosignatureVerifier, log: &NoteSigner) ->
         format!("{}\n", log.verifier().to_key_string()),
     )
     .unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_cosignature.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/verify_cosignature.py"
+    );
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(dir.join("note"))
@@ -240,8 +243,9 @@ async fn a_dead_witness_stops_neither_appends_nor_checkpoints() {
     let dead = CosignatureSigner::from_seed("witness.example/dead", &[21; 32])
         .unwrap()
         .verifier();
-    let witnesses =
-        vec![WitnessConfig::parse(&format!("http://127.0.0.1:{port}"), &dead.to_key_string()).unwrap()];
+    let witnesses = vec![
+        WitnessConfig::parse(&format!("http://127.0.0.1:{port}"), &dead.to_key_string()).unwrap(),
+    ];
     let config = config(&ctx, &log, witnesses);
     let ledger = Ledger::start(config.clone()).await.unwrap();
     let anchors: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();

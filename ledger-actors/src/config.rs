@@ -837,7 +837,10 @@ impl LedgerConfig {
             }
         }
         for (i, w) in self.witnesses.iter().enumerate() {
-            if self.witnesses[..i].iter().any(|o| o.key.name() == w.key.name()) {
+            if self.witnesses[..i]
+                .iter()
+                .any(|o| o.key.name() == w.key.name())
+            {
                 return Err(config_error(format!(
                     "witnesses: the key name {:?} appears twice (names label the metrics)",
                     w.key.name()

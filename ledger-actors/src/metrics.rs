@@ -161,7 +161,6 @@ pub const WITNESS_COSIGN_SECONDS: &str = "ledger_witness_cosign_seconds";
 /// this process stored them).
 pub const WITNESS_QUORUM_SIZE: &str = "ledger_witness_quorum_size";
 
-
 /// Every metric name, without the `_bucket`/`_sum`/`_count` series suffixes of histograms.
 pub const ALL: &[&str] = &[
     APPENDS_TOTAL,

@@ -53,12 +53,11 @@ pub(crate) fn start_integrator(
             None
         }
     };
-    let witnesses = (!config.witnesses.is_empty()).then(|| {
-        crate::integrator::witness::WitnessSettings {
+    let witnesses =
+        (!config.witnesses.is_empty()).then(|| crate::integrator::witness::WitnessSettings {
             witnesses: config.witnesses.clone(),
             quorum: config.witness_quorum.unwrap_or(config.witnesses.len()),
-        }
-    });
+        });
     Ok(Some(Arc::new(Integrator::start(
         log,
         signer,

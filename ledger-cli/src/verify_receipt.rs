@@ -36,8 +36,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let key = NoteVerifier::parse(&key).context("the verifier key")?;
     let mut witnesses = Vec::with_capacity(args.witnesses.len());
     for path in &args.witnesses {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         witnesses.push(
             CosignatureVerifier::parse(&text)
                 .with_context(|| format!("the witness key {}", path.display()))?,

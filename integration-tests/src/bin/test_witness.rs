@@ -31,7 +31,8 @@ fn main() -> anyhow::Result<()> {
             "--name" => name = value()?,
             "--log-key" => {
                 let path = value()?;
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+                let text =
+                    std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
                 logs.push(NoteVerifier::parse(&text).with_context(|| format!("log key {path}"))?);
             }
             other => bail!("unknown argument {other}; see the file's doc comment"),
@@ -49,12 +50,17 @@ fn main() -> anyhow::Result<()> {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut f = options.open(&key).with_context(|| format!("creating {}", key.display()))?;
+        let mut f = options
+            .open(&key)
+            .with_context(|| format!("creating {}", key.display()))?;
         f.write_all(signer.to_key_string().as_bytes())?;
         f.write_all(b"\n")?;
         let mut pub_path = key.as_os_str().to_owned();
         pub_path.push(".pub");
-        std::fs::write(&pub_path, format!("{}\n", signer.verifier().to_key_string()))?;
+        std::fs::write(
+            &pub_path,
+            format!("{}\n", signer.verifier().to_key_string()),
+        )?;
         signer
     };
     if logs.is_empty() {

@@ -162,20 +162,18 @@ impl Publisher {
                 caught_up_at.elapsed().as_secs_f64(),
             );
             match self.submit(old, &cp).await {
-                Ok(Outcome::Cosigned(line, ts)) => {
-                    match self.store(&cp, &line, ts).await {
-                        Ok(()) => {
-                            old = cp.size;
-                            done = Some(cp.cid);
-                            delays = backoff();
-                            conflicts = 0;
-                            caught_up_at = Instant::now();
-                            self.cosigned(&cp);
-                            continue;
-                        }
-                        Err(e) => self.failed(&format!("cosignature not stored: {e}")),
+                Ok(Outcome::Cosigned(line, ts)) => match self.store(&cp, &line, ts).await {
+                    Ok(()) => {
+                        old = cp.size;
+                        done = Some(cp.cid);
+                        delays = backoff();
+                        conflicts = 0;
+                        caught_up_at = Instant::now();
+                        self.cosigned(&cp);
+                        continue;
                     }
-                }
+                    Err(e) => self.failed(&format!("cosignature not stored: {e}")),
+                },
                 Ok(Outcome::Conflict(size)) => {
                     tracing::debug!(witness = self.name(), size, "witness answered 409");
                     old = size;
@@ -203,7 +201,11 @@ impl Publisher {
     }
 
     fn failed(&self, why: &str) {
-        tracing::warn!(witness = self.name(), error = why, "witness submission failed; retrying after a back-off");
+        tracing::warn!(
+            witness = self.name(),
+            error = why,
+            "witness submission failed; retrying after a back-off"
+        );
         crate::metrics::witness_failure(self.name());
     }
 
@@ -221,7 +223,10 @@ impl Publisher {
             }
             let mut sorted = sizes.clone();
             sorted.sort_unstable_by(|a, b| b.cmp(a));
-            sorted.get(self.quorum.saturating_sub(1)).copied().unwrap_or(0)
+            sorted
+                .get(self.quorum.saturating_sub(1))
+                .copied()
+                .unwrap_or(0)
         };
         crate::metrics::witness_cosigned(self.name(), cp.size, delay, quorum_size);
         tracing::debug!(witness = self.name(), size = cp.size, "checkpoint cosigned");
@@ -240,7 +245,8 @@ impl Publisher {
                 .read_tiles(&tiles_for(&nodes))
                 .await
                 .map_err(|e| format!("consistency proof: {e}"))?;
-            consistency_proof(old, cp.size, &tiles).map_err(|e| format!("consistency proof: {e}"))?
+            consistency_proof(old, cp.size, &tiles)
+                .map_err(|e| format!("consistency proof: {e}"))?
         };
         let body = AddCheckpoint {
             old,
