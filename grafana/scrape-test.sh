@@ -22,7 +22,8 @@
 #          mailbox, failovers, buffered records, spool, re-chained records), on the
 #          postgres pass as "needs an outage" (failovers, buffered records, spool,
 #          re-chained records: only a PostgreSQL outage during the load produces them, and
-#          this script does not cause one);
+#          this script does not cause one); on both passes also the witness metrics (no
+#          witness is configured here; tests/witness_postgres.rs covers them);
 #   5. stops both processes.
 # It ends with `scrape-test: N passed, M failed` and exits non-zero if anything failed.
 #

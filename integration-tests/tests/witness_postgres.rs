@@ -173,7 +173,7 @@ async fn checkpoints_are_cosigned_stored_and_carried_by_receipts() {
     assert_eq!(receipt.checkpoint, note);
     let receipt_text = serde_json::to_string(&receipt).unwrap();
     let (r, _) = verify_receipt_text(&receipt_text, &log.verifier(), None).unwrap();
-    assert_eq!(check_quorum(&r.checkpoint, &[w_key.clone()], 1), Ok(1));
+    assert_eq!(check_quorum(&r.checkpoint, std::slice::from_ref(&w_key), 1), Ok(1));
     // A quorum of two with a witness that never cosigned: refused, naming it.
     assert_eq!(
         check_quorum(&r.checkpoint, &[w_key.clone(), absent.clone()], 2),
@@ -186,7 +186,7 @@ async fn checkpoints_are_cosigned_stored_and_carried_by_receipts() {
     // A forged cosignature: refused as invalid, not skipped.
     let forged = forge(&r.checkpoint, w_key.name());
     assert!(matches!(
-        check_quorum(&forged, &[w_key.clone()], 1),
+        check_quorum(&forged, std::slice::from_ref(&w_key), 1),
         Err(TlogError::Invalid(_))
     ));
 
@@ -265,7 +265,7 @@ async fn a_dead_witness_stops_neither_appends_nor_checkpoints() {
     let (r, v) = verify_receipt_text(&text, &log.verifier(), None).unwrap();
     assert_eq!(v.checkpoint.size, 120);
     assert_eq!(
-        check_quorum(&r.checkpoint, &[dead.clone()], 1),
+        check_quorum(&r.checkpoint, std::slice::from_ref(&dead), 1),
         Err(TlogError::QuorumNotMet {
             need: 1,
             have: 0,

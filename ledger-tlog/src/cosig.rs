@@ -336,6 +336,26 @@ mod tests {
         assert_eq!(h.finalize()[..4], w.key_id());
     }
 
+    /// The vector of docs/HASHING.md ("Witness cosignatures"), computed there with Python's
+    /// `cryptography` from the spec.
+    #[test]
+    fn hashing_document_vector() {
+        let w = CosignatureSigner::from_seed("witness.example/avl-vectors", &[2; 32]).expect("key");
+        assert_eq!(
+            w.verifier().to_key_string(),
+            "witness.example/avl-vectors+4395096c+BIE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU"
+        );
+        assert_eq!(
+            &*w.to_key_string(),
+            "PRIVATE+KEY+witness.example/avl-vectors+4395096c+BAICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIC"
+        );
+        let text = "example.com/avl-vectors\n7\nJ52+zofZX4/1G54Md4Allz175qUvgleWaIjDHqnBcAk=\n";
+        assert_eq!(
+            w.cosign(text, 1_700_000_000).expect("cosign"),
+            "\u{2014} witness.example/avl-vectors Q5UJbAAAAABlU/EA/4kYLgzYMZP/dyIAEGk2Oc9wv7/lHcpZKLuL78RrR/y14EasVtfMjm0Y1EaqQrAsP+R40t0zsGILRYbKg/pMCQ==\n"
+        );
+    }
+
     #[test]
     fn keys_round_trip_and_bad_keys_are_refused() {
         let w = CosignatureSigner::from_seed("w.example/a", &[5; 32]).expect("key");
