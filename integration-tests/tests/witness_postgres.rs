@@ -173,7 +173,10 @@ async fn checkpoints_are_cosigned_stored_and_carried_by_receipts() {
     assert_eq!(receipt.checkpoint, note);
     let receipt_text = serde_json::to_string(&receipt).unwrap();
     let (r, _) = verify_receipt_text(&receipt_text, &log.verifier(), None).unwrap();
-    assert_eq!(check_quorum(&r.checkpoint, std::slice::from_ref(&w_key), 1), Ok(1));
+    assert_eq!(
+        check_quorum(&r.checkpoint, std::slice::from_ref(&w_key), 1),
+        Ok(1)
+    );
     // A quorum of two with a witness that never cosigned: refused, naming it.
     assert_eq!(
         check_quorum(&r.checkpoint, &[w_key.clone(), absent.clone()], 2),

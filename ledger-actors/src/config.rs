@@ -340,12 +340,22 @@ pub struct LedgerConfig {
 }
 
 /// One witness: where its `add-checkpoint` endpoint is and its cosignature/v1 verifier key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows the URL with any password redacted.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WitnessConfig {
     /// The submission prefix; requests go to `<url>/add-checkpoint`. http or https.
     pub url: url::Url,
     /// The witness's verifier key (`<name>+<id>+<base64(0x04 || key)>`).
     pub key: ledger_tlog::cosig::CosignatureVerifier,
+}
+
+impl fmt::Debug for WitnessConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WitnessConfig")
+            .field("url", &redact_secrets(self.url.as_str()))
+            .field("key", &self.key.to_key_string())
+            .finish()
+    }
 }
 
 impl WitnessConfig {
