@@ -911,7 +911,7 @@ mod tests {
                 "{name} buckets not increasing"
             );
         }
-        assert_eq!(ALL.len(), 29);
+        assert_eq!(ALL.len(), 35);
     }
 
     /// Every gauge is exposed at 0 as soon as the exporter is installed, before any ledger
@@ -1008,6 +1008,7 @@ mod tests {
             histogram!(DB_BATCH_SIZE).record(42.0);
             histogram!(DRAIN_DURATION_SECONDS).record(3.0);
             histogram!(DRAIN_BATCH_DURATION_SECONDS).record(0.5);
+            histogram!(WITNESS_COSIGN_SECONDS, labels::WITNESS => "w.example/w").record(0.7);
             gauge!(BACKEND_ACTIVE, labels::BACKEND => labels::BACKEND_MEMORY).set(1.0);
         });
         let text = handle.render();
