@@ -354,3 +354,37 @@ async fn test_witness_answers_per_the_spec() {
     assert_eq!(post(body(&leaves, 257, 300, &log)).await.0, 200);
     w.stop();
 }
+
+/// The memory backend publishes too: its latest checkpoint and receipts carry the witness's
+/// cosignature (no database involved).
+#[actix_rt::test]
+async fn memory_ledger_checkpoints_are_cosigned_too() {
+    let log = log_signer(4);
+    let w = witness("witness.example/mem", 41, &log);
+    let w_key = w.witness.lock().unwrap().signer().verifier();
+    let config = LedgerConfig {
+        checkpoint_interval: Duration::from_millis(100),
+        checkpoint_key: Some(key_file(&log)),
+        witnesses: vec![WitnessConfig::parse(&w.url(), &w_key.to_key_string()).unwrap()],
+        ..LedgerConfig::default()
+    };
+    let ledger = Ledger::start(config).await.unwrap();
+    let rids = append(&ledger, Uuid::now_v7(), 0, 12).await;
+    let start = Instant::now();
+    let note = loop {
+        if let Some(c) = ledger.checkpoint().await.unwrap()
+            && c.size == 12
+            && let Some(n) = c.note
+            && w_key.verify_note(&n).unwrap().is_some()
+        {
+            break n;
+        }
+        assert!(start.elapsed() < DEADLINE, "never cosigned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let receipt = ledger.prove(rids[11]).await.unwrap();
+    assert_eq!(receipt.checkpoint, note);
+    assert_eq!(check_quorum(&note, std::slice::from_ref(&w_key), 1), Ok(1));
+    ledger.shutdown().await.unwrap();
+    w.stop();
+}
