@@ -3,7 +3,7 @@
 #
 #   bench/w1-witness.sh LEDGER_BINARY [RUNS]
 #
-# Both variants sign checkpoints with the same key (witnesses need one): a fresh, migrated
+# Both variants sign checkpoints (witnesses need a key; a new key per run): a fresh, migrated
 # database, then `ledger loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512
 # --json` — once with no witness, once with LEDGER_WITNESSES naming 127.0.0.1:<a port nothing
 # listens on>. Prints one line per run and variant: appends/s, p99, and the load average.
@@ -17,12 +17,15 @@ export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postg
 dsn="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; psql -qX -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
-"$bin" keygen --origin example.com/avl-bench --out "$tmp/key" >/dev/null 2>&1
 # A cosignature/v1 verifier key for a witness that never answers (the test-only key of
 # docs/HASHING.md; it only has to parse).
 wkey=witness.example/avl-vectors+4395096c+BIE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 run_one() {
+    # A new key per database: the signer's state file beside a key refuses a fresh, empty
+    # log under a key that already signed a longer one (a rollback).
+    rm -rf "$tmp/key"
+    "$bin" keygen --origin example.com/avl-bench --out "$tmp/key" >/dev/null 2>&1
     psql -qX -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
     LEDGER_DSN=$dsn "$bin" migrate up >/dev/null
     env LEDGER_BACKEND=postgres LEDGER_DSN="$dsn" LEDGER_CHECKPOINT_KEY="$tmp/key/checkpoint.key" "$@" \
@@ -30,7 +33,11 @@ run_one() {
         2>"$tmp/stderr"
 }
 for run in $(seq 1 "$runs"); do
-    for variant in none dead; do
+    # Alternate which variant goes first: a run right after another pays for its predecessor's
+    # dropped database and checkpoints.
+    order="none dead"
+    if [ $((run % 2)) = 0 ]; then order="dead none"; fi
+    for variant in $order; do
         if [ "$variant" = dead ]; then
             out=$(run_one LEDGER_WITNESSES="http://127.0.0.1:$port $wkey")
         else
