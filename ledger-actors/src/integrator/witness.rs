@@ -81,6 +81,8 @@ pub(crate) fn start(
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(REQUEST_TIMEOUT)
+        // A witness answers add-checkpoint itself; a redirect would turn the POST into a GET.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("avl-ledger/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| LedgerError::Config(format!("witness HTTP client: {e}")))?;
