@@ -29,18 +29,16 @@ SUBST = [
 # from start (registered at 0), so their panels must answer on every pass.
 NEEDS_OUTAGE = r"ledger_(failovers|buffered|spool|records_rechained|records_kept)"
 NEEDS_POSTGRES = r"ledger_(db_|writer_pending)"
-# Witness metrics exist only when witnesses are configured; the load tests here configure none.
-NEEDS_WITNESS = r"ledger_witness_"
 
 
 def main():
     backend, prom, counts_file, dashboards = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     if backend == "memory":
-        optional = re.compile(f"{NEEDS_OUTAGE}|{NEEDS_POSTGRES}|{NEEDS_WITNESS}")
-        why = "needs postgres/outage/witness"
+        optional = re.compile(f"{NEEDS_OUTAGE}|{NEEDS_POSTGRES}")
+        why = "needs postgres/outage"
     else:
-        optional = re.compile(f"{NEEDS_OUTAGE}|{NEEDS_WITNESS}")
-        why = "needs an outage/witness"
+        optional = re.compile(NEEDS_OUTAGE)
+        why = "needs an outage"
 
     def get(path, **params):
         url = f"{prom}{path}?{urllib.parse.urlencode(params, doseq=True)}"
