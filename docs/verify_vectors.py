@@ -384,6 +384,27 @@ def check_log(docs, doc, record_hashes):
     altered = json.loads(json.dumps(receipt))
     altered["record"]["payload"]["amount"] = 101
     check(verify_receipt(altered, avl["verifier_key"]) is not None, "a receipt with an altered record fails")
+
+    # Witness cosignature (cosignature/v1): the vector printed in HASHING.md, over this
+    # checkpoint's text at the printed timestamp.
+    block = doc.split("### Witness cosignatures", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    values = dict(line.split(":", 1) for line in block.splitlines())
+    w_seed = base64.b64decode(values["signer"].strip().split("+")[-1])
+    w_name, w_kid, w_key = values["verifier"].strip().split("+", 2)
+    w_raw = base64.b64decode(w_key)
+    w_public = w_raw[1:]
+    check(w_raw[0] == 4 and w_seed[0] == 4 and ed25519_public(w_seed[1:]) == w_public,
+          "cosigner keys: type 0x04, signer and verifier match")
+    check(hashlib.sha256(w_name.encode() + b"\n\x04" + w_public).digest()[:4].hex() == w_kid,
+          "cosigner key id")
+    who, b64 = values["line"].strip()[2:].split(" ", 1)
+    blob = base64.b64decode(b64)
+    timestamp = int.from_bytes(blob[4:12], "big")
+    message = f"cosignature/v1\ntime {timestamp}\n".encode() + text.encode()
+    check(who == w_name and len(blob) == 76 and blob[:4].hex() == w_kid and timestamp == 1700000000
+          and ed25519_verify(w_public, message, blob[12:]), "cosignature verifies")
+    check(not ed25519_verify(w_public, message.replace(b"\n7\n", b"\n8\n"), blob[12:]),
+          "a cosignature of another size does not verify")
     return passed, failed
 
 

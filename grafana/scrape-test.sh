@@ -2,7 +2,8 @@
 # End-to-end check of the metrics against a real Prometheus; CI runs it after check.sh.
 # Two passes, one per backend (memory, then postgres); each pass:
 #
-#   1. starts, in the background,
+#   1. starts, in the background, the test witness (avl-test-witness) and, with a fresh
+#      signing key and that witness configured,
 #        ledger --metrics-addr 127.0.0.1:<free port> loadtest --anchors 200 --concurrency 32 --duration 60s
 #      (the postgres pass on a fresh database created on the server of $LEDGER_TEST_DSN,
 #      default postgres://postgres@127.0.0.1:5432/postgres, migrated with `ledger migrate up`
@@ -106,11 +107,12 @@ enough_scrapes() {
         python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["data"]["result"] else 1)'
 }
 
-echo "building ledger (debug)"
-(cd "$root" && cargo build -q -p ledger-cli)
+echo "building ledger and the test witness (debug)"
+(cd "$root" && cargo build -q -p ledger-cli && cargo build -q -p integration-tests --bin avl-test-witness)
 target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 ledger="$target_dir/debug/ledger"
+test_witness="$target_dir/debug/avl-test-witness"
 
 passed=0
 failed=0
@@ -134,7 +136,26 @@ run_pass() {
     if [ -n "$dsn" ]; then
         env_dsn=(LEDGER_DSN="$dsn")
     fi
+    # A signing key and one witness (the test witness), so the witness panels have data.
+    "$ledger" keygen --origin example.com/avl-scrape --out "$dir/key" >/dev/null 2>&1
+    local witness_port
+    witness_port="$(free_port)"
+    timeout 120 "$test_witness" --listen "127.0.0.1:$witness_port" --key "$dir/witness.key" \
+        --name witness.example/scrape --log-key "$dir/key/checkpoint.pub" \
+        >"$dir/witness.out" 2>&1 &
+    pids+=("$!")
+    local wait_until=$((SECONDS + 10))
+    until [ -s "$dir/witness.key.pub" ] && grep -q '^listening' "$dir/witness.out"; do
+        if ((SECONDS >= wait_until)); then
+            echo "scrape-test.sh: the test witness did not start:" >&2
+            cat "$dir/witness.out" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
     env -u LEDGER_CONFIG -u LEDGER_METRICS_ADDR "${env_dsn[@]}" LEDGER_BACKEND="$backend" \
+        LEDGER_CHECKPOINT_KEY="$dir/key/checkpoint.key" \
+        LEDGER_WITNESSES="http://127.0.0.1:$witness_port $(cat "$dir/witness.key.pub")" \
         timeout 90 "$ledger" --metrics-addr "127.0.0.1:$metrics_port" \
         loadtest --anchors 200 --concurrency 32 --duration 60s --json \
         >"$dir/loadtest.out" 2>"$dir/loadtest.err" &

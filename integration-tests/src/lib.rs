@@ -1,1 +1,4 @@
-//! Integration tests live in `tests/`; this crate has no library code.
+//! Integration tests live in `tests/`; this crate's library holds what tests and the helper
+//! binaries share: [`witness`], a C2SP tlog-witness over HTTP.
+
+pub mod witness;

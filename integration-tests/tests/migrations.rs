@@ -19,8 +19,9 @@ use uuid::Uuid;
 const MIGRATION_NAME: &str = "m20261125_000001_create_ledger_tables";
 const LOG_MIGRATION_NAME: &str = "m20261126_000010_transparency_log";
 /// Every table after all migrations.
-const ALL_TABLES: [&str; 6] = [
+const ALL_TABLES: [&str; 7] = [
     "ledger_checkpoints",
+    "ledger_cosignatures",
     "ledger_integrator",
     "ledger_log",
     "ledger_records",
@@ -28,6 +29,7 @@ const ALL_TABLES: [&str; 6] = [
     "seaql_migrations",
 ];
 const PREV_FK_MIGRATION: &str = "m20261126_000020_prev_fk";
+const COSIGNATURES_MIGRATION: &str = "m20261203_000030_cosignatures";
 const FOREIGN_KEY_VIOLATION: &str = "23503";
 const PREV_FK: &str = "ledger_records_prev_fk";
 const UNIQUE_VIOLATION: &str = "23505";
@@ -372,6 +374,40 @@ async fn schema_matches_design() {
         constraints(db, "ledger_checkpoints").await,
         triples(&[("ledger_checkpoints_pkey", "p", "PRIMARY KEY (cid)")])
     );
+    // Witness cosignatures (m20261203_000030).
+    assert_eq!(
+        columns(db, "ledger_cosignatures").await,
+        vec![
+            col("cid", "uuid", false),
+            col("witness", "text", false),
+            col("line", "text", false),
+            col("cosigned_at", "timestamp with time zone", false),
+            with_default(
+                col("received_at", "timestamp with time zone", false),
+                "now()"
+            ),
+        ]
+    );
+    assert_eq!(
+        constraints(db, "ledger_cosignatures").await,
+        triples(&[
+            (
+                "ledger_cosignatures_cid_fkey",
+                "f",
+                "FOREIGN KEY (cid) REFERENCES ledger_checkpoints(cid)"
+            ),
+            (
+                "ledger_cosignatures_line_check",
+                "c",
+                "CHECK (((line <> ''::text) AND (POSITION(('\n'::text) IN (line)) = 0)))"
+            ),
+            (
+                "ledger_cosignatures_pkey",
+                "p",
+                "PRIMARY KEY (cid, witness)"
+            ),
+        ])
+    );
 
     // Unique constraints and primary keys are backed by indexes of the same name; the only
     // other index is the anchor/time index.
@@ -566,6 +602,7 @@ async fn schema_status_tracks_migrations_read_only() {
                 MIGRATION_NAME.to_owned(),
                 LOG_MIGRATION_NAME.to_owned(),
                 PREV_FK_MIGRATION.to_owned(),
+                COSIGNATURES_MIGRATION.to_owned(),
             ]
         }
     );

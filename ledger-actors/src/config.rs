@@ -595,6 +595,92 @@ pub struct LedgerConfig {
     /// 4 MiB; at most 32 MiB, so a batch fits one spool frame). Env:
     /// `LEDGER_MAX_BATCH_BYTES`.
     pub max_batch_bytes: usize,
+    /// C2SP tlog-witnesses that cosign every new checkpoint (see [`WitnessConfig`]); needs a
+    /// `checkpoint_key`. Env: `LEDGER_WITNESSES` (see [`parse_witnesses_env`]).
+    pub witnesses: Vec<WitnessConfig>,
+    /// How many witnesses' cosignatures make a checkpoint count as witnessed (the
+    /// `ledger_witness_quorum_size` metric); default: all of them. Env:
+    /// `LEDGER_WITNESS_QUORUM`.
+    pub witness_quorum: Option<usize>,
+}
+
+/// One witness: where its `add-checkpoint` endpoint is and its cosignature/v1 verifier key.
+/// `Debug` shows the URL with any password redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WitnessConfig {
+    /// The submission prefix; requests go to `<url>/add-checkpoint`. http or https.
+    pub url: url::Url,
+    /// The witness's verifier key (`<name>+<id>+<base64(0x04 || key)>`).
+    pub key: ledger_tlog::cosig::CosignatureVerifier,
+}
+
+impl fmt::Debug for WitnessConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WitnessConfig")
+            .field("url", &redact_secrets(self.url.as_str()))
+            .field("key", &self.key.to_key_string())
+            .finish()
+    }
+}
+
+impl WitnessConfig {
+    /// A witness from its URL and verifier key string; errors name what is wrong (a URL's
+    /// credentials are never shown).
+    pub fn parse(url: &str, key: &str) -> Result<Self, LedgerError> {
+        let url = url::Url::parse(url.trim())
+            .map_err(|e| config_error(format!("witnesses: url {}: {e}", redact_secrets(url))))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(config_error(format!(
+                "witnesses: url {}: expected http:// or https://",
+                redact_secrets(url.as_str())
+            )));
+        }
+        let key = ledger_tlog::cosig::CosignatureVerifier::parse(key)
+            .map_err(|e| config_error(format!("witnesses: key: {e}")))?;
+        Ok(Self { url, key })
+    }
+
+    /// The `add-checkpoint` URL.
+    pub fn add_checkpoint_url(&self) -> String {
+        format!("{}/add-checkpoint", self.url.as_str().trim_end_matches('/'))
+    }
+}
+
+impl<'de> Deserialize<'de> for WitnessConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            url: String,
+            key: String,
+        }
+        let raw = Raw::deserialize(d)?;
+        WitnessConfig::parse(&raw.url, &raw.key).map_err(|e| match e {
+            LedgerError::Config(m) => serde::de::Error::custom(m),
+            other => serde::de::Error::custom(other),
+        })
+    }
+}
+
+/// Parses `LEDGER_WITNESSES`: entries separated by commas or newlines, each `<url> <key>`
+/// (the URL, whitespace, the verifier key). An empty value means no witnesses (it overrides
+/// the file's list).
+pub fn parse_witnesses_env(value: &str) -> Result<Vec<WitnessConfig>, LedgerError> {
+    value
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let mut parts = entry.split_whitespace();
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(url), Some(key), None) => WitnessConfig::parse(url, key),
+                _ => Err(config_error(
+                    "LEDGER_WITNESSES: expected entries `<url> <key>` separated by commas",
+                )),
+            }
+            .map_err(|e| prefix(e, "LEDGER_WITNESSES: "))
+        })
+        .collect()
 }
 
 impl Default for LedgerConfig {
@@ -622,6 +708,8 @@ impl Default for LedgerConfig {
             integrator_lease: Duration::from_secs(3),
             max_batch_records: 1000,
             max_batch_bytes: 4 << 20,
+            witnesses: Vec::new(),
+            witness_quorum: None,
         }
     }
 }
@@ -921,6 +1009,17 @@ impl LedgerConfig {
         if let Some(v) = get("LEDGER_CHECKPOINT_KEY") {
             self.checkpoint_key = Some(PathBuf::from(v));
         }
+        if let Some(v) = get("LEDGER_WITNESSES") {
+            self.witnesses = parse_witnesses_env(&v)?;
+        }
+        if let Some(v) = get("LEDGER_WITNESS_QUORUM") {
+            self.witness_quorum = Some(v.trim().parse().map_err(|_| {
+                config_error(format!(
+                    "LEDGER_WITNESS_QUORUM: expected a whole number of witnesses, got {}",
+                    shown(&v)
+                ))
+            })?);
+        }
         Ok(())
     }
 
@@ -1030,6 +1129,35 @@ impl LedgerConfig {
             Duration::ZERO,
             DAY,
         )?;
+        if let Some(q) = self.witness_quorum {
+            range(
+                "witness_quorum (LEDGER_WITNESS_QUORUM)",
+                q as u64,
+                1,
+                self.witnesses.len().max(1) as u64,
+            )?;
+            if self.witnesses.is_empty() {
+                return Err(config_error(
+                    "witness_quorum: set but no witnesses are configured",
+                ));
+            }
+        }
+        for (i, w) in self.witnesses.iter().enumerate() {
+            if self.witnesses[..i]
+                .iter()
+                .any(|o| o.key.name() == w.key.name())
+            {
+                return Err(config_error(format!(
+                    "witnesses: the key name {:?} appears twice (names label the metrics)",
+                    w.key.name()
+                )));
+            }
+        }
+        if !self.witnesses.is_empty() && self.checkpoint_key.is_none() {
+            return Err(config_error(
+                "witnesses: configured, but there is no checkpoint_key: witnesses cosign only signed checkpoints",
+            ));
+        }
         span(
             "integrator_lease (LEDGER_INTEGRATOR_LEASE)",
             self.integrator_lease,

@@ -158,6 +158,28 @@ pub const HTTP_REQUESTS_TOTAL: &str = "ledger_http_requests_total";
 /// ([`labels::ROUTE`]).
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "ledger_http_request_duration_seconds";
 
+// ---------------------------------------------------------------------------------------------
+// Witnesses (label [`labels::WITNESS`]: a configured witness's key name, so bounded by the
+// configuration)
+// ---------------------------------------------------------------------------------------------
+
+/// Gauge: the largest checkpoint size this process stored a cosignature of, per witness.
+pub const WITNESS_COSIGNED_SIZE: &str = "ledger_witness_cosigned_size";
+/// Gauge: leaves of the latest checkpoint the witness has not cosigned yet (0 when caught up,
+/// and in a process that does not lead).
+pub const WITNESS_LAG_LEAVES: &str = "ledger_witness_lag_leaves";
+/// Gauge: seconds the witness has been behind the latest checkpoint (0 when caught up).
+pub const WITNESS_LAG_SECONDS: &str = "ledger_witness_lag_seconds";
+/// Counter: failed submissions to a witness (error status, timeout, no connection, a
+/// cosignature that does not verify, repeated 409).
+pub const WITNESS_FAILURES_TOTAL: &str = "ledger_witness_failures_total";
+/// Histogram (seconds): from a checkpoint's signing to its cosignature being stored, per
+/// witness.
+pub const WITNESS_COSIGN_SECONDS: &str = "ledger_witness_cosign_seconds";
+/// Gauge: the largest checkpoint size cosigned by at least `witness_quorum` witnesses (as
+/// this process stored them).
+pub const WITNESS_QUORUM_SIZE: &str = "ledger_witness_quorum_size";
+
 /// Every metric name, without the `_bucket`/`_sum`/`_count` series suffixes of histograms.
 pub const ALL: &[&str] = &[
     APPENDS_TOTAL,
@@ -193,6 +215,12 @@ pub const ALL: &[&str] = &[
     REPLICATION_FLUSH_LAG_SECONDS,
     HTTP_REQUESTS_TOTAL,
     HTTP_REQUEST_DURATION_SECONDS,
+    WITNESS_COSIGNED_SIZE,
+    WITNESS_LAG_LEAVES,
+    WITNESS_LAG_SECONDS,
+    WITNESS_FAILURES_TOTAL,
+    WITNESS_COSIGN_SECONDS,
+    WITNESS_QUORUM_SIZE,
 ];
 
 /// Bucket upper bounds (seconds) for [`APPEND_DURATION_SECONDS`] and
@@ -218,6 +246,7 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     (DRAIN_DURATION_SECONDS, DRAIN_DURATION_BUCKETS),
     (DRAIN_BATCH_DURATION_SECONDS, LATENCY_BUCKETS),
     (HTTP_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
+    (WITNESS_COSIGN_SECONDS, DRAIN_DURATION_BUCKETS),
 ];
 
 /// Label keys and their permitted (bounded) values.
@@ -313,6 +342,9 @@ pub mod labels {
             _ => STATUSES[3],
         }
     }
+    /// Label key on the witness metrics: the witness's key name (from the configuration, so
+    /// bounded).
+    pub const WITNESS: &str = "witness";
 }
 
 /// A [`PrometheusBuilder`] with the bucket bounds of every histogram in [`HISTOGRAMS`] set, and
@@ -680,6 +712,36 @@ pub fn describe() {
         Unit::Seconds,
         "Time ledger serve took to answer a request, by route."
     );
+    describe_gauge!(
+        WITNESS_COSIGNED_SIZE,
+        Unit::Count,
+        "Largest checkpoint size whose cosignature by this witness is stored."
+    );
+    describe_gauge!(
+        WITNESS_LAG_LEAVES,
+        Unit::Count,
+        "Leaves of the latest checkpoint this witness has not cosigned yet."
+    );
+    describe_gauge!(
+        WITNESS_LAG_SECONDS,
+        Unit::Seconds,
+        "Seconds this witness has been behind the latest checkpoint (0 when caught up)."
+    );
+    describe_counter!(
+        WITNESS_FAILURES_TOTAL,
+        Unit::Count,
+        "Failed submissions to this witness (error status, timeout, no connection, bad cosignature)."
+    );
+    describe_histogram!(
+        WITNESS_COSIGN_SECONDS,
+        Unit::Seconds,
+        "From a checkpoint's signing to its cosignature by this witness being stored."
+    );
+    describe_gauge!(
+        WITNESS_QUORUM_SIZE,
+        Unit::Count,
+        "Largest checkpoint size cosigned by at least witness_quorum witnesses."
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -862,7 +924,7 @@ pub(crate) fn relinked() {
 
 /// Whether the integrator halts on a log that does not extend what the key signed.
 /// Publishes what a replication read found (`replication: synchronous` only).
-pub(crate) fn replication(state: &crate::pg::replication::ReplicationState) {
+pub(crate) fn replication(state: &crate::store::ReplicationState) {
     if let Some(n) = state.sync_standbys {
         metrics::gauge!(REPLICATION_SYNC_STANDBYS).set(f64::from(n));
     }
@@ -884,6 +946,42 @@ pub(crate) fn integrator_state(leader: bool, leaves: u64) {
 pub(crate) fn integration_lag(records: u64, seconds: f64) {
     metrics::gauge!(INTEGRATION_LAG_RECORDS).set(records as f64);
     metrics::gauge!(INTEGRATION_LAG_SECONDS).set(seconds);
+}
+
+/// The witnesses of this process's publisher: their series start at 0.
+pub(crate) fn witnesses_configured(names: &[String]) {
+    for name in names {
+        let w = name.clone();
+        metrics::gauge!(WITNESS_COSIGNED_SIZE, labels::WITNESS => w.clone()).set(0.0);
+        metrics::gauge!(WITNESS_LAG_LEAVES, labels::WITNESS => w.clone()).set(0.0);
+        metrics::gauge!(WITNESS_LAG_SECONDS, labels::WITNESS => w.clone()).set(0.0);
+        metrics::counter!(WITNESS_FAILURES_TOTAL, labels::WITNESS => w.clone()).increment(0);
+        drop(metrics::histogram!(WITNESS_COSIGN_SECONDS, labels::WITNESS => w));
+    }
+    metrics::gauge!(WITNESS_QUORUM_SIZE).set(0.0);
+}
+
+/// How far a witness is behind the latest checkpoint.
+pub(crate) fn witness_lag(witness: &str, leaves: u64, seconds: f64) {
+    let w = witness.to_owned();
+    metrics::gauge!(WITNESS_LAG_LEAVES, labels::WITNESS => w.clone()).set(leaves as f64);
+    metrics::gauge!(WITNESS_LAG_SECONDS, labels::WITNESS => w).set(seconds);
+}
+
+/// A submission to a witness failed.
+pub(crate) fn witness_failure(witness: &str) {
+    metrics::counter!(WITNESS_FAILURES_TOTAL, labels::WITNESS => witness.to_owned()).increment(1);
+}
+
+/// A witness's cosignature of a checkpoint of `size` leaves was stored `delay` seconds after
+/// the checkpoint was signed; `quorum_size` is the largest size cosigned by a quorum.
+pub(crate) fn witness_cosigned(witness: &str, size: u64, delay: f64, quorum_size: u64) {
+    let w = witness.to_owned();
+    metrics::gauge!(WITNESS_COSIGNED_SIZE, labels::WITNESS => w.clone()).set(size as f64);
+    metrics::gauge!(WITNESS_LAG_LEAVES, labels::WITNESS => w.clone()).set(0.0);
+    metrics::gauge!(WITNESS_LAG_SECONDS, labels::WITNESS => w.clone()).set(0.0);
+    metrics::histogram!(WITNESS_COSIGN_SECONDS, labels::WITNESS => w).record(delay);
+    metrics::gauge!(WITNESS_QUORUM_SIZE).set(quorum_size as f64);
 }
 
 /// The integrator wrote a checkpoint.
@@ -928,7 +1026,7 @@ mod tests {
                 "{name} buckets not increasing"
             );
         }
-        assert_eq!(ALL.len(), 33);
+        assert_eq!(ALL.len(), 39);
     }
 
     /// Every gauge is exposed at 0 as soon as the exporter is installed, before any ledger
@@ -1077,6 +1175,7 @@ mod tests {
             histogram!(DRAIN_BATCH_DURATION_SECONDS).record(0.5);
             histogram!(HTTP_REQUEST_DURATION_SECONDS, labels::ROUTE => labels::ROUTE_TILE)
                 .record(0.001);
+            histogram!(WITNESS_COSIGN_SECONDS, labels::WITNESS => "w.example/w").record(0.7);
             gauge!(BACKEND_ACTIVE, labels::BACKEND => labels::BACKEND_MEMORY).set(1.0);
         });
         let text = handle.render();

@@ -515,6 +515,15 @@ mod tests {
         async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
             Ok(None)
         }
+        async fn add_cosignature(
+            &self,
+            _: Uuid,
+            _: &str,
+            _: &str,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), LedgerError> {
+            nothing()
+        }
         async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
             nothing()
         }

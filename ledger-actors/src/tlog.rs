@@ -54,10 +54,16 @@ pub(crate) fn start_integrator(
             None
         }
     };
+    let witnesses =
+        (!config.witnesses.is_empty()).then(|| crate::integrator::witness::WitnessSettings {
+            witnesses: config.witnesses.clone(),
+            quorum: config.witness_quorum.unwrap_or(config.witnesses.len()),
+        });
     Ok(Some(Arc::new(Integrator::start(
         log,
         signer,
         Settings {
+            witnesses,
             checkpoint_interval: config.checkpoint_interval,
             lease: config.integrator_lease,
             // The memory log starts empty at every start: there is nothing to roll back.
@@ -69,7 +75,7 @@ pub(crate) fn start_integrator(
             },
             wake: Some(wake),
         },
-    ))))
+    )?)))
 }
 
 /// The log of a memory-backend ledger.

@@ -340,3 +340,93 @@ fn multi_host_dsns_keep_every_host_and_hide_the_password() {
         assert!(err.contains("dsn:"), "{err}");
     }
 }
+
+/// The test-only witness key of docs/HASHING.md.
+const W_KEY: &str =
+    "witness.example/avl-vectors+4395096c+BIE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU";
+/// The test-only log key of docs/HASHING.md (type 0x01: not a cosigner key).
+const LOG_KEY: &str =
+    "example.com/avl-vectors+a0453e3e+AYqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29c";
+
+/// `witnesses:` and `witness_quorum` from the file and the environment, and every way to get
+/// them wrong refused with the key named (a URL's password never shown).
+#[test]
+fn witnesses_parse_and_bad_ones_are_refused() {
+    let yaml = format!(
+        "ledger:\n  checkpoint_key: /k\n  witnesses:\n    - url: https://w.example/avl\n      key: {W_KEY}\n  witness_quorum: 1\n"
+    );
+    let c = LedgerConfig::from_yaml_str(&yaml).unwrap();
+    assert_eq!(c.witnesses.len(), 1);
+    assert_eq!(c.witnesses[0].key.name(), "witness.example/avl-vectors");
+    assert_eq!(
+        c.witnesses[0].add_checkpoint_url(),
+        "https://w.example/avl/add-checkpoint"
+    );
+    assert_eq!(c.witness_quorum, Some(1));
+
+    let value = format!("http://a.example {W_KEY}");
+    let c = LedgerConfig::load_from(
+        None,
+        env(&[
+            ("LEDGER_CHECKPOINT_KEY", "/k"),
+            ("LEDGER_WITNESSES", &value),
+            ("LEDGER_WITNESS_QUORUM", "1"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.witnesses[0].url.as_str(), "http://a.example/");
+    // Empty: none.
+    let c = LedgerConfig::load_from(None, env(&[("LEDGER_WITNESSES", " ")])).unwrap();
+    assert!(c.witnesses.is_empty());
+
+    let refused = |pairs: &[(&str, &str)]| config_error(LedgerConfig::load_from(None, env(pairs)));
+    let e = refused(&[
+        ("LEDGER_CHECKPOINT_KEY", "/k"),
+        ("LEDGER_WITNESSES", "http://a.example"),
+    ]);
+    assert!(e.contains("LEDGER_WITNESSES"), "{e}");
+    let with_log_key = format!("http://a.example {LOG_KEY}");
+    let e = refused(&[
+        ("LEDGER_CHECKPOINT_KEY", "/k"),
+        ("LEDGER_WITNESSES", &with_log_key),
+    ]);
+    assert!(e.contains("cosignature/v1"), "{e}");
+    let ftp = format!("ftp://a.example {W_KEY}");
+    let e = refused(&[("LEDGER_CHECKPOINT_KEY", "/k"), ("LEDGER_WITNESSES", &ftp)]);
+    assert!(e.contains("http"), "{e}");
+    let twice = format!("http://a.example {W_KEY},http://b.example {W_KEY}");
+    let e = refused(&[
+        ("LEDGER_CHECKPOINT_KEY", "/k"),
+        ("LEDGER_WITNESSES", &twice),
+    ]);
+    assert!(e.contains("twice"), "{e}");
+    let e = refused(&[("LEDGER_WITNESSES", &value)]);
+    assert!(e.contains("checkpoint_key"), "{e}");
+    let e = refused(&[
+        ("LEDGER_CHECKPOINT_KEY", "/k"),
+        ("LEDGER_WITNESSES", &value),
+        ("LEDGER_WITNESS_QUORUM", "2"),
+    ]);
+    assert!(e.contains("witness_quorum"), "{e}");
+    let e = refused(&[("LEDGER_WITNESS_QUORUM", "1")]);
+    assert!(e.contains("witness_quorum"), "{e}");
+    let e = refused(&[("LEDGER_WITNESS_QUORUM", "many")]);
+    assert!(e.contains("LEDGER_WITNESS_QUORUM"), "{e}");
+    // A URL with a password: never in an error or in Debug.
+    let secret = format!("ftp://u:hunter2@a.example {W_KEY}");
+    let e = refused(&[
+        ("LEDGER_CHECKPOINT_KEY", "/k"),
+        ("LEDGER_WITNESSES", &secret),
+    ]);
+    assert!(!e.contains("hunter2"), "{e}");
+    let with_password = format!("https://u:hunter2@a.example {W_KEY}");
+    let c = LedgerConfig::load_from(
+        None,
+        env(&[
+            ("LEDGER_CHECKPOINT_KEY", "/k"),
+            ("LEDGER_WITNESSES", &with_password),
+        ]),
+    )
+    .unwrap();
+    assert!(!format!("{c:?}").contains("hunter2"));
+}

@@ -97,6 +97,9 @@ enum Expect {
     ServeOnly,
     /// Only a ledger configured `replication: synchronous` exports it: absent here.
     SynchronousOnly,
+    /// Witness series: one per configured witness, so none here (no witnesses); whatever is
+    /// present (the histogram's unlabelled registration, the quorum gauge) is 0.
+    NoWitnessZero,
 }
 
 fn expectation(name: &str) -> Expect {
@@ -135,6 +138,12 @@ fn expectation(name: &str) -> Expect {
         metrics::REPLICATION_SYNC_STANDBYS | metrics::REPLICATION_FLUSH_LAG_SECONDS => {
             Expect::SynchronousOnly
         }
+        metrics::WITNESS_COSIGNED_SIZE
+        | metrics::WITNESS_LAG_LEAVES
+        | metrics::WITNESS_LAG_SECONDS
+        | metrics::WITNESS_FAILURES_TOTAL
+        | metrics::WITNESS_COSIGN_SECONDS
+        | metrics::WITNESS_QUORUM_SIZE => Expect::NoWitnessZero,
         other => panic!("metric {other} is not classified in metrics_scrape.rs"),
     }
 }
@@ -238,6 +247,11 @@ fn exporter_reports_what_the_ledger_did() {
                         present, 0,
                         "{name} without replication: synchronous:\n{text}"
                     );
+                }
+                Expect::NoWitnessZero => {
+                    for (series, v) in series_of(&all, name) {
+                        assert_eq!(*v, 0.0, "{series} without witnesses");
+                    }
                 }
             }
         }

@@ -16,13 +16,17 @@
 //! - [`receipt`]: the self-contained receipt JSON and its offline verification.
 //! - [`api`]: the C2SP `tlog-tiles` HTTP API: paths, tile widths per tree size, entry
 //!   bundles, content types and caching.
+//! - [`cosig`]: C2SP `tlog-cosignature` (cosignature/v1) keys, signing and verification.
+//! - [`witness`]: C2SP `tlog-witness` requests and a witness's checks (pure).
 //! - [`Error`]: the crate's one error type.
 
 pub mod api;
+pub mod cosig;
 pub mod merkle;
 pub mod note;
 pub mod receipt;
 pub mod tile;
+pub mod witness;
 
 pub use merkle::{Hash, NodeId};
 
@@ -45,4 +49,19 @@ pub enum Error {
     /// incomplete or corrupt. Report it to an operator.
     #[error("missing stored hash: {0}")]
     Missing(String),
+    /// Fewer valid witness cosignatures than the quorum asked for: the checkpoint is not
+    /// (yet) witnessed as required. Wait for the witnesses and fetch a newer receipt, or
+    /// check which witnesses are down; never accept it.
+    #[error(
+        "{have} valid cosignature(s) of the {need} required; none from: {}",
+        missing.join(", ")
+    )]
+    QuorumNotMet {
+        /// Cosignatures required.
+        need: usize,
+        /// Valid cosignatures by the given witnesses.
+        have: usize,
+        /// The given witnesses (key names) without a cosignature in the note.
+        missing: Vec<String>,
+    },
 }

@@ -23,7 +23,7 @@ pub const ALG_ED25519: u8 = 0x01;
 /// The dash that starts a signature line: U+2014 EM DASH then a space.
 pub const SIG_PREFIX: &str = "\u{2014} ";
 
-fn check_name(name: &str) -> Result<(), Error> {
+pub(crate) fn check_name(name: &str) -> Result<(), Error> {
     if name.is_empty()
         || name.contains('+')
         || name.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -309,7 +309,7 @@ pub fn split_note(note: &str) -> Result<(&str, Vec<&str>), Error> {
 }
 
 /// Parses `— <name> <base64>` into the name and the decoded blob.
-fn parse_sig_line(line: &str) -> Result<(&str, Vec<u8>), Error> {
+pub(crate) fn parse_sig_line(line: &str) -> Result<(&str, Vec<u8>), Error> {
     let bad = || Error::Malformed(format!("note: bad signature line {line:?}"));
     let rest = line.strip_prefix(SIG_PREFIX).ok_or_else(bad)?;
     let (name, b64) = rest.split_once(' ').ok_or_else(bad)?;

@@ -18,6 +18,8 @@
 //!   integration order columns of `ledger_records`.
 //! - `src/m20261126_000020_prev_fk.rs`: the statement-level check `ledger_records_prev_fk` (a
 //!   record's predecessor must be stored in its anchor; SQLSTATE 23503).
+//! - `src/m20261203_000030_cosignatures.rs`: `ledger_cosignatures`, witness cosignatures of
+//!   checkpoints.
 //!
 //! # Example
 //!
@@ -45,6 +47,7 @@ use sea_orm_migration::seaql_migrations;
 mod m20261125_000001_create_ledger_tables;
 mod m20261126_000010_transparency_log;
 mod m20261126_000020_prev_fk;
+mod m20261203_000030_cosignatures;
 
 /// Runs a migration's raw SQL statements in order (every migration here is plain DDL). On
 /// PostgreSQL sea-orm-migration wraps each migration in a transaction (DDL is transactional
@@ -67,6 +70,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_ledger_tables::Migration),
             Box::new(m20261126_000010_transparency_log::Migration),
             Box::new(m20261126_000020_prev_fk::Migration),
+            Box::new(m20261203_000030_cosignatures::Migration),
         ]
     }
 }

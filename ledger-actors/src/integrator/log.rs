@@ -118,8 +118,21 @@ pub trait LogStore: Send + Sync + 'static {
     /// [`LedgerError::Internal`] when the lease was lost or the stored size moved (another
     /// integrator wrote): the caller must reload.
     async fn commit(&self, holder: Uuid, lease: Duration, step: Commit) -> Result<(), LedgerError>;
-    /// The latest checkpoint.
+    /// The latest checkpoint; its note carries the stored witness cosignatures
+    /// ([`LogStore::add_cosignature`]) after the log's own signature line, one line per
+    /// witness, ordered by the witness's key.
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError>;
+    /// Stores a witness's cosignature `line` (a signature line without its newline, already
+    /// verified by the caller) of the checkpoint `cid`; `witness` is its verifier key string,
+    /// `cosigned_at` the cosignature's timestamp. A witness's first cosignature of a
+    /// checkpoint is kept (a repeat changes nothing); an unknown `cid` is an error.
+    async fn add_cosignature(
+        &self,
+        cid: Uuid,
+        witness: &str,
+        line: &str,
+        cosigned_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError>;
     /// Every checkpoint, by size.
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError>;
     /// A record's leaf index.

@@ -27,6 +27,8 @@ struct State {
     size: u64,
     tiles: HashMap<TileId, Vec<Hash>>,
     checkpoints: Vec<StoredCheckpoint>,
+    /// Witness cosignature lines by checkpoint, by witness key.
+    cosignatures: HashMap<Uuid, std::collections::BTreeMap<String, String>>,
 }
 
 /// The memory backend's log. One process, so the lease is always held.
@@ -146,7 +148,36 @@ impl LogStore for MemoryLog {
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
-        Ok(self.state().checkpoints.last().cloned())
+        let s = self.state();
+        let Some(mut c) = s.checkpoints.last().cloned() else {
+            return Ok(None);
+        };
+        if let (Some(note), Some(lines)) = (c.note.as_mut(), s.cosignatures.get(&c.cid)) {
+            for line in lines.values() {
+                note.push_str(line);
+                note.push('\n');
+            }
+        }
+        Ok(Some(c))
+    }
+
+    async fn add_cosignature(
+        &self,
+        cid: Uuid,
+        witness: &str,
+        line: &str,
+        _cosigned_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let mut s = self.state();
+        if !s.checkpoints.iter().any(|c| c.cid == cid) {
+            return Err(LedgerError::Internal(format!("no checkpoint {cid}")));
+        }
+        s.cosignatures
+            .entry(cid)
+            .or_default()
+            .entry(witness.to_owned())
+            .or_insert_with(|| line.to_owned());
+        Ok(())
     }
 
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {

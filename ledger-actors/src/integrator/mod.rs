@@ -20,12 +20,15 @@
 //! - `postgres.rs`: [`postgres::PostgresLog`] (PostgreSQL: lease row, `xid8` order).
 //! - `signed.rs`: [`signed::SignedStateFile`], what the key signed, kept beside the key: a
 //!   log that does not extend it is a rollback, and nothing is signed over it.
+//! - `witness.rs`: the witness publisher (C2SP tlog-witness), on its own thread beside the
+//!   integrator: submits each new checkpoint, stores the cosignatures.
 //! - this file: [`Integrator`] (the handle), [`Progress`], the loop, signing-key loading.
 
 pub mod log;
 pub mod memory;
 pub mod postgres;
 pub mod signed;
+pub mod witness;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -86,6 +89,8 @@ pub struct Settings {
     /// round at once (at most every [`WAKE_GAP`]) instead of at the end of its pause, so a
     /// record gets its leaf index promptly after commit. `None`: rounds on the timer only.
     pub wake: Option<Arc<tokio::sync::Notify>>,
+    /// Witnesses to submit signed checkpoints to (`None`: none configured).
+    pub witnesses: Option<witness::WitnessSettings>,
 }
 
 /// What the integrator has done, observable through [`Integrator::progress`].
@@ -139,6 +144,8 @@ pub struct Integrator {
     coverage: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
     stop: std::sync::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
     arbiter: std::sync::Mutex<Option<Arbiter>>,
+    /// The witness publisher's thread, if witnesses are configured.
+    publisher: std::sync::Mutex<Option<Arbiter>>,
 }
 
 impl std::fmt::Debug for Integrator {
@@ -176,8 +183,23 @@ pub fn load_signer(path: &Path) -> Result<NoteSigner, LedgerError> {
 
 impl Integrator {
     /// Starts the integrator loop on its own Arbiter.
-    pub fn start(log: Arc<dyn LogStore>, signer: Option<NoteSigner>, settings: Settings) -> Self {
+    pub fn start(
+        log: Arc<dyn LogStore>,
+        signer: Option<NoteSigner>,
+        mut settings: Settings,
+    ) -> Result<Self, LedgerError> {
         let (tx, rx) = watch::channel(Progress::default());
+        let publisher = match settings.witnesses.take() {
+            Some(w) if !w.witnesses.is_empty() => {
+                if signer.is_none() {
+                    return Err(LedgerError::Config(
+                        "witnesses: configured, but there is no checkpoint_key: witnesses cosign only signed checkpoints".into(),
+                    ));
+                }
+                Some(witness::start(Arc::clone(&log), w, rx.clone())?)
+            }
+            _ => None,
+        };
         let (stop_tx, stop_rx) = oneshot::channel();
         let verifier = signer.as_ref().map(NoteSigner::verifier);
         let arbiter = Arbiter::new();
@@ -194,14 +216,15 @@ impl Integrator {
             signed: signed::State::default(),
         };
         arbiter.spawn(runner.run(stop_rx));
-        Self {
+        Ok(Self {
             log,
             verifier,
             progress: rx,
             coverage,
             stop: std::sync::Mutex::new(Some(stop_tx)),
             arbiter: std::sync::Mutex::new(Some(arbiter)),
-        }
+            publisher: std::sync::Mutex::new(publisher),
+        })
     }
 
     /// The log's storage (for proofs and verification).
@@ -248,6 +271,14 @@ impl Integrator {
             .take()
         {
             a.stop();
+        }
+        if let Some(p) = self
+            .publisher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            p.stop();
         }
     }
 }

@@ -73,8 +73,11 @@ fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-const LATEST_CHECKPOINT_SQL: &str = "SELECT cid, range_start, range_end, merkle_root, sig, \
-     created_at, record_count FROM ledger_checkpoints \
+const LATEST_CHECKPOINT_SQL: &str = "SELECT c.cid, range_start, range_end, merkle_root, sig, \
+     created_at, record_count, \
+     (SELECT string_agg(w.line || E'\\n', '' ORDER BY w.witness) FROM ledger_cosignatures w \
+      WHERE w.cid = c.cid) AS cosignatures \
+     FROM ledger_checkpoints c \
      ORDER BY range_end::numeric DESC, created_at DESC LIMIT 1";
 
 const ALL_CHECKPOINTS_SQL: &str = "SELECT cid, range_start, range_end, merkle_root, sig, \
@@ -624,7 +627,36 @@ impl LogStore for PostgresLog {
             .fetch_optional(&self.pool)
             .await
             .map_err(err)?;
-        row.as_ref().map(checkpoint_from).transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut c = checkpoint_from(&row)?;
+        let lines: Option<String> = row.try_get("cosignatures").map_err(err)?;
+        if let (Some(note), Some(lines)) = (c.note.as_mut(), lines) {
+            note.push_str(&lines);
+        }
+        Ok(Some(c))
+    }
+
+    async fn add_cosignature(
+        &self,
+        cid: Uuid,
+        witness: &str,
+        line: &str,
+        cosigned_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO ledger_cosignatures (cid, witness, line, cosigned_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (cid, witness) DO NOTHING",
+        )
+        .bind(cid)
+        .bind(witness)
+        .bind(line)
+        .bind(cosigned_at)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
     }
 
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {

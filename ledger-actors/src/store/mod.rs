@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use ledger_entities::{LedgerRecord, RecordHash};
 use uuid::Uuid;
 
-use crate::config::Backend;
+use crate::config::{Backend, Replication};
 use crate::error::LedgerError;
 
 pub mod memory;
@@ -242,8 +242,58 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn replication(
         &self,
         limit: std::time::Duration,
-    ) -> Option<Result<crate::pg::replication::ReplicationState, LedgerError>> {
+    ) -> Option<Result<ReplicationState, LedgerError>> {
         let _ = limit;
         None
+    }
+}
+
+/// The server's replication as the ledger sees it. Serializes (in `health --json`) as
+/// `{"mode", "synchronous_standby_names", "sync_standbys", "flush_lag_seconds"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationState {
+    /// The configured mode.
+    pub mode: Replication,
+    /// The server's `synchronous_standby_names` (empty: none).
+    pub standby_names: String,
+    /// Standbys streaming with `sync_state` `sync` or `quorum`; `None` when the ledger's
+    /// role may not read `pg_stat_replication` (needs `pg_monitor` or superuser).
+    pub sync_standbys: Option<u32>,
+    /// The largest `flush_lag` among those standbys (what a synchronous commit waits for).
+    pub flush_lag: Option<std::time::Duration>,
+}
+
+impl ReplicationState {
+    /// Why `Committed` appends cannot currently be replicated, if they cannot.
+    pub fn problem(&self) -> Option<String> {
+        if self.mode == Replication::Local {
+            return None;
+        }
+        if self.standby_names.trim().is_empty() {
+            return Some(
+                "replication: synchronous, but the server has no synchronous_standby_names: writes wait in the outage buffer".into(),
+            );
+        }
+        match self.sync_standbys {
+            Some(0) => Some(
+                "replication: synchronous, but no synchronous standby is streaming: commits wait for one".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl serde::Serialize for ReplicationState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("ReplicationState", 4)?;
+        st.serialize_field("mode", self.mode.as_str())?;
+        st.serialize_field("synchronous_standby_names", &self.standby_names)?;
+        st.serialize_field("sync_standbys", &self.sync_standbys)?;
+        st.serialize_field(
+            "flush_lag_seconds",
+            &self.flush_lag.map(|d| d.as_secs_f64()),
+        )?;
+        st.end()
     }
 }
