@@ -6,14 +6,15 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
 
+#[path = "support/appenders.rs"]
+mod appenders;
 #[path = "support/cluster.rs"]
 mod cluster;
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use appenders::Appenders;
 use cluster::Cluster;
 use ledger_actors::writer::Mode;
 use ledger_actors::{Backend, Dsn, Durability, Ledger, LedgerConfig};
@@ -71,38 +72,12 @@ async fn a_multi_host_dsn_follows_the_promoted_standby() {
     );
 
     // Appends under way while the primary crashes and the standby is promoted.
-    // rid -> (durability, when its append was called).
-    let acks: Arc<std::sync::Mutex<BTreeMap<Uuid, (Durability, Instant)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut appenders = Vec::new();
-    for a in 0..8u64 {
-        let (ledger, acks, stop) = (ledger.clone(), Arc::clone(&acks), Arc::clone(&stop));
-        appenders.push(actix_rt::spawn(async move {
-            let anchor = Uuid::now_v7();
-            let mut failed = Vec::new();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let called = Instant::now();
-                match ledger.append(rec(anchor, a * 1_000_000 + n)).await {
-                    Ok(ack) => {
-                        acks.lock()
-                            .unwrap()
-                            .insert(ack.record.rid, (ack.durability, called));
-                    }
-                    Err(e) => failed.push(e.to_string()),
-                }
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            failed
-        }));
-    }
+    let appenders = Appenders::start(&ledger, 8, "multi-host-test");
     tokio::time::sleep(Duration::from_secs(1)).await;
     primary.crash();
     let crashed = Instant::now();
-    let before: HashSet<Uuid> = acks
-        .lock()
-        .unwrap()
+    let before: HashSet<Uuid> = appenders
+        .acks()
         .iter()
         .filter(|(_, (d, _))| *d == Durability::Committed)
         .map(|(rid, _)| *rid)
@@ -113,9 +88,8 @@ async fn a_multi_host_dsn_follows_the_promoted_standby() {
     // was acknowledged Committed (on the promoted standby: the old primary is down).
     let deadline = Instant::now() + Duration::from_secs(90);
     let first_committed = loop {
-        let first = acks
-            .lock()
-            .unwrap()
+        let first = appenders
+            .acks()
             .values()
             .filter(|(d, called)| *d == Durability::Committed && *called > crashed)
             .map(|(_, called)| *called)
@@ -136,11 +110,7 @@ async fn a_multi_host_dsn_follows_the_promoted_standby() {
         first_committed - crashed
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut failed = Vec::new();
-    for a in appenders {
-        failed.extend(a.await.unwrap());
-    }
+    let (failed, acked) = appenders.stop().await;
     assert!(failed.is_empty(), "appends failed: {failed:?}");
     loop {
         let status = ledger.outage_status().await.unwrap();
@@ -159,7 +129,6 @@ async fn a_multi_host_dsn_follows_the_promoted_standby() {
         .lines()
         .map(|l| l.trim().parse().unwrap())
         .collect();
-    let acked = acks.lock().unwrap().clone();
     let lost: Vec<&Uuid> = before.iter().filter(|r| !stored.contains(r)).collect();
     assert!(lost.is_empty(), "{} Committed records lost", lost.len());
     let missing: Vec<(f64, Durability)> = acked

@@ -11,16 +11,18 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
 
+#[path = "support/appenders.rs"]
+mod appenders;
 #[path = "support/cluster.rs"]
 mod cluster;
 mod common;
 #[path = "support/proxy.rs"]
 mod proxy;
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use appenders::Appenders;
 use cluster::Cluster;
 use common::TestContext;
 use ledger_actors::writer::Mode;
@@ -192,37 +194,13 @@ async fn synchronous_replication_loses_no_committed_record_in_a_failover() {
 
     // 3. Failover under load: appends go on while the primary crashes, the standby is
     // promoted, the endpoint moves to it, and a new standby is attached to it.
-    let acks: Arc<std::sync::Mutex<BTreeMap<Uuid, Durability>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut appenders = Vec::new();
-    for a in 0..8u64 {
-        let ledger = ledger.clone();
-        let acks = Arc::clone(&acks);
-        let stop = Arc::clone(&stop);
-        appenders.push(actix_rt::spawn(async move {
-            let anchor = Uuid::now_v7();
-            let mut n = 0u64;
-            let mut failed = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match ledger.append(rec(anchor, a * 1_000_000 + n)).await {
-                    Ok(ack) => {
-                        acks.lock().unwrap().insert(ack.record.rid, ack.durability);
-                    }
-                    Err(e) => failed.push(e.to_string()),
-                }
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            failed
-        }));
-    }
+    let appenders = Appenders::start(&ledger, 8, "replication-test");
     tokio::time::sleep(Duration::from_secs(2)).await;
     primary.crash();
-    let crashed_at: HashSet<Uuid> = acks
-        .lock()
-        .unwrap()
+    let crashed_at: HashSet<Uuid> = appenders
+        .acks()
         .iter()
-        .filter(|(_, d)| **d == Durability::Committed)
+        .filter(|(_, (d, _))| *d == Durability::Committed)
         .map(|(rid, _)| *rid)
         .collect();
     assert!(
@@ -239,11 +217,10 @@ async fn synchronous_replication_loses_no_committed_record_in_a_failover() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let status = ledger.outage_status().await.unwrap();
-        let recent_committed = acks
-            .lock()
-            .unwrap()
+        let recent_committed = appenders
+            .acks()
             .iter()
-            .filter(|(rid, d)| **d == Durability::Committed && !crashed_at.contains(rid))
+            .filter(|(rid, (d, _))| *d == Durability::Committed && !crashed_at.contains(rid))
             .count();
         if status.mode == Mode::Primary && status.buffered == 0 && recent_committed > 50 {
             break;
@@ -254,11 +231,7 @@ async fn synchronous_replication_loses_no_committed_record_in_a_failover() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut failed = Vec::new();
-    for a in appenders {
-        failed.extend(a.await.unwrap());
-    }
+    let (failed, acked) = appenders.stop().await;
     assert!(
         failed.is_empty(),
         "appends failed during the failover: {failed:?}"
@@ -267,7 +240,6 @@ async fn synchronous_replication_loses_no_committed_record_in_a_failover() {
 
     // Nothing acknowledged Committed is missing on the new primary: neither what was
     // committed before the crash nor anything since; and every acknowledged record is there.
-    let acked: BTreeMap<Uuid, Durability> = acks.lock().unwrap().clone();
     let stored: HashSet<Uuid> = standby
         .sql_in("ledger", "SELECT rid FROM ledger_records")
         .lines()
@@ -278,7 +250,7 @@ async fn synchronous_replication_loses_no_committed_record_in_a_failover() {
         .chain(
             acked
                 .iter()
-                .filter(|(_, d)| **d == Durability::Committed)
+                .filter(|(_, (d, _))| *d == Durability::Committed)
                 .map(|(r, _)| r),
         )
         .filter(|rid| !stored.contains(rid))

@@ -17,7 +17,6 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -34,12 +33,7 @@ pub const MAX_TIMESTAMP: u64 = i64::MAX as u64;
 
 /// The 4-byte key id of a cosignature/v1 key named `name`.
 pub fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
-    let mut h = Sha256::new();
-    h.update(name.as_bytes());
-    h.update([b'\n', ALG_COSIGNATURE_V1]);
-    h.update(public);
-    let d = h.finalize();
-    [d[0], d[1], d[2], d[3]]
+    crate::note::key_id_for(ALG_COSIGNATURE_V1, name, public)
 }
 
 /// The message a cosignature signs: the header, the time line, the checkpoint text.
@@ -161,28 +155,13 @@ impl CosignatureVerifier {
     /// such as a key file's final newline, is ignored). The name ends at the first `+`, the
     /// id at the second; the base64 key (which may contain `+`) is the rest.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let text = text.trim();
-        let bad = |what: &str| Error::Malformed(format!("cosigner verifier key: {what}"));
-        let mut parts = text.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("expected <name>+<id>+<key>"));
-        };
-        check_name(name)?;
-        let raw = B64.decode(key).map_err(|_| bad("key is not base64"))?;
-        if raw.len() != 33 || raw[0] != ALG_COSIGNATURE_V1 {
-            return Err(bad("not a cosignature/v1 key (type 0x04, 32 bytes)"));
-        }
-        let mut public = [0u8; 32];
-        public.copy_from_slice(&raw[1..]);
-        let key =
-            VerifyingKey::from_bytes(&public).map_err(|_| bad("not a valid Ed25519 point"))?;
-        if id != hex::encode(key_id(name, &public)) {
-            return Err(bad("key id does not match the key"));
-        }
-        Ok(Self {
-            name: name.to_owned(),
-            key,
-        })
+        let (name, key) = crate::note::parse_verifier_key(
+            text,
+            ALG_COSIGNATURE_V1,
+            "cosigner verifier key",
+            "not a cosignature/v1 key (type 0x04, 32 bytes)",
+        )?;
+        Ok(Self { name, key })
     }
 
     /// The witness's key name.
@@ -197,15 +176,7 @@ impl CosignatureVerifier {
 
     /// The verifier key string.
     pub fn to_key_string(&self) -> String {
-        let mut raw = Vec::with_capacity(33);
-        raw.push(ALG_COSIGNATURE_V1);
-        raw.extend_from_slice(self.key.as_bytes());
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id()),
-            B64.encode(raw)
-        )
+        crate::note::verifier_key_string(ALG_COSIGNATURE_V1, &self.name, &self.key)
     }
 
     /// Checks one signature line (without or with its final newline) over the note text
@@ -295,6 +266,7 @@ pub fn check_quorum(
 mod tests {
     use super::*;
     use crate::note::{Checkpoint, NoteSigner};
+    use sha2::{Digest, Sha256};
 
     fn note() -> (NoteSigner, String) {
         let log = NoteSigner::from_seed("example.com/log", &[7; 32]).expect("log key");

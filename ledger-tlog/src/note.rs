@@ -37,12 +37,60 @@ pub(crate) fn check_name(name: &str) -> Result<(), Error> {
 
 /// The 4-byte key id of an Ed25519 key named `name`.
 pub fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
+    key_id_for(ALG_ED25519, name, public)
+}
+
+/// The key id of a key of algorithm `alg` (signed-note: the first 4 bytes of
+/// SHA-256(name || 0x0A || alg || key); also cosignature/v1's, with its algorithm byte).
+pub(crate) fn key_id_for(alg: u8, name: &str, public: &[u8; 32]) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
-    h.update([b'\n', ALG_ED25519]);
+    h.update([b'\n', alg]);
     h.update(public);
     let d = h.finalize();
     [d[0], d[1], d[2], d[3]]
+}
+
+/// Parses a verifier key string `<name>+<id>+<base64(alg || key)>` of algorithm `alg`
+/// (surrounding whitespace, such as a key file's final newline, ignored; the name ends at the
+/// first `+`, the id at the second, the base64 key, which may contain `+`, is the rest).
+/// `what` names the key kind in errors; `want` says which algorithm was expected.
+pub(crate) fn parse_verifier_key(
+    text: &str,
+    alg: u8,
+    what: &str,
+    want: &str,
+) -> Result<(String, VerifyingKey), Error> {
+    let text = text.trim();
+    let bad = |why: &str| Error::Malformed(format!("{what}: {why}"));
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("expected <name>+<id>+<key>"));
+    };
+    check_name(name)?;
+    let raw = B64.decode(key).map_err(|_| bad("key is not base64"))?;
+    if raw.len() != 33 || raw[0] != alg {
+        return Err(bad(want));
+    }
+    let mut public = [0u8; 32];
+    public.copy_from_slice(&raw[1..]);
+    let key = VerifyingKey::from_bytes(&public).map_err(|_| bad("not a valid Ed25519 point"))?;
+    if id != hex::encode(key_id_for(alg, name, &public)) {
+        return Err(bad("key id does not match the key"));
+    }
+    Ok((name.to_owned(), key))
+}
+
+/// The verifier key string of `key` named `name`, algorithm `alg`.
+pub(crate) fn verifier_key_string(alg: u8, name: &str, key: &VerifyingKey) -> String {
+    let mut raw = Vec::with_capacity(33);
+    raw.push(alg);
+    raw.extend_from_slice(key.as_bytes());
+    format!(
+        "{name}+{}+{}",
+        hex::encode(key_id_for(alg, name, key.as_bytes())),
+        B64.encode(raw)
+    )
 }
 
 /// A checkpoint: the signed statement "the log `origin` has `size` leaves and root `root`".
@@ -212,28 +260,13 @@ pub struct NoteVerifier {
 impl NoteVerifier {
     /// Parses a verifier key (`name+id+base64(0x01 || key)`).
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let text = text.trim();
-        let bad = |what: &str| Error::Malformed(format!("verifier key: {what}"));
-        let mut parts = text.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("expected <name>+<id>+<key>"));
-        };
-        check_name(name)?;
-        let raw = B64.decode(key).map_err(|_| bad("key is not base64"))?;
-        if raw.len() != 33 || raw[0] != ALG_ED25519 {
-            return Err(bad("not an Ed25519 key (algorithm 1, 32 bytes)"));
-        }
-        let mut public = [0u8; 32];
-        public.copy_from_slice(&raw[1..]);
-        let key =
-            VerifyingKey::from_bytes(&public).map_err(|_| bad("not a valid Ed25519 point"))?;
-        if id != hex::encode(key_id(name, &public)) {
-            return Err(bad("key id does not match the key"));
-        }
-        Ok(Self {
-            name: name.to_owned(),
-            key,
-        })
+        let (name, key) = parse_verifier_key(
+            text,
+            ALG_ED25519,
+            "verifier key",
+            "not an Ed25519 key (algorithm 1, 32 bytes)",
+        )?;
+        Ok(Self { name, key })
     }
 
     /// The key's name.
@@ -248,15 +281,7 @@ impl NoteVerifier {
 
     /// The verifier key in signed-note format (public).
     pub fn to_key_string(&self) -> String {
-        let mut raw = Vec::with_capacity(33);
-        raw.push(ALG_ED25519);
-        raw.extend_from_slice(self.key.as_bytes());
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id()),
-            B64.encode(raw)
-        )
+        verifier_key_string(ALG_ED25519, &self.name, &self.key)
     }
 
     /// Opens a signed note: checks that one of its signatures is by this key and valid, and
