@@ -809,7 +809,7 @@ impl ChainActor {
                 self.state = State::NeedsReload;
             }
         }
-        if matches!(&e, LedgerError::Conflict { reason, .. } if reason == crate::error::RID_TAKEN) {
+        if crate::error::stored_by_another_write(&e) {
             return self.replay_taken(f, e, ctx);
         }
         if !anchor_moved(&e) {

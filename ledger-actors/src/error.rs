@@ -257,6 +257,15 @@ pub enum LedgerError {
 /// record up: the same content sealed by another process is a replay, not a conflict).
 pub(crate) const RID_TAKEN: &str = "rid already stored";
 
+/// True for a [`LedgerError::Conflict`] the writer answers when the database already holds
+/// the record's rid ([`RID_TAKEN`]) or its hash (another process sealed the very same
+/// record, to the microsecond): both may be a replay of the stored record, which the chain
+/// actor looks up before answering.
+pub(crate) fn stored_by_another_write(e: &LedgerError) -> bool {
+    matches!(e, LedgerError::Conflict { reason, .. }
+        if reason == RID_TAKEN || (reason.starts_with("hash ") && reason.ends_with(" already stored")))
+}
+
 impl LedgerError {
     /// The variant's name in snake case (`timeout`, `contended`, ...): a bounded label for
     /// counting errors by kind (the load test's `errors_by_kind`).
