@@ -14,9 +14,8 @@ mod cluster;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use appenders::Appenders;
+use appenders::{Appenders, wait_primary_and_drained};
 use cluster::Cluster;
-use ledger_actors::writer::Mode;
 use ledger_actors::{Backend, Dsn, Durability, Ledger, LedgerConfig};
 use ledger_entities::NewRecord;
 use serde_json::json;
@@ -112,17 +111,7 @@ async fn a_multi_host_dsn_follows_the_promoted_standby() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (failed, acked) = appenders.stop().await;
     assert!(failed.is_empty(), "appends failed: {failed:?}");
-    loop {
-        let status = ledger.outage_status().await.unwrap();
-        if status.mode == Mode::Primary && status.buffered == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the drain did not finish: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_primary_and_drained(&ledger, "after the failover").await;
 
     let stored: HashSet<Uuid> = standby
         .sql_in("ledger", "SELECT rid FROM ledger_records")

@@ -22,7 +22,7 @@ mod proxy;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use appenders::Appenders;
+use appenders::{Appenders, wait_primary_and_drained};
 use cluster::Cluster;
 use common::TestContext;
 use ledger_actors::writer::Mode;
@@ -52,21 +52,6 @@ fn sync_config(dsn: &str) -> LedgerConfig {
         failover_after: Duration::from_secs(1),
         checkpoint_interval: Duration::ZERO,
         ..LedgerConfig::default()
-    }
-}
-
-async fn wait_primary_and_drained(ledger: &Ledger, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let status = ledger.outage_status().await.unwrap();
-        if status.mode == Mode::Primary && status.buffered == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the drain did not finish: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -68,39 +68,18 @@ impl CosignatureSigner {
 
     /// Parses `PRIVATE+KEY+<name>+<id>+<base64(0x04 || seed)>`. Errors never hold the key.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let text = text.trim_end_matches(['\n', '\r']);
-        let bad = |what: &str| Error::Malformed(format!("cosigner key: {what}"));
-        let rest = text
-            .strip_prefix("PRIVATE+KEY+")
-            .ok_or_else(|| bad("does not start with PRIVATE+KEY+"))?;
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("expected PRIVATE+KEY+<name>+<id>+<key>"));
-        };
-        let raw = Zeroizing::new(B64.decode(key).map_err(|_| bad("key is not base64"))?);
-        if raw.len() != 33 || raw[0] != ALG_COSIGNATURE_V1 {
-            return Err(bad("not a cosignature/v1 key (type 0x04, 32 bytes)"));
-        }
-        let mut seed = Zeroizing::new([0u8; 32]);
-        seed.copy_from_slice(&raw[1..]);
-        let signer = Self::from_seed(name, &seed)?;
-        if id != hex::encode(signer.key_id()) {
-            return Err(bad("key id does not match the key"));
-        }
-        Ok(signer)
+        let (name, key) = crate::note::parse_signer_key(
+            text,
+            ALG_COSIGNATURE_V1,
+            "cosigner key",
+            "not a cosignature/v1 key (type 0x04, 32 bytes)",
+        )?;
+        Ok(Self { name, key })
     }
 
     /// The signer key string. Secret: write it only to a 0600 file.
     pub fn to_key_string(&self) -> Zeroizing<String> {
-        let mut raw = Zeroizing::new(Vec::with_capacity(33));
-        raw.push(ALG_COSIGNATURE_V1);
-        raw.extend_from_slice(self.key.as_bytes());
-        Zeroizing::new(format!(
-            "PRIVATE+KEY+{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id()),
-            B64.encode(&*raw)
-        ))
+        crate::note::signer_key_string(ALG_COSIGNATURE_V1, &self.name, &self.key)
     }
 
     /// The key's name.

@@ -81,6 +81,50 @@ pub(crate) fn parse_verifier_key(
     Ok((name.to_owned(), key))
 }
 
+/// Parses a signer key string `PRIVATE+KEY+<name>+<id>+<base64(alg || seed)>` of algorithm
+/// `alg` (a key file's final newline ignored; the base64 seed may contain `+`). `what` names
+/// the key kind in errors, `want` the algorithm expected; no error contains the key.
+pub(crate) fn parse_signer_key(
+    text: &str,
+    alg: u8,
+    what: &str,
+    want: &str,
+) -> Result<(String, SigningKey), Error> {
+    let text = text.trim_end_matches(['\n', '\r']);
+    let bad = |why: &str| Error::Malformed(format!("{what}: {why}"));
+    let rest = text
+        .strip_prefix("PRIVATE+KEY+")
+        .ok_or_else(|| bad("does not start with PRIVATE+KEY+"))?;
+    let mut parts = rest.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("expected PRIVATE+KEY+<name>+<id>+<key>"));
+    };
+    check_name(name)?;
+    let raw = Zeroizing::new(B64.decode(key).map_err(|_| bad("key is not base64"))?);
+    if raw.len() != 33 || raw[0] != alg {
+        return Err(bad(want));
+    }
+    let mut seed = Zeroizing::new([0u8; 32]);
+    seed.copy_from_slice(&raw[1..]);
+    let key = SigningKey::from_bytes(&seed);
+    if id != hex::encode(key_id_for(alg, name, key.verifying_key().as_bytes())) {
+        return Err(bad("key id does not match the key"));
+    }
+    Ok((name.to_owned(), key))
+}
+
+/// The signer key string of `key` named `name`, algorithm `alg`. Secret.
+pub(crate) fn signer_key_string(alg: u8, name: &str, key: &SigningKey) -> Zeroizing<String> {
+    let mut raw = Zeroizing::new(Vec::with_capacity(33));
+    raw.push(alg);
+    raw.extend_from_slice(key.as_bytes());
+    Zeroizing::new(format!(
+        "PRIVATE+KEY+{name}+{}+{}",
+        hex::encode(key_id_for(alg, name, key.verifying_key().as_bytes())),
+        B64.encode(&*raw)
+    ))
+}
+
 /// The verifier key string of `key` named `name`, algorithm `alg`.
 pub(crate) fn verifier_key_string(alg: u8, name: &str, key: &VerifyingKey) -> String {
     let mut raw = Vec::with_capacity(33);
@@ -177,27 +221,13 @@ impl NoteSigner {
 
     /// Parses a signer key (`PRIVATE+KEY+name+id+base64`). The error never contains the key.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let text = text.trim_end_matches(['\n', '\r']);
-        let bad = |what: &str| Error::Malformed(format!("signer key: {what}"));
-        let rest = text
-            .strip_prefix("PRIVATE+KEY+")
-            .ok_or_else(|| bad("does not start with PRIVATE+KEY+"))?;
-        // The base64 key may itself contain '+': split off name and id only.
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("expected PRIVATE+KEY+<name>+<id>+<key>"));
-        };
-        let raw = Zeroizing::new(B64.decode(key).map_err(|_| bad("key is not base64"))?);
-        if raw.len() != 33 || raw[0] != ALG_ED25519 {
-            return Err(bad("not an Ed25519 key (algorithm 1, 32 bytes)"));
-        }
-        let mut seed = Zeroizing::new([0u8; 32]);
-        seed.copy_from_slice(&raw[1..]);
-        let signer = Self::from_seed(name, &seed)?;
-        if id != hex::encode(signer.key_id()) {
-            return Err(bad("key id does not match the key"));
-        }
-        Ok(signer)
+        let (name, key) = parse_signer_key(
+            text,
+            ALG_ED25519,
+            "signer key",
+            "not an Ed25519 key (algorithm 1, 32 bytes)",
+        )?;
+        Ok(Self { name, key })
     }
 
     /// The key's name (the checkpoint origin, by AVL's convention).
@@ -212,15 +242,7 @@ impl NoteSigner {
 
     /// The signer key in signed-note format. Secret: write it only to a 0600 file.
     pub fn to_key_string(&self) -> Zeroizing<String> {
-        let mut raw = Zeroizing::new(Vec::with_capacity(33));
-        raw.push(ALG_ED25519);
-        raw.extend_from_slice(self.key.as_bytes());
-        Zeroizing::new(format!(
-            "PRIVATE+KEY+{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id()),
-            B64.encode(&*raw)
-        ))
+        signer_key_string(ALG_ED25519, &self.name, &self.key)
     }
 
     /// The matching verifier.

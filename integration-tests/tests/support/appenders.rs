@@ -1,6 +1,6 @@
 //! Appends under way while a test breaks something: `n` tasks, each on an anchor of its
 //! own, appending one record every 5 ms until stopped, every acknowledgement recorded with
-//! its durability and the moment its append was called.
+//! its durability and the moment its append was called; and the wait for the drain after.
 
 #![allow(dead_code, reason = "each test binary uses a different part of it")]
 
@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ledger_actors::writer::Mode;
 use ledger_actors::{Durability, Ledger};
 use ledger_entities::NewRecord;
 use serde_json::json;
@@ -77,5 +78,21 @@ impl Appenders {
         }
         let acks = self.acks.lock().unwrap().clone();
         (failed, acks)
+    }
+}
+
+/// Waits (up to 90 s) until the ledger's writer is back on PostgreSQL with nothing buffered.
+pub async fn wait_primary_and_drained(ledger: &Ledger, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = ledger.outage_status().await.unwrap();
+        if status.mode == Mode::Primary && status.buffered == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the drain did not finish: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
