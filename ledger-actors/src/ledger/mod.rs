@@ -541,12 +541,7 @@ impl Ledger {
             Ok(record) => self.append_inner(record).await,
             Err(e) => Err(e),
         };
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome_label(),
-        };
-        crate::metrics::append_finished(outcome, started.elapsed().as_secs_f64());
-        result
+        finished(started, result)
     }
 
     /// Like [`Ledger::append`], but answers only once the record is committed in
@@ -566,12 +561,7 @@ impl Ledger {
             }
             Err(e) => Err(e),
         };
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome_label(),
-        };
-        crate::metrics::append_finished(outcome, started.elapsed().as_secs_f64());
-        result
+        finished(started, result)
     }
 
     /// The checks made before a record crosses into an actor: the payload's nesting depth
@@ -667,12 +657,7 @@ impl Ledger {
             }
             Err(e) => Err(e),
         };
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome_label(),
-        };
-        crate::metrics::append_finished(outcome, started.elapsed().as_secs_f64());
-        result
+        finished(started, result)
     }
 
     /// [`Ledger::admit`] for every record of a batch, after its record-count limit (so an
@@ -1181,4 +1166,15 @@ pub async fn create_ledger_store(
         Backend::Memory => Ok(Arc::new(MemoryLedgerStore::new())),
         Backend::Postgres => Ok(Arc::new(crate::pg::store::open(config).await?)),
     }
+}
+
+/// Counts an append (or an atomic batch, once) in `ledger_appends_total` and its latency
+/// histogram, by outcome, and passes its result on.
+fn finished<T>(started: Instant, result: Result<T, LedgerError>) -> Result<T, LedgerError> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.outcome_label(),
+    };
+    crate::metrics::append_finished(outcome, started.elapsed().as_secs_f64());
+    result
 }
