@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestContext;
-use ledger_actors::persistence::Durability;
+use ledger_actors::Durability;
 use ledger_actors::{Backend, Dsn, Ledger, LedgerConfig, LedgerError};
 use ledger_entities::NewRecord;
 use sea_orm::ConnectionTrait;

@@ -13,8 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 /// A PostgreSQL ledger with a reachable database is healthy: postgres configured
-/// and active, database reachable, writer responding, nothing buffered; the PostgreSQL
-/// persistence actor reports its own mailbox depth, so none is given here.
+/// and active, database reachable, writer responding, nothing buffered.
 #[actix_rt::test]
 async fn postgres_ledger_with_live_database_is_healthy() {
     let ctx = TestContext::new("health_pg").await;
@@ -47,8 +46,7 @@ async fn postgres_ledger_with_live_database_is_healthy() {
     assert_eq!(h.backend_active, Backend::Postgres);
     assert_eq!(h.database_reachable, Some(true));
     assert_eq!(h.buffered_records, 0);
-    assert!(h.persistence_responding);
-    assert_eq!(h.pressure.persistence_mailbox, None);
+    assert!(h.storage_responding);
     ledger.shutdown().await.expect("clean shutdown");
     ctx.teardown().await;
 }

@@ -12,7 +12,7 @@ use actix::prelude::*;
 use chrono::{TimeZone, Utc};
 use common::{TestContext, constraint_name, sqlstate};
 use futures::future::join_all;
-use ledger_actors::persistence::{Durability, Flush, Persist, PersistReply};
+use ledger_actors::driver::handoff::{Durability, Flush, Persist, PersistReply};
 use ledger_actors::pg::store as postgres;
 use ledger_actors::pg::store::PostgresLedgerStore;
 use ledger_actors::writer::Writer;

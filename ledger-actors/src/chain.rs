@@ -14,8 +14,8 @@
 //! written again ([`Relink`]) until `relink_for` runs out.
 //!
 //! # Layout
-//! - messages: [`Append`], [`Rebase`], [`Relink`], [`AppendAck`]; [`Sink`] (where records go)
-//!   and [`ChainSettings`];
+//! - messages: [`Append`], [`Rebase`], [`Relink`], [`AppendAck`]; [`ChainSettings`] (with the
+//!   storage driver, [`crate::driver::Driver`], where records go);
 //! - the actor: [`ChainActor`] (head load, passivation, commit → send → settle → finish);
 //! - handlers: `Append` (answered through [`AppendAnswer`]), `Acks`, `Rebase`, `Relink`.
 
@@ -33,10 +33,13 @@ use ledger_entities::{LedgerRecord, NewRecord, Payload, RecordHash};
 use uuid::Uuid;
 
 mod batch;
+#[cfg(test)]
+mod tests;
 
+use crate::driver::Driver;
+use crate::driver::handoff::{AckTo, Acks, Durability, Persist, PersistReply};
 use crate::error::LedgerError;
-use crate::observe::{ChainMailboxes, QueueDepth, QueueTicket};
-use crate::persistence::{AckTo, Acks, Durability, Persist, PersistReply, WriterSender};
+use crate::observe::{ChainMailboxes, QueueTicket};
 use crate::store::{Head, LedgerStore};
 
 // ---------------------------------------------------------------------------------------
@@ -304,39 +307,12 @@ pub trait Registry: Send + Sync {
     fn live(&self) -> usize;
 }
 
-/// Where chain actors hand their sealed records.
-#[derive(Clone)]
-pub enum Sink {
-    /// The memory backend: the actor inserts into the store itself (fork guard and
-    /// uniqueness checked there) and answers at once, [`Durability::Volatile`] — no hop to
-    /// another thread, no channel.
-    Memory(Arc<crate::store::MemoryLedgerStore>),
-    /// The memory backend with a `spool_dir` (the rollback window of docs/OPERATIONS.md):
-    /// as [`Sink::Memory`], but each record is first appended to the spool and fsynced, and
-    /// answered [`Durability::Spooled`]; the next start reloads the spool, and a start on
-    /// PostgreSQL writes it there. The mutex serializes the actors' spool writes; it holds
-    /// `None` once a write failed (a partial frame may follow the last good one, and a
-    /// record appended behind it could not be read back), so every later append is refused
-    /// until a restart, which keeps the unreadable tail aside.
-    Spooled(
-        Arc<crate::store::MemoryLedgerStore>,
-        Arc<Mutex<Option<crate::spool::Spool>>>,
-    ),
-    /// A persistence actor (the read-only refuser), which answers each record through its
-    /// [`Persist::reply`].
-    Actor(Recipient<Persist>),
-    /// The PostgreSQL writer's inbox ([`crate::writer::Writer`]), drained in
-    /// batches; each record is answered through its [`Persist::reply`].
-    Writer(WriterSender),
-}
-
 /// Settings shared by every chain actor of a ledger.
 #[derive(Clone)]
 pub struct ChainSettings {
-    /// Where heads are loaded from and idempotency is checked.
-    pub store: Arc<dyn LedgerStore>,
-    /// Where sealed records go.
-    pub persist: Sink,
+    /// The storage driver: where sealed records go, and where heads are loaded from and
+    /// idempotency is checked.
+    pub driver: Arc<dyn Driver>,
     /// Validation limits.
     pub limits: Limits,
     /// Mailbox capacity (back-pressure on senders).
@@ -347,13 +323,10 @@ pub struct ChainSettings {
     /// `ChainActor::retire_if_crowded`); 0: no cap.
     pub max_live_actors: usize,
     /// While set (a PostgreSQL outage), actors do not passivate: a revived actor would need
-    /// its head from the unreachable database.
+    /// its head from the unreachable database ([`Driver::suspend_passivation`]).
     pub suspend_passivation: Arc<std::sync::atomic::AtomicBool>,
     /// Mailbox depth of every chain actor (the router counts each [`Append`] it sends).
     pub mailboxes: Arc<ChainMailboxes>,
-    /// Mailbox counter of the memory persistence actor behind `persist`, pushed before each
-    /// [`Persist`]; `None` when the persistence actor reports its own depth.
-    pub persistence_queue: Option<QueueDepth>,
     /// How long an append is re-linked and written again while other writers keep moving its
     /// anchor, before it fails with [`LedgerError::Contended`] (less than the append timeout,
     /// so that the typed error reaches the caller before its wait ends).
@@ -362,6 +335,13 @@ pub struct ChainSettings {
     pub max_batch_records: usize,
     /// Most canonical payload bytes in one [`AppendBatch`] (`max_batch_bytes`).
     pub max_batch_bytes: usize,
+}
+
+impl ChainSettings {
+    /// The store heads are loaded from and idempotency is checked in (the driver's).
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
+        self.driver.store()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -547,7 +527,7 @@ impl ChainActor {
     /// Loads the head from the store while the mailbox waits.
     fn load_head(&mut self, ctx: &mut Context<Self>) {
         self.state = State::Loading;
-        let store = Arc::clone(&self.settings.store);
+        let store = Arc::clone(self.settings.store());
         let anchor = self.anchor_id;
         // On a task of its own: the store shares connections and batches head loads across
         // actors, so a lookup must make progress even while this actor's context is not
@@ -661,42 +641,32 @@ impl ChainActor {
             Ok(r) => Arc::new(r),
             Err(e) => return Step::Done(Err(e.into())),
         };
-        match &self.settings.persist {
-            sink @ (Sink::Memory(store) | Sink::Spooled(store, _)) => {
-                // Written now, on this thread: the append is answered without another hop.
-                // Spooled: write-ahead, so a record is never in memory (and linked onto)
-                // without being in the spool; a record spooled and then refused by the store
-                // was never acknowledged (the spool reload skips it).
-                let (spooled, durability) = match sink {
-                    Sink::Spooled(_, spool) => (
-                        batch::spool_write(spool, std::slice::from_ref(&record)),
-                        Durability::Spooled,
-                    ),
-                    _ => (Ok(()), Durability::Volatile),
-                };
-                let outcome =
-                    spooled.and_then(|()| store.insert_now(std::slice::from_ref(&record)));
-                return Step::Done(match outcome {
-                    Ok(()) => {
-                        self.head = Some(record.hash);
-                        self.last_ts = ts;
-                        Ok(AppendAck {
-                            record,
-                            durability,
-                            replayed: false,
-                        })
+        // A driver that writes now (memory, spool, read-only) stores it on this thread: the
+        // append is answered without another hop.
+        if let Some(outcome) = self
+            .settings
+            .driver
+            .write_now(std::slice::from_ref(&record))
+        {
+            return Step::Done(match outcome {
+                Ok(durability) => {
+                    self.head = Some(record.hash);
+                    self.last_ts = ts;
+                    Ok(AppendAck {
+                        record,
+                        durability,
+                        replayed: false,
+                    })
+                }
+                Err(e) => {
+                    if matches!(e, LedgerError::ForkRefused { .. }) {
+                        // Another writer extended the anchor in the store: reload.
+                        self.epoch += 1;
+                        self.state = State::NeedsReload;
                     }
-                    Err(e) => {
-                        if matches!(e, LedgerError::ForkRefused { .. }) {
-                            // Another writer extended the anchor in the store: reload.
-                            self.epoch += 1;
-                            self.state = State::NeedsReload;
-                        }
-                        Err(e)
-                    }
-                });
-            }
-            Sink::Actor(_) | Sink::Writer(_) => {}
+                    Err(e)
+                }
+            });
         }
         let deadline = Instant::now() + self.settings.relink_for;
         let mut answer = Answer::default();
@@ -743,24 +713,7 @@ impl ChainActor {
             reply,
             wait_committed,
         };
-        match &self.settings.persist {
-            Sink::Writer(writer) => writer.persist(msg),
-            Sink::Actor(persist) => {
-                if let Some(queue) = &self.settings.persistence_queue {
-                    queue.push();
-                }
-                persist.do_send(msg);
-            }
-            // `commit` stores memory records itself, and a memory record is never refused
-            // for a re-link (`anchor_moved` needs a writer's refusal): unreachable in use.
-            // Answered rather than parked, so no append could wait for an `Acks` that never
-            // comes.
-            Sink::Memory(_) | Sink::Spooled(..) => {
-                let e = LedgerError::Internal("a memory record was handed to the writer".into());
-                self.finish(answer, Err(e), ctx);
-                return tag;
-            }
-        }
+        self.settings.driver.submit(msg);
         self.head = Some(record.hash);
         self.last_ts = record.ts_micros();
         self.busy += 1;
@@ -781,12 +734,7 @@ impl ChainActor {
     /// The outcome of an in-flight record: answered, or — when the record was refused
     /// because its anchor moved (see [`anchor_moved`]) — re-linked onto the reloaded head and
     /// sent again until it commits or its deadline passes.
-    fn settle(
-        &mut self,
-        f: InFlight,
-        outcome: crate::persistence::Outcome,
-        ctx: &mut Context<Self>,
-    ) {
+    fn settle(&mut self, f: InFlight, outcome: crate::driver::Outcome, ctx: &mut Context<Self>) {
         self.busy -= 1;
         self.last_active = Instant::now();
         let e = match outcome {
@@ -841,7 +789,7 @@ impl ChainActor {
     /// committed). The stored record with the same content answers as a replay, as a repeat
     /// in one process does; other content stays the [`LedgerError::Conflict`].
     fn replay_taken(&mut self, f: InFlight, refusal: LedgerError, ctx: &mut Context<Self>) {
-        let store = Arc::clone(&self.settings.store);
+        let store = Arc::clone(self.settings.store());
         let rid = f.record.rid;
         // A task of its own, like the rid look-up of a new append: the store's future is not
         // tied to this actor's thread.
@@ -853,7 +801,7 @@ impl ChainActor {
                 let res = match found {
                     Ok(Ok(Some(stored))) if stored.same_record(&f.record) => Ok(AppendAck {
                         record: stored,
-                        durability: crate::store::durability_of(act.settings.store.backend()),
+                        durability: crate::store::durability_of(act.settings.store().backend()),
                         replayed: true,
                     }),
                     _ => Err(refusal),
@@ -966,7 +914,7 @@ impl ChainActor {
         }
         // A client rid: look it up in the store before committing (idempotency).
         self.busy += 1;
-        let store = Arc::clone(&self.settings.store);
+        let store = Arc::clone(self.settings.store());
         // On PostgreSQL a task of its own, for the reason given in `load_head`. The memory
         // store answers on the first poll: there the look-up and the insert stay one step of
         // this actor, so concurrent repeats of a rid find each other.
@@ -997,7 +945,8 @@ impl ChainActor {
                     },
                     Err(e) => Step::Done(Err(e)),
                     Ok(Some(stored)) => {
-                        let durability = crate::store::durability_of(act.settings.store.backend());
+                        let durability =
+                            crate::store::durability_of(act.settings.store().backend());
                         Step::Done(replay_stored(stored, &new, durability))
                     }
                     Ok(None) => match act.replay_pending(rid, &new) {

@@ -1,14 +1,13 @@
 //! [`Health`]: what [`crate::Ledger::health`] reports, and the rules that grade it.
 //!
 //! # What is probed
-//! - the persistence side: for a `postgres` ledger the [`Writer`] must answer
+//! - the storage driver: for a `postgres` ledger the [`Writer`] must answer
 //!   [`GetStatus`] (which also gives its mode and the buffered records), otherwise the
-//!   persistence actor must answer a [`Flush`], within the probe timeout;
+//!   driver must answer a flush, within the probe timeout;
 //! - every chain worker thread: a no-op task must run within the probe timeout;
 //! - the database, for a ledger configured for `postgres` whose store is PostgreSQL:
 //!   [`LedgerStore::ping`] within the probe timeout;
-//! - from [`Observer`]: in-flight appends, chain and memory-persistence mailbox depths, the
-//!   active backend.
+//! - from [`Observer`]: in-flight appends, chain mailbox depths, the active backend.
 //!
 //! The probe timeout is [`PROBE_TIMEOUT`], or the configured `timeout` if that is shorter. The
 //! probes run concurrently, so a report takes at most one probe timeout.
@@ -16,8 +15,8 @@
 //! # Rules
 //! **Down** (the ledger cannot take appends), if any of:
 //! - the ledger is shutting down or shut down;
-//! - the persistence actor (or the writer) is gone (its mailbox is closed) or does not
-//!   answer in time;
+//! - the writer is gone (its mailbox is closed), or the storage driver does not answer in
+//!   time;
 //! - a chain worker thread is gone or does not run the probe in time;
 //! - the transparency log is halted: the database's log does not extend the last checkpoint
 //!   the key signed (a rollback: nothing is integrated or signed, appends still work, but the
@@ -28,7 +27,7 @@
 //! - the `postgres` backend is configured but the memory fallback takes the writes;
 //! - the `postgres` backend is configured and the database does not answer the ping;
 //! - records are buffered on the memory fallback, waiting for PostgreSQL;
-//! - the memory persistence actor answered the flush with an error;
+//! - the storage driver answered the flush with an error;
 //! - in-flight appends are at or above [`SATURATION`] of `max_in_flight` (new appends are
 //!   about to wait for capacity and then be shed as `overloaded`).
 //!
@@ -39,14 +38,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use actix::{Addr, ArbiterHandle, MailboxError, Recipient};
+use actix::{ArbiterHandle, MailboxError};
 use serde::{Serialize, Serializer};
 
 use crate::config::{Backend, LedgerConfig};
+use crate::driver::Driver;
 use crate::observe::{MailboxDepth, Observer};
-use crate::persistence::Flush;
 use crate::store::LedgerStore;
-use crate::writer::{GetStatus, Mode, Writer};
+use crate::writer::{GetStatus, Mode};
 
 /// The longest a single probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -92,11 +91,9 @@ pub struct MailboxPressure {
     pub in_flight_appends: usize,
     /// The configured limit of in-flight appends (`max_in_flight`).
     pub max_in_flight: usize,
-    /// Messages queued over all chain actors, and in the deepest one.
+    /// Messages queued over all chain actors, and in the deepest one. (What the PostgreSQL
+    /// writer holds is the `ledger_writer_unanswered_records` gauge.)
     pub chain_mailbox: MailboxDepth,
-    /// Messages queued for the memory persistence actor; `None` when the persistence actor
-    /// reports its own depth (PostgreSQL: see the `ledger_persistence_mailbox_depth` gauge).
-    pub persistence_mailbox: Option<usize>,
 }
 
 /// The ledger's health, as reported by [`crate::Ledger::health`]. Serializes to JSON with
@@ -125,9 +122,9 @@ pub struct Health {
     /// other content), kept by the writer (see `Ledger::outage_records`); 0 without a
     /// writer.
     pub kept_records: u64,
-    /// Whether the persistence side answered in time: the writer its status request, or
-    /// the memory persistence actor a flush (with success or an error).
-    pub persistence_responding: bool,
+    /// Whether the storage driver answered in time: the writer its status request, or
+    /// another driver a flush (with success or an error).
+    pub storage_responding: bool,
     /// Chain worker threads that ran the probe in time.
     pub workers_responding: usize,
     /// Chain worker threads.
@@ -167,8 +164,8 @@ impl fmt::Display for Health {
         )?;
         writeln!(
             f,
-            "persistence actor: {}",
-            if self.persistence_responding {
+            "storage driver: {}",
+            if self.storage_responding {
                 "responding"
             } else {
                 "NOT responding"
@@ -190,10 +187,6 @@ impl fmt::Display for Health {
             "chain mailboxes: sum {}, max {}",
             p.chain_mailbox.sum, p.chain_mailbox.max
         )?;
-        match p.persistence_mailbox {
-            Some(depth) => writeln!(f, "persistence mailbox: {depth}")?,
-            None => writeln!(f, "persistence mailbox: reported by the actor (gauge)")?,
-        }
         if self.reasons.is_empty() {
             write!(f, "reasons: none")
         } else {
@@ -211,17 +204,18 @@ pub(crate) struct Probe<'a> {
     pub(crate) config: &'a LedgerConfig,
     pub(crate) store: &'a dyn LedgerStore,
     pub(crate) observer: &'a Observer,
-    pub(crate) persistence: &'a Recipient<Flush>,
-    pub(crate) writer: Option<&'a Addr<Writer>>,
+    pub(crate) driver: &'a dyn Driver,
+    /// The PostgreSQL writer, if the driver is PostgreSQL's.
+    pub(crate) writer: Option<&'a actix::Addr<crate::writer::Writer>>,
     pub(crate) workers: &'a [ArbiterHandle],
     pub(crate) closing: bool,
     /// Why the integrator halted, if it did (see [`crate::integrator::Progress::halted`]).
     pub(crate) log_halted: Option<String>,
 }
 
-/// The outcome of one persistence-actor probe.
+/// The outcome of one storage-driver probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum PersistenceProbe {
+enum StorageProbe {
     /// Answered the flush with success.
     Ok,
     /// Answered the flush with this error.
@@ -245,7 +239,7 @@ struct Observation {
     database_connected: bool,
     buffered_records: u64,
     kept_records: u64,
-    persistence: PersistenceProbe,
+    storage: StorageProbe,
     workers_responding: usize,
     workers: usize,
     pressure: MailboxPressure,
@@ -260,25 +254,24 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
     let timeout = PROBE_TIMEOUT.min(probe.config.timeout);
     let observer = probe.observer;
     let configured = observer.configured();
-    let persistence = async {
+    let storage = async {
         if probe.closing {
             // The actors are being stopped; a flush now would race the shutdown's own.
-            return (PersistenceProbe::Gone, None);
+            return (StorageProbe::Gone, None);
         }
         if let Some(writer) = probe.writer {
             // A status request, not a flush: a flush waits for PostgreSQL, which is what
             // the writer's failover is for.
             return match tokio::time::timeout(timeout, writer.send(GetStatus)).await {
-                Err(_) | Ok(Err(MailboxError::Timeout)) => (PersistenceProbe::Silent, None),
-                Ok(Err(MailboxError::Closed)) => (PersistenceProbe::Gone, None),
-                Ok(Ok(status)) => (PersistenceProbe::Ok, Some(status)),
+                Err(_) | Ok(Err(MailboxError::Timeout)) => (StorageProbe::Silent, None),
+                Ok(Err(MailboxError::Closed)) => (StorageProbe::Gone, None),
+                Ok(Ok(status)) => (StorageProbe::Ok, Some(status)),
             };
         }
-        let probe = match tokio::time::timeout(timeout, probe.persistence.send(Flush)).await {
-            Err(_) | Ok(Err(MailboxError::Timeout)) => PersistenceProbe::Silent,
-            Ok(Err(MailboxError::Closed)) => PersistenceProbe::Gone,
-            Ok(Ok(Ok(()))) => PersistenceProbe::Ok,
-            Ok(Ok(Err(e))) => PersistenceProbe::Failed(e.to_string()),
+        let probe = match tokio::time::timeout(timeout, probe.driver.flush()).await {
+            Err(_) => StorageProbe::Silent,
+            Ok(Ok(())) => StorageProbe::Ok,
+            Ok(Err(e)) => StorageProbe::Failed(e.to_string()),
         };
         (probe, None)
     };
@@ -309,8 +302,8 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
         }
     };
     let replication = probe.store.replication(timeout);
-    let ((persistence, status), workers_responding, database_reachable, replication) =
-        futures::join!(persistence, workers, database, replication);
+    let ((storage, status), workers_responding, database_reachable, replication) =
+        futures::join!(storage, workers, database, replication);
     let mode = status.as_ref().map(|s| s.mode);
     let active = match mode {
         Some(Mode::Primary) => Backend::Postgres,
@@ -326,14 +319,13 @@ pub(crate) async fn assess(probe: Probe<'_>) -> Health {
         database_connected: probe.store.backend() == Backend::Postgres,
         buffered_records: status.as_ref().map_or(0, |s| s.buffered as u64),
         kept_records: status.map_or(0, |s| s.quarantined),
-        persistence,
+        storage,
         workers_responding,
         workers: probe.workers.len(),
         pressure: MailboxPressure {
             in_flight_appends: observer.in_flight(),
             max_in_flight: observer.max_in_flight(),
             chain_mailbox: observer.mailboxes().depth(),
-            persistence_mailbox: observer.persistence_depth(),
         },
         log_halted: probe.log_halted,
         replication,
@@ -347,15 +339,15 @@ fn grade(o: Observation) -> Health {
     if o.closing {
         down.push("the ledger is shutting down".to_owned());
     }
-    match &o.persistence {
-        PersistenceProbe::Ok => {}
-        PersistenceProbe::Gone if o.closing => {}
-        PersistenceProbe::Gone => down.push("the persistence actor is gone".to_owned()),
-        PersistenceProbe::Silent => {
-            down.push("the persistence actor did not answer a flush in time".to_owned());
+    match &o.storage {
+        StorageProbe::Ok => {}
+        StorageProbe::Gone if o.closing => {}
+        StorageProbe::Gone => down.push("the PostgreSQL writer is gone".to_owned()),
+        StorageProbe::Silent => {
+            down.push("the storage driver did not answer in time".to_owned());
         }
-        PersistenceProbe::Failed(e) => {
-            degraded.push(format!("the persistence actor's flush failed: {e}"));
+        StorageProbe::Failed(e) => {
+            degraded.push(format!("the storage driver's flush failed: {e}"));
         }
     }
     if !o.closing && o.workers_responding < o.workers {
@@ -432,10 +424,7 @@ fn grade(o: Observation) -> Health {
         database_reachable: o.database_reachable,
         buffered_records: o.buffered_records,
         kept_records: o.kept_records,
-        persistence_responding: !matches!(
-            o.persistence,
-            PersistenceProbe::Gone | PersistenceProbe::Silent
-        ),
+        storage_responding: !matches!(o.storage, StorageProbe::Gone | StorageProbe::Silent),
         workers_responding: o.workers_responding,
         workers: o.workers,
         pressure: o.pressure,
@@ -457,14 +446,13 @@ mod tests {
             database_connected: false,
             buffered_records: 0,
             kept_records: 0,
-            persistence: PersistenceProbe::Ok,
+            storage: StorageProbe::Ok,
             workers_responding: 2,
             workers: 2,
             pressure: MailboxPressure {
                 in_flight_appends: 0,
                 max_in_flight: 100,
                 chain_mailbox: MailboxDepth::default(),
-                persistence_mailbox: Some(0),
             },
             log_halted: None,
             replication: None,
@@ -492,7 +480,7 @@ mod tests {
         let h = grade(healthy_memory());
         assert_eq!(h.status, HealthStatus::Healthy);
         assert!(h.reasons.is_empty(), "{:?}", h.reasons);
-        assert!(h.persistence_responding);
+        assert!(h.storage_responding);
     }
 
     /// Postgres configured but the memory fallback active is degraded, and so is an
@@ -558,7 +546,7 @@ mod tests {
             mode: Some(Mode::Primary),
             database_reachable: Some(true),
             database_connected: true,
-            persistence: PersistenceProbe::Ok,
+            storage: StorageProbe::Ok,
             ..healthy_memory()
         });
         assert_eq!(h.status, HealthStatus::Healthy, "{:?}", h.reasons);
@@ -586,11 +574,11 @@ mod tests {
     fn buffered_records_and_failed_flush_are_degraded() {
         let h = grade(Observation {
             buffered_records: 7,
-            persistence: PersistenceProbe::Failed("database unavailable".into()),
+            storage: StorageProbe::Failed("database unavailable".into()),
             ..healthy_memory()
         });
         assert_eq!(h.status, HealthStatus::Degraded);
-        assert!(h.persistence_responding);
+        assert!(h.storage_responding);
         assert_eq!(h.reasons.len(), 2, "{:?}", h.reasons);
     }
 
@@ -612,17 +600,17 @@ mod tests {
         assert_eq!(at(100), HealthStatus::Degraded);
     }
 
-    /// A gone or silent persistence actor, or a silent worker, is down; down reasons come
+    /// A gone writer or a silent storage driver, or a silent worker, is down; down reasons come
     /// before degraded ones.
     #[test]
     fn unresponsive_actors_are_down() {
-        for persistence in [PersistenceProbe::Gone, PersistenceProbe::Silent] {
+        for storage in [StorageProbe::Gone, StorageProbe::Silent] {
             let h = grade(Observation {
-                persistence,
+                storage,
                 ..healthy_memory()
             });
             assert_eq!(h.status, HealthStatus::Down);
-            assert!(!h.persistence_responding);
+            assert!(!h.storage_responding);
         }
         let h = grade(Observation {
             workers_responding: 1,
@@ -643,7 +631,7 @@ mod tests {
     fn shutting_down_is_down_with_one_reason() {
         let h = grade(Observation {
             closing: true,
-            persistence: PersistenceProbe::Gone,
+            storage: StorageProbe::Gone,
             workers_responding: 0,
             ..healthy_memory()
         });

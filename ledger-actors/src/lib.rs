@@ -9,11 +9,15 @@
 //! # Layout
 //! - [`ledger`]: [`Ledger`], the handle: start (or open read-only), append, read, verify, shut
 //!   down.
-//! - [`chain`]: [`chain::ChainActor`], its [`chain::Append`] message, [`chain::Sink`] (where
-//!   sealed records go) and [`chain::Registry`] (what the router offers an actor).
+//! - [`chain`]: [`chain::ChainActor`], its [`chain::Append`] message and [`chain::Registry`]
+//!   (what the router offers an actor).
 //! - [`router`]: [`router::ChainRouter`], anchor → actor, passivation-safe resends.
-//! - [`persistence`]: the persistence actors' messages, the memory persistence actor and the
-//!   refusing [`persistence::ReadOnlyPersistence`] of [`Ledger::open_read_only`].
+//! - [`driver`]: [`driver::Driver`], the one interface between a chain actor and its storage
+//!   (write now, or submit for a later batched answer; flush; the store it reads), and
+//!   [`driver::handoff`], the messages and replies of the batched path.
+//! - `backend` (private): the drivers: `MemoryDriver` (memory, optionally spooled),
+//!   `PostgresDriver` (the writer, group commit, outage buffer, drain) and `ReadOnlyDriver`
+//!   (refuses every record, for [`Ledger::open_read_only`]).
 //! - [`pg`]: all of PostgreSQL but the transparency log's: [`pg::insert_records`], the one
 //!   statement every record is written with; the liveness probes; [`pg::store`]: connect,
 //!   error classification, [`pg::store::PostgresLedgerStore`] (head loads, reads).
@@ -39,8 +43,10 @@
 //! - [`health`]: [`Health`], the report of [`Ledger::health`], and its rules.
 //! - [`error`]: [`LedgerError`], the one error type of this crate.
 
+mod backend;
 pub mod chain;
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod health;
 pub mod integrator;
@@ -49,7 +55,6 @@ pub mod log_verify;
 pub mod metrics;
 pub mod migrate;
 pub mod observe;
-pub mod persistence;
 pub mod pg;
 pub mod recovery;
 pub mod router;
@@ -67,6 +72,6 @@ pub use error::LedgerError;
 pub use health::{Health, HealthStatus};
 pub use ledger::Ledger;
 pub use ledger::create_ledger_store;
-pub use persistence::Durability;
+pub use store::Durability;
 pub use store::{Head, LedgerStore, RecordRange, ScanKey};
 pub use subscribe::{Delivered, SubscribeOptions, Subscription};

@@ -49,8 +49,9 @@ pub const IN_FLIGHT_APPENDS: &str = "ledger_in_flight_appends";
 
 /// Gauge: mailbox depth aggregated over all chain actors (label [`labels::STAT`]: sum or max).
 pub const CHAIN_MAILBOX_DEPTH: &str = "ledger_chain_mailbox_depth";
-/// Gauge: messages queued in the persistence actor's mailbox.
-pub const PERSISTENCE_MAILBOX_DEPTH: &str = "ledger_persistence_mailbox_depth";
+/// Gauge: records the PostgreSQL driver's group commit holds unanswered (queued for a batch
+/// or in a running batch); 0 on the memory drivers, which answer at once.
+pub const WRITER_QUEUED_RECORDS: &str = "ledger_writer_queued_records";
 /// Gauge: records the writer has forwarded to PostgreSQL and holds until PostgreSQL
 /// answers (not its actix mailbox: those records are the ones a failover moves to the
 /// fallback).
@@ -186,7 +187,7 @@ pub const ALL: &[&str] = &[
     APPEND_DURATION_SECONDS,
     IN_FLIGHT_APPENDS,
     CHAIN_MAILBOX_DEPTH,
-    PERSISTENCE_MAILBOX_DEPTH,
+    WRITER_QUEUED_RECORDS,
     WRITER_PENDING_RECORDS,
     ANCHORS_ACTIVE,
     ANCHORS_PASSIVATED_TOTAL,
@@ -533,7 +534,7 @@ pub fn register_gauges() {
     }
     for name in [
         IN_FLIGHT_APPENDS,
-        PERSISTENCE_MAILBOX_DEPTH,
+        WRITER_QUEUED_RECORDS,
         WRITER_PENDING_RECORDS,
         ANCHORS_ACTIVE,
         BUFFERED_RECORDS,
@@ -573,9 +574,9 @@ pub fn describe() {
         "Mailbox depth over all chain actors: stat=sum is the total, stat=max the deepest."
     );
     describe_gauge!(
-        PERSISTENCE_MAILBOX_DEPTH,
+        WRITER_QUEUED_RECORDS,
         Unit::Count,
-        "Messages queued in the persistence actor's mailbox."
+        "Records the PostgreSQL writer's group commit holds unanswered (queued or in a running batch)."
     );
     describe_gauge!(
         WRITER_PENDING_RECORDS,
@@ -862,12 +863,10 @@ pub(crate) fn db_pool_sampled(in_use: usize, idle: usize, max: u32) {
     metrics::gauge!(DB_POOL_CONNECTIONS, labels::STATE => labels::STATE_MAX).set(f64::from(max));
 }
 
-/// The persistence actor holds `records` records not yet answered (see
-/// [`PERSISTENCE_MAILBOX_DEPTH`]): the PostgreSQL persistence actor calls it whenever its
-/// queue changes; the memory persistence actor's mailbox depth is sampled by
-/// `crate::observe`.
-pub(crate) fn persistence_depth(records: usize) {
-    metrics::gauge!(PERSISTENCE_MAILBOX_DEPTH).set(records as f64);
+/// The PostgreSQL writer's group commit holds `records` records not yet answered (see
+/// [`WRITER_QUEUED_RECORDS`]); the writer calls it whenever its queue changes.
+pub(crate) fn writer_queued(records: usize) {
+    metrics::gauge!(WRITER_QUEUED_RECORDS).set(records as f64);
 }
 
 /// The active backend: `postgres` when true, the memory fallback when false.
@@ -1051,7 +1050,7 @@ mod tests {
         for name in [
             IN_FLIGHT_APPENDS,
             CHAIN_MAILBOX_DEPTH,
-            PERSISTENCE_MAILBOX_DEPTH,
+            WRITER_QUEUED_RECORDS,
             WRITER_PENDING_RECORDS,
             ANCHORS_ACTIVE,
             DB_POOL_CONNECTIONS,

@@ -35,39 +35,8 @@ use crate::config::Backend;
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------------------
-// Queue depths
+// Chain mailbox depths
 // ---------------------------------------------------------------------------------------
-
-/// Messages sent to one actor and not yet taken by its handler. The sender calls
-/// [`QueueDepth::push`] before sending, the handler [`QueueDepth::pop`] when it takes the
-/// message. Clones share the count.
-#[derive(Clone, Debug, Default)]
-pub struct QueueDepth(Arc<AtomicUsize>);
-
-impl QueueDepth {
-    /// A counter at zero.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Counts one message sent.
-    pub fn push(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one message taken by the handler.
-    pub fn pop(&self) {
-        // Saturating: a pop without its push (a misuse) must not wrap around to usize::MAX.
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-    }
-
-    /// Messages currently counted.
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// Mailbox depth of a ledger's chain actors, per anchor, aggregated on demand.
 #[derive(Debug, Default)]
@@ -186,14 +155,13 @@ impl ActiveBackend {
 // ---------------------------------------------------------------------------------------
 
 /// Everything one ledger measures about itself. The ledger, its router, its chain actors and
-/// its memory persistence actor share it.
+/// its storage driver share it.
 #[derive(Debug)]
 pub struct Observer {
     configured: Backend,
     max_in_flight: usize,
     permits: Arc<Semaphore>,
     mailboxes: Arc<ChainMailboxes>,
-    persistence: Option<QueueDepth>,
     active: ActiveBackend,
     finished: AtomicBool,
 }
@@ -201,22 +169,18 @@ pub struct Observer {
 impl Observer {
     /// An observer of a ledger configured for `configured`, writing to `active`, whose
     /// in-flight appends are the permits taken from `permits` (of `max_in_flight`).
-    /// `persistence` is the mailbox counter of a memory persistence actor (none for a
-    /// persistence actor that reports its own depth).
     pub fn new(
         configured: Backend,
         active: ActiveBackend,
         permits: Arc<Semaphore>,
         max_in_flight: usize,
         mailboxes: Arc<ChainMailboxes>,
-        persistence: Option<QueueDepth>,
     ) -> Self {
         Self {
             configured,
             max_in_flight,
             permits,
             mailboxes,
-            persistence,
             active,
             finished: AtomicBool::new(false),
         }
@@ -235,12 +199,6 @@ impl Observer {
     /// The chain actors' mailbox counters.
     pub fn mailboxes(&self) -> &Arc<ChainMailboxes> {
         &self.mailboxes
-    }
-
-    /// The memory persistence actor's mailbox depth; `None` when the persistence actor is not
-    /// the memory one (it reports its own depth).
-    pub fn persistence_depth(&self) -> Option<usize> {
-        self.persistence.as_ref().map(QueueDepth::get)
     }
 
     /// Appends holding an in-flight permit (0 once the ledger has shut down).
@@ -265,16 +223,13 @@ impl Observer {
     }
 
     /// Publishes the sampled gauges this ledger owns: in-flight appends, chain mailbox depth
-    /// (and prunes idle anchors' counters) and the memory persistence actor's mailbox depth.
+    /// (and prunes idle anchors' counters).
     /// (`ledger_backend_active` is set once at start, or by the writer on every swap; the
-    /// writer and the PostgreSQL persistence actor publish their own gauges.)
+    /// writer publishes its own gauges.)
     pub fn publish(&self) {
         crate::metrics::in_flight_appends(self.in_flight());
         let chain = self.mailboxes.prune();
         crate::metrics::chain_mailbox_depth(chain.sum, chain.max);
-        if let Some(depth) = &self.persistence {
-            crate::metrics::persistence_depth(depth.get());
-        }
     }
 }
 
@@ -341,20 +296,6 @@ mod tests {
         assert_eq!(boxes.tracked(), 0);
     }
 
-    /// Push and pop balance; a stray pop saturates at zero instead of wrapping.
-    #[test]
-    fn queue_depth_balances_and_saturates() {
-        let depth = QueueDepth::new();
-        let shared = depth.clone();
-        depth.push();
-        shared.push();
-        assert_eq!(depth.get(), 2);
-        depth.pop();
-        shared.pop();
-        shared.pop();
-        assert_eq!(depth.get(), 0);
-    }
-
     /// A writer-run ledger's active backend follows the writer's flag; a fixed one never
     /// changes.
     #[test]
@@ -377,7 +318,6 @@ mod tests {
             Arc::clone(&permits),
             8,
             Arc::new(ChainMailboxes::new()),
-            None,
         );
         let held = permits
             .try_acquire_many(3)

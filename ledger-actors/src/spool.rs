@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use ledger_entities::LedgerRecord;
 
+use crate::driver::handoff::{AckBatch, Durability, PersistReply};
 use crate::error::LedgerError;
-use crate::persistence::{AckBatch, Durability, PersistReply};
 
 /// File name of the spool inside `spool_dir`.
 pub const SPOOL_FILE: &str = "avl-outage.spool";

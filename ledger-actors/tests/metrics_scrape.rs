@@ -108,7 +108,7 @@ fn expectation(name: &str) -> Expect {
         | metrics::APPEND_DURATION_SECONDS
         | metrics::IN_FLIGHT_APPENDS
         | metrics::CHAIN_MAILBOX_DEPTH
-        | metrics::PERSISTENCE_MAILBOX_DEPTH
+        | metrics::WRITER_QUEUED_RECORDS
         | metrics::ANCHORS_ACTIVE
         | metrics::ANCHORS_PASSIVATED_TOTAL
         | metrics::BACKEND_ACTIVE
@@ -281,7 +281,7 @@ fn exporter_reports_what_the_ledger_did() {
         assert_eq!(value(&all, &format!("{depth}{{stat=\"sum\"}}")), 0.0);
         assert_eq!(value(&all, &format!("{depth}{{stat=\"max\"}}")), 0.0);
         assert_eq!(series_of(&all, depth).count(), 2, "exactly sum and max");
-        assert_eq!(value(&all, metrics::PERSISTENCE_MAILBOX_DEPTH), 0.0);
+        assert_eq!(value(&all, metrics::WRITER_QUEUED_RECORDS), 0.0);
         assert_eq!(value(&all, metrics::ANCHORS_ACTIVE), anchors.len() as f64);
         assert_eq!(value(&all, metrics::ANCHORS_PASSIVATED_TOTAL), 0.0);
         let backend = metrics::BACKEND_ACTIVE;

@@ -74,9 +74,9 @@ impl ChainActor {
         if rids.is_empty() {
             return self.batch_commit(job, ctx);
         }
-        let store = Arc::clone(&self.settings.store);
+        let store = Arc::clone(self.settings.store());
         let lookup = async move { look_up(store.as_ref(), &rids).await };
-        if self.settings.store.backend() == crate::config::Backend::Memory {
+        if self.settings.store().backend() == crate::config::Backend::Memory {
             // The memory store answers on the first poll: look-up and insert stay one step
             // of this actor, so concurrent re-sends of a batch find each other.
             if let Some(found) = lookup.now_or_never() {
@@ -117,7 +117,7 @@ impl ChainActor {
                 let _ = job.tx.send(Err(e));
             }
             Ok(found) => {
-                let durability = crate::store::durability_of(self.settings.store.backend());
+                let durability = crate::store::durability_of(self.settings.store().backend());
                 match replay_batch(&job.news, found, durability) {
                     Some(answer) => {
                         let _ = job.tx.send(answer);
@@ -134,7 +134,7 @@ impl ChainActor {
         if let Some(expected) = job.expect.expected()
             && expected != self.head
             && !job.reloaded
-            && matches!(self.settings.persist, Sink::Writer(_))
+            && self.settings.driver.shared()
             && self.inflight.borrow().is_empty()
             && self.batches.is_empty()
         {
@@ -199,46 +199,38 @@ impl ChainActor {
                 }
             }
         }
-        match &self.settings.persist {
-            sink @ (Sink::Memory(store) | Sink::Spooled(store, _)) => {
-                let (spooled, durability) = match sink {
-                    Sink::Spooled(_, spool) => (spool_write(spool, &records), Durability::Spooled),
-                    _ => (Ok(()), Durability::Volatile),
-                };
-                let outcome = spooled.and_then(|()| store.insert_now(&records));
-                let answer = match outcome {
-                    Ok(()) => {
-                        self.head = prev;
-                        self.last_ts = last_ts;
-                        Ok(BatchAck {
-                            records,
-                            durability,
-                            replayed: false,
-                        })
+        if let Some(outcome) = self.settings.driver.write_now(&records) {
+            let answer = match outcome {
+                Ok(durability) => {
+                    self.head = prev;
+                    self.last_ts = last_ts;
+                    Ok(BatchAck {
+                        records,
+                        durability,
+                        replayed: false,
+                    })
+                }
+                Err(e) => {
+                    if matches!(e, LedgerError::ForkRefused { .. }) {
+                        self.epoch += 1;
+                        self.state = State::NeedsReload;
                     }
-                    Err(e) => {
-                        if matches!(e, LedgerError::ForkRefused { .. }) {
-                            self.epoch += 1;
-                            self.state = State::NeedsReload;
-                        }
-                        Err(e)
-                    }
-                };
-                let _ = tx.send(answer);
-            }
-            Sink::Actor(_) | Sink::Writer(_) => {
-                let flight = BatchFlight {
-                    records,
-                    expect,
-                    wait_committed,
-                    deadline: Instant::now() + self.settings.relink_for,
-                    attempt: 1,
-                    epoch: self.epoch,
-                    tx,
-                };
-                self.send_batch(flight, ctx);
-            }
+                    Err(e)
+                }
+            };
+            let _ = tx.send(answer);
+            return;
         }
+        let flight = BatchFlight {
+            records,
+            expect,
+            wait_committed,
+            deadline: Instant::now() + self.settings.relink_for,
+            attempt: 1,
+            epoch: self.epoch,
+            tx,
+        };
+        self.send_batch(flight, ctx);
     }
 
     /// Hands a sealed batch to the writer as one [`Persist`] unit under a new tag and moves
@@ -260,22 +252,7 @@ impl ChainActor {
             reply: PersistReply::Batched(AckTo::new(ctx.address().recipient(), tag)),
             wait_committed: f.wait_committed,
         };
-        match &self.settings.persist {
-            Sink::Writer(writer) => writer.persist(msg),
-            Sink::Actor(persist) => {
-                if let Some(queue) = &self.settings.persistence_queue {
-                    queue.push();
-                }
-                persist.do_send(msg);
-            }
-            // `batch_commit` stores memory batches itself.
-            Sink::Memory(_) | Sink::Spooled(..) => {
-                let _ = f.tx.send(Err(LedgerError::Internal(
-                    "a memory batch was handed to the writer".into(),
-                )));
-                return;
-            }
-        }
+        self.settings.driver.submit(msg);
         self.head = Some(last.hash);
         self.last_ts = last.ts_micros();
         self.busy += 1;
@@ -289,7 +266,7 @@ impl ChainActor {
     pub(super) fn settle_batch(
         &mut self,
         f: BatchFlight,
-        outcome: crate::persistence::Outcome,
+        outcome: crate::driver::Outcome,
         ctx: &mut Context<Self>,
     ) {
         self.busy -= 1;
@@ -338,7 +315,7 @@ impl ChainActor {
     /// A batch expecting a head was refused because its anchor moved: answer the head the
     /// store has now (the winner's).
     fn batch_mismatch(&mut self, f: BatchFlight, ctx: &mut Context<Self>) {
-        let store = Arc::clone(&self.settings.store);
+        let store = Arc::clone(self.settings.store());
         let anchor = self.anchor_id;
         let task = actix_rt::spawn(async move { store.head(anchor).await });
         self.busy += 1;
@@ -369,7 +346,7 @@ impl ChainActor {
         refusal: LedgerError,
         ctx: &mut Context<Self>,
     ) {
-        let store = Arc::clone(&self.settings.store);
+        let store = Arc::clone(self.settings.store());
         let rids: Vec<Uuid> = f.records.iter().map(|r| r.rid).collect();
         let task = actix_rt::spawn(async move { look_up(store.as_ref(), &rids).await });
         self.busy += 1;
@@ -386,7 +363,7 @@ impl ChainActor {
                     {
                         Ok(BatchAck {
                             records: found.into_iter().flatten().collect(),
-                            durability: crate::store::durability_of(act.settings.store.backend()),
+                            durability: crate::store::durability_of(act.settings.store().backend()),
                             replayed: true,
                         })
                     }
@@ -520,30 +497,6 @@ fn replay_batch(
         durability,
         replayed: true,
     }))
-}
-
-/// Writes `records` to the memory backend's spool as one frame and fsyncs it; see
-/// [`Sink::Spooled`] for why a failed write refuses every later append.
-pub(super) fn spool_write(
-    spool: &Mutex<Option<crate::spool::Spool>>,
-    records: &[Arc<LedgerRecord>],
-) -> Result<(), LedgerError> {
-    // The lock is held only for one append + fsync; a poisoned lock still holds a usable
-    // file or `None` (see `Sink::Spooled`).
-    let mut slot = spool.lock().unwrap_or_else(|p| p.into_inner());
-    let written = match slot.as_mut() {
-        Some(spool) => spool.append_unit(records).and_then(|()| spool.sync()),
-        None => Err(LedgerError::Io(
-            "the spool could not be written earlier; appends are refused until the host restarts (records acknowledged before are safe)".into(),
-        )),
-    };
-    if let Err(e) = &written
-        && slot.is_some()
-    {
-        tracing::error!(error = %e, "spool write failed: refusing appends until restart");
-        *slot = None;
-    }
-    written
 }
 
 /// Checks, looks up and commits a batch; answers once it is stored (memory) or settled by

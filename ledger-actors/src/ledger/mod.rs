@@ -3,7 +3,7 @@
 mod log;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -11,21 +11,20 @@ use ledger_entities::{LedgerRecord, NewRecord};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::chain::{
-    Append, AppendAck, AppendBatch, BatchAck, ChainActor, ChainSettings, Expect, Sink,
-};
+use crate::backend::memory::MemoryDriver;
+use crate::backend::postgres::PostgresDriver;
+use crate::backend::read_only::ReadOnlyDriver;
+use crate::chain::{Append, AppendAck, AppendBatch, BatchAck, ChainActor, ChainSettings, Expect};
 use crate::config::{Backend, LedgerConfig};
+use crate::driver::Driver;
 use crate::error::LedgerError;
 use crate::health::Health;
-use crate::observe::{ActiveBackend, ChainMailboxes, Observer, QueueDepth, Sampler};
-use crate::persistence::{Durability, Flush, MemoryPersistence, ReadOnlyPersistence, WriterSender};
+use crate::observe::{ActiveBackend, ChainMailboxes, Observer, Sampler};
 use crate::pg::store::PostgresLedgerStore;
 use crate::router::ChainRouter;
 use crate::spool;
 use crate::store::{Head, LedgerStore, MemoryLedgerStore, RecordRange};
 use crate::verify::{self, ChainReport, VerifySummary};
-use crate::writer::buffer::OutageBuffer;
-use crate::writer::reads::WriterReads;
 use crate::writer::{AwaitDrain, GetOutageRecords, GetStatus, OutageRecords, OutageStatus, Writer};
 
 /// The running ledger. Clone it freely; every clone talks to the same actors.
@@ -50,9 +49,9 @@ struct Inner {
     read_only: AtomicBool,
     /// The lock on `spool_dir` while this ledger owns the spool; released by shutdown.
     spool_lock: std::sync::Mutex<Option<spool::SpoolLock>>,
-    /// The memory store appends go to, on a memory-backend ledger (what
+    /// The memory driver appends go to, on a memory-backend ledger (what
     /// [`Ledger::migrate_to_postgres`] copies).
-    memory: Option<Arc<MemoryLedgerStore>>,
+    memory: Option<Arc<MemoryDriver>>,
     /// Set once by [`Ledger::migrate_to_postgres`]: what the ledger runs on afterwards
     /// (`started` is then the memory ledger's, kept for shutdown).
     switched: OnceLock<Backing>,
@@ -71,11 +70,11 @@ struct Inner {
 /// (every accessor goes through [`Ledger::backing`]).
 struct Backing {
     config: LedgerConfig,
-    /// The store reads go to.
-    store: Arc<dyn LedgerStore>,
-    flush: Recipient<Flush>,
-    /// The PostgreSQL writer (none on memory).
-    writer: Option<Addr<Writer>>,
+    /// The storage driver: appends, reads, flush.
+    driver: Arc<dyn Driver>,
+    /// The same driver when it is PostgreSQL's: its writer answers outage status, drain
+    /// waits and health.
+    postgres: Option<Arc<PostgresDriver>>,
     /// Depths, in-flight appends and the active backend, for the gauges and
     /// [`Ledger::health`].
     observer: Arc<Observer>,
@@ -100,15 +99,6 @@ pub struct ShutdownReport {
     /// Where those records are kept across restarts (the spool), if spooling; without a
     /// spool they are lost with the process.
     pub spool: Option<std::path::PathBuf>,
-}
-
-/// The parts only a PostgreSQL ledger (run by its writer) has.
-struct WriterParts {
-    addr: Addr<Writer>,
-    /// The writer's inbox, where chain actors hand their records.
-    writer: WriterSender,
-    router: Arc<OnceLock<Weak<ChainRouter>>>,
-    degraded: Arc<AtomicBool>,
 }
 
 impl Ledger {
@@ -148,18 +138,8 @@ impl Ledger {
                 Arc::new(crate::pg::store::open_for(&reading, want).await?)
             }
         };
-        let arbiter = Arbiter::new();
-        let refuse =
-            ReadOnlyPersistence::start_in_arbiter(&arbiter.handle(), |_| ReadOnlyPersistence);
-        let ledger = Self::assemble(
-            config,
-            store,
-            Sink::Actor(refuse.clone().recipient()),
-            refuse.recipient(),
-            vec![arbiter],
-            None,
-            None,
-        );
+        let driver = Arc::new(ReadOnlyDriver::new(config.backend, store));
+        let ledger = Self::assemble(config, driver, Vec::new(), None);
         ledger.inner.read_only.store(true, Ordering::Release);
         Ok(ledger)
     }
@@ -208,36 +188,17 @@ impl Ledger {
         spool: Option<spool::Spool>,
     ) -> Result<Self, LedgerError> {
         config.check()?;
-        let persistence_arbiter = Arbiter::new();
-        let memory = Arc::clone(&store);
-        let queue = QueueDepth::new();
-        let actor_queue = queue.clone();
-        let persistence =
-            MemoryPersistence::start_in_arbiter(&persistence_arbiter.handle(), |_| {
-                MemoryPersistence::new(memory, Durability::Volatile).with_queue(actor_queue)
-            });
         let log = crate::tlog::memory_log(&store);
-        let sink = match spool {
-            Some(spool) => Sink::Spooled(
-                Arc::clone(&store),
-                Arc::new(std::sync::Mutex::new(Some(spool))),
-            ),
-            None => Sink::Memory(Arc::clone(&store)),
-        };
-        let memory_store = Arc::clone(&store);
-        let store: Arc<dyn LedgerStore> = store;
+        let driver = Arc::new(MemoryDriver::new(store, spool));
         let mut ledger = Self::assemble(
             config,
-            store,
-            sink,
-            persistence.recipient(),
-            vec![persistence_arbiter],
+            Arc::clone(&driver) as Arc<dyn Driver>,
+            Vec::new(),
             None,
-            Some(queue),
         );
         if let Some(inner) = Arc::get_mut(&mut ledger.inner) {
             // Just assembled: this is the only handle.
-            inner.memory = Some(memory_store);
+            inner.memory = Some(driver);
         }
         ledger.set_integrator(crate::tlog::start_integrator(
             &ledger.inner.started.config,
@@ -265,12 +226,12 @@ impl Ledger {
         self.inner.switched.get().unwrap_or(&self.inner.started)
     }
 
-    fn flush_recipient(&self) -> &Recipient<Flush> {
-        &self.backing().flush
+    fn driver(&self) -> &Arc<dyn Driver> {
+        &self.backing().driver
     }
 
     fn writer(&self) -> Option<&Addr<Writer>> {
-        self.backing().writer.as_ref()
+        self.backing().postgres.as_ref().map(|p| p.writer())
     }
 
     fn observer(&self) -> &Arc<Observer> {
@@ -279,7 +240,7 @@ impl Ledger {
 
     /// Starts a postgres-backend ledger: connects, checks (or, with `auto_migrate`, applies)
     /// the schema, writes any records left in the outage spool by an earlier process, then
-    /// runs the [`Writer`] (which owns the PostgreSQL persistence actor) on its own
+    /// runs the PostgreSQL driver (its [`Writer`], group commit and outage buffer) on its own
     /// Arbiter. If the database cannot be reached at start it logs a warning and starts on a
     /// fresh memory store instead (records then acknowledged as [`Durability::Volatile`], the
     /// spool left untouched); a missing schema is an error.
@@ -321,17 +282,14 @@ impl Ledger {
             }
             None => None,
         };
-        let (arbiter, writer_parts, reads) = start_writer(&config, store)?;
+        let (arbiter, driver) = PostgresDriver::start(&config, store)?;
         let log = crate::tlog::postgres_log(&config)?;
-        let addr = writer_parts.addr.clone();
+        let driver = Arc::new(driver);
         let ledger = Self::assemble(
             config,
-            reads,
-            Sink::Writer(writer_parts.writer.clone()),
-            addr.recipient(),
+            Arc::clone(&driver) as Arc<dyn Driver>,
             vec![arbiter],
-            Some(writer_parts),
-            None,
+            Some(&driver),
         );
         if let Some(r) = recovery.filter(|r| r.records > 0 || r.corrupt_tail.is_some()) {
             // Just assembled: the cell is empty.
@@ -373,34 +331,27 @@ impl Ledger {
         crate::recovery::recover_spool(dir, &store, config.batch_size).await
     }
 
-    /// Starts the chain workers, the router and the metrics sampler around a running
-    /// persistence actor (or writer). `persistence_queue` is the persistence actor's
-    /// mailbox counter when it is a [`MemoryPersistence`] built with it (others report their
-    /// own depth).
+    /// Starts the chain workers, the router and the metrics sampler around a storage
+    /// driver (`arbiters`: the driver's own, stopped at shutdown; `postgres`: the driver
+    /// again when it is the writer, which is told the router).
     fn assemble(
         config: LedgerConfig,
-        store: Arc<dyn LedgerStore>,
-        persist: Sink,
-        flush: Recipient<Flush>,
+        driver: Arc<dyn Driver>,
         mut arbiters: Vec<Arbiter>,
-        writer_parts: Option<WriterParts>,
-        persistence_queue: Option<QueueDepth>,
+        postgres: Option<&Arc<PostgresDriver>>,
     ) -> Self {
         let workers: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
         let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
         arbiters.extend(workers);
         let permits = Arc::new(Semaphore::new(config.max_in_flight));
         let mailboxes = Arc::new(ChainMailboxes::new());
-        let degraded = writer_parts.as_ref().map_or_else(
-            || Arc::new(AtomicBool::new(false)),
-            |s| Arc::clone(&s.degraded),
-        );
-        let active = match &writer_parts {
+        let active = match postgres {
             // The writer sets `ledger_backend_active` itself, on start and every swap.
-            Some(_) => ActiveBackend::Writer(Arc::clone(&degraded)),
+            Some(p) => ActiveBackend::Writer(Arc::clone(p.degraded())),
             None => {
-                crate::metrics::backend_active(store.backend() == Backend::Postgres);
-                ActiveBackend::Fixed(store.backend())
+                let backend = driver.store().backend();
+                crate::metrics::backend_active(backend == Backend::Postgres);
+                ActiveBackend::Fixed(backend)
             }
         };
         let observer = Arc::new(Observer::new(
@@ -409,40 +360,36 @@ impl Ledger {
             Arc::clone(&permits),
             config.max_in_flight,
             Arc::clone(&mailboxes),
-            persistence_queue.clone(),
         ));
-        // The sampler runs beside the persistence actor (the first Arbiter) and stops with it.
+        // The sampler runs on the first Arbiter (the writer's, or the first worker's) and
+        // stops with it.
         if let Some(home) = arbiters.first() {
             let sampled = Arc::clone(&observer);
             Sampler::start_in_arbiter(&home.handle(), move |_| Sampler::new(sampled));
         }
         let settings = ChainSettings {
-            store: Arc::clone(&store),
-            persist,
+            suspend_passivation: driver.suspend_passivation(),
+            driver: Arc::clone(&driver),
             limits: config.limits(),
             mailbox_capacity: config.mailbox_capacity,
             passivate_after: config.passivate_after,
             max_live_actors: config.max_live_actors,
-            suspend_passivation: Arc::clone(&degraded),
             mailboxes,
-            persistence_queue,
             relink_for: config.timeout.mul_f64(0.8),
             max_batch_records: config.max_batch_records,
             max_batch_bytes: config.max_batch_bytes,
         };
         let router = ChainRouter::new(settings, handles.clone());
-        if let Some(s) = &writer_parts {
-            // Set once, right after the router exists; the writer reads it later.
-            let _ = s.router.set(Arc::downgrade(&router));
+        if let Some(p) = postgres {
+            p.attach(&router);
         }
         Self {
             inner: Arc::new(Inner {
                 permits,
                 started: Backing {
                     config,
-                    store,
-                    flush,
-                    writer: writer_parts.map(|s| s.addr),
+                    driver,
+                    postgres: postgres.cloned(),
                     observer,
                     integrator: OnceLock::new(),
                 },
@@ -468,7 +415,7 @@ impl Ledger {
 
     /// The store reads go to.
     pub fn store(&self) -> &Arc<dyn LedgerStore> {
-        &self.backing().store
+        self.driver().store()
     }
 
     /// The worker threads chain actors run on (one per core unless configured). A host may
@@ -494,7 +441,7 @@ impl Ledger {
             config: self.config(),
             store: self.store().as_ref(),
             observer: self.observer(),
-            persistence: self.flush_recipient(),
+            driver: self.driver().as_ref(),
             writer: self.writer(),
             workers: self.inner.router.workers(),
             closing: self.inner.closing.load(Ordering::Acquire),
@@ -840,7 +787,7 @@ impl Ledger {
         if self.inner.switched.get().is_some() {
             return refuse("the ledger already runs on PostgreSQL (migrated)");
         }
-        let Some(memory) = self.inner.memory.clone() else {
+        let Some(memory) = self.inner.memory.as_ref().map(|d| Arc::clone(d.memory())) else {
             return refuse("the ledger runs on PostgreSQL, not on the memory backend");
         };
         if target.backend != Backend::Postgres {
@@ -939,11 +886,7 @@ impl Ledger {
                 .unwrap_or_else(|p| p.into_inner())
                 .as_ref()
                 .is_some_and(|l| l.path().parent() == Some(dir.as_path()));
-            spooled_here = held
-                && matches!(
-                    self.inner.router.current_settings().persist,
-                    Sink::Spooled(..)
-                );
+            spooled_here = held && self.inner.memory.as_ref().is_some_and(|d| d.spools());
             if !held {
                 lock = Some(spool::SpoolLock::acquire(dir)?);
             }
@@ -952,7 +895,8 @@ impl Ledger {
             }
         }
         let log = crate::tlog::postgres_log(&target)?;
-        let (arbiter, writer_parts, reads) = start_writer(&target, store)?;
+        let (arbiter, driver) = PostgresDriver::start(&target, store)?;
+        let driver = Arc::new(driver);
         let integrator =
             match crate::tlog::start_integrator(&target, log, Arc::clone(&self.inner.committed)) {
                 Ok(i) => i,
@@ -961,27 +905,22 @@ impl Ledger {
                     return Err(e);
                 }
             };
-        // Set once, right after the writer exists; it reads it later.
-        let _ = writer_parts.router.set(Arc::downgrade(&self.inner.router));
+        driver.attach(&self.inner.router);
         let mut settings = self.inner.router.current_settings();
-        settings.store = Arc::clone(&reads);
-        settings.persist = Sink::Writer(writer_parts.writer.clone());
-        settings.suspend_passivation = Arc::clone(&writer_parts.degraded);
-        settings.persistence_queue = None;
+        settings.driver = Arc::clone(&driver) as Arc<dyn Driver>;
+        settings.suspend_passivation = driver.suspend_passivation();
         settings.relink_for = target.timeout.mul_f64(0.8);
         let observer = Arc::new(Observer::new(
             Backend::Postgres,
-            ActiveBackend::Writer(Arc::clone(&writer_parts.degraded)),
+            ActiveBackend::Writer(Arc::clone(driver.degraded())),
             Arc::clone(&self.inner.permits),
             self.inner.started.config.max_in_flight,
             Arc::clone(&settings.mailboxes),
-            None,
         ));
         let switched = Backing {
             config: target,
-            store: reads,
-            flush: writer_parts.addr.clone().recipient(),
-            writer: Some(writer_parts.addr),
+            driver: Arc::clone(&driver) as Arc<dyn Driver>,
+            postgres: Some(driver),
             observer,
             integrator: integrator.map_or_else(OnceLock::new, OnceLock::from),
         };
@@ -1045,7 +984,7 @@ impl Ledger {
     }
 
     /// Refuses new appends, waits (up to the configured timeout) for those in flight to be
-    /// answered, flushes the persistence actor, then stops the actors and their threads. The
+    /// answered, flushes the storage driver, then stops the actors and their threads. The
     /// report says what did not reach PostgreSQL (during an outage) and where it is kept.
     pub async fn shutdown(&self) -> Result<ShutdownReport, LedgerError> {
         if self.inner.closing.swap(true, Ordering::AcqRel) {
@@ -1062,12 +1001,7 @@ impl Ledger {
             Ok(Ok(_)) => 0,
             _ => self.config().max_in_flight - self.inner.permits.available_permits(),
         };
-        let flushed = self
-            .flush_recipient()
-            .send(Flush)
-            .await
-            .map_err(|e| LedgerError::Internal(format!("persistence actor gone: {e}")))
-            .and_then(|r| r);
+        let flushed = self.driver().flush().await;
         // During an outage, give the drain the same bounded time before reporting.
         let status = match self.outage_status().await {
             Some(s) if s.buffered > 0 => self.await_drain(self.config().timeout).await,
@@ -1115,39 +1049,6 @@ impl Ledger {
             spool,
         })
     }
-}
-
-/// Starts a [`Writer`] over `store` on an Arbiter of its own; returns it with the reads
-/// it serves (PostgreSQL plus the outage buffer).
-fn start_writer(
-    config: &LedgerConfig,
-    store: Arc<PostgresLedgerStore>,
-) -> Result<(Arbiter, WriterParts, Arc<dyn LedgerStore>), LedgerError> {
-    let buffer = Arc::new(OutageBuffer::default());
-    let router_slot: Arc<OnceLock<Weak<ChainRouter>>> = Arc::new(OnceLock::new());
-    let degraded = Arc::new(AtomicBool::new(false));
-    let actor = Writer::new(
-        config.clone(),
-        Arc::clone(&store),
-        Arc::clone(&buffer),
-        Arc::clone(&router_slot),
-        Arc::clone(&degraded),
-    )?;
-    let writer = actor.sender();
-    let arbiter = Arbiter::new();
-    let addr = Writer::start_in_arbiter(&arbiter.handle(), move |_| actor);
-    let reads: Arc<dyn LedgerStore> =
-        Arc::new(WriterReads::new(store, buffer, Arc::clone(&degraded)));
-    Ok((
-        arbiter,
-        WriterParts {
-            addr,
-            writer,
-            router: router_slot,
-            degraded,
-        },
-        reads,
-    ))
 }
 
 /// The store `config` names, ready for reads and [`LedgerStore::insert`]: a fresh

@@ -480,7 +480,7 @@ struct HeadLoader {
 /// clones share the connection pool.
 ///
 /// Queries go through SeaORM, except the two that bind arrays, which use the same pool
-/// through sqlx directly: the batched head lookup here and the persistence actor's batch
+/// through sqlx directly: the batched head lookup here and the writer's batch
 /// insert.
 #[derive(Clone)]
 pub struct PostgresLedgerStore {

@@ -40,7 +40,8 @@ pub struct MemoryLedgerStore {
     /// Records enter it before the indexes, so an indexed position is always in it.
     order: std::sync::RwLock<Vec<Arc<LedgerRecord>>>,
     /// Serializes writers: check-then-apply of a batch must not interleave with another
-    /// batch. In the ledger only the persistence actor writes, so it is uncontended.
+    /// batch. In the ledger the chain actors write through the memory driver, one worker
+    /// thread per core, so it is held only for one check-and-apply.
     write: std::sync::Mutex<()>,
 }
 
@@ -51,7 +52,7 @@ impl MemoryLedgerStore {
     }
 
     /// [`LedgerStore::insert`] without the `async`: memory inserts never wait, so the memory
-    /// persistence actor calls this directly from its handler.
+    /// driver calls this directly from the chain actor's handler.
     pub fn insert_now(&self, records: &[Arc<LedgerRecord>]) -> Result<(), LedgerError> {
         // A poisoned lock only means another writer panicked between batches' checks and
         // applies; each map entry is still consistent, so carry on with the inner guard.
@@ -146,7 +147,7 @@ impl MemoryLedgerStore {
                 .and_then(|c| c.last().map(|l| l.hash))
         };
         if let [r] = records {
-            // One record (the persistence actor's case): no bookkeeping maps needed.
+            // One record (a single append, the common case): no bookkeeping maps needed.
             return self.check_one(r, stored_head(&r.anchor_id));
         }
         // Heads and rids as they will be after the earlier records of this batch.

@@ -7,7 +7,7 @@
 //! # Batching
 //! A batch is cut at once when no batch is running, else when `batch_size` records are
 //! waiting, when the oldest waiting record has waited `batch_linger`, or at once for a
-//! [`crate::persistence::Flush`]. While up to
+//! [`crate::driver::handoff::Flush`]. While up to
 //! [`MAX_CONCURRENT_BATCHES`] batches run, new records keep arriving and form the next batch,
 //! so under load batches grow with the database's latency. Each batch is one task on the
 //! writer's Arbiter (one per batch, not per record) that reports back in one
@@ -34,8 +34,8 @@
 //! `ledger_db_write_duration_seconds` (each batch statement, failed ones included),
 //! `ledger_db_errors_total` (each failed statement, except the multi-row statement of a batch
 //! refused for a data error: its records are retried and each refused one counts),
-//! `ledger_db_pool_connections` and `ledger_persistence_mailbox_depth` (sampled every second;
-//! the depth is records queued or in running batches).
+//! `ledger_db_pool_connections` (sampled every second) and `ledger_writer_queued_records`
+//! (records queued or in running batches, set as the queue changes).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -433,12 +433,12 @@ impl Writer {
             }
             self.spawn_batch(batch, ctx);
         }
-        let mut acks = crate::persistence::AckBatch::default();
+        let mut acks = crate::driver::handoff::AckBatch::default();
         for (seq, err) in refused {
             self.on_primary_answer(seq, Err(err), &mut acks, ctx);
         }
         acks.finish();
-        crate::metrics::persistence_depth(self.commit.depth());
+        crate::metrics::writer_queued(self.commit.depth());
         self.answer_flushes();
     }
 
@@ -493,11 +493,11 @@ impl Handler<BatchDone> for Writer {
             return;
         };
         // One `Acks` message per chain actor for the whole batch.
-        let mut acks = crate::persistence::AckBatch::default();
+        let mut acks = crate::driver::handoff::AckBatch::default();
         for (seq, result) in answers {
             self.on_primary_answer(
                 seq,
-                result.map(|()| crate::persistence::Durability::Committed),
+                result.map(|()| crate::driver::handoff::Durability::Committed),
                 &mut acks,
                 ctx,
             );

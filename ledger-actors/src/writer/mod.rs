@@ -28,8 +28,8 @@
 //!    database refuses forks, gaps and duplicate hashes) on a task of its own, which reports
 //!    the whole batch back in one message.
 //! 3. Here the batch's outcomes settle their `pending` entries and go back to the chain
-//!    actors in one [`crate::persistence::Acks`] message per chain actor per batch
-//!    ([`crate::persistence::AckBatch`]); each chain actor answers its appenders. A
+//!    actors in one [`crate::driver::handoff::Acks`] message per chain actor per batch
+//!    ([`crate::driver::handoff::AckBatch`]); each chain actor answers its appenders. A
 //!    connectivity error instead fails over (below).
 //! 4. Outage: it goes to the [`OutageBuffer`] and to the spool thread ([`SpoolWriter`]:
 //!    frames written and fsynced once per group, off this thread), and is acknowledged
@@ -66,8 +66,10 @@ use self::commit::GroupCommit;
 use self::drain::{DrainOutcome, DrainState, drain_batch};
 use crate::chain::Rebase;
 use crate::config::LedgerConfig;
+use crate::driver::handoff::{
+    AckBatch, Durability, Flush, Inbox, Persist, PersistReply, WriterSender,
+};
 use crate::error::LedgerError;
-use crate::persistence::{AckBatch, Durability, Flush, Inbox, Persist, PersistReply, WriterSender};
 use crate::pg::store::PostgresLedgerStore;
 use crate::router::ChainRouter;
 use crate::spool::{self, SpoolWriter};
@@ -523,7 +525,7 @@ impl Writer {
             .pool_size
             .saturating_add(commit::MAX_CONCURRENT_BATCHES as u32);
         crate::metrics::db_pool_sampled(open.saturating_sub(idle), idle, max);
-        crate::metrics::persistence_depth(self.commit.depth());
+        crate::metrics::writer_queued(self.commit.depth());
         self.commit.sweep();
     }
 
@@ -572,7 +574,7 @@ impl Writer {
             self.buffer_record(p, true);
         }
         crate::metrics::writer_depth(0);
-        crate::metrics::persistence_depth(0);
+        crate::metrics::writer_queued(0);
         // Every record sent before a waiting flush is now answered or buffered: answer the
         // flushes once the spool is fsynced.
         for (_, tx) in std::mem::take(&mut self.flushes) {

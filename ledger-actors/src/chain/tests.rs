@@ -1,20 +1,25 @@
 //! A chain actor driven directly, without a `Ledger`: what it answers when its store fails.
 
+#![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use actix::Actor;
 use async_trait::async_trait;
-use ledger_actors::LedgerError;
-use ledger_actors::chain::{Append, ChainActor, ChainSettings, Sink};
-use ledger_actors::config::Backend;
-use ledger_actors::observe::ChainMailboxes;
-use ledger_actors::store::{Head, LedgerStore, MemoryLedgerStore, RecordRange};
+use futures::future::BoxFuture;
 use ledger_entities::validate::Limits;
 use ledger_entities::{LedgerRecord, NewRecord, RecordHash};
 use serde_json::json;
 use uuid::Uuid;
+
+use super::{Append, ChainActor, ChainSettings};
+use crate::config::Backend;
+use crate::driver::{Driver, Outcome};
+use crate::error::LedgerError;
+use crate::observe::ChainMailboxes;
+use crate::store::{Durability, Head, LedgerStore, MemoryLedgerStore, RecordRange};
 
 /// A store whose every read fails with a data error (not an outage).
 struct BrokenStore;
@@ -61,21 +66,54 @@ impl LedgerStore for BrokenStore {
     }
 }
 
+/// Reads from the broken store, writes into a memory store (so the test can see that
+/// nothing was written).
+struct BrokenReads {
+    reads: Arc<dyn LedgerStore>,
+    written: Arc<MemoryLedgerStore>,
+    never: Arc<AtomicBool>,
+}
+
+impl Driver for BrokenReads {
+    fn backend(&self) -> Backend {
+        Backend::Memory
+    }
+    fn store(&self) -> &Arc<dyn LedgerStore> {
+        &self.reads
+    }
+    fn write_now(&self, records: &[Arc<LedgerRecord>]) -> Option<Outcome> {
+        Some(
+            self.written
+                .insert_now(records)
+                .map(|()| Durability::Volatile),
+        )
+    }
+    fn flush(&self) -> BoxFuture<'static, Result<(), LedgerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn suspend_passivation(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.never)
+    }
+}
+
 /// An actor whose first head load fails answers the append with the store's typed error
 /// (not "outcome unknown"), writes nothing, and retires so that a fresh actor can retry.
 #[actix_rt::test]
 async fn failed_head_load_answers_its_typed_error_and_retires() {
     let written = Arc::new(MemoryLedgerStore::new());
+    let driver = BrokenReads {
+        reads: Arc::new(BrokenStore),
+        written: Arc::clone(&written),
+        never: Arc::new(AtomicBool::new(false)),
+    };
     let settings = ChainSettings {
-        store: Arc::new(BrokenStore),
-        persist: Sink::Memory(Arc::clone(&written)),
+        suspend_passivation: driver.suspend_passivation(),
+        driver: Arc::new(driver),
         limits: Limits::default(),
         mailbox_capacity: 16,
         passivate_after: Duration::from_secs(60),
         max_live_actors: 0,
-        suspend_passivation: Arc::new(AtomicBool::new(false)),
         mailboxes: Arc::new(ChainMailboxes::new()),
-        persistence_queue: None,
         relink_for: Duration::from_secs(1),
         max_batch_records: 1000,
         max_batch_bytes: 1 << 20,

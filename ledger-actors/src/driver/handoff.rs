@@ -1,8 +1,7 @@
-//! Persistence actors: they receive hashed records from chain actors and make them durable.
-//!
-//! Every persistence actor speaks the same messages ([`Persist`], [`Flush`]), so the
-//! writer can put one in place of another. A record is acknowledged through its
-//! [`Persist::reply`] only after it is stored, with the [`Durability`] it reached.
+//! The hand-off to a driver that answers later (the PostgreSQL writer): a [`Persist`] unit
+//! carries its records and a [`PersistReply`]; the writer answers every record of one chain
+//! actor settled together in one [`Acks`] message ([`AckBatch`]). A record is acknowledged
+//! only after it is stored, with the [`Durability`] it reached.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,18 +12,12 @@ use tokio::sync::oneshot;
 
 use crate::error::LedgerError;
 
-pub mod memory;
-pub mod read_only;
-
-pub use memory::MemoryPersistence;
-pub use read_only::ReadOnlyPersistence;
-
 pub use crate::store::Durability;
 
 /// A record's outcome.
 pub type Outcome = Result<Durability, LedgerError>;
 
-/// Where a persistence actor sends a record's outcome.
+/// Where a driver sends a unit's outcome.
 pub enum PersistReply {
     /// To one waiter (tests; anything holding its own oneshot).
     Oneshot(oneshot::Sender<Outcome>),
@@ -143,7 +136,7 @@ pub struct Persist {
     /// Receives the outcome exactly once.
     pub reply: PersistReply,
     /// Answer only once the record is committed in PostgreSQL, even during an outage
-    /// (`Ledger::append_durable`). Memory persistence answers at once regardless.
+    /// (`Ledger::append_durable`). A memory driver answers at once regardless.
     pub wait_committed: bool,
 }
 
