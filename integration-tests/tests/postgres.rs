@@ -769,13 +769,24 @@ async fn batch_write_copies_and_falls_back_to_the_insert_when_refused() {
         .into_iter()
         .map(|r| Arc::new(r.clone()))
         .collect();
-    let taken = ledger_actors::pg::insert_records(&pool, &batch, local)
+    // The COPY on its own (no fallback could hide a refused COPY here).
+    let mut conn = pool.acquire().await.expect("connection");
+    let written = ledger_actors::pg::copy_records(&mut conn, &batch)
         .await
-        .expect("batch written");
-    assert!(taken.is_empty(), "{taken:?}");
+        .expect("COPY written");
+    assert_eq!(written, 3);
+    // Again: the stored rids fail the COPY (23505), nothing written.
+    let again = ledger_actors::pg::copy_records(&mut conn, &batch)
+        .await
+        .expect_err("a COPY cannot skip a stored rid");
+    assert_eq!(sqlstate_of(&again).as_deref(), Some("23505"), "{again}");
+    drop(conn);
     let store = fresh_store(&ctx).await;
     let stored = store.get(genesis.rid).await.expect("read").expect("stored");
-    assert_eq!(stored.ts, Utc.timestamp_micros(1_764_000_000_123_456).unwrap());
+    assert_eq!(
+        stored.ts,
+        Utc.timestamp_micros(1_764_000_000_123_456).unwrap()
+    );
     assert_eq!(stored.sig.as_deref(), Some(&[0u8, 1, 2, 255][..]));
     assert_eq!(stored.payload.as_str(), genesis.payload.as_str());
     assert_eq!(stored.slot, genesis.slot);
@@ -826,4 +837,10 @@ async fn batch_write_copies_and_falls_back_to_the_insert_when_refused() {
     assert_eq!(store.count().await.expect("count"), 5);
     pool.close().await;
     ctx.teardown().await;
+}
+
+fn sqlstate_of(e: &sea_orm::sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
 }

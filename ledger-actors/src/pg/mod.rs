@@ -157,8 +157,9 @@ pub async fn insert_records(
     Ok(taken)
 }
 
-/// [`insert_records`] on one connection (inside a transaction the caller controls; it
-/// confirms replication after its commit, [`replication::confirm`]).
+/// [`insert_records`]'s INSERT alone (no COPY: a refused COPY would abort the caller's
+/// transaction) on one connection, inside a transaction the caller controls; it confirms
+/// replication after its commit, [`replication::confirm`].
 pub async fn insert_records_on(
     conn: &mut sqlx::PgConnection,
     records: &[Arc<LedgerRecord>],
@@ -266,8 +267,10 @@ fn falls_back(e: &sqlx::Error) -> bool {
         )
 }
 
-/// Writes `records` with one binary COPY ([`COPY_SQL`]); returns the rows written.
-async fn copy_records(
+/// Writes `records` with one binary COPY ([`COPY_SQL`]) and nothing else (no fallback: a
+/// stored rid fails it); returns the rows written. [`insert_records`] is the ledger's write;
+/// this is public for the tests that check the COPY on its own.
+pub async fn copy_records(
     conn: &mut sqlx::PgConnection,
     records: &[Arc<LedgerRecord>],
 ) -> Result<u64, sqlx::Error> {
