@@ -7,7 +7,10 @@
 # pgbench inserting W1's 200,000 rows (bench/ceiling.sql: 500 rows per multi-row INSERT,
 # 4 clients, 100 transactions each); then a second fresh, migrated database and
 # `ledger loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512 --json`.
-# Prints one line per run: pgbench rows/s, the load test's JSON, and the load average.
+# Prints one line per run: pgbench rows/s, the other ceilings of bench/ceilings.sh (bare
+# ADR-14 table, schema without the predecessor check, the writer's statement, with the
+# integrator's log rows; AVL_BENCH_CEILINGS=0 leaves them out), the load test's JSON, and the
+# load average.
 # Server: $PGHOST/$PGPORT/$PGUSER (default 127.0.0.1, 5432, postgres). Databases
 # avl_bench_ceiling$AVL_BENCH_SUFFIX and avl_bench_w1$AVL_BENCH_SUFFIX (a suffix lets two
 # checkouts measure on one server without dropping each other's databases).
@@ -26,7 +29,13 @@ fresh() {
     psql -qX -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
     LEDGER_DSN="postgres://$PGUSER@$PGHOST:$PGPORT/$1" "$bin" migrate up >/dev/null
 }
+source "$here/ceilings.sh"
 for run in $(seq 1 "$runs"); do
+    if [ "${AVL_BENCH_CEILINGS:-1}" = 1 ]; then
+        ceilings=$(ceilings_line "$bin")
+    else
+        ceilings=""
+    fi
     fresh $db_ceiling
     tps=$(pgbench -n -c 4 -j 4 -t 100 -f "$here/ceiling.sql" $db_ceiling 2>/dev/null \
         | awk '/^tps = / { print $3 }')
@@ -39,6 +48,7 @@ for run in $(seq 1 "$runs"); do
         "$bin" loadtest --anchors 10000 --appends-per-anchor 20 --concurrency 512 --json \
         ${AVL_BENCH_LOADTEST_ARGS:-})
     ceiling=$(awk -v t="$tps" 'BEGIN { printf "%.0f", t * 500 }')
-    echo "run $run: pgbench_rows=$rows pgbench_rows_per_s=$ceiling loadtest=$out load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+    echo "run $run: pgbench_rows=$rows pgbench_rows_per_s=$ceiling ceilings=\"$ceilings\" loadtest=$out load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
 done
-psql -qX -d postgres -c "DROP DATABASE IF EXISTS $db_ceiling" -c "DROP DATABASE IF EXISTS $db_w1" >/dev/null
+psql -qX -d postgres -c "DROP DATABASE IF EXISTS $db_ceiling" -c "DROP DATABASE IF EXISTS $db_w1" \
+    -c "DROP DATABASE IF EXISTS $ceilings_db" >/dev/null

@@ -738,3 +738,109 @@ async fn group_commit_data_error_spares_innocents_and_poisons_successors() {
     assert_intact(&ctx).await;
     ctx.teardown().await;
 }
+
+/// The batch write (`pg::insert_records`, a binary COPY that falls back to the INSERT when
+/// refused): new records are stored field for field (nanoseconds truncated as the INSERT
+/// truncates them, a signature, a payload JSONB rewrites); a batch holding a rid stored with
+/// the same hash counts it as written, one stored with another hash is reported and the rest
+/// written; a record whose predecessor is missing fails the whole statement, nothing written.
+#[actix_rt::test]
+async fn batch_write_copies_and_falls_back_to_the_insert_when_refused() {
+    let ctx = TestContext::new("pg_batch_copy").await;
+    let pool = sea_orm::sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&ctx.dsn)
+        .await
+        .expect("pool");
+    let local = ledger_actors::Replication::Local;
+    let anchor = Uuid::new_v4();
+    let nanos = Utc.timestamp_nanos(1_764_000_000_123_456_789);
+    let mut genesis = LedgerRecord::seal(
+        new_record(anchor, json!({ "b": 1.0, "a": [1e-7, "\u{e9}\\\"\n"] })),
+        Uuid::now_v7(),
+        nanos,
+        None,
+    )
+    .expect("seals");
+    genesis.sig = Some(vec![0, 1, 2, 255]);
+    let second = sealed(anchor, Uuid::now_v7(), Some(&genesis), 1);
+    let other = sealed(Uuid::new_v4(), Uuid::now_v7(), None, 2);
+    let batch: Vec<Arc<LedgerRecord>> = [&other, &genesis, &second]
+        .into_iter()
+        .map(|r| Arc::new(r.clone()))
+        .collect();
+    // The COPY on its own (no fallback could hide a refused COPY here).
+    let mut conn = pool.acquire().await.expect("connection");
+    let written = ledger_actors::pg::copy_records(&mut conn, &batch)
+        .await
+        .expect("COPY written");
+    assert_eq!(written, 3);
+    // Again: the stored rids fail the COPY (23505), nothing written.
+    let again = ledger_actors::pg::copy_records(&mut conn, &batch)
+        .await
+        .expect_err("a COPY cannot skip a stored rid");
+    assert_eq!(sqlstate_of(&again).as_deref(), Some("23505"), "{again}");
+    drop(conn);
+    let store = fresh_store(&ctx).await;
+    let stored = store.get(genesis.rid).await.expect("read").expect("stored");
+    assert_eq!(
+        stored.ts,
+        Utc.timestamp_micros(1_764_000_000_123_456).unwrap()
+    );
+    assert_eq!(stored.sig.as_deref(), Some(&[0u8, 1, 2, 255][..]));
+    assert_eq!(stored.payload.as_str(), genesis.payload.as_str());
+    assert_eq!(stored.slot, genesis.slot);
+    assert_eq!(stored.producer, genesis.producer);
+    assert_eq!(stored.version, genesis.version);
+    assert!(stored.prev_hash.is_none());
+    let stored_second = store.get(second.rid).await.expect("read").expect("stored");
+    assert_eq!(*stored_second, second);
+
+    // Again, with a new record beside them: the stored ones (same rid, same hash) count as
+    // written, the new one is written.
+    let third = sealed(anchor, Uuid::now_v7(), Some(&second), 3);
+    let mut again = batch.clone();
+    again.push(Arc::new(third.clone()));
+    let taken = ledger_actors::pg::insert_records(&pool, &again, local)
+        .await
+        .expect("fallback insert");
+    assert!(taken.is_empty(), "{taken:?}");
+    assert_eq!(store.count().await.expect("count"), 4);
+
+    // A rid stored under another hash is reported (its index), the rest written.
+    let clash = sealed(Uuid::new_v4(), other.rid, None, 4);
+    let fresh = sealed(Uuid::new_v4(), Uuid::now_v7(), None, 5);
+    let mixed = vec![Arc::new(fresh.clone()), Arc::new(clash)];
+    let taken = ledger_actors::pg::insert_records(&pool, &mixed, local)
+        .await
+        .expect("fallback insert");
+    assert_eq!(taken, vec![1]);
+    assert!(store.get(fresh.rid).await.expect("read").is_some());
+    assert_eq!(store.count().await.expect("count"), 5);
+
+    // A missing predecessor fails the statement: nothing of it is written.
+    let ghost = sealed(Uuid::new_v4(), Uuid::now_v7(), None, 6);
+    let orphan = sealed(ghost.anchor_id, Uuid::now_v7(), Some(&ghost), 7);
+    let innocent = sealed(Uuid::new_v4(), Uuid::now_v7(), None, 8);
+    let refused = vec![Arc::new(innocent.clone()), Arc::new(orphan)];
+    let err = ledger_actors::pg::insert_records(&pool, &refused, local)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            postgres::classify(&err, None),
+            LedgerError::ForkRefused { anchor_id, .. } if anchor_id == ghost.anchor_id
+        ),
+        "{err}"
+    );
+    assert!(store.get(innocent.rid).await.expect("read").is_none());
+    assert_eq!(store.count().await.expect("count"), 5);
+    pool.close().await;
+    ctx.teardown().await;
+}
+
+fn sqlstate_of(e: &sea_orm::sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
+}

@@ -17,11 +17,17 @@
 //!   loads, reads).
 //! - [`answers`], [`alive_on_new_connection`]: the probes behind the writer's failover and
 //!   return.
-//! - [`insert_records`]: one `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT (rid) DO NOTHING`
-//!   per call (one statement, so one transaction), the columns bound as 11 arrays (a fixed
-//!   parameter count whatever the batch size, so the prepared statement is reused). Rows are
-//!   bound sorted by (anchor, chain position): every writer takes its row locks in that one
-//!   global order, so two processes' batches cannot deadlock.
+//! - [`insert_records`]: one binary `COPY ledger_records FROM STDIN` per call (one
+//!   statement, so one transaction; [`COPY_SQL`]). A COPY cannot skip a row, so when it is
+//!   refused for its data (a rid already stored, a fork, a missing predecessor, a value the
+//!   server rejects) nothing was written and the call is made again as one
+//!   `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT (rid) DO NOTHING` ([`INSERT_SQL`]), the
+//!   columns bound as 11 arrays (a fixed parameter count whatever the batch size, so the
+//!   prepared statement is reused): that statement skips stored rids and names the refused
+//!   row exactly as before. Both carry the same replication guard; the constraints and the
+//!   predecessor trigger hold for both (a COPY fires statement triggers with their
+//!   transition table). Rows are sent sorted by (anchor, chain position): every writer takes
+//!   its row locks in that one global order, so two processes' batches cannot deadlock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,14 +143,23 @@ pub async fn insert_records(
         return Ok(Vec::new());
     }
     let mut conn = pool.acquire().await.map_err(exec_err)?;
-    let taken = insert_records_on(&mut conn, records).await?;
+    let taken = match copy_records(&mut conn, records).await {
+        Ok(n) if n == records.len() as u64 => Vec::new(),
+        Err(e) if !falls_back(&e) => return Err(exec_err(e)),
+        // Refused for its data (nothing written): the INSERT skips stored rids and names the
+        // refused row. (A COPY that wrote fewer rows than sent cannot happen — the guard
+        // refuses all or none — and would be completed by the INSERT, which skips the rows
+        // written, same rid and hash.)
+        _ => insert_records_on(&mut conn, records).await?,
+    };
     drop(conn);
     replication::confirm(pool, replication).await?;
     Ok(taken)
 }
 
-/// [`insert_records`] on one connection (inside a transaction the caller controls; it
-/// confirms replication after its commit, [`replication::confirm`]).
+/// [`insert_records`]'s INSERT alone (no COPY: a refused COPY would abort the caller's
+/// transaction) on one connection, inside a transaction the caller controls; it confirms
+/// replication after its commit, [`replication::confirm`].
 pub async fn insert_records_on(
     conn: &mut sqlx::PgConnection,
     records: &[Arc<LedgerRecord>],
@@ -191,6 +206,22 @@ pub async fn insert_records_unless(
     if records.is_empty() {
         return Ok((Vec::new(), true));
     }
+    {
+        // A COPY writes every row or none, so it needs no transaction around it: when it
+        // succeeds nothing was skipped. Refused for its data, it wrote nothing, and the
+        // transaction below finds out what the INSERT skips.
+        let mut conn = pool.acquire().await.map_err(exec_err)?;
+        match copy_records(&mut conn, records).await {
+            Ok(n) if n == records.len() as u64 => {
+                drop(conn);
+                replication::confirm(pool, replication).await?;
+                return Ok((Vec::new(), true));
+            }
+            Err(e) if !falls_back(&e) => return Err(exec_err(e)),
+            // Cannot happen (see `insert_records`); the INSERT below settles it.
+            _ => {}
+        }
+    }
     let mut tx = pool.begin().await.map_err(exec_err)?;
     let taken = insert_records_on(&mut tx, records).await?;
     if !taken.is_empty() && refuse(&taken) {
@@ -204,6 +235,124 @@ pub async fn insert_records_unless(
 
 fn exec_err(e: sqlx::Error) -> DbErr {
     DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)))
+}
+
+/// The batch's COPY: the columns of [`INSERT_SQL`], binary rows ([`copy_data`]), and the
+/// same replication guard (a COPY's `WHERE` takes the expression as is: under
+/// `replication: synchronous` on a server without synchronous standbys its first row raises
+/// SQLSTATE 42704, which fails the statement and writes nothing).
+const COPY_SQL: &str = "COPY ledger_records \
+     (rid, anchor_id, slot, kind, ts, prev_hash, hash, payload, sig, producer, version) \
+     FROM STDIN (FORMAT binary) \
+     WHERE current_setting(CASE WHEN current_setting('avl.replication', true) = 'synchronous' \
+       AND current_setting('synchronous_standby_names') = '' \
+       THEN 'avl.no_synchronous_standby' ELSE 'server_version' END) IS NOT NULL";
+
+/// The COPY, for the tests that check its guard against `replication`.
+#[cfg(test)]
+pub(crate) fn copy_sql_for_tests() -> &'static str {
+    COPY_SQL
+}
+
+/// Whether a failed COPY is made again as the INSERT: a refusal of the data (SQLSTATE
+/// classes 22, 23, ... — nothing was written). Not for connectivity, a refused login,
+/// contention (retried by the caller) or the replication guard: the INSERT would fail the
+/// same way.
+fn falls_back(e: &sqlx::Error) -> bool {
+    use crate::error::LedgerError as L;
+    matches!(e, sqlx::Error::Database(_))
+        && matches!(
+            store::classify_sqlx(e, None),
+            L::Database(_) | L::ForkRefused { .. } | L::Conflict { .. }
+        )
+}
+
+/// Writes `records` with one binary COPY ([`COPY_SQL`]) and nothing else (no fallback: a
+/// stored rid fails it); returns the rows written. [`insert_records`] is the ledger's write;
+/// this is public for the tests that check the COPY on its own.
+pub async fn copy_records(
+    conn: &mut sqlx::PgConnection,
+    records: &[Arc<LedgerRecord>],
+) -> Result<u64, sqlx::Error> {
+    let data = copy_data(records)?;
+    let mut copy = conn.copy_in_raw(COPY_SQL).await?;
+    if let Err(e) = copy.send(data).await {
+        // The connection is unusable now; abort (best effort) so it is not returned to the
+        // pool in the middle of a COPY.
+        let _ = copy.abort("send failed").await;
+        return Err(e);
+    }
+    copy.finish().await
+}
+
+/// Microseconds from 2000-01-01 00:00 UTC (PostgreSQL's epoch) to `ts`, as sqlx encodes a
+/// `TIMESTAMPTZ` parameter (so a COPY stores the same instant the INSERT would).
+fn pg_micros(ts: &DateTime<Utc>) -> Result<i64, sqlx::Error> {
+    let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .ok_or_else(|| sqlx::Error::Encode("PostgreSQL epoch".into()))?;
+    (ts.naive_utc() - epoch)
+        .num_microseconds()
+        .ok_or_else(|| sqlx::Error::Encode(format!("timestamp out of range: {ts}").into()))
+}
+
+/// The binary COPY stream of `records` (PostgreSQL's binary COPY format: signature, flags,
+/// header extension, then per row the field count and each field as a length and its binary
+/// value, -1 for NULL; `jsonb` is its version byte 1 and the JSON text), rows in the order of
+/// [`bind`].
+fn copy_data(records: &[Arc<LedgerRecord>]) -> Result<Vec<u8>, sqlx::Error> {
+    fn field(buf: &mut Vec<u8>, bytes: &[u8]) -> Result<(), sqlx::Error> {
+        let len = i32::try_from(bytes.len())
+            .map_err(|_| sqlx::Error::Encode("a value over 2 GiB".into()))?;
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(bytes);
+        Ok(())
+    }
+    const NULL: [u8; 4] = (-1i32).to_be_bytes();
+    let size: usize = records
+        .iter()
+        .map(|r| 300 + r.payload.as_str().len() + r.sig.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut buf = Vec::with_capacity(19 + size + 2);
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes()); // flags
+    buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    for r in ordered(records) {
+        buf.extend_from_slice(&11i16.to_be_bytes());
+        field(&mut buf, r.rid.as_bytes())?;
+        field(&mut buf, r.anchor_id.as_bytes())?;
+        field(&mut buf, r.slot.as_bytes())?;
+        field(&mut buf, r.kind.as_bytes())?;
+        field(&mut buf, &pg_micros(&r.ts)?.to_be_bytes())?;
+        match r.prev_hash {
+            Some(h) => field(&mut buf, &h.hex_bytes())?,
+            None => buf.extend_from_slice(&NULL),
+        }
+        field(&mut buf, &r.hash.hex_bytes())?;
+        let payload = r.payload.as_str().as_bytes();
+        let len = i32::try_from(payload.len() + 1)
+            .map_err(|_| sqlx::Error::Encode("a payload over 2 GiB".into()))?;
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.push(1); // jsonb's binary format version
+        buf.extend_from_slice(payload);
+        match &r.sig {
+            Some(sig) => field(&mut buf, sig)?,
+            None => buf.extend_from_slice(&NULL),
+        }
+        field(&mut buf, r.producer.as_bytes())?;
+        field(&mut buf, r.version.as_bytes())?;
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    Ok(buf)
+}
+
+/// `records` in the one global write order: by anchor, then chain position (the callers'
+/// order within an anchor), so that two processes' statements take their row locks in the
+/// same order and cannot deadlock each other.
+fn ordered(records: &[Arc<LedgerRecord>]) -> impl Iterator<Item = &Arc<LedgerRecord>> {
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_by_key(|&i| (records[i].anchor_id, i));
+    order.into_iter().map(move |i| &records[i])
 }
 
 /// Binds the 11 column arrays of `records` to [`INSERT_SQL`].
@@ -222,12 +371,7 @@ fn bind(
     let mut sig = Vec::with_capacity(n);
     let mut producer = Vec::with_capacity(n);
     let mut version = Vec::with_capacity(n);
-    // Rows go in one global order — by anchor, then chain position (the callers' order within
-    // an anchor) — so that two processes' statements take their row locks in the same order
-    // and cannot deadlock each other.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| (records[i].anchor_id, i));
-    for r in order.into_iter().map(|i| &records[i]) {
+    for r in ordered(records) {
         rid.push(r.rid);
         anchor.push(r.anchor_id);
         slot.push(r.slot.as_str());

@@ -148,13 +148,18 @@ mod tests {
 
     #[test]
     fn the_insert_guard_names_the_settings_of_this_module() {
-        // The guard is SQL text in `pg::INSERT_SQL`; the names must agree with the
+        // The guard is SQL text in `pg::INSERT_SQL` and `pg::COPY_SQL`; the names must agree with the
         // constants the session options and the error classifier use.
-        let sql = crate::pg::insert_sql_for_tests();
-        assert!(sql.contains(&format!(
-            "current_setting('{MODE_SETTING}', true) = 'synchronous'"
-        )));
-        assert!(sql.contains(&format!("'{GUARD_SETTING}'")));
+        // The COPY carries the same guard.
+        for sql in [
+            crate::pg::insert_sql_for_tests(),
+            crate::pg::copy_sql_for_tests(),
+        ] {
+            assert!(sql.contains(&format!(
+                "current_setting('{MODE_SETTING}', true) = 'synchronous'"
+            )));
+            assert!(sql.contains(&format!("'{GUARD_SETTING}'")));
+        }
     }
 
     #[test]

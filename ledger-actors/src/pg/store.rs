@@ -269,7 +269,8 @@ pub fn classify(err: &DbErr, record: Option<&LedgerRecord>) -> LedgerError {
     }
 }
 
-fn classify_sqlx(err: &sqlx::Error, record: Option<&LedgerRecord>) -> LedgerError {
+/// [`classify`] of the driver's error.
+pub(crate) fn classify_sqlx(err: &sqlx::Error, record: Option<&LedgerRecord>) -> LedgerError {
     use sqlx::Error as E;
     match err {
         E::Io(_)

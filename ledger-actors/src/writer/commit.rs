@@ -521,10 +521,11 @@ impl Handler<BatchDone> for Writer {
 /// other data error retries the remaining units one by one. Deadlocks and serialization
 /// failures are retried for up to `retry_for`.
 ///
-/// A batch holding an atomic batch of several records is written in a transaction that is
-/// rolled back if a record of such a batch was skipped (its rid stored under another hash),
-/// so an atomic batch is never written without one of its records; the units hit are
-/// refused and the rest written again.
+/// A batch holding an atomic batch of several records is written by one COPY (all rows or
+/// none) or, when that is refused for its data, in a transaction that is rolled back if a
+/// record of such a batch was skipped (its rid stored under another hash), so an atomic batch
+/// is never written without one of its records; the units hit are refused and the rest
+/// written again ([`crate::pg::insert_records_unless`]).
 async fn write_batch(
     pool: PgPool,
     units: Vec<Vec<Arc<LedgerRecord>>>,
