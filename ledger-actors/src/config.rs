@@ -533,8 +533,14 @@ impl<'de> Deserialize<'de> for Dsn {
 pub struct LedgerConfig {
     /// `memory` (default) or `postgres`. Env: `LEDGER_BACKEND`.
     pub backend: Backend,
-    /// PostgreSQL DSN, required for `postgres`. Env: `LEDGER_DSN`.
+    /// PostgreSQL DSN, required for `postgres` (unless `partitions` is set). Env:
+    /// `LEDGER_DSN`.
     pub dsn: Option<Dsn>,
+    /// The DSNs of a partitioned ledger, used instead of `dsn`: each anchor lives wholly in
+    /// one of these databases (see [`crate::partition`]; the order matters and is checked
+    /// against what each database records). Empty: not partitioned. Env:
+    /// `LEDGER_PARTITIONS` (DSNs separated by whitespace).
+    pub partitions: Vec<Dsn>,
     /// What `Committed` promises: `local` (default) or `synchronous` (also flushed by a
     /// synchronous standby; see [`Replication`]). Env: `LEDGER_REPLICATION`.
     pub replication: Replication,
@@ -688,6 +694,7 @@ impl Default for LedgerConfig {
         Self {
             backend: Backend::Memory,
             dsn: None,
+            partitions: Vec::new(),
             replication: Replication::Local,
             pool_size: 10,
             timeout: Duration::from_secs(5),
@@ -963,6 +970,16 @@ impl LedgerConfig {
         if let Some(v) = get("LEDGER_DSN") {
             self.dsn = Some(Dsn::parse(&v).map_err(|e| config_error(format!("LEDGER_DSN: {e}")))?);
         }
+        if let Some(v) = get("LEDGER_PARTITIONS") {
+            self.partitions = v
+                .split_whitespace()
+                .enumerate()
+                .map(|(i, d)| {
+                    Dsn::parse(d)
+                        .map_err(|e| config_error(format!("LEDGER_PARTITIONS: DSN {i}: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
+        }
         if let Some(v) = get("LEDGER_REPLICATION") {
             self.replication = v
                 .parse()
@@ -1050,11 +1067,12 @@ impl LedgerConfig {
             }
             Ok(())
         }
-        if self.backend == Backend::Postgres && self.dsn.is_none() {
+        if self.backend == Backend::Postgres && self.dsn.is_none() && self.partitions.is_empty() {
             return Err(config_error(
                 "dsn: backend is postgres but no dsn is set (dsn: in the file or LEDGER_DSN)",
             ));
         }
+        crate::partition::check_config(self)?;
         if self.replication == Replication::Synchronous && self.backend != Backend::Postgres {
             return Err(config_error(
                 "replication: synchronous needs backend: postgres (the memory backend keeps records in this process only)",
