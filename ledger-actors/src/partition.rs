@@ -247,6 +247,17 @@ async fn check_on(
     dsn: &str,
     write: bool,
 ) -> Result<RecordCheck, LedgerError> {
+    if write
+        && let migration::SchemaStatus::Pending { .. } = migration::schema_status(db)
+            .await
+            .map_err(|e| LedgerError::SchemaMissing(format!("reading the migrations: {e}")))?
+    {
+        // auto_migrate (or `ledger migrate up`): the table must exist to be written.
+        use migration::MigratorTrait as _;
+        migration::Migrator::up(db, None)
+            .await
+            .map_err(|e| LedgerError::SchemaMissing(format!("auto_migrate failed: {e}")))?;
+    }
     let found = read_record(db).await?;
     let partitioned = !config.partitions.is_empty();
     match found {
@@ -449,7 +460,7 @@ impl PartitionedLedger {
         let parts = Arc::new(parts);
         let ledger = Self {
             store: Arc::new(PartitionedStore {
-                parts: Arc::clone(&parts),
+                parts: parts.iter().map(|l| Arc::clone(l.store())).collect(),
             }),
             parts,
             dsns: Arc::new(dsns),
@@ -719,13 +730,35 @@ fn merge<T: Clone, K: Ord>(pages: Vec<Vec<T>>, limit: usize, key: impl Fn(&T) ->
 /// (import, its user, is idempotent and resumable, so a partly written batch is finished by
 /// running it again).
 pub struct PartitionedStore {
-    parts: Arc<Vec<Ledger>>,
+    parts: Vec<Arc<dyn LedgerStore>>,
 }
 
 impl PartitionedStore {
     fn of(&self, anchor: Uuid) -> &Arc<dyn LedgerStore> {
-        self.parts[partition_of(anchor, self.parts.len())].store()
+        &self.parts[partition_of(anchor, self.parts.len())]
     }
+}
+
+/// [`crate::create_ledger_store`] over every partition of `config` (each database's
+/// partition record checked; written when missing with `auto_migrate`): the store `ledger
+/// import` and `ledger prove` write to and read from. Unpartitioned, it is
+/// [`crate::create_ledger_store`] itself.
+pub async fn create_partitioned_store(
+    config: &LedgerConfig,
+) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+    config.check()?;
+    if config.partitions.is_empty() {
+        return crate::create_ledger_store(config).await;
+    }
+    let mut parts = Vec::with_capacity(config.partitions.len());
+    for i in 0..config.partitions.len() {
+        let opened = async {
+            check_record(config, i, config.auto_migrate).await?;
+            crate::create_ledger_store(&partition_config(config, i)?).await
+        };
+        parts.push(opened.await.map_err(|e| in_partition(i, e))?);
+    }
+    Ok(Arc::new(PartitionedStore { parts }))
 }
 
 #[async_trait]
@@ -733,7 +766,7 @@ impl LedgerStore for PartitionedStore {
     fn backend(&self) -> Backend {
         self.parts
             .first()
-            .map_or(Backend::Postgres, |l| l.store().backend())
+            .map_or(Backend::Postgres, |l| l.backend())
     }
 
     async fn insert(&self, records: &[Arc<LedgerRecord>]) -> Result<(), LedgerError> {
@@ -744,15 +777,14 @@ impl LedgerStore for PartitionedStore {
         }
         for (i, g) in groups.iter().enumerate() {
             if !g.is_empty() {
-                self.parts[i].store().insert(g).await?;
+                self.parts[i].insert(g).await?;
             }
         }
         Ok(())
     }
 
     async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
-        let found =
-            futures::future::try_join_all(self.parts.iter().map(|l| l.store().get(rid))).await?;
+        let found = futures::future::try_join_all(self.parts.iter().map(|l| l.get(rid))).await?;
         Ok(found.into_iter().flatten().next())
     }
 
@@ -761,8 +793,7 @@ impl LedgerStore for PartitionedStore {
         hash: RecordHash,
     ) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
         let found =
-            futures::future::try_join_all(self.parts.iter().map(|l| l.store().get_by_hash(hash)))
-                .await?;
+            futures::future::try_join_all(self.parts.iter().map(|l| l.get_by_hash(hash))).await?;
         Ok(found.into_iter().flatten().next())
     }
 
@@ -779,16 +810,14 @@ impl LedgerStore for PartitionedStore {
     }
 
     async fn anchors(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, LedgerError> {
-        let pages = futures::future::try_join_all(
-            self.parts.iter().map(|l| l.store().anchors(after, limit)),
-        )
-        .await?;
+        let pages =
+            futures::future::try_join_all(self.parts.iter().map(|l| l.anchors(after, limit)))
+                .await?;
         Ok(merge(pages, limit, |a| *a))
     }
 
     async fn count(&self) -> Result<u64, LedgerError> {
-        let counts =
-            futures::future::try_join_all(self.parts.iter().map(|l| l.store().count())).await?;
+        let counts = futures::future::try_join_all(self.parts.iter().map(|l| l.count())).await?;
         Ok(counts.into_iter().sum())
     }
 
@@ -798,8 +827,7 @@ impl LedgerStore for PartitionedStore {
 
     async fn get_many(&self, rids: &[Uuid]) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
         let found =
-            futures::future::try_join_all(self.parts.iter().map(|l| l.store().get_many(rids)))
-                .await?;
+            futures::future::try_join_all(self.parts.iter().map(|l| l.get_many(rids))).await?;
         Ok(merge(found, usize::MAX, |r| r.rid))
     }
 
@@ -816,7 +844,7 @@ impl LedgerStore for PartitionedStore {
             groups
                 .iter()
                 .enumerate()
-                .map(|(i, g)| self.parts[i].store().heads(g)),
+                .map(|(i, g)| self.parts[i].heads(g)),
         )
         .await?;
         Ok(found.into_iter().flatten().collect())
@@ -828,25 +856,22 @@ impl LedgerStore for PartitionedStore {
         since: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
-        let pages = futures::future::try_join_all(
-            self.parts
-                .iter()
-                .map(|l| l.store().scan(after, since, limit)),
-        )
-        .await?;
+        let pages =
+            futures::future::try_join_all(self.parts.iter().map(|l| l.scan(after, since, limit)))
+                .await?;
         Ok(merge(pages, limit, |r| ScanKey::of(r)))
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {
         for (i, l) in self.parts.iter().enumerate() {
-            l.store().ping().await.map_err(|e| in_partition(i, e))?;
+            l.ping().await.map_err(|e| in_partition(i, e))?;
         }
         Ok(())
     }
 
     async fn replication(&self, limit: Duration) -> Option<Result<ReplicationState, LedgerError>> {
         match self.parts.first() {
-            Some(l) => l.store().replication(limit).await,
+            Some(l) => l.replication(limit).await,
             None => None,
         }
     }
