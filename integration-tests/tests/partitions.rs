@@ -9,9 +9,9 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
 
-mod common;
 #[path = "support/cluster.rs"]
 mod cluster;
+mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +38,8 @@ type Acks = HashMap<Uuid, (Uuid, Durability, Instant, Duration)>;
 fn keys(dir: &std::path::Path) -> Vec<NoteVerifier> {
     (0..2)
         .map(|i| {
-            let signer = NoteSigner::from_seed(&format!("avl.test/p{i}"), &[i as u8 + 7; 32]).unwrap();
+            let signer =
+                NoteSigner::from_seed(&format!("avl.test/p{i}"), &[i as u8 + 7; 32]).unwrap();
             let sub = dir.join(format!("p{i}"));
             std::fs::create_dir_all(&sub).unwrap();
             let path = sub.join("checkpoint.key");
@@ -159,7 +160,8 @@ async fn two_partitions_on_two_servers() {
                 let mut failed = Vec::new();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let record = NewRecord::new(anchor, "slot", "event", json!({ "i": i }), "parts");
+                    let record =
+                        NewRecord::new(anchor, "slot", "event", json!({ "i": i }), "parts");
                     let called = Instant::now();
                     match ledger.append(record).await {
                         Ok(ack) => {
@@ -199,7 +201,10 @@ async fn two_partitions_on_two_servers() {
         }) {
             break;
         }
-        assert!(Instant::now() < deadline, "partition 1 did not drain: {status:?}");
+        assert!(
+            Instant::now() < deadline,
+            "partition 1 did not drain: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -220,7 +225,11 @@ async fn two_partitions_on_two_servers() {
     for (anchor, durability, called, latency) in acks.values() {
         match partition_of(*anchor, 2) {
             0 => {
-                assert_eq!(*durability, Durability::Committed, "partition 0 acknowledged {durability:?}");
+                assert_eq!(
+                    *durability,
+                    Durability::Committed,
+                    "partition 0 acknowledged {durability:?}"
+                );
                 if *called < crashed {
                     before0.push(*latency);
                 } else if *called > crashed + Duration::from_millis(500) && *called < restarted {
@@ -229,14 +238,23 @@ async fn two_partitions_on_two_servers() {
             }
             _ => {
                 if *durability != Durability::Committed {
-                    assert!(*called > crashed - Duration::from_secs(1), "buffered before the crash");
+                    assert!(
+                        *called > crashed - Duration::from_secs(1),
+                        "buffered before the crash"
+                    );
                     buffered1 += 1;
                 }
             }
         }
     }
-    assert!(buffered1 > 0, "partition 1 buffered nothing while its server was down");
-    assert!(!outage0.is_empty(), "partition 0 took no appends during the outage");
+    assert!(
+        buffered1 > 0,
+        "partition 1 buffered nothing while its server was down"
+    );
+    assert!(
+        !outage0.is_empty(),
+        "partition 0 took no appends during the outage"
+    );
     eprintln!(
         "partition 0 p50 append latency: {:?} before the crash ({} appends), {:?} while partition 1 was down ({} appends); partition 1 buffered {buffered1}",
         p50(before0.clone()),
@@ -263,7 +281,11 @@ async fn two_partitions_on_two_servers() {
         for (rid, anchor) in rows {
             *seen.entry(*rid).or_default() += 1;
             anchors_in[p].insert(*anchor);
-            assert_eq!(partition_of(*anchor, 2), p, "anchor {anchor} stored in partition {p}");
+            assert_eq!(
+                partition_of(*anchor, 2),
+                p,
+                "anchor {anchor} stored in partition {p}"
+            );
         }
     }
     assert!(anchors_in[0].is_disjoint(&anchors_in[1]));
@@ -273,18 +295,30 @@ async fn two_partitions_on_two_servers() {
 
     // Chains and both logs verify, each partition's log with its own key.
     for v in ledger.verify_all().await.unwrap() {
-        assert!(v.summary.breaks.is_empty(), "partition {}: {:?}", v.partition, v.summary.breaks);
+        assert!(
+            v.summary.breaks.is_empty(),
+            "partition {}: {:?}",
+            v.partition,
+            v.summary.breaks
+        );
     }
     for part in ledger.partitions() {
         let n = part.store().count().await.unwrap();
-        part.await_checkpoint(n, Duration::from_secs(20)).await.unwrap();
+        part.await_checkpoint(n, Duration::from_secs(20))
+            .await
+            .unwrap();
     }
     ledger.shutdown().await.unwrap();
     for p in 0..2 {
         let report = check_log(&config, p, &verifiers[p]).await;
         assert_eq!(report.problems, vec![], "partition {p}");
         // Partition 0's key does not open partition 1's checkpoints: origins differ.
-        assert!(!check_log(&config, p, &verifiers[1 - p]).await.problems.is_empty());
+        assert!(
+            !check_log(&config, p, &verifiers[1 - p])
+                .await
+                .problems
+                .is_empty()
+        );
     }
 
     // A chain-consistent rewrite in partition 1: a payload changed and every later hash
@@ -339,7 +373,10 @@ async fn two_partitions_on_two_servers() {
     }
     txn.commit().await.unwrap();
     for v in reader.verify_all().await.unwrap() {
-        assert!(v.summary.breaks.is_empty(), "the hash chains alone see nothing");
+        assert!(
+            v.summary.breaks.is_empty(),
+            "the hash chains alone see nothing"
+        );
     }
     reader.shutdown().await.unwrap();
     let report = check_log(&config, 1, &verifiers[1]).await;
@@ -347,7 +384,8 @@ async fn two_partitions_on_two_servers() {
         report
             .problems
             .iter()
-            .any(|p| p.subject.contains(&changed.rid.to_string()) && p.reason.contains("record changed")),
+            .any(|p| p.subject.contains(&changed.rid.to_string())
+                && p.reason.contains("record changed")),
         "{report:#?}"
     );
     assert_eq!(check_log(&config, 0, &verifiers[0]).await.problems, vec![]);

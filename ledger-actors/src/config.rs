@@ -1072,7 +1072,7 @@ impl LedgerConfig {
                 "dsn: backend is postgres but no dsn is set (dsn: in the file or LEDGER_DSN)",
             ));
         }
-        crate::partition::check_config(self)?;
+        check_partitions(self)?;
         if self.replication == Replication::Synchronous && self.backend != Backend::Postgres {
             return Err(config_error(
                 "replication: synchronous needs backend: postgres (the memory backend keeps records in this process only)",
@@ -1213,6 +1213,60 @@ impl LedgerConfig {
             ..Default::default()
         }
     }
+}
+
+/// Most partitions in one list.
+pub const MAX_PARTITIONS: usize = 1024;
+
+/// What `checkpoint_key` must contain when there are several partitions: it is replaced by
+/// the partition's index.
+pub const KEY_PLACEHOLDER: &str = "{partition}";
+
+/// The checks [`LedgerConfig::check`] runs on `partitions` (see [`crate::partition`]).
+fn check_partitions(config: &LedgerConfig) -> Result<(), LedgerError> {
+    let list = &config.partitions;
+    if list.is_empty() {
+        return Ok(());
+    }
+    let refuse = |m: String| Err(LedgerError::Config(m));
+    if list.len() > MAX_PARTITIONS {
+        return refuse(format!(
+            "partitions (LEDGER_PARTITIONS): {} DSNs; at most {MAX_PARTITIONS}",
+            list.len()
+        ));
+    }
+    if config.dsn.is_some() {
+        return refuse(
+            "partitions (LEDGER_PARTITIONS) and dsn (LEDGER_DSN) are both set: a partitioned ledger's databases are its partitions list; remove dsn".into(),
+        );
+    }
+    if config.backend != Backend::Postgres {
+        return refuse(
+            "partitions (LEDGER_PARTITIONS): needs backend: postgres (LEDGER_BACKEND=postgres)"
+                .into(),
+        );
+    }
+    for (i, d) in list.iter().enumerate() {
+        if let Some(j) = list[..i]
+            .iter()
+            .position(|o| o.hosts() == d.hosts() && o.database() == d.database())
+        {
+            return refuse(format!(
+                "partitions: DSNs {j} and {i} name the same database ({}); each partition needs its own",
+                d.redacted()
+            ));
+        }
+    }
+    if list.len() > 1
+        && let Some(key) = &config.checkpoint_key
+        && !key.to_string_lossy().contains(KEY_PLACEHOLDER)
+    {
+        return refuse(format!(
+            "checkpoint_key (LEDGER_CHECKPOINT_KEY): with {} partitions each partition's log needs its own key; write the path with {KEY_PLACEHOLDER} where the partition's index goes (e.g. /etc/avl/p{KEY_PLACEHOLDER}/checkpoint.key)",
+            list.len()
+        ));
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<String, LedgerError> {

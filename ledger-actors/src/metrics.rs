@@ -588,18 +588,6 @@ pub fn partition_counters(partition: usize) -> Vec<Counter> {
         .collect()
 }
 
-/// The index into [`partition_counters`] of an acknowledgement's durability (`None`:
-/// failed).
-pub fn durability_index(durability: Option<crate::Durability>) -> usize {
-    match durability {
-        Some(crate::Durability::Committed) => 0,
-        Some(crate::Durability::Buffered) => 1,
-        Some(crate::Durability::Spooled) => 2,
-        Some(crate::Durability::Volatile) => 3,
-        None => 4,
-    }
-}
-
 /// A partition's writer state, sampled by the partitioned ledger every second.
 pub fn partition_writer(partition: usize, on_postgres: bool, buffered: u64) {
     let p = partition.to_string();

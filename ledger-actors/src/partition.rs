@@ -50,12 +50,7 @@ use crate::store::{Head, LedgerStore, RecordRange, ReplicationState, ScanKey};
 use crate::verify::{ChainReport, VerifySummary};
 use crate::writer::{Mode, OutageRecords, OutageStatus};
 
-/// Most partitions in one list.
-pub const MAX_PARTITIONS: usize = 1024;
-
-/// What `checkpoint_key` must contain when there are several partitions: it is replaced by
-/// the partition's index.
-pub const KEY_PLACEHOLDER: &str = "{partition}";
+pub use crate::config::{KEY_PLACEHOLDER, MAX_PARTITIONS};
 
 /// How often the partition gauges are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -90,53 +85,6 @@ pub fn partition_of(anchor: Uuid, count: usize) -> usize {
 /// Partitions of `config`: the length of `partitions`, or 1 for an unpartitioned ledger.
 pub fn partition_count(config: &LedgerConfig) -> usize {
     config.partitions.len().max(1)
-}
-
-/// The checks [`LedgerConfig::check`] runs on `partitions`.
-pub(crate) fn check_config(config: &LedgerConfig) -> Result<(), LedgerError> {
-    let list = &config.partitions;
-    if list.is_empty() {
-        return Ok(());
-    }
-    let refuse = |m: String| Err(LedgerError::Config(m));
-    if list.len() > MAX_PARTITIONS {
-        return refuse(format!(
-            "partitions (LEDGER_PARTITIONS): {} DSNs; at most {MAX_PARTITIONS}",
-            list.len()
-        ));
-    }
-    if config.dsn.is_some() {
-        return refuse(
-            "partitions (LEDGER_PARTITIONS) and dsn (LEDGER_DSN) are both set: a partitioned ledger's databases are its partitions list; remove dsn".into(),
-        );
-    }
-    if config.backend != Backend::Postgres {
-        return refuse(
-            "partitions (LEDGER_PARTITIONS): needs backend: postgres (LEDGER_BACKEND=postgres)"
-                .into(),
-        );
-    }
-    for (i, d) in list.iter().enumerate() {
-        if let Some(j) = list[..i]
-            .iter()
-            .position(|o| o.hosts() == d.hosts() && o.database() == d.database())
-        {
-            return refuse(format!(
-                "partitions: DSNs {j} and {i} name the same database ({}); each partition needs its own",
-                d.redacted()
-            ));
-        }
-    }
-    if list.len() > 1
-        && let Some(key) = &config.checkpoint_key
-        && !key.to_string_lossy().contains(KEY_PLACEHOLDER)
-    {
-        return refuse(format!(
-            "checkpoint_key (LEDGER_CHECKPOINT_KEY): with {} partitions each partition's log needs its own key; write the path with {KEY_PLACEHOLDER} where the partition's index goes (e.g. /etc/avl/p{KEY_PLACEHOLDER}/checkpoint.key)",
-            list.len()
-        ));
-    }
-    Ok(())
 }
 
 /// The configuration partition `index` runs with: the list's `index`th DSN (no list), the
@@ -586,7 +534,7 @@ impl PartitionedLedger {
         if let Some(c) = self
             .counters
             .get(partition)
-            .and_then(|c| c.get(crate::metrics::durability_index(durability)))
+            .and_then(|c| c.get(durability_index(durability)))
         {
             c.increment(n);
         }
@@ -701,6 +649,18 @@ impl PartitionedLedger {
             Some(e) => Err(e),
             None => Ok(out),
         }
+    }
+}
+
+/// The index into [`crate::metrics::partition_counters`] of an acknowledgement's durability
+/// (`None`: failed).
+fn durability_index(durability: Option<crate::Durability>) -> usize {
+    match durability {
+        Some(crate::Durability::Committed) => 0,
+        Some(crate::Durability::Buffered) => 1,
+        Some(crate::Durability::Spooled) => 2,
+        Some(crate::Durability::Volatile) => 3,
+        None => 4,
     }
 }
 

@@ -135,8 +135,15 @@ async fn cli_over_partitions_and_a_change_of_the_partition_count() {
         .iter()
         .map(|p| p["committed"].as_u64().unwrap())
         .collect();
-    assert!(by.iter().all(|n| *n > 0) && by.iter().sum::<u64>() == 1000, "{result}");
-    assert_eq!(result["checkpoint"].as_array().unwrap().len(), 2, "{result}");
+    assert!(
+        by.iter().all(|n| *n > 0) && by.iter().sum::<u64>() == 1000,
+        "{result}"
+    );
+    assert_eq!(
+        result["checkpoint"].as_array().unwrap().len(),
+        2,
+        "{result}"
+    );
 
     // Each anchor wholly in its partition.
     let mut all_anchors = HashSet::new();
@@ -157,13 +164,21 @@ async fn cli_over_partitions_and_a_change_of_the_partition_count() {
     }
     let out = ledger(&old_dsns, &old_keys, &["health", "--json"]);
     let health: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-    assert_eq!(health["partitions"].as_array().unwrap().len(), 2, "{health}");
+    assert_eq!(
+        health["partitions"].as_array().unwrap().len(),
+        2,
+        "{health}"
+    );
     let out = ledger(&old_dsns, &old_keys, &["checkpoint"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--partition"), "{}", stderr(&out));
     let out = ledger(&old_dsns, &old_keys, &["checkpoint", "--partition", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).starts_with("avl.test/cli/p1\n"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("avl.test/cli/p1\n"),
+        "{}",
+        stdout(&out)
+    );
 
     // The partition count 2 -> 3 (docs/OPERATIONS.md, "Changing the partition count"):
     // export the whole ledger, migrate the new list's fresh databases, import.
@@ -200,7 +215,11 @@ async fn cli_over_partitions_and_a_change_of_the_partition_count() {
     // The old list no longer fits the new databases.
     let out = ledger(&new_dsns[..1], &new_keys, &["verify"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("partition 0 of 3"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("partition 0 of 3"),
+        "{}",
+        stderr(&out)
+    );
 
     let _ = std::fs::remove_dir_all(&dir);
     for ctx in old.into_iter().chain(new) {
