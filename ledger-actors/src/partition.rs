@@ -839,6 +839,7 @@ impl LedgerStore for PartitionedStore {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
     use super::*;
 
     /// The map is fixed: these values must never change (every stored anchor would move).
