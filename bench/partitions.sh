@@ -56,7 +56,7 @@ ceiling() { # host:port
 }
 w1() { # one|two
     fresh "$main" avl_bench_p0
-    local env=(LEDGER_BACKEND=postgres)
+    local env=(LEDGER_BACKEND=postgres "LEDGER_LOG=${LEDGER_LOG:-error}")
     if [ "$1" = one ]; then
         env+=("LEDGER_DSN=postgres://$PGUSER@$main/avl_bench_p0")
     else
