@@ -1,5 +1,6 @@
-//! The CLI over a partitioned ledger (`LEDGER_PARTITIONS`, two databases of the shared
-//! server; the two-server behaviour is integration-tests' `partitions`): `migrate up`
+//! The CLI over a partitioned ledger (`LEDGER_PARTITIONS`: a database on the shared server
+//! and one on a second server this test makes with `pg_createcluster`; the outage behaviour
+//! is integration-tests' `partitions`): `migrate up`
 //! records each partition and refuses a reordered list; `loadtest` writes every anchor to
 //! its partition and verifies; `verify` names partitions; `checkpoint` needs
 //! `--partition`; and the documented change of the partition count, 2 → 3, by export,
@@ -7,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
 
+#[path = "../../integration-tests/tests/support/cluster.rs"]
+mod cluster;
 #[path = "../../integration-tests/tests/common/mod.rs"]
 mod common;
 mod support;
@@ -74,16 +77,17 @@ async fn anchors_of(db: &sea_orm::DatabaseConnection) -> (HashSet<Uuid>, i64) {
 
 #[actix_rt::test]
 async fn cli_over_partitions_and_a_change_of_the_partition_count() {
-    let old = [
-        TestContext::new_unmigrated("cli_parts_a").await,
-        TestContext::new_unmigrated("cli_parts_b").await,
-    ];
+    let server = cluster::Cluster::primary("cliparts", &[]);
+    server.sql("CREATE DATABASE ledger");
+    let second = server.dsn("ledger");
+    let a = TestContext::new_unmigrated("cli_parts_a").await;
+    let b = sea_orm::Database::connect(second.as_str()).await.unwrap();
     let new = [
         TestContext::new_unmigrated("cli_parts_x").await,
         TestContext::new_unmigrated("cli_parts_y").await,
         TestContext::new_unmigrated("cli_parts_z").await,
     ];
-    let old_dsns: Vec<&str> = old.iter().map(|c| c.dsn.as_str()).collect();
+    let old_dsns: Vec<&str> = vec![a.dsn.as_str(), second.as_str()];
     let new_dsns: Vec<&str> = new.iter().map(|c| c.dsn.as_str()).collect();
     let dir = temp_dir("partitions");
     let (old_keys, new_keys) = (dir.join("old"), dir.join("new"));
@@ -147,8 +151,8 @@ async fn cli_over_partitions_and_a_change_of_the_partition_count() {
 
     // Each anchor wholly in its partition.
     let mut all_anchors = HashSet::new();
-    for (p, ctx) in old.iter().enumerate() {
-        let (anchors, n) = anchors_of(&ctx.db).await;
+    for (p, db) in [&a.db, &b].into_iter().enumerate() {
+        let (anchors, n) = anchors_of(db).await;
         assert_eq!(n as u64, by[p]);
         for a in &anchors {
             assert_eq!(partition_of(*a, 2), p);
@@ -222,7 +226,9 @@ async fn cli_over_partitions_and_a_change_of_the_partition_count() {
     );
 
     let _ = std::fs::remove_dir_all(&dir);
-    for ctx in old.into_iter().chain(new) {
+    let _ = b.close().await;
+    drop(server);
+    for ctx in std::iter::once(a).chain(new) {
         ctx.teardown().await;
     }
 }
