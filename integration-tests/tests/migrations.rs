@@ -19,17 +19,19 @@ use uuid::Uuid;
 const MIGRATION_NAME: &str = "m20261125_000001_create_ledger_tables";
 const LOG_MIGRATION_NAME: &str = "m20261126_000010_transparency_log";
 /// Every table after all migrations.
-const ALL_TABLES: [&str; 7] = [
+const ALL_TABLES: [&str; 8] = [
     "ledger_checkpoints",
     "ledger_cosignatures",
     "ledger_integrator",
     "ledger_log",
+    "ledger_partition",
     "ledger_records",
     "ledger_tiles",
     "seaql_migrations",
 ];
 const PREV_FK_MIGRATION: &str = "m20261126_000020_prev_fk";
 const COSIGNATURES_MIGRATION: &str = "m20261203_000030_cosignatures";
+const PARTITION_MIGRATION: &str = "m20261203_000040_partition";
 const FOREIGN_KEY_VIOLATION: &str = "23503";
 const PREV_FK: &str = "ledger_records_prev_fk";
 const UNIQUE_VIOLATION: &str = "23505";
@@ -603,6 +605,7 @@ async fn schema_status_tracks_migrations_read_only() {
                 LOG_MIGRATION_NAME.to_owned(),
                 PREV_FK_MIGRATION.to_owned(),
                 COSIGNATURES_MIGRATION.to_owned(),
+                PARTITION_MIGRATION.to_owned(),
             ]
         }
     );

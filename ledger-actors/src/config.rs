@@ -533,8 +533,14 @@ impl<'de> Deserialize<'de> for Dsn {
 pub struct LedgerConfig {
     /// `memory` (default) or `postgres`. Env: `LEDGER_BACKEND`.
     pub backend: Backend,
-    /// PostgreSQL DSN, required for `postgres`. Env: `LEDGER_DSN`.
+    /// PostgreSQL DSN, required for `postgres` (unless `partitions` is set). Env:
+    /// `LEDGER_DSN`.
     pub dsn: Option<Dsn>,
+    /// The DSNs of a partitioned ledger, used instead of `dsn`: each anchor lives wholly in
+    /// one of these databases (see [`crate::partition`]; the order matters and is checked
+    /// against what each database records). Empty: not partitioned. Env:
+    /// `LEDGER_PARTITIONS` (DSNs separated by whitespace).
+    pub partitions: Vec<Dsn>,
     /// What `Committed` promises: `local` (default) or `synchronous` (also flushed by a
     /// synchronous standby; see [`Replication`]). Env: `LEDGER_REPLICATION`.
     pub replication: Replication,
@@ -688,6 +694,7 @@ impl Default for LedgerConfig {
         Self {
             backend: Backend::Memory,
             dsn: None,
+            partitions: Vec::new(),
             replication: Replication::Local,
             pool_size: 10,
             timeout: Duration::from_secs(5),
@@ -963,6 +970,16 @@ impl LedgerConfig {
         if let Some(v) = get("LEDGER_DSN") {
             self.dsn = Some(Dsn::parse(&v).map_err(|e| config_error(format!("LEDGER_DSN: {e}")))?);
         }
+        if let Some(v) = get("LEDGER_PARTITIONS") {
+            self.partitions = v
+                .split_whitespace()
+                .enumerate()
+                .map(|(i, d)| {
+                    Dsn::parse(d)
+                        .map_err(|e| config_error(format!("LEDGER_PARTITIONS: DSN {i}: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
+        }
         if let Some(v) = get("LEDGER_REPLICATION") {
             self.replication = v
                 .parse()
@@ -1050,11 +1067,12 @@ impl LedgerConfig {
             }
             Ok(())
         }
-        if self.backend == Backend::Postgres && self.dsn.is_none() {
+        if self.backend == Backend::Postgres && self.dsn.is_none() && self.partitions.is_empty() {
             return Err(config_error(
                 "dsn: backend is postgres but no dsn is set (dsn: in the file or LEDGER_DSN)",
             ));
         }
+        check_partitions(self)?;
         if self.replication == Replication::Synchronous && self.backend != Backend::Postgres {
             return Err(config_error(
                 "replication: synchronous needs backend: postgres (the memory backend keeps records in this process only)",
@@ -1195,6 +1213,60 @@ impl LedgerConfig {
             ..Default::default()
         }
     }
+}
+
+/// Most partitions in one list.
+pub const MAX_PARTITIONS: usize = 1024;
+
+/// What `checkpoint_key` must contain when there are several partitions: it is replaced by
+/// the partition's index.
+pub const KEY_PLACEHOLDER: &str = "{partition}";
+
+/// The checks [`LedgerConfig::check`] runs on `partitions` (see [`crate::partition`]).
+fn check_partitions(config: &LedgerConfig) -> Result<(), LedgerError> {
+    let list = &config.partitions;
+    if list.is_empty() {
+        return Ok(());
+    }
+    let refuse = |m: String| Err(LedgerError::Config(m));
+    if list.len() > MAX_PARTITIONS {
+        return refuse(format!(
+            "partitions (LEDGER_PARTITIONS): {} DSNs; at most {MAX_PARTITIONS}",
+            list.len()
+        ));
+    }
+    if config.dsn.is_some() {
+        return refuse(
+            "partitions (LEDGER_PARTITIONS) and dsn (LEDGER_DSN) are both set: a partitioned ledger's databases are its partitions list; remove dsn".into(),
+        );
+    }
+    if config.backend != Backend::Postgres {
+        return refuse(
+            "partitions (LEDGER_PARTITIONS): needs backend: postgres (LEDGER_BACKEND=postgres)"
+                .into(),
+        );
+    }
+    for (i, d) in list.iter().enumerate() {
+        if let Some(j) = list[..i]
+            .iter()
+            .position(|o| o.hosts() == d.hosts() && o.database() == d.database())
+        {
+            return refuse(format!(
+                "partitions: DSNs {j} and {i} name the same database ({}); each partition needs its own",
+                d.redacted()
+            ));
+        }
+    }
+    if list.len() > 1
+        && let Some(key) = &config.checkpoint_key
+        && !key.to_string_lossy().contains(KEY_PLACEHOLDER)
+    {
+        return refuse(format!(
+            "checkpoint_key (LEDGER_CHECKPOINT_KEY): with {} partitions each partition's log needs its own key; write the path with {KEY_PLACEHOLDER} where the partition's index goes (e.g. /etc/avl/p{KEY_PLACEHOLDER}/checkpoint.key)",
+            list.len()
+        ));
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<String, LedgerError> {

@@ -250,6 +250,23 @@ pub enum LedgerError {
     /// the append's outcome is unknown (re-append with the same rid to learn it).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A partitioned ledger's configured `partitions` list disagrees with what a partition's
+    /// database records about its place (another order or length, a database of another
+    /// ledger, or no record yet); the message names the partition and both placements.
+    /// Nothing was started or written. Handle: restore the list the databases were migrated
+    /// with, run `ledger migrate up` for a new list, or change the partition count with the
+    /// documented export/import procedure.
+    #[error("partitions do not match: {0}")]
+    PartitionMismatch(String),
+    /// An error of one partition of a partitioned ledger (`index` in the `partitions`
+    /// list). Handle: as `reason` says; only that partition's anchors are concerned.
+    #[error("partition {index}: {reason}")]
+    Partition {
+        /// The partition's index in the list.
+        index: usize,
+        /// What went wrong there.
+        reason: Box<LedgerError>,
+    },
 }
 
 /// The reason of the [`LedgerError::Conflict`] the writer answers for a record whose rid
@@ -303,6 +320,8 @@ impl LedgerError {
             LedgerError::InvalidBatch(_) => "invalid_batch",
             LedgerError::BatchOverlap { .. } => "batch_overlap",
             LedgerError::Internal(_) => "internal",
+            LedgerError::PartitionMismatch(_) => "partition_mismatch",
+            LedgerError::Partition { reason, .. } => reason.kind(),
         }
     }
 
@@ -313,6 +332,7 @@ impl LedgerError {
             | LedgerError::BatchTooLarge { .. }
             | LedgerError::InvalidBatch(_) => "validation",
             LedgerError::BatchRefused { reason, .. } => reason.outcome_label(),
+            LedgerError::Partition { reason, .. } => reason.outcome_label(),
             LedgerError::Conflict { .. }
             | LedgerError::HeadMismatch { .. }
             | LedgerError::BatchOverlap { .. }

@@ -36,6 +36,8 @@
 //!   any position on (catch-up, then live; through outages), behind [`Ledger::subscribe`].
 //! - [`migrate`]: the copy rounds and checks of the live memory → PostgreSQL migration
 //!   ([`Ledger::migrate_to_postgres`]).
+//! - [`partition`]: [`partition::PartitionedLedger`], a ledger over several PostgreSQL
+//!   databases (one [`Ledger`] each, routed by anchor), the partition map and record.
 //! - [`verify`]: chain verification.
 //! - [`config`]: [`LedgerConfig`], the YAML `ledger:` section and `LEDGER_*` variables.
 //! - [`metrics`]: metric names and recording.
@@ -55,6 +57,7 @@ pub mod log_verify;
 pub mod metrics;
 pub mod migrate;
 pub mod observe;
+pub mod partition;
 pub mod pg;
 pub mod recovery;
 pub mod router;
@@ -72,6 +75,7 @@ pub use error::LedgerError;
 pub use health::{Health, HealthStatus};
 pub use ledger::Ledger;
 pub use ledger::create_ledger_store;
+pub use partition::PartitionedLedger;
 pub use store::Durability;
 pub use store::{Head, LedgerStore, RecordRange, ScanKey};
 pub use subscribe::{Delivered, SubscribeOptions, Subscription};

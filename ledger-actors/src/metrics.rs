@@ -181,6 +181,20 @@ pub const WITNESS_COSIGN_SECONDS: &str = "ledger_witness_cosign_seconds";
 /// this process stored them).
 pub const WITNESS_QUORUM_SIZE: &str = "ledger_witness_quorum_size";
 
+// ---------------------------------------------------------------------------------------------
+// Partitions (a partitioned ledger only; label [`labels::PARTITION`], the index in the list)
+// ---------------------------------------------------------------------------------------------
+
+/// Counter: records appended through a partitioned ledger, by partition and durability of
+/// the acknowledgement (label [`labels::DURABILITY`]; `failed` for an error).
+pub const PARTITION_APPENDS_TOTAL: &str = "ledger_partition_appends_total";
+/// Gauge: 1 while the partition's writer writes to its PostgreSQL, 0 during its outage or
+/// drain (label [`labels::PARTITION`]).
+pub const PARTITION_ON_POSTGRES: &str = "ledger_partition_on_postgres";
+/// Gauge: records the partition acknowledged during its outage and has not yet written to
+/// its PostgreSQL (label [`labels::PARTITION`]).
+pub const PARTITION_BUFFERED_RECORDS: &str = "ledger_partition_buffered_records";
+
 /// Every metric name, without the `_bucket`/`_sum`/`_count` series suffixes of histograms.
 pub const ALL: &[&str] = &[
     APPENDS_TOTAL,
@@ -222,6 +236,9 @@ pub const ALL: &[&str] = &[
     WITNESS_FAILURES_TOTAL,
     WITNESS_COSIGN_SECONDS,
     WITNESS_QUORUM_SIZE,
+    PARTITION_APPENDS_TOTAL,
+    PARTITION_ON_POSTGRES,
+    PARTITION_BUFFERED_RECORDS,
 ];
 
 /// Bucket upper bounds (seconds) for [`APPEND_DURATION_SECONDS`] and
@@ -346,6 +363,14 @@ pub mod labels {
     /// Label key on the witness metrics: the witness's key name (from the configuration, so
     /// bounded).
     pub const WITNESS: &str = "witness";
+    /// Label: a partition's index in the `partitions` list (bounded by the list's length,
+    /// at most 1024).
+    pub const PARTITION: &str = "partition";
+    /// Label: an acknowledgement's durability, or `failed`.
+    pub const DURABILITY: &str = "durability";
+    /// The values of [`DURABILITY`], in the order [`super::partition_counters`] returns
+    /// them: committed, buffered, spooled, volatile, failed.
+    pub const DURABILITIES: &[&str] = &["committed", "buffered", "spooled", "volatile", "failed"];
 }
 
 /// A [`PrometheusBuilder`] with the bucket bounds of every histogram in [`HISTOGRAMS`] set, and
@@ -550,9 +575,48 @@ pub fn register_gauges() {
     }
 }
 
+/// The append counters of one partition, one per [`labels::DURABILITIES`] value,
+/// registered (at 0) on the current recorder: a partitioned ledger takes them at start.
+pub fn partition_counters(partition: usize) -> Vec<Counter> {
+    let p = partition.to_string();
+    labels::DURABILITIES
+        .iter()
+        .map(|d| {
+            let c = counter!(PARTITION_APPENDS_TOTAL, labels::PARTITION => p.clone(), labels::DURABILITY => *d);
+            c.increment(0);
+            c
+        })
+        .collect()
+}
+
+/// A partition's writer state, sampled by the partitioned ledger every second.
+pub fn partition_writer(partition: usize, on_postgres: bool, buffered: u64) {
+    let p = partition.to_string();
+    metrics::gauge!(PARTITION_ON_POSTGRES, labels::PARTITION => p.clone()).set(if on_postgres {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!(PARTITION_BUFFERED_RECORDS, labels::PARTITION => p).set(buffered as f64);
+}
+
 /// Registers help text and unit for every metric on the current recorder. [`install`] calls it;
 /// it is idempotent.
 pub fn describe() {
+    describe_counter!(
+        PARTITION_APPENDS_TOTAL,
+        Unit::Count,
+        "Records appended through a partitioned ledger, by partition and durability (committed, buffered, spooled, volatile, failed)."
+    );
+    describe_gauge!(
+        PARTITION_ON_POSTGRES,
+        "1 while the partition's writer writes to its PostgreSQL, 0 during its outage or drain."
+    );
+    describe_gauge!(
+        PARTITION_BUFFERED_RECORDS,
+        Unit::Count,
+        "Records a partition acknowledged during its outage, not yet in its PostgreSQL."
+    );
     describe_counter!(
         APPENDS_TOTAL,
         Unit::Count,
@@ -1025,7 +1089,7 @@ mod tests {
                 "{name} buckets not increasing"
             );
         }
-        assert_eq!(ALL.len(), 39);
+        assert_eq!(ALL.len(), 42);
     }
 
     /// Every gauge is exposed at 0 as soon as the exporter is installed, before any ledger

@@ -100,6 +100,9 @@ enum Expect {
     /// Witness series: one per configured witness, so none here (no witnesses); whatever is
     /// present (the histogram's unlabelled registration, the quorum gauge) is 0.
     NoWitnessZero,
+    /// Only a ledger with a `partitions` list exports it (one series per partition; the
+    /// integration test `partitions` scrapes them): absent here.
+    PartitionedOnly,
 }
 
 fn expectation(name: &str) -> Expect {
@@ -144,6 +147,9 @@ fn expectation(name: &str) -> Expect {
         | metrics::WITNESS_FAILURES_TOTAL
         | metrics::WITNESS_COSIGN_SECONDS
         | metrics::WITNESS_QUORUM_SIZE => Expect::NoWitnessZero,
+        metrics::PARTITION_APPENDS_TOTAL
+        | metrics::PARTITION_ON_POSTGRES
+        | metrics::PARTITION_BUFFERED_RECORDS => Expect::PartitionedOnly,
         other => panic!("metric {other} is not classified in metrics_scrape.rs"),
     }
 }
@@ -247,6 +253,9 @@ fn exporter_reports_what_the_ledger_did() {
                         present, 0,
                         "{name} without replication: synchronous:\n{text}"
                     );
+                }
+                Expect::PartitionedOnly => {
+                    assert_eq!(present, 0, "{name} without partitions:\n{text}");
                 }
                 Expect::NoWitnessZero => {
                     for (series, v) in series_of(&all, name) {

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use ledger_actors::transfer::format::{self, AppendLine, FieldError};
-use ledger_actors::{AppendAck, Backend, Durability, Ledger, LedgerConfig, LedgerError};
+use ledger_actors::{AppendAck, Backend, Durability, LedgerConfig, LedgerError, PartitionedLedger};
 use serde_json::{Value, json};
 use tokio::io::BufReader;
 use tokio::sync::mpsc;
@@ -41,7 +41,11 @@ pub struct Args {
 type InFlight = Pin<Box<dyn Future<Output = (u64, Uuid, bool, Value)>>>;
 
 /// Appends one input line (a record or an atomic batch) and makes its output line.
-async fn append_line(ledger: Ledger, line: u64, input: AppendLine) -> (u64, Uuid, bool, Value) {
+async fn append_line(
+    ledger: PartitionedLedger,
+    line: u64,
+    input: AppendLine,
+) -> (u64, Uuid, bool, Value) {
     match input {
         AppendLine::One(record) => {
             let anchor = record.anchor_id;
@@ -88,7 +92,7 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     if config.backend == Backend::Postgres {
         // Refuse to start on the memory fallback: acknowledgements would be lost at exit.
         // Opening read-only checks the database and the schema, and nothing else.
-        Ledger::open_read_only(config.clone())
+        PartitionedLedger::open_read_only(config.clone())
             .await
             .context("checking the database")?
             .shutdown()
@@ -98,8 +102,11 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
             "ledger: note: the memory backend keeps nothing after this process exits (set LEDGER_BACKEND=postgres, or a spool_dir)"
         );
     }
-    let ledger = Ledger::start(config).await.context("starting the ledger")?;
-    let max_line = config_line_limit(ledger.config());
+    let max_line = config_line_limit(&config);
+    // Partitioned: each line goes to its anchor's partition.
+    let ledger = PartitionedLedger::start(config)
+        .await
+        .context("starting the ledger")?;
     let mut input = read_stdin(max_line);
     let concurrency = args.concurrency.max(1);
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
@@ -198,12 +205,12 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     for value in done.into_values().flatten() {
         println!("{value}");
     }
-    let report = ledger.shutdown().await?;
+    let reports = ledger.shutdown().await?;
     let mut code = if failures > 0 { 1 } else { 0 };
     if stop {
         eprintln!("ledger: --fail-fast: stopped after line {line_no}; later lines were not read");
     }
-    if report.buffered > 0 {
+    for report in reports.into_iter().filter(|r| r.buffered > 0) {
         code = 1;
         eprintln!(
             "ledger: {} acknowledged records were not in PostgreSQL when the process stopped{}",

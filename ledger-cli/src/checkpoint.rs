@@ -10,10 +10,13 @@ pub struct Args {
     /// Print `{"size", "root", "note"}` instead of the note.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    partition: crate::parts::PartitionArg,
 }
 
 /// Prints the latest checkpoint (the signed note as is); exit 1 when there is none.
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.partition.config(&config)?;
     let log = ledger_actors::tlog::open_log(&config)?;
     let Some(c) = log.latest_checkpoint().await? else {
         eprintln!("no checkpoint yet");

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
+use ledger_actors::partition::create_partitioned_store;
 use ledger_actors::transfer::{self, ImportOptions, ImportSummary, Refusal};
-use ledger_actors::{Backend, LedgerConfig, create_ledger_store};
+use ledger_actors::{Backend, LedgerConfig};
 use serde_json::json;
 use tokio::io::{AsyncBufRead, BufReader};
 
@@ -39,7 +40,8 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
              import only verifies the input"
         );
     }
-    let store = create_ledger_store(&config).await?;
+    // Partitioned: each record goes to its anchor's partition.
+    let store = create_partitioned_store(&config).await?;
     let options = ImportOptions {
         batch_size: args.batch_size.unwrap_or(config.batch_size),
         limits: config.limits(),

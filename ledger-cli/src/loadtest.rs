@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-use ledger_actors::{Durability, Expect, Ledger, LedgerConfig, RecordRange};
+use ledger_actors::{Durability, Expect, LedgerConfig, PartitionedLedger, RecordRange};
 use ledger_entities::{NewRecord, RecordHash};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -80,7 +80,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 const DRAIN_WAIT: Duration = Duration::from_secs(120);
 
 struct Shared {
-    ledger: Ledger,
+    ledger: PartitionedLedger,
+    /// Per partition: records acknowledged `Committed`, and otherwise (buffered, spooled,
+    /// volatile).
+    by_partition: Vec<[AtomicU64; 2]>,
     anchors: Vec<Uuid>,
     acked: Vec<AtomicU32>,
     next: AtomicU64,
@@ -118,11 +121,23 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
     );
     let backend = config.backend;
     let ephemeral = crate::loadtest_log::ephemeral_key(&mut config)?;
-    let ledger = Ledger::start(config).await.context("starting the ledger")?;
-    let lag_watch = crate::loadtest_log::LagWatch::start(&ledger);
-    let subscriber = match args.subscribe {
-        true => Some(crate::loadtest_subscribe::Subscriber::start(&ledger).await?),
-        false => None,
+    let partitioned = !config.partitions.is_empty();
+    anyhow::ensure!(
+        !(args.subscribe && config.partitions.len() > 1),
+        "--subscribe follows one log; a partitioned ledger has one per partition"
+    );
+    let ledger = PartitionedLedger::start(config)
+        .await
+        .context("starting the ledger")?;
+    // One watch per partition: each has its own integrator and log.
+    let lag_watches: Vec<crate::loadtest_log::LagWatch> = ledger
+        .partitions()
+        .iter()
+        .map(crate::loadtest_log::LagWatch::start)
+        .collect();
+    let subscriber = match (args.subscribe, ledger.partitions().first()) {
+        (true, Some(one)) => Some(crate::loadtest_subscribe::Subscriber::start(one).await?),
+        _ => None,
     };
     let total = if args.duration.is_some() {
         u64::MAX
@@ -131,6 +146,9 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
     };
     let shared = Arc::new(Shared {
         ledger: ledger.clone(),
+        by_partition: (0..ledger.count())
+            .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
+            .collect(),
         anchors: (0..args.anchors)
             .map(|i| match args.anchor_seed {
                 Some(seed) => seeded_anchor(seed, i as u64),
@@ -162,7 +180,7 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
     let started = Instant::now();
     // Appenders run on the ledger's worker threads, beside the chain actors, so both cores
     // work and most hand-offs stay on one thread.
-    let threads = ledger.workers().to_vec();
+    let threads = ledger.workers();
     let mut results = Vec::with_capacity(args.concurrency);
     for i in 0..args.concurrency {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -190,9 +208,11 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
     // by the writer; wait for that (bounded) so what is verified is what is durable.
     let mut buffered = 0;
     let mut failovers = 0;
-    if let Some(status) = ledger.await_drain(DRAIN_WAIT).await {
-        buffered = status.buffered;
-        failovers = status.failovers;
+    for status in ledger.await_drain(DRAIN_WAIT).await.into_iter().flatten() {
+        buffered += status.buffered;
+        failovers += status.failovers;
+    }
+    {
         if buffered > 0 && !args.json {
             eprintln!(
                 "{buffered} acknowledged records still not in PostgreSQL after {DRAIN_WAIT:?}"
@@ -204,10 +224,27 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         Some(s) => s.finish().await,
         None => Value::Null,
     };
-    let (checkpoint, integration) = lag_watch
-        .finish(&ledger, appends_ended, ephemeral.as_ref())
-        .await?;
-    let uncovered = integration["covers_all_appends"] == json!(false);
+    let mut checkpoints = Vec::new();
+    let mut integrations = Vec::new();
+    for (watch, part) in lag_watches.into_iter().zip(ledger.partitions()) {
+        let (c, i) = watch
+            .finish(part, appends_ended, ephemeral.as_ref())
+            .await?;
+        checkpoints.push(c);
+        integrations.push(i);
+    }
+    let uncovered = integrations
+        .iter()
+        .any(|i| i["covers_all_appends"] == json!(false));
+    // Partitioned: one checkpoint and integration per partition (each its own log).
+    let (checkpoint, integration) = if partitioned {
+        (Value::Array(checkpoints), Value::Array(integrations))
+    } else {
+        (
+            checkpoints.pop().unwrap_or(Value::Null),
+            integrations.pop().unwrap_or(Value::Null),
+        )
+    };
 
     // Verify every chain written and compare its length with the acknowledged appends (with
     // a seed: other processes write the same anchors, so acknowledgements are checked by rid).
@@ -221,7 +258,7 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
             continue;
         }
         let report = match ledger.verify(*anchor).await {
-            Ok(r) => r,
+            Ok((_, r)) => r,
             Err(ledger_actors::LedgerError::UnknownAnchor(_)) if acked == 0 => continue,
             Err(e) => return Err(e.into()),
         };
@@ -243,13 +280,10 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         let moved: std::collections::HashMap<RecordHash, RecordHash> = ledger
             .outage_records()
             .await
-            .map(|o| {
-                o.rechained
-                    .into_iter()
-                    .map(|(_, old, new)| (old, new))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+            .flat_map(|o| o.rechained.into_iter().map(|(_, old, new)| (old, new)))
+            .collect();
         missing = check.compare(&acks, &moved, args.json);
     }
     ledger.shutdown().await?;
@@ -281,6 +315,12 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         "checkpoint": checkpoint,
         "integration": integration,
         "subscription": subscription,
+        "partitions": ledger.count(),
+        "records_by_partition": shared.by_partition.iter().enumerate().map(|(i, [c, o])| json!({
+            "partition": i,
+            "committed": c.load(Ordering::Acquire),
+            "other": o.load(Ordering::Acquire),
+        })).collect::<Vec<_>>(),
     });
     if args.json {
         println!("{result}");
@@ -322,9 +362,21 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
             "verified {verified} anchors ({} records): {breaks} continuity breaks, {missing} acknowledged records missing or wrong",
             check.read
         );
-        if !checkpoint.is_null() {
+        let pairs: Vec<(String, &Value, &Value)> = match (&checkpoint, &integration) {
+            (Value::Array(c), Value::Array(i)) => c
+                .iter()
+                .zip(i)
+                .enumerate()
+                .map(|(p, (c, i))| (format!("partition {p} "), c, i))
+                .collect(),
+            (c, i) => vec![(String::new(), c, i)],
+        };
+        for (part, checkpoint, integration) in pairs {
+            if checkpoint.is_null() {
+                continue;
+            }
             println!(
-                "checkpoint: size {} root {}; appends end -> covering checkpoint {:.0} ms, commit -> checkpoint p99 {} ms, max {:.0} ms",
+                "{part}checkpoint: size {} root {}; appends end -> covering checkpoint {:.0} ms, commit -> checkpoint p99 {} ms, max {:.0} ms",
                 checkpoint["size"],
                 checkpoint["root"].as_str().unwrap_or("?"),
                 integration["appends_end_to_checkpoint_ms"]
@@ -430,6 +482,9 @@ async fn worker(shared: Arc<Shared>) -> Histogram<u64> {
         match result {
             Ok((records, durability)) => {
                 shared.acked[a].fetch_add(records.len() as u32, Ordering::AcqRel);
+                let p = shared.ledger.partition_of(shared.anchors[a]);
+                let slot = usize::from(durability != Durability::Committed);
+                shared.by_partition[p][slot].fetch_add(records.len() as u64, Ordering::Relaxed);
                 if let Some(lag) = &shared.lag {
                     for r in &records {
                         lag.acked(r.rid);
@@ -503,7 +558,7 @@ struct AckCheck {
 
 impl AckCheck {
     /// Reads one anchor's whole chain, page by page.
-    async fn read_chain(&mut self, ledger: &Ledger, anchor: Uuid) -> anyhow::Result<()> {
+    async fn read_chain(&mut self, ledger: &PartitionedLedger, anchor: Uuid) -> anyhow::Result<()> {
         let mut range = RecordRange {
             limit: 10_000,
             ..RecordRange::default()

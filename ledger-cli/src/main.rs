@@ -16,6 +16,7 @@
 //! - `export.rs`, `import.rs`: `ledger export`, `ledger import`.
 //! - `tail.rs`: `ledger tail` (the records in log order with their positions; `--follow`).
 //! - `read.rs`: how the commands that only read open the store.
+//! - `parts.rs`: `--partition N` of the commands that use one partition's log.
 //! - `serve.rs`: `ledger serve` (the log as C2SP tlog-tiles over HTTP, receipts).
 
 mod anchors;
@@ -30,6 +31,7 @@ mod loadtest;
 mod loadtest_log;
 mod loadtest_subscribe;
 mod migrate;
+mod parts;
 mod prove;
 mod read;
 mod records;

@@ -1,5 +1,5 @@
 //! `ledger migrate up|down|status|fresh`: the database schema, against `LEDGER_DSN` (or the
-//! configuration file's `dsn`). Same semantics as sea-orm-cli's `migrate` subcommands.
+//! configuration file's `dsn`), or every database of `partitions:` / `LEDGER_PARTITIONS`. Same semantics as sea-orm-cli's `migrate` subcommands.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,7 +16,7 @@ pub struct Args {
     action: Action,
 }
 
-#[derive(clap::Subcommand)]
+#[derive(clap::Subcommand, Clone)]
 enum Action {
     /// Apply pending migrations (all of them, or the first N with -n).
     Up {
@@ -40,14 +40,53 @@ enum Action {
     Fresh,
 }
 
-/// Runs `ledger migrate`; exit 0 when done, errors are returned (the caller exits 2).
+/// Runs `ledger migrate`; exit 0 when done, errors are returned (the caller exits 2). With
+/// `partitions:` it runs on every partition in list order, each under a `partition N
+/// (DSN):` heading, and `up` and `fresh` then write (or check) each database's partition
+/// record; it stops at the first partition that fails.
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let dsn = config
-        .dsn
-        .as_ref()
-        .context("no database: set LEDGER_DSN (or `dsn:` in the configuration file)")?;
+    if config.partitions.is_empty() {
+        let dsn = config
+            .dsn
+            .as_ref()
+            .context("no database: set LEDGER_DSN (or `dsn:` in the configuration file)")?;
+        let writes = matches!(args.action, Action::Up { .. } | Action::Fresh);
+        let code = on_database(&config, dsn, args.action).await?;
+        if writes {
+            // A database that records itself as a partition of a longer list is refused.
+            ledger_actors::partition::record_partitions(&config).await?;
+        }
+        return Ok(code);
+    }
+    let count = config.partitions.len();
+    for i in 0..count {
+        let part = ledger_actors::partition::partition_config(&config, i)?;
+        let dsn = part.dsn.clone().context("a partition without a DSN")?;
+        println!("partition {i} of {count} ({dsn}):");
+        on_database(&part, &dsn, args.action.clone())
+            .await
+            .with_context(|| format!("partition {i} ({dsn})"))?;
+    }
+    if matches!(args.action, Action::Up { .. } | Action::Fresh) {
+        let checks = ledger_actors::partition::record_partitions(&config).await?;
+        for (i, c) in checks.iter().enumerate() {
+            let what = match c {
+                ledger_actors::partition::RecordCheck::Written => "written",
+                _ => "matches",
+            };
+            println!("partition {i} of {count}: partition record {what}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn on_database(
+    config: &LedgerConfig,
+    dsn: &ledger_actors::Dsn,
+    action: Action,
+) -> anyhow::Result<ExitCode> {
     // Of a multi-host DSN, the host that takes writes.
-    let target = ledger_actors::pg::store::writable_endpoint(&config)
+    let target = ledger_actors::pg::store::writable_endpoint(config)
         .await
         .with_context(|| format!("cannot connect to {dsn}"))?;
     let mut options = ConnectOptions::new(target.expose());
@@ -60,7 +99,7 @@ pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
     let db = Database::connect(options)
         .await
         .with_context(|| format!("cannot connect to {dsn}"))?;
-    let result = act(&db, args.action).await;
+    let result = act(&db, action).await;
     // Best effort: the process exits next anyway.
     let _ = db.close().await;
     result
@@ -107,5 +146,10 @@ async fn print_status(db: &DatabaseConnection) -> anyhow::Result<ExitCode> {
         }
     }
     println!("{status}");
+    if status.is_up_to_date()
+        && let Some(r) = ledger_actors::partition::read_record(db).await?
+    {
+        println!("partition record: partition {} of {}", r.index, r.count);
+    }
     Ok(ExitCode::SUCCESS)
 }

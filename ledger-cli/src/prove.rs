@@ -15,11 +15,14 @@ pub struct Args {
     /// Prove that the log at the new size extends the log at this size.
     #[arg(long, value_name = "OLD_SIZE")]
     consistency: Option<u64>,
+    #[command(flatten)]
+    partition: crate::parts::PartitionArg,
 }
 
 /// Prints the receipt (or consistency proof) as JSON; exit 1 when the record is not covered
 /// by a checkpoint yet.
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.partition.config(&config)?;
     let log = ledger_actors::tlog::open_log(&config)?;
     let result = match args.consistency {
         Some(old) => {

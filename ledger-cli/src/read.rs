@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use ledger_actors::{Backend, Ledger, LedgerConfig, LedgerStore};
+use ledger_actors::{Backend, LedgerConfig, LedgerStore, PartitionedLedger};
 
-/// Opens the configured PostgreSQL ledger read-only ([`Ledger::open_read_only`]), runs
-/// `command` on its store, then closes it. An unreachable database or a schema that is not
+/// Opens the configured PostgreSQL ledger read-only
+/// ([`PartitionedLedger::open_read_only`]: every partition of a partitioned one, reads
+/// routed by anchor), runs `command` on its store, then closes it. An unreachable database or a schema that is not
 /// up to date is an error (the CLI exits 2 with the reason); so is the memory backend, whose
 /// records live only inside the process that appended them.
 pub async fn with_store<F, Fut>(config: &LedgerConfig, command: F) -> anyhow::Result<ExitCode>
@@ -24,10 +25,10 @@ where
              command has nothing to read; set LEDGER_BACKEND=postgres and LEDGER_DSN"
         );
     }
-    let ledger = Ledger::open_read_only(config.clone())
+    let ledger = PartitionedLedger::open_read_only(config.clone())
         .await
         .context("opening the ledger read-only")?;
-    let result = command(Arc::clone(ledger.store())).await;
+    let result = command(ledger.store()).await;
     ledger.shutdown().await?;
     result
 }

@@ -14,6 +14,8 @@ pub struct Args {
     /// old_hash, new_hash}], kept, corrupt_tail, report_file) instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    partition: crate::parts::PartitionArg,
 }
 
 /// Runs `ledger recover-spool`: exit 0 when every spooled record is in PostgreSQL, 1 when
@@ -21,6 +23,7 @@ pub struct Args {
 /// could not run (no spool_dir or not postgres, the spool locked by a running host, the
 /// database unreachable: nothing written, run it again).
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.partition.config(&config)?;
     let report = Ledger::recover_spool(&config).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

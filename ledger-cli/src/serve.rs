@@ -73,11 +73,14 @@ pub struct Args {
     /// On SIGINT/SIGTERM, how long requests in flight may take before the process exits.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_timeout: Duration,
+    #[command(flatten)]
+    partition: crate::parts::PartitionArg,
 }
 
 /// Serves until SIGINT or SIGTERM; exit 0 after a graceful stop, 2 when it cannot start
 /// (memory backend, database unreachable, schema not up to date, address taken).
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.partition.config(&config)?;
     // Fails on the memory backend, whose log lives only inside the process that appends.
     drop(ledger_actors::tlog::open_log(&config)?);
     let reading = LedgerConfig {

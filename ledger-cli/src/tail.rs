@@ -42,11 +42,14 @@ pub struct Args {
     /// Records per page read (memory is about three pages; larger pages catch up faster).
     #[arg(long, default_value_t = ledger_actors::subscribe::DEFAULT_PAGE, value_name = "N")]
     page: usize,
+    #[command(flatten)]
+    partition: crate::parts::PartitionArg,
 }
 
 /// Runs `ledger tail`: exit 0 at the end (or on SIGINT, or when the reader of the output
 /// goes away), 2 when the log cannot be read.
 pub async fn run(config: LedgerConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.partition.config(&config)?;
     if config.backend == Backend::Memory {
         bail!(
             "the memory backend keeps its log inside the process that appended the records, so \

@@ -14,11 +14,11 @@ pub struct LogArgs {
     /// Verifier key file (`checkpoint.pub`) to check checkpoint signatures with (default:
     /// derived from the configured `checkpoint_key`, if any).
     #[arg(long, value_name = "PUB_FILE")]
-    key: Option<PathBuf>,
+    pub key: Option<PathBuf>,
     /// A signed checkpoint saved earlier (e.g. by `ledger checkpoint > saved.note`): today's
     /// log must contain it. Needs a key.
     #[arg(long, value_name = "CHECKPOINT_FILE")]
-    since: Option<PathBuf>,
+    pub since: Option<PathBuf>,
 }
 
 /// Verifies the log when the backend has one (PostgreSQL); `None` on the memory backend.

@@ -20,6 +20,8 @@
 //!   record's predecessor must be stored in its anchor; SQLSTATE 23503).
 //! - `src/m20261203_000030_cosignatures.rs`: `ledger_cosignatures`, witness cosignatures of
 //!   checkpoints.
+//! - `src/m20261203_000040_partition.rs`: `ledger_partition`, the partition record of a
+//!   partitioned ledger's database (its index and the partition count).
 //!
 //! # Example
 //!
@@ -48,6 +50,7 @@ mod m20261125_000001_create_ledger_tables;
 mod m20261126_000010_transparency_log;
 mod m20261126_000020_prev_fk;
 mod m20261203_000030_cosignatures;
+mod m20261203_000040_partition;
 
 /// Runs a migration's raw SQL statements in order (every migration here is plain DDL). On
 /// PostgreSQL sea-orm-migration wraps each migration in a transaction (DDL is transactional
@@ -71,6 +74,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000010_transparency_log::Migration),
             Box::new(m20261126_000020_prev_fk::Migration),
             Box::new(m20261203_000030_cosignatures::Migration),
+            Box::new(m20261203_000040_partition::Migration),
         ]
     }
 }
