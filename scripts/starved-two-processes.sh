@@ -55,7 +55,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 status = int(sys.argv[2])
 print(f"exit {status} appends {r['appends']} errors {r['errors']} {r['errors_by_kind']} "
-      f"failovers {r['failovers']} slow_not_down {r['slow_not_down']} p99 {r['latency_ms']['p99']:.1f} ms "
+      f"failovers {r['failovers']} slow_not_down {r.get('slow_not_down')} p99 {r['latency_ms']['p99']:.1f} ms "
       f"max {r['latency_ms']['max']:.1f} ms missing {r['records_missing']}")
 sys.exit(0 if status == 0 and r['failovers'] == 0 and r['errors'] == 0 else 1)
 PY

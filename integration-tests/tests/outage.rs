@@ -381,7 +381,10 @@ async fn rechained_records_are_found_by_rid_with_their_final_hash() {
     let durable = durable.await.unwrap().unwrap();
     assert_eq!(durable.durability, Durability::Committed);
     let durable_stored = stored.get(durable.record.rid).await.unwrap().unwrap();
-    assert_eq!(durable.record.hash, durable_stored.hash, "a Committed ack with a stale hash");
+    assert_eq!(
+        durable.record.hash, durable_stored.hash,
+        "a Committed ack with a stale hash"
+    );
     assert_eq!(durable_stored.prev_hash, Some(final_record.hash));
     assert!(ledger.verify(anchor).await.unwrap().is_intact());
     ledger.shutdown().await.unwrap();

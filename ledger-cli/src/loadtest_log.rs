@@ -106,7 +106,16 @@ impl LagWatch {
                 Err(e) => return Err(e.into()),
             }
         };
-        let covering = ledger.await_checkpoint(records, COVER_WAIT).await?;
+        let covering = loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match ledger.await_checkpoint(records, left).await {
+                Ok(c) => break c,
+                Err(ledger_actors::LedgerError::Unavailable(_)) if !left.is_zero() => {
+                    actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let waited = appends_ended.elapsed();
         self.stop.store(true, Ordering::Release);
         if let Some(lag) = ledger.integrator_progress().and_then(|p| p.last_lag) {

@@ -8,9 +8,9 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
 
-mod support;
 #[path = "../../integration-tests/tests/support/cluster.rs"]
 mod cluster;
+mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

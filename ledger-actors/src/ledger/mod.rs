@@ -1052,7 +1052,10 @@ impl Ledger {
     /// recovery are in [`Ledger::spool_recovery`] instead.
     pub async fn rechained(&self, rid: Uuid) -> Option<crate::recovery::RechainedRecord> {
         let addr = self.writer()?;
-        addr.send(crate::writer::GetRechain(rid)).await.ok().flatten()
+        addr.send(crate::writer::GetRechain(rid))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Waits until records buffered during an outage are all in PostgreSQL (or `timeout`

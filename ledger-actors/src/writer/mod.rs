@@ -846,7 +846,7 @@ impl Writer {
                         // that (a replay), so `Committed` never carries a stale hash.
                         None if moved.contains(&r.rid) || self.rechains.get(r.rid).is_some() => {
                             Err(LedgerError::Conflict {
-                            rid: r.rid,
+                                rid: r.rid,
                                 reason: crate::error::RID_TAKEN.into(),
                             })
                         }
