@@ -323,6 +323,76 @@ async fn append_durable_waits_through_an_outage() {
     ctx.teardown().await;
 }
 
+/// A record acknowledged during an outage says its hash is provisional; when another
+/// process extends its anchor meanwhile, the drain re-chains it, and the host learns the
+/// final record by rid (`get`), both hashes (`rechained`), and every re-chain
+/// (`outage_records`). A durable append re-chained by the drain is answered with the stored
+/// record, never a stale hash.
+#[actix_rt::test]
+async fn rechained_records_are_found_by_rid_with_their_final_hash() {
+    logs();
+    let ctx = TestContext::new("outage_rechain_final").await;
+    let proxy = Proxy::start(upstream());
+    let ledger = Ledger::start(config(proxied(&ctx, &proxy))).await.unwrap();
+    let other = Ledger::start(config(Dsn::parse(&ctx.dsn).unwrap()))
+        .await
+        .unwrap();
+    let anchor = Uuid::new_v4();
+    let first = ledger.append(rec(anchor, 0)).await.unwrap();
+    assert!(first.hash_is_final() && !first.provisional());
+    proxy.set(Mode::Refuse);
+    proxy.cut_all();
+    let buffered = ledger.append(rec(anchor, 1)).await.unwrap();
+    assert_eq!(buffered.durability, Durability::Buffered);
+    assert!(buffered.provisional() && !buffered.hash_is_final());
+    let durable = {
+        let ledger = ledger.clone();
+        actix_rt::spawn(async move {
+            ledger
+                .append_durable(rec(anchor, 2), Duration::from_secs(60))
+                .await
+        })
+    };
+    // Another process extends the anchor while this one is cut off.
+    let theirs = other.append(rec(anchor, 100)).await.unwrap();
+    assert_eq!(theirs.durability, Durability::Committed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.set(Mode::Pass);
+    let status = ledger.await_drain(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(status.buffered, 0);
+    assert!(status.rechained >= 1, "{status:?}");
+
+    let stored = direct_store(&ctx).await;
+    let final_record = ledger.get(buffered.record.rid).await.unwrap().unwrap();
+    let in_postgres = stored.get(buffered.record.rid).await.unwrap().unwrap();
+    assert_eq!(final_record.hash, in_postgres.hash);
+    assert_ne!(final_record.hash, buffered.record.hash, "not re-chained");
+    assert_eq!(final_record.prev_hash, Some(theirs.record.hash));
+    assert_eq!(final_record.payload, buffered.record.payload);
+    let moved = ledger.rechained(buffered.record.rid).await.unwrap();
+    assert_eq!(
+        (moved.old_hash, moved.new_hash),
+        (buffered.record.hash, final_record.hash)
+    );
+    assert!(ledger.rechained(first.record.rid).await.is_none());
+    let listed = ledger.outage_records().await.unwrap().rechained;
+    assert!(listed.contains(&(buffered.record.rid, buffered.record.hash, final_record.hash)));
+
+    let durable = durable.await.unwrap().unwrap();
+    assert_eq!(durable.durability, Durability::Committed);
+    let durable_stored = stored.get(durable.record.rid).await.unwrap().unwrap();
+    assert_eq!(
+        durable.record.hash, durable_stored.hash,
+        "a Committed ack with a stale hash"
+    );
+    assert_eq!(durable_stored.prev_hash, Some(final_record.hash));
+    assert!(ledger.verify(anchor).await.unwrap().is_intact());
+    ledger.shutdown().await.unwrap();
+    other.shutdown().await.unwrap();
+    drop(proxy);
+    ctx.teardown().await;
+}
+
 /// Shutting down during an outage reports how many acknowledged records are not in
 /// PostgreSQL and where the spool keeps them; the next start writes them.
 #[actix_rt::test]

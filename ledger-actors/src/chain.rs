@@ -186,7 +186,8 @@ impl Message for AppendBatch {
     type Result = Result<BatchAck, LedgerError>;
 }
 
-/// Answer to an [`AppendBatch`].
+/// Answer to an [`AppendBatch`]. Like [`AppendAck`], its hashes are final only when
+/// [`BatchAck::hash_is_final`] (not `Buffered`/`Spooled`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchAck {
     /// The records as hashed and stored, in chain order (contiguous).
@@ -282,14 +283,45 @@ impl Message for Relink {
 }
 
 /// Answer to an [`Append`].
+///
+/// Its `record.hash` (with `ts` and `prev_hash`) is final only when [`AppendAck::hash_is_final`]:
+/// a `Buffered` or `Spooled` record (acknowledged during a PostgreSQL outage) may be
+/// re-chained by the drain onto a head another process wrote meanwhile (same rid and
+/// content, new hash). Keep the rid; learn the final record with `Ledger::get(rid)` after the
+/// drain (`Ledger::await_drain`), and the hash it moved from and to with
+/// `Ledger::rechained(rid)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppendAck {
-    /// The record as hashed and stored.
+    /// The record as hashed — and, unless [`AppendAck::provisional`], as stored.
     pub record: Arc<LedgerRecord>,
     /// How durable it is now.
     pub durability: Durability,
     /// True when the append repeated a stored client rid and the stored record is returned.
     pub replayed: bool,
+}
+
+impl AppendAck {
+    /// True when `record` is stored as acknowledged (`Committed`, `Volatile`).
+    pub fn hash_is_final(&self) -> bool {
+        self.durability.hash_is_final()
+    }
+
+    /// True when `record.hash` may still change (`Buffered`, `Spooled`): see the type.
+    pub fn provisional(&self) -> bool {
+        !self.hash_is_final()
+    }
+}
+
+impl BatchAck {
+    /// True when `records` are stored as acknowledged (`Committed`, `Volatile`).
+    pub fn hash_is_final(&self) -> bool {
+        self.durability.hash_is_final()
+    }
+
+    /// True when the records' hashes may still change (`Buffered`, `Spooled`).
+    pub fn provisional(&self) -> bool {
+        !self.hash_is_final()
+    }
 }
 
 // ---------------------------------------------------------------------------------------

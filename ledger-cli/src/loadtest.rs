@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
+use ledger_actors::writer::OutageStatus;
 use ledger_actors::{Durability, Expect, LedgerConfig, PartitionedLedger, RecordRange};
-use ledger_entities::{NewRecord, RecordHash};
+use ledger_entities::{LedgerRecord, NewRecord, RecordHash};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -36,10 +37,12 @@ pub struct Args {
     duration: Option<Duration>,
     /// Derive the anchors from this seed (anchor i is the same UUID for the same seed in every
     /// process), so several processes started with one seed append to the same anchors. The
-    /// end-of-run check then reads each whole chain (other processes' records included) and
-    /// checks every record this process acknowledged by rid: stored exactly once, with the
-    /// hash of its acknowledgement (or, for a record acknowledged during an outage and
-    /// re-chained by the drain, the hash it was re-chained to). Default: random anchors.
+    /// end-of-run check then waits for this process's outage drain, reads each whole chain
+    /// (other processes' records included) and checks every record this process
+    /// acknowledged by rid: stored exactly once, in its anchor, with the content appended and
+    /// the hash of its acknowledgement — or, for a provisional acknowledgement (`Buffered`,
+    /// `Spooled`) the drain re-chained, the final hash `Ledger::rechained` names. Default:
+    /// random anchors.
     #[arg(long, value_name = "SEED")]
     anchor_seed: Option<u64>,
     /// Records per call: each call appends this many records to one anchor atomically
@@ -102,10 +105,23 @@ struct Shared {
     first_error: std::sync::Mutex<Option<String>>,
     /// Failed appends by error kind ([`ledger_actors::LedgerError::kind`]).
     errors_by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
-    /// With `--anchor-seed`: every acknowledgement (rid, hash, buffered during an outage).
-    acks: Option<std::sync::Mutex<Vec<(Uuid, RecordHash, bool)>>>,
+    /// With `--anchor-seed`: every acknowledgement.
+    acks: Option<std::sync::Mutex<Vec<Acked>>>,
     /// With `--subscribe`: where acknowledgements are reported for the live lag.
     lag: Option<Arc<crate::loadtest_subscribe::SubscribeLag>>,
+}
+
+/// One acknowledged record, as the end-of-run check compares it with the store.
+struct Acked {
+    rid: Uuid,
+    /// Index of its anchor in `Shared::anchors`.
+    anchor: usize,
+    /// The `seq` of its payload (the rest of the payload is the shared filler).
+    seq: u64,
+    /// The hash acknowledged.
+    hash: RecordHash,
+    /// The acknowledgement said the hash may still change (`AppendAck::provisional`).
+    provisional: bool,
 }
 
 /// Runs the load test; exit 1 when any append failed or any chain broke.
@@ -205,19 +221,55 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
     }
 
     // After a PostgreSQL outage, records acknowledged on the memory fallback are written back
-    // by the writer; wait for that (bounded) so what is verified is what is durable.
-    let mut buffered = 0;
-    let mut failovers = 0;
-    for status in ledger.await_drain(DRAIN_WAIT).await.into_iter().flatten() {
-        buffered += status.buffered;
-        failovers += status.failovers;
-    }
-    {
-        if buffered > 0 && !args.json {
-            eprintln!(
-                "{buffered} acknowledged records still not in PostgreSQL after {DRAIN_WAIT:?}"
-            );
+    // by the writer; wait for that (bounded) so what is verified is what is durable, and check
+    // again if the database became unreachable during the check (a stop may come late).
+    let acks = shared
+        .acks
+        .as_ref()
+        .map(|a| std::mem::take(&mut *a.lock().unwrap_or_else(|p| p.into_inner())));
+    let until = Instant::now() + DRAIN_WAIT;
+    let (status, checked) = loop {
+        let status = Drain::of(
+            ledger
+                .await_drain(until.saturating_duration_since(Instant::now()))
+                .await,
+        );
+        let again = match check_all(&ledger, &shared, acks.as_deref(), args.json).await {
+            Ok(checked) => {
+                let now = Drain::of(ledger.outage_status().await);
+                let moved = match (&status, &now) {
+                    (Some(before), Some(now)) => {
+                        now.failovers != before.failovers || now.buffered > 0
+                    }
+                    _ => false,
+                };
+                if !moved || Instant::now() >= until {
+                    break (now.or(status), checked);
+                }
+                "the ledger failed over during the check".to_owned()
+            }
+            Err(ledger_actors::LedgerError::Unavailable(why)) if Instant::now() < until => why,
+            Err(e) => return Err(e.into()),
+        };
+        if !args.json {
+            eprintln!("checking again after the drain: {again}");
         }
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+    };
+    let Checked {
+        verified,
+        breaks,
+        missing,
+        rechained: rechained_acks,
+        read,
+    } = checked;
+    let Drain {
+        buffered,
+        failovers,
+        slow_not_down,
+    } = status.unwrap_or_default();
+    if buffered > 0 && !args.json {
+        eprintln!("{buffered} acknowledged records still not in PostgreSQL after {DRAIN_WAIT:?}");
     }
 
     let subscription = match subscriber {
@@ -245,47 +297,6 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
             integrations.pop().unwrap_or(Value::Null),
         )
     };
-
-    // Verify every chain written and compare its length with the acknowledged appends (with
-    // a seed: other processes write the same anchors, so acknowledgements are checked by rid).
-    let mut verified = 0u64;
-    let mut breaks = 0u64;
-    let mut missing = 0u64;
-    let mut check = AckCheck::default();
-    for (anchor, acked) in shared.anchors.iter().zip(&shared.acked) {
-        let acked = u64::from(acked.load(Ordering::Acquire));
-        if acked == 0 && shared.acks.is_none() {
-            continue;
-        }
-        let report = match ledger.verify(*anchor).await {
-            Ok((_, r)) => r,
-            Err(ledger_actors::LedgerError::UnknownAnchor(_)) if acked == 0 => continue,
-            Err(e) => return Err(e.into()),
-        };
-        verified += 1;
-        if let Some(b) = &report.broken {
-            breaks += 1;
-            if !args.json {
-                eprintln!("BROKEN anchor {anchor} at {} : {}", b.rid, b.reason);
-            }
-        }
-        if shared.acks.is_none() {
-            missing += acked.saturating_sub(report.records);
-        } else {
-            check.read_chain(&ledger, *anchor).await?;
-        }
-    }
-    if let Some(acks) = &shared.acks {
-        let acks = std::mem::take(&mut *acks.lock().unwrap_or_else(|p| p.into_inner()));
-        let moved: std::collections::HashMap<RecordHash, RecordHash> = ledger
-            .outage_records()
-            .await
-            .into_iter()
-            .flatten()
-            .flat_map(|o| o.rechained.into_iter().map(|(_, old, new)| (old, new)))
-            .collect();
-        missing = check.compare(&acks, &moved, args.json);
-    }
     ledger.shutdown().await?;
 
     let appends = shared.records.load(Ordering::Acquire);
@@ -308,9 +319,11 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
         "anchors_verified": verified,
         "continuity_breaks": breaks,
         "records_missing": missing,
-        "chain_records_read": check.read,
+        "acks_rechained": rechained_acks,
+        "chain_records_read": read,
         "anchor_seed": args.anchor_seed,
         "failovers": failovers,
+        "slow_not_down": slow_not_down,
         "buffered_not_in_postgres": buffered,
         "checkpoint": checkpoint,
         "integration": integration,
@@ -359,8 +372,7 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
             latency.max() as f64 / 1000.0
         );
         println!(
-            "verified {verified} anchors ({} records): {breaks} continuity breaks, {missing} acknowledged records missing or wrong",
-            check.read
+            "verified {verified} anchors ({read} records): {breaks} continuity breaks, {missing} acknowledged records missing or wrong"
         );
         let pairs: Vec<(String, &Value, &Value)> = match (&checkpoint, &integration) {
             (Value::Array(c), Value::Array(i)) => c
@@ -424,6 +436,100 @@ pub async fn run(mut config: LedgerConfig, args: Args) -> anyhow::Result<ExitCod
             ExitCode::from(1)
         },
     )
+}
+
+/// What the end-of-run check found.
+#[derive(Default)]
+struct Checked {
+    /// Chains verified.
+    verified: u64,
+    /// Chains with a continuity break.
+    breaks: u64,
+    /// Acknowledged records missing or wrong.
+    missing: u64,
+    /// Acknowledged records found right after a re-chain (with `--anchor-seed`).
+    rechained: u64,
+    /// Records read from the chains (with `--anchor-seed`).
+    read: u64,
+}
+
+/// The outage state summed over partitions (`None` when no partition has a writer).
+#[derive(Default, Clone, Copy)]
+struct Drain {
+    buffered: usize,
+    failovers: u64,
+    slow_not_down: u64,
+}
+
+impl Drain {
+    fn of(statuses: Vec<Option<OutageStatus>>) -> Option<Drain> {
+        statuses.into_iter().flatten().fold(None, |sum, s| {
+            let d = sum.unwrap_or_default();
+            Some(Drain {
+                buffered: d.buffered + s.buffered,
+                failovers: d.failovers + s.failovers,
+                slow_not_down: d.slow_not_down + s.slow_not_down,
+            })
+        })
+    }
+}
+
+/// Verifies every chain written and compares its length with the acknowledged appends — or,
+/// with a seed (other processes write the same anchors), each acknowledgement in `acks` by
+/// rid against the final stored record.
+async fn check_all(
+    ledger: &PartitionedLedger,
+    shared: &Shared,
+    acks: Option<&[Acked]>,
+    quiet: bool,
+) -> Result<Checked, ledger_actors::LedgerError> {
+    let mut out = Checked::default();
+    let mut check = AckCheck::default();
+    for (anchor, acked) in shared.anchors.iter().zip(&shared.acked) {
+        let acked = u64::from(acked.load(Ordering::Acquire));
+        if acked == 0 && acks.is_none() {
+            continue;
+        }
+        let report = match ledger.verify(*anchor).await {
+            Ok((_, r)) => r,
+            Err(ledger_actors::LedgerError::UnknownAnchor(_)) if acked == 0 => continue,
+            Err(e) => return Err(e),
+        };
+        out.verified += 1;
+        if let Some(b) = &report.broken {
+            out.breaks += 1;
+            if !quiet {
+                eprintln!("BROKEN anchor {anchor} at {} : {}", b.rid, b.reason);
+            }
+        }
+        if acks.is_none() {
+            out.missing += acked.saturating_sub(report.records);
+        } else {
+            check.read_chain(ledger, *anchor).await?;
+        }
+    }
+    out.read = check.read;
+    if let Some(acks) = acks {
+        // Every re-chain of this process, by rid (uncapped): acknowledged hash -> final.
+        let moved: std::collections::HashMap<Uuid, (RecordHash, RecordHash)> = ledger
+            .outage_records()
+            .await
+            .into_iter()
+            .flatten()
+            .flat_map(|o| {
+                o.rechained
+                    .into_iter()
+                    .map(|(rid, old, new)| (rid, (old, new)))
+            })
+            .collect();
+        let expected = Expected {
+            anchors: &shared.anchors,
+            filler: &shared.filler,
+            moved: &moved,
+        };
+        (out.missing, out.rechained) = check.compare(acks, &expected);
+    }
+    Ok(out)
 }
 
 /// No subscriber, or one that delivered every acknowledged record once, in order.
@@ -491,10 +597,16 @@ async fn worker(shared: Arc<Shared>) -> Histogram<u64> {
                     }
                 }
                 if let Some(acks) = &shared.acks {
-                    let buffered = matches!(durability, Durability::Buffered | Durability::Spooled);
-                    acks.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .extend(records.iter().map(|r| (r.rid, r.hash, buffered)));
+                    let provisional = !durability.hash_is_final();
+                    acks.lock().unwrap_or_else(|p| p.into_inner()).extend(
+                        records.iter().enumerate().map(|(k, r)| Acked {
+                            rid: r.rid,
+                            anchor: a,
+                            seq: i * shared.batch + k as u64,
+                            hash: r.hash,
+                            provisional,
+                        }),
+                    );
                 }
             }
             Err(e) => {
@@ -547,18 +659,30 @@ fn spawn_progress(
     })
 }
 
+/// What the end-of-run check expects of each acknowledged record.
+struct Expected<'a> {
+    anchors: &'a [Uuid],
+    filler: &'a str,
+    /// This process's re-chains by rid: (acknowledged hash, final hash).
+    moved: &'a std::collections::HashMap<Uuid, (RecordHash, RecordHash)>,
+}
+
 /// The end-of-run check with `--anchor-seed`: every record of the seeded anchors, by rid.
 #[derive(Default)]
 struct AckCheck {
-    /// rid -> (stored hash, times seen).
-    stored: std::collections::HashMap<Uuid, (RecordHash, u32)>,
+    /// rid -> (stored record, times seen).
+    stored: std::collections::HashMap<Uuid, (Arc<LedgerRecord>, u32)>,
     /// Records read from the chains (every process's).
     read: u64,
 }
 
 impl AckCheck {
     /// Reads one anchor's whole chain, page by page.
-    async fn read_chain(&mut self, ledger: &PartitionedLedger, anchor: Uuid) -> anyhow::Result<()> {
+    async fn read_chain(
+        &mut self,
+        ledger: &PartitionedLedger,
+        anchor: Uuid,
+    ) -> Result<(), ledger_actors::LedgerError> {
         let mut range = RecordRange {
             limit: 10_000,
             ..RecordRange::default()
@@ -567,10 +691,10 @@ impl AckCheck {
             let page = match ledger.records(anchor, &range).await {
                 Ok(p) => p,
                 Err(ledger_actors::LedgerError::UnknownAnchor(_)) => return Ok(()),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             for r in &page {
-                let e = self.stored.entry(r.rid).or_insert((r.hash, 0));
+                let e = self.stored.entry(r.rid).or_insert((Arc::clone(r), 0));
                 e.1 += 1;
                 self.read += 1;
             }
@@ -581,34 +705,61 @@ impl AckCheck {
         }
     }
 
-    /// Acknowledged records not stored exactly once with their acknowledged hash (or the
-    /// hash an outage drain re-chained them to).
-    fn compare(
-        &self,
-        acks: &[(Uuid, RecordHash, bool)],
-        moved: &std::collections::HashMap<RecordHash, RecordHash>,
-        quiet: bool,
-    ) -> u64 {
-        let mut wrong = 0;
-        for (rid, hash, buffered) in acks {
-            let ok = match self.stored.get(rid) {
-                Some((stored, 1)) => {
-                    stored == hash || (*buffered && moved.get(hash) == Some(stored))
+    /// Why `ack` does not match what is stored, if it does not: it must be stored exactly
+    /// once, in its anchor, with the payload appended, and with the acknowledged hash — or,
+    /// for a provisional acknowledgement, the final hash of its re-chain.
+    fn mismatch(&self, ack: &Acked, want: &Expected<'_>) -> Option<String> {
+        let Some((stored, n)) = self.stored.get(&ack.rid) else {
+            return Some("not stored".into());
+        };
+        if *n != 1 {
+            return Some(format!("stored {n} times"));
+        }
+        if stored.anchor_id != want.anchors[ack.anchor] {
+            return Some(format!("stored in anchor {}", stored.anchor_id));
+        }
+        if stored.payload.to_value() != json!({ "seq": ack.seq, "data": want.filler }) {
+            return Some(format!("stored with other content: {}", stored.payload));
+        }
+        let final_hash = match want.moved.get(&ack.rid) {
+            Some((from, to)) if ack.provisional && *from == ack.hash => *to,
+            _ => ack.hash,
+        };
+        (stored.hash != final_hash).then(|| {
+            format!(
+                "stored with hash {}, acknowledged {}{} ({})",
+                stored.hash,
+                ack.hash,
+                if final_hash == ack.hash {
+                    String::new()
+                } else {
+                    format!(", re-chained to {final_hash}")
+                },
+                if ack.provisional {
+                    "provisional"
+                } else {
+                    "final"
                 }
-                _ => false,
-            };
-            if !ok {
-                wrong += 1;
-                if !quiet && wrong <= 10 {
-                    match self.stored.get(rid) {
-                        None => eprintln!("MISSING acknowledged record {rid}"),
-                        Some((stored, n)) => eprintln!(
-                            "WRONG acknowledged record {rid}: stored {n} time(s) with hash {stored}, acknowledged {hash}"
-                        ),
+            )
+        })
+    }
+
+    /// Acknowledged records missing or wrong (see [`AckCheck::mismatch`]), and how many of
+    /// those found right were re-chained. The first 10 wrong ones are named on stderr.
+    fn compare(&self, acks: &[Acked], want: &Expected<'_>) -> (u64, u64) {
+        let mut wrong = 0;
+        let mut rechained = 0;
+        for ack in acks {
+            match self.mismatch(ack, want) {
+                None => rechained += u64::from(want.moved.contains_key(&ack.rid)),
+                Some(why) => {
+                    wrong += 1;
+                    if wrong <= 10 {
+                        eprintln!("WRONG acknowledged record {}: {why}", ack.rid);
                     }
                 }
             }
         }
-        wrong
+        (wrong, rechained)
     }
 }

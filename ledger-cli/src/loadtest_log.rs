@@ -95,8 +95,27 @@ impl LagWatch {
             self.stop.store(true, Ordering::Release);
             return Ok((Value::Null, Value::Null));
         }
-        let records = ledger.store().count().await?;
-        let covering = ledger.await_checkpoint(records, COVER_WAIT).await?;
+        // The database may be unreachable now (a stop after the appends): wait for it.
+        let until = Instant::now() + COVER_WAIT;
+        let records = loop {
+            match ledger.store().count().await {
+                Ok(n) => break n,
+                Err(ledger_actors::LedgerError::Unavailable(_)) if Instant::now() < until => {
+                    actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let covering = loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match ledger.await_checkpoint(records, left).await {
+                Ok(c) => break c,
+                Err(ledger_actors::LedgerError::Unavailable(_)) if !left.is_zero() => {
+                    actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let waited = appends_ended.elapsed();
         self.stop.store(true, Ordering::Release);
         if let Some(lag) = ledger.integrator_progress().and_then(|p| p.last_lag) {

@@ -676,7 +676,14 @@ impl Ledger {
         acked
     }
 
-    /// The record with this rid.
+    /// The record with this rid: the way to learn an acknowledged record's final hash.
+    ///
+    /// A record acknowledged `Committed` (or `Volatile`) is returned as acknowledged. One
+    /// acknowledged `Buffered`/`Spooled` during an outage is returned as it waits in the
+    /// outage buffer until the drain writes it, and from then on as PostgreSQL holds it —
+    /// re-chained, if another process extended its anchor meanwhile (same rid and content,
+    /// new `prev_hash`, `ts` and hash; [`Ledger::rechained`] names both hashes). So after
+    /// [`Ledger::await_drain`] reports nothing buffered, what this returns is final.
     pub async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
         self.store().get(rid).await
     }
@@ -974,6 +981,20 @@ impl Ledger {
     pub async fn outage_records(&self) -> Option<OutageRecords> {
         let addr = self.writer()?;
         addr.send(GetOutageRecords).await.ok()
+    }
+
+    /// The re-chain of an acknowledged record, if an outage drain (or the writer, as the
+    /// record reached it behind a moved one) wrote it under another hash than its
+    /// acknowledgement's: `old_hash` is the hash acknowledged, `new_hash` the hash stored
+    /// (after every re-chain). `None` when it was stored as acknowledged, on the memory
+    /// backend, or for a rid this process never re-chained. Re-chains by a start's spool
+    /// recovery are in [`Ledger::spool_recovery`] instead.
+    pub async fn rechained(&self, rid: Uuid) -> Option<crate::recovery::RechainedRecord> {
+        let addr = self.writer()?;
+        addr.send(crate::writer::GetRechain(rid))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Waits until records buffered during an outage are all in PostgreSQL (or `timeout`

@@ -15,7 +15,7 @@
 //! - [`store`]: connect ([`store::open`], [`store::sqlx_options`]), error classification
 //!   ([`store::classify`], contention retry), [`store::PostgresLedgerStore`] (batched head
 //!   loads, reads).
-//! - [`answers`], [`alive_on_new_connection`]: the probes behind the writer's failover and
+//! - [`answers`], [`unreachable_over`]: the probes behind the writer's failover and
 //!   return.
 //! - [`insert_records`]: one binary `COPY ledger_records FROM STDIN` per call (one
 //!   statement, so one transaction; [`COPY_SQL`]). A COPY cannot skip a row, so when it is
@@ -78,23 +78,70 @@ pub async fn answers(pool: &PgPool, limit: std::time::Duration) -> bool {
         .is_ok_and(|r| matches!(r, Ok(Ok(()))))
 }
 
-/// The liveness check before a failover: a *new* connection (not one of a busy pool's)
-/// opened and answering within `limit` on a server that takes writes. `Err` says why not.
-pub async fn alive_on_new_connection(
+/// True when `e` shows the server gone rather than slow: the connection was refused, reset
+/// or closed under us, or the server said it is shutting down or starting up (57P01, 57P02,
+/// 57P03) or broke the connection (class 08). A timeout, a full pool, or too many
+/// connections (53300) show only slowness or load.
+pub fn server_gone(e: &sqlx::Error) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        sqlx::Error::Io(io) => matches!(
+            io.kind(),
+            K::ConnectionRefused
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::NotConnected
+                | K::BrokenPipe
+                | K::UnexpectedEof
+                | K::AddrNotAvailable
+        ),
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+/// The evidence a failover needs: probes on *new* connections (not a busy pool's), one
+/// after the other with a short pause, until one finds the server answering and taking
+/// writes (`Ok`: it is slow, not gone), one finds it gone ([`server_gone`]) or read-only
+/// (`Err` at once), or `window` passes without any probe answering (`Err`). A starved
+/// machine answers some probe within the window; an unreachable server refuses, resets,
+/// or never answers.
+pub async fn unreachable_over(
     options: sqlx::postgres::PgConnectOptions,
-    limit: std::time::Duration,
+    window: std::time::Duration,
 ) -> Result<(), String> {
     use sqlx::Connection as _;
-    let probe = async {
-        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
-        let found = writable(&mut conn).await?;
-        conn.close().await?;
-        Ok::<_, sqlx::Error>(found)
-    };
-    match tokio::time::timeout(limit, probe).await {
-        Ok(Ok(found)) => found,
-        Ok(Err(e)) => Err(format!("a new connection failed: {e}")),
-        Err(_) => Err(format!("a new connection did not answer within {limit:?}")),
+    let until = tokio::time::Instant::now() + window;
+    let mut pause = std::time::Duration::from_millis(50);
+    let mut probes = 0u32;
+    let mut last = String::from("no probe finished");
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "{probes} probes on new connections over {window:?} found no server answering (last: {last})"
+            ));
+        }
+        probes += 1;
+        let probe = async {
+            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+            let found = writable(&mut conn).await?;
+            // The answer is in; a slow close changes nothing.
+            let _ = conn.close().await;
+            Ok::<_, sqlx::Error>(found)
+        };
+        match tokio::time::timeout(left, probe).await {
+            Ok(Ok(found)) => return found,
+            Ok(Err(e)) if server_gone(&e) => {
+                return Err(format!("a new connection failed: {e}"));
+            }
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "no answer".into(),
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(500));
     }
 }
 

@@ -269,6 +269,28 @@ pub fn classify(err: &DbErr, record: Option<&LedgerRecord>) -> LedgerError {
     }
 }
 
+/// True for a connectivity error ([`LedgerError::Unavailable`] by [`classify`]) that shows
+/// only a slow or loaded server, not a gone one: the pool timed out waiting for a
+/// connection, a connect or statement timed out (57014: `statement_timeout` or a cancel),
+/// or the server has too many connections (53300). The writer writes such records again
+/// and fails over only on evidence that the server is unreachable.
+pub fn only_slow(err: &DbErr) -> bool {
+    use sea_orm::error::ConnAcquireErr;
+    let sqlx_slow = |e: &sqlx::Error| match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::TimedOut,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c == "57014" || c == "53300"),
+        _ => false,
+    };
+    match err {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => sqlx_slow(e),
+        _ => false,
+    }
+}
+
 /// [`classify`] of the driver's error.
 pub(crate) fn classify_sqlx(err: &sqlx::Error, record: Option<&LedgerRecord>) -> LedgerError {
     use sqlx::Error as E;

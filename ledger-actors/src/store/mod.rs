@@ -19,7 +19,15 @@ pub mod memory;
 
 pub use memory::MemoryLedgerStore;
 
-/// How durable an acknowledged record is.
+/// How durable an acknowledged record is — and so whether its acknowledged hash is final.
+///
+/// `Committed` and `Volatile` records are stored as acknowledged: their hash (and `ts`,
+/// `prev_hash`) is final. `Buffered` and `Spooled` records wait on the outage fallback; if
+/// another process extends their anchor before the drain writes them, the drain re-chains
+/// them (same rid and content, new `prev_hash`, `ts` and hash), so their acknowledged hash
+/// is *provisional* ([`Durability::hash_is_final`]). The final record is what
+/// `Ledger::get(rid)` returns once the drain has written it (`Ledger::await_drain`), and
+/// `Ledger::rechained(rid)` names its acknowledged and final hash if it moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Durability {
     /// In this process's memory only (the `memory` backend): lost when the process exits.
@@ -31,6 +39,15 @@ pub enum Durability {
     Spooled,
     /// Committed in PostgreSQL.
     Committed,
+}
+
+impl Durability {
+    /// True when the record is stored as acknowledged (`Committed`, `Volatile`): its hash is
+    /// final. False for `Buffered` and `Spooled`: an outage drain may still re-chain it
+    /// (see the type's documentation).
+    pub fn hash_is_final(self) -> bool {
+        matches!(self, Durability::Committed | Durability::Volatile)
+    }
 }
 
 /// The durability of a record found in a store of this backend.

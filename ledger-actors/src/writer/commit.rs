@@ -100,10 +100,13 @@ pub(super) enum BatchOutcome {
     Committed,
     /// Units were settled one by one: `results[i]` is unit `i`'s outcome (a unit: one
     /// record, or an atomic batch, all or none); from unit `unwritten.0` on (if any)
-    /// nothing was written because the database became unreachable (`unwritten.1`).
+    /// nothing was written because the database became unreachable (`unwritten.1`) — or,
+    /// when `unwritten.2`, only slow ([`crate::pg::store::only_slow`]: the pool or the
+    /// statement timed out, too many connections), so the records are written again rather
+    /// than failed over.
     Settled {
         results: Vec<Result<(), LedgerError>>,
-        unwritten: Option<(usize, LedgerError)>,
+        unwritten: Option<(usize, LedgerError, bool)>,
     },
 }
 
@@ -177,7 +180,14 @@ pub(super) struct GroupCommit {
     retry_for: Duration,
     /// What a commit must reach ([`crate::pg::insert_records`]).
     replication: crate::config::Replication,
+    /// A batch failed on slowness only and its records were queued again
+    /// ([`GroupCommit::take_slow`]).
+    slow: bool,
 }
+
+/// Pause before records a slow server did not take are written again (so that a server
+/// refusing connections for load is not hammered).
+const SLOW_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 impl GroupCommit {
     pub(super) fn new(config: &crate::config::LedgerConfig) -> Self {
@@ -196,6 +206,7 @@ impl GroupCommit {
             stats: BatchStats::default(),
             retry_for: config.timeout,
             replication: config.replication,
+            slow: false,
         }
     }
 
@@ -358,14 +369,45 @@ impl GroupCommit {
                     }
                     answers.push((q.seq, result));
                 }
-                if let Some((_, err)) = unwritten {
-                    // Not written: the writer fails over on the first of these and moves
-                    // every pending record (these included) to the outage buffer.
-                    answers.extend(records.map(|q| (q.seq, Err(err.clone()))));
+                if let Some((_, err, slow)) = unwritten {
+                    if slow {
+                        // The server is slow, not known gone: written again (in arrival
+                        // order, before anything queued after them); the writer looks for
+                        // evidence of an outage meanwhile (`Writer::check_liveness`).
+                        self.requeue(records.collect());
+                        self.slow = true;
+                    } else {
+                        // Not written: the writer fails over on the first of these and
+                        // moves every pending record (these included) to the outage buffer.
+                        answers.extend(records.map(|q| (q.seq, Err(err.clone()))));
+                    }
                 }
             }
         }
         Some(answers)
+    }
+
+    /// Puts unwritten units back into the queue in arrival order (the queue is kept sorted
+    /// by arrival number, so one anchor's records still go in chain order).
+    fn requeue(&mut self, units: Vec<Queued>) {
+        if units.is_empty() {
+            return;
+        }
+        let mut merged = VecDeque::with_capacity(self.queue.len() + units.len());
+        let mut back = units.into_iter().peekable();
+        for q in self.queue.drain(..) {
+            while back.peek().is_some_and(|b| b.seq < q.seq) {
+                merged.extend(back.next());
+            }
+            merged.push_back(q);
+        }
+        merged.extend(back);
+        self.queue = merged;
+    }
+
+    /// True (once) when a batch failed on slowness only since the last call.
+    pub(super) fn take_slow(&mut self) -> bool {
+        std::mem::take(&mut self.slow)
     }
 }
 
@@ -492,6 +534,18 @@ impl Handler<BatchDone> for Writer {
             // Abandoned by a failover: its records are in the buffer.
             return;
         };
+        if self.commit.take_slow() {
+            // Slow, not known gone: look for evidence of an outage, and write the records
+            // again after a pause.
+            if !self.liveness_running {
+                self.check_liveness(ctx);
+            }
+            self.commit.blocked = true;
+            ctx.run_later(SLOW_RETRY_PAUSE, |act, ctx| {
+                act.commit.blocked = false;
+                act.dispatch(ctx);
+            });
+        }
         // One `Acks` message per chain actor for the whole batch.
         let mut acks = crate::driver::handoff::AckBatch::default();
         for (seq, result) in answers {
@@ -559,7 +613,7 @@ async fn write_batch(
         })
         .await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
-        let err = match result {
+        let (err, slow) = match result {
             Ok((taken, _)) if taken.is_empty() && !moved_out => {
                 crate::metrics::db_batch_committed(total);
                 tracing::debug!(
@@ -607,15 +661,15 @@ async fn write_batch(
                     unwritten: None,
                 };
             }
-            Err(e) => classify(&e, single),
+            Err(e) => (classify(&e, single), crate::pg::store::only_slow(&e)),
         };
         match err {
             LedgerError::Unavailable(_) if !moved_out => {
                 crate::metrics::db_error(true);
-                tracing::warn!(error = %err, records = total, "batch not written: database unavailable");
+                tracing::warn!(error = %err, records = total, slow, "batch not written: database unavailable");
                 return BatchOutcome::Settled {
                     results: Vec::new(),
-                    unwritten: Some((0, err)),
+                    unwritten: Some((0, err, slow)),
                 };
             }
             LedgerError::Unavailable(_) => {
@@ -681,7 +735,7 @@ async fn write_batch(
                         for (k, r) in each.into_iter().enumerate() {
                             results[live[k]] = r;
                         }
-                        if let Some((_, err)) = unwritten {
+                        if let Some((_, err, _)) = unwritten {
                             for &u in &live[settled..] {
                                 results[u] = Err(err.clone());
                             }
@@ -733,6 +787,10 @@ async fn write_one_by_one(
         .await;
         crate::metrics::db_write_finished(started.elapsed().as_secs_f64());
         let single = (unit.len() == 1).then_some(last.as_ref());
+        let slow = result
+            .as_ref()
+            .err()
+            .is_some_and(crate::pg::store::only_slow);
         match result.map_err(|e| classify(&e, single)) {
             Ok((taken, _)) if !taken.is_empty() => {
                 crate::metrics::db_error(false);
@@ -747,7 +805,7 @@ async fn write_one_by_one(
                 crate::metrics::db_error(true);
                 return BatchOutcome::Settled {
                     results,
-                    unwritten: Some((i, err)),
+                    unwritten: Some((i, err, slow)),
                 };
             }
             Err(err) => {

@@ -12,6 +12,13 @@
 //! kept by the writer (listed, counted in `ledger_records_kept`, reported by health and
 //! written to the kept file of the spool directory), and its anchor's later records re-chain
 //! onto the database head.
+//!
+//! A batch whose records must re-chain (their predecessors moved, or the database refused
+//! the batch because an anchor moved) is first re-chained whole onto the anchors' current
+//! heads, read in one query, and written in one statement ([`rechain_batch`]); only when that
+//! fails [`BATCH_RECHAIN_TRIES`] times (other processes keep extending the anchors), or a rid
+//! of the batch is already stored, is it settled one unit at a time. Several processes
+//! draining onto the same anchors would otherwise write one statement per record.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,6 +37,14 @@ use crate::store::{Head, LedgerStore};
 const RECHAIN_EAGER: usize = 5;
 /// Longest pause between two re-chains of one record.
 const RECHAIN_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Attempts to re-chain and write a whole batch onto freshly read heads before the drain
+/// settles it one unit at a time. Two processes draining onto the same anchors refuse each
+/// other's batches about every other time; a random pause between tries (growing up to
+/// [`BATCH_RECHAIN_PAUSE_MAX`]) breaks the symmetry.
+const BATCH_RECHAIN_TRIES: usize = 10;
+/// Longest random pause between two tries of a batch re-chain.
+const BATCH_RECHAIN_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long a drain statement aborted by a deadlock or serialization failure is retried
 /// before the drain gives up on this pass (and probes again, as after an outage).
@@ -129,7 +144,9 @@ pub async fn drain_batch(
 ) -> DrainOutcome {
     let mut out = DrainOutcome::default();
     if batch.iter().any(|r| state.affects(r.prev_hash)) {
-        one_by_one(pool, store, batch, units, state, &mut out).await;
+        if !rechain_batch(pool, store, batch, units, state, &mut out).await {
+            one_by_one(pool, store, batch, units, state, &mut out).await;
+        }
         return out;
     }
     let atomic = units.iter().any(|&u| u > 1);
@@ -160,6 +177,12 @@ pub async fn drain_batch(
                 out.unavailable = Some(e);
                 return out;
             }
+            // An anchor moved: nothing of the batch is written (one statement); re-chain it.
+            LedgerError::ForkRefused { .. } => {
+                if rechain_batch(pool, store, batch, units, state, &mut out).await {
+                    return out;
+                }
+            }
             e => tracing::debug!(error = %e, "drain batch refused as a whole"),
         },
     }
@@ -169,6 +192,98 @@ pub async fn drain_batch(
     );
     one_by_one(pool, store, batch, units, state, &mut out).await;
     out
+}
+
+/// Re-chains `batch` whole onto the current heads of its anchors (one query) — each unit
+/// onto the one before it in its anchor, the first onto the database's head, a unit already
+/// linked to it left as it is — and writes it in one statement, up to
+/// [`BATCH_RECHAIN_TRIES`] times. True when the batch is settled (written; `out` and
+/// `state.moved` name every record that moved) or the database became unreachable
+/// (`out.unavailable`); false when the caller must settle it one unit at a time: a rid of
+/// the batch is stored (rows of a non-atomic batch may be in: the unit-at-a-time path
+/// recognises them as stored), a refusal other than a moved anchor, or the tries ran out.
+async fn rechain_batch(
+    pool: &PgPool,
+    store: &PostgresLedgerStore,
+    batch: &[Arc<LedgerRecord>],
+    units: &[usize],
+    state: &mut DrainState,
+    out: &mut DrainOutcome,
+) -> bool {
+    let mut anchors: Vec<uuid::Uuid> = batch.iter().map(|r| r.anchor_id).collect();
+    anchors.sort_unstable();
+    anchors.dedup();
+    let atomic = units.iter().any(|&u| u > 1);
+    for attempt in 0..BATCH_RECHAIN_TRIES {
+        if attempt > 0 {
+            let most = (10 * attempt as u64).min(BATCH_RECHAIN_PAUSE_MAX.as_millis() as u64);
+            let pause = rand::random_range(0..=most);
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
+        let heads = match store.heads(&anchors).await {
+            Ok(h) => h,
+            Err(e @ (LedgerError::Unavailable(_) | LedgerError::Contention(_))) => {
+                out.unavailable = Some(e);
+                return true;
+            }
+            Err(_) => return false,
+        };
+        let mut tips: HashMap<uuid::Uuid, Option<Head>> = HashMap::new();
+        let mut linked: Vec<Arc<LedgerRecord>> = Vec::with_capacity(batch.len());
+        let mut at = 0;
+        // Sizes past the end of `units` (never, when the writer passes them) count as one.
+        for size in units.iter().copied().chain(std::iter::repeat(1)) {
+            if at >= batch.len() {
+                break;
+            }
+            let unit = &batch[at..(at + size.max(1)).min(batch.len())];
+            at += unit.len();
+            let tip = tips
+                .entry(unit[0].anchor_id)
+                .or_insert_with(|| heads.get(&unit[0].anchor_id).cloned());
+            let unit = if unit[0].prev_hash == tip.as_ref().map(|h| h.hash) {
+                unit.to_vec()
+            } else {
+                match rechain_unit(unit, tip.as_ref()) {
+                    Ok(n) => n,
+                    // A record that cannot be hashed again: the unit path quarantines it.
+                    Err(_) => return false,
+                }
+            };
+            *tip = unit.last().map(|r| Head::of(r));
+            linked.extend(unit);
+        }
+        let written = if atomic {
+            crate::pg::insert_records_unless(pool, &linked, store.replication_mode(), |_| true)
+                .await
+                .map(|(taken, _)| taken)
+        } else {
+            insert_records(pool, &linked, store.replication_mode()).await
+        };
+        match written {
+            Ok(taken) if taken.is_empty() => {
+                for (o, r) in batch.iter().zip(&linked) {
+                    if r.hash != o.hash {
+                        state.moved.insert(o.hash, Head::of(r));
+                        out.rechained.push((o.hash, Arc::clone(r)));
+                    }
+                }
+                out.settled = batch.len();
+                return true;
+            }
+            Ok(_) => return false,
+            Err(e) => match classify(&e, None) {
+                e @ (LedgerError::Unavailable(_) | LedgerError::Contention(_)) => {
+                    out.unavailable = Some(e);
+                    return true;
+                }
+                // Another writer extended an anchor between the read and the write.
+                LedgerError::ForkRefused { .. } => continue,
+                _ => return false,
+            },
+        }
+    }
+    false
 }
 
 /// Quarantines every record of `unit` (an atomic batch goes whole or not at all): the first

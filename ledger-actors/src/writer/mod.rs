@@ -104,7 +104,8 @@ fn probe_backoff() -> backon::ExponentialBackoff {
         .build()
 }
 
-/// Most re-chained and quarantined rids remembered for reports.
+/// Most quarantined rids remembered for reports (every kept record stays in
+/// [`OutageRecords::kept`]; every re-chain in the uncapped [`RechainLog`]).
 const REPORT_LIMIT: usize = 10_000;
 
 // ---------------------------------------------------------------------------------------
@@ -133,6 +134,9 @@ pub struct OutageStatus {
     pub spool: Option<PathBuf>,
     /// Failovers since start.
     pub failovers: u64,
+    /// Times a write waited long enough to be suspect but a probe found PostgreSQL slow, not
+    /// gone (no failover), since start.
+    pub slow_not_down: u64,
     /// Drains started since start: one per end of an outage, plus one per drain that failed
     /// again and restarted (many per outage mean the probe took a server that cannot take
     /// writes for recovered).
@@ -145,11 +149,14 @@ pub struct OutageStatus {
     pub quarantined: u64,
 }
 
-/// The re-chained and quarantined records the writer remembers (at most 10,000 of each,
-/// the first ones).
+/// The re-chained and quarantined records the writer remembers: every re-chained record
+/// (uncapped), at most 10,000 quarantine reasons, every kept record.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OutageRecords {
-    /// (rid, hash it was buffered with, hash it was written with).
+    /// Every record re-chained since start, in the order first re-chained: (rid, hash it
+    /// was acknowledged with, hash it is stored with now). A record re-chained more than
+    /// once (e.g. moved onto a new head when it reached the writer, then again by the
+    /// drain) appears once, acknowledged hash → final hash.
     pub rechained: Vec<(Uuid, RecordHash, RecordHash)>,
     /// (rid, why the database refuses it).
     pub quarantined: Vec<(Uuid, String)>,
@@ -158,11 +165,68 @@ pub struct OutageRecords {
     pub kept: Vec<Arc<LedgerRecord>>,
 }
 
-/// Answer the [`OutageRecords`] (a copy of up to 20,000 entries; the status has the counts).
+/// Every record the writer re-chained since start, by rid, transitively: the hash it was
+/// acknowledged with → the hash it has in PostgreSQL (or in the buffer, until drained).
+/// Uncapped: one entry per re-chained record (about 100 bytes), and only outages with
+/// another process writing the same anchors re-chain.
+#[derive(Debug, Default)]
+pub struct RechainLog {
+    entries: Vec<crate::recovery::RechainedRecord>,
+    by_rid: HashMap<Uuid, usize>,
+}
+
+impl RechainLog {
+    /// Notes that the record `rid` of `anchor_id`, which had hash `from`, now has `to`. A
+    /// rid already in the log keeps the hash it was first acknowledged with.
+    pub fn note(&mut self, rid: Uuid, anchor_id: Uuid, from: RecordHash, to: RecordHash) {
+        match self.by_rid.get(&rid) {
+            Some(&i) => self.entries[i].new_hash = to,
+            None => {
+                self.by_rid.insert(rid, self.entries.len());
+                self.entries.push(crate::recovery::RechainedRecord {
+                    rid,
+                    anchor_id,
+                    old_hash: from,
+                    new_hash: to,
+                });
+            }
+        }
+    }
+
+    /// The re-chain of `rid`, if it was re-chained.
+    pub fn get(&self, rid: Uuid) -> Option<&crate::recovery::RechainedRecord> {
+        self.by_rid.get(&rid).map(|&i| &self.entries[i])
+    }
+
+    /// Every entry, in the order first re-chained.
+    pub fn entries(&self) -> &[crate::recovery::RechainedRecord] {
+        &self.entries
+    }
+
+    /// Records in the log.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing was re-chained.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Answer the [`OutageRecords`] (a copy; the status has the counts).
 pub struct GetOutageRecords;
 
 impl Message for GetOutageRecords {
     type Result = OutageRecords;
+}
+
+/// Answer the re-chain of one rid: its acknowledged and current hash, or `None` if the
+/// writer never re-chained it.
+pub struct GetRechain(pub Uuid);
+
+impl Message for GetRechain {
+    type Result = Option<crate::recovery::RechainedRecord>;
 }
 
 /// A drain batch finished (internal).
@@ -270,7 +334,10 @@ pub struct Writer {
     /// `ledger_drain_duration_seconds`.
     drain_started: Option<Instant>,
     failovers: u64,
-    rechained: Vec<(Uuid, RecordHash, RecordHash)>,
+    /// See [`OutageStatus::slow_not_down`].
+    slow_not_down: u64,
+    /// Every re-chain since start (uncapped), by rid.
+    rechains: RechainLog,
     quarantined: Vec<(Uuid, String)>,
     rechained_count: u64,
     /// Drains started (see [`OutageStatus::drains`]).
@@ -330,7 +397,8 @@ impl Writer {
             outage_started: None,
             drain_started: None,
             failovers: 0,
-            rechained: Vec::new(),
+            slow_not_down: 0,
+            rechains: RechainLog::default(),
             quarantined: Vec::new(),
             rechained_count: 0,
             drains: 0,
@@ -412,13 +480,15 @@ impl Writer {
         }
     }
 
-    /// A record has waited `failover_after` without an answer. A slow statement or a lock
-    /// wait (another process's transaction, a deadlock PostgreSQL has not broken yet) is not
-    /// an outage, so the writer looks for evidence first: it opens a *new* connection
-    /// (not one of the busy pool's) and checks that the server answers and takes writes (a standby does not), within half of `failover_after`
-    /// (100 ms .. 2 s). Only if
-    /// that fails does it fail over; if the server answers, records are left to finish and
-    /// the next probe is due `failover_after` later.
+    /// A record has waited half of `failover_after` without an answer. A slow statement, a
+    /// lock wait (another process's transaction, a deadlock PostgreSQL has not broken yet) or
+    /// a starved machine is not an outage, so the writer looks for evidence first: it probes
+    /// the server on *new* connections (not the busy pool's), again and again over a whole
+    /// `failover_after` ([`crate::pg::unreachable_over`]). It fails over only if the server
+    /// is found gone (a refused or reset connection, a shutdown) or read-only, or no probe
+    /// answered in that window; if one answers, records are left to finish and the next
+    /// check is due `failover_after` later. A black-holed server is so detected within
+    /// 1.5 × `failover_after`.
     fn check_liveness(&mut self, ctx: &mut Context<Self>) {
         self.liveness_running = true;
         // The current host's options (a multi-host DSN may have switched since start).
@@ -426,33 +496,26 @@ impl Writer {
             Ok(o) => o,
             Err(_) => self.writer_options.clone(),
         };
-        // Half of `failover_after` (100 ms .. 2 s): a reachable server opens a connection and
-        // answers in milliseconds; the whole detection stays within 1.5 ×
-        // `failover_after`.
-        let limit = (self.config.failover_after / 2)
-            .clamp(Duration::from_millis(100), Duration::from_secs(2))
-            .min(self.config.timeout);
+        let window = self.config.failover_after;
         ctx.spawn(
-            fut::wrap_future(crate::pg::alive_on_new_connection(options, limit))
-            .map(|alive, act: &mut Self, ctx| {
-                act.liveness_running = false;
-                match alive {
-                    Ok(()) => {
-                        tracing::info!(
-                            pending = act.pending.len(),
-                            "PostgreSQL is slow but alive (a new connection answers): no failover"
-                        );
-                        act.alive_at = Some(Instant::now());
+            fut::wrap_future(crate::pg::unreachable_over(options, window)).map(
+                |alive, act: &mut Self, ctx| {
+                    act.liveness_running = false;
+                    match alive {
+                        Ok(()) => {
+                            tracing::info!(
+                                pending = act.pending.len(),
+                                "PostgreSQL is slow but alive (a new connection answers): no failover"
+                            );
+                            act.slow_not_down += 1;
+                            act.alive_at = Some(Instant::now());
+                        }
+                        Err(why) => {
+                            act.failover(&format!("PostgreSQL did not answer writes: {why}"), ctx);
+                        }
                     }
-                    Err(why) => {
-                        let limit = act.config.failover_after;
-                        act.failover(
-                            &format!("no answer from PostgreSQL within {limit:?}, and {why}"),
-                            ctx,
-                        );
-                    }
-                }
-            }),
+                },
+            ),
         );
     }
 
@@ -462,6 +525,7 @@ impl Writer {
             buffered: self.buffer.len(),
             spool: self.spool.as_ref().map(|s| s.path().to_path_buf()),
             failovers: self.failovers,
+            slow_not_down: self.slow_not_down,
             drains: self.drains,
             rechained: self.rechained_count,
             quarantined: self.quarantined_count,
@@ -770,6 +834,8 @@ impl Writer {
             .iter()
             .map(|(r, e)| (r.rid, e.clone()))
             .collect();
+        let moved: std::collections::HashSet<Uuid> =
+            out.rechained.iter().map(|(_, r)| r.rid).collect();
         let mut acks = AckBatch::default();
         for r in &batch[..out.settled] {
             if let Some(reply) = self.waiters.remove(&r.rid) {
@@ -777,6 +843,15 @@ impl Writer {
                     reply,
                     match quarantined.get(&r.rid) {
                         Some(e) => Err(e.clone()),
+                        // Committed under another hash than the chain actor sealed: the
+                        // "rid stored" answer makes it read the stored record and answer
+                        // that (a replay), so `Committed` never carries a stale hash.
+                        None if moved.contains(&r.rid) || self.rechains.get(r.rid).is_some() => {
+                            Err(LedgerError::Conflict {
+                                rid: r.rid,
+                                reason: crate::error::RID_TAKEN.into(),
+                            })
+                        }
                         None => Ok(Durability::Committed),
                     },
                 );
@@ -789,9 +864,7 @@ impl Writer {
                 "re-chained a buffered record onto the database's head");
             crate::metrics::rechained();
             self.rechained_count += 1;
-            if self.rechained.len() < REPORT_LIMIT {
-                self.rechained.push((new.rid, *old, new.hash));
-            }
+            self.rechains.note(new.rid, new.anchor_id, *old, new.hash);
             rebase.push(new.anchor_id);
         }
         for (r, e) in &out.quarantined {
@@ -869,16 +942,20 @@ impl Writer {
     }
 
     /// A record whose predecessor was re-chained moves onto the new head before it is
-    /// written; one whose predecessor was quarantined is refused (its appender retries on the
-    /// reloaded head).
+    /// buffered (its acknowledgement is provisional, and the move is noted in the
+    /// [`RechainLog`]); in `Primary` it is refused instead, as one whose predecessor was
+    /// quarantined is: its chain actor re-links it onto the reloaded head, so that a
+    /// `Committed` acknowledgement always carries the hash stored.
     fn follow_moves(&mut self, msg: Persist) -> Option<Persist> {
         let Some(prev) = msg.record.prev_hash else {
             return Some(msg);
         };
         if let Some(head) = self.drain_state.moved.get(&prev).cloned() {
-            if msg.strict {
+            if msg.strict || self.mode == Mode::Primary {
                 // Expected a head that the drain moved: never re-chained; its chain actor
-                // answers the head mismatch.
+                // answers the head mismatch. In `Primary` (a `Committed` answer is due) its
+                // chain actor re-links it onto the reloaded head, so the answer carries the
+                // hash stored.
                 let anchor_id = msg.record.anchor_id;
                 let _ = msg.reply.send(Err(LedgerError::Aborted { anchor_id }));
                 return None;
@@ -892,6 +969,7 @@ impl Writer {
                     Ok(n) => {
                         head = crate::store::Head::of(&n);
                         self.drain_state.moved.insert(r.hash, head.clone());
+                        self.rechains.note(r.rid, r.anchor_id, r.hash, n.hash);
                         crate::metrics::relinked();
                         moved.push(Arc::new(n));
                     }
@@ -949,6 +1027,9 @@ impl Actor for Writer {
             );
         }
         let limit = self.config.failover_after;
+        // Probing starts when a write has waited half of `failover_after` (see
+        // `check_liveness`): with the probes' window, a dead server is detected within 1.5 ×.
+        let stall = limit / 2;
         ctx.run_interval(SAMPLE_EVERY, |act, _ctx| act.sample());
         ctx.run_interval(WATCHDOG_EVERY, move |act, ctx| {
             // A black-holed connection never errors; a record waiting this long may mean the
@@ -957,7 +1038,7 @@ impl Actor for Writer {
                 .pending
                 .values()
                 .next()
-                .is_some_and(|p| p.sent.elapsed() > limit)
+                .is_some_and(|p| p.sent.elapsed() > stall)
                 && act.alive_at.is_none_or(|t| t.elapsed() > limit);
             if act.mode == Mode::Primary && stalled && !act.liveness_running {
                 act.check_liveness(ctx);
@@ -1026,10 +1107,24 @@ impl Handler<GetOutageRecords> for Writer {
 
     fn handle(&mut self, _msg: GetOutageRecords, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(OutageRecords {
-            rechained: self.rechained.clone(),
+            rechained: self
+                .rechains
+                .entries()
+                .iter()
+                .map(|r| (r.rid, r.old_hash, r.new_hash))
+                .collect(),
             quarantined: self.quarantined.clone(),
             kept: self.kept.clone(),
         })
+    }
+}
+
+/// Answers one rid's re-chain.
+impl Handler<GetRechain> for Writer {
+    type Result = MessageResult<GetRechain>;
+
+    fn handle(&mut self, msg: GetRechain, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.rechains.get(msg.0).cloned())
     }
 }
 
@@ -1049,5 +1144,35 @@ impl Handler<AwaitDrain> for Writer {
                 _ => act.status(),
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RechainLog;
+    use ledger_entities::RecordHash;
+    use uuid::Uuid;
+
+    fn h(n: u8) -> RecordHash {
+        RecordHash::from_bytes([n; 32])
+    }
+
+    /// A record re-chained twice keeps the hash it was acknowledged with and gets its last
+    /// hash; nothing is capped.
+    #[test]
+    fn rechain_log_is_transitive_by_rid_and_uncapped() {
+        let mut log = RechainLog::default();
+        let (rid, anchor) = (Uuid::new_v4(), Uuid::new_v4());
+        log.note(rid, anchor, h(1), h(2));
+        log.note(rid, anchor, h(2), h(3));
+        let entry = log.get(rid).unwrap();
+        assert_eq!((entry.old_hash, entry.new_hash), (h(1), h(3)));
+        assert_eq!(log.len(), 1);
+        for _ in 0..20_000 {
+            log.note(Uuid::new_v4(), anchor, h(4), h(5));
+        }
+        assert_eq!(log.len(), 20_001);
+        assert_eq!(log.entries()[0].rid, rid);
+        assert!(log.get(Uuid::new_v4()).is_none());
     }
 }
