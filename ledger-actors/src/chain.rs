@@ -420,6 +420,9 @@ struct InFlight {
     answer: Answer,
 }
 
+/// Pause before reading a taken rid again while the store answers `Unavailable`.
+const REPLAY_RETRY: Duration = Duration::from_millis(50);
+
 /// The in-flight records of one actor, shared with the answers of its [`Append`]s (which
 /// attach each appender's reply as it goes out; one thread, never borrowed across a call).
 type InFlightMap = Rc<RefCell<HashMap<u64, InFlight>>>;
@@ -836,6 +839,17 @@ impl ChainActor {
                         durability: crate::store::durability_of(act.settings.store().backend()),
                         replayed: true,
                     }),
+                    // The drain answers a durable append it re-chained while the ledger
+                    // still reads from its fallback (the drain's last batch): the record is
+                    // in PostgreSQL, readable once the drain ends. Read again shortly.
+                    Ok(Err(LedgerError::Unavailable(_))) if Instant::now() < f.deadline => {
+                        act.busy += 1;
+                        ctx.run_later(REPLAY_RETRY, move |act, ctx| {
+                            act.busy -= 1;
+                            act.replay_taken(f, refusal, ctx);
+                        });
+                        return;
+                    }
                     _ => Err(refusal),
                 };
                 act.finish(f.answer, res, ctx);

@@ -15,7 +15,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ledger_entities::RecordHash;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -29,20 +28,7 @@ use crate::writer::drain::{self, DrainState};
 /// re-chained or kept records: `avl-recovery-<unix µs>.json`.
 pub const REPORT_PREFIX: &str = "avl-recovery-";
 
-/// A record written to PostgreSQL under a new hash: its anchor was extended in the
-/// database, so it moved onto the database's head (same rid and content; new `prev_hash`,
-/// `ts` and hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RechainedRecord {
-    /// The record's rid.
-    pub rid: Uuid,
-    /// Its anchor.
-    pub anchor_id: Uuid,
-    /// The hash it was acknowledged (and spooled) with.
-    pub old_hash: RecordHash,
-    /// The hash it has in PostgreSQL.
-    pub new_hash: RecordHash,
-}
+pub use crate::store::RechainedRecord;
 
 /// What writing a spool to PostgreSQL did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

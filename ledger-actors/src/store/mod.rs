@@ -19,6 +19,21 @@ pub mod memory;
 
 pub use memory::MemoryLedgerStore;
 
+/// A record written to PostgreSQL under a new hash: its anchor was extended in the
+/// database, so it moved onto the database's head (same rid and content; new `prev_hash`,
+/// `ts` and hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RechainedRecord {
+    /// The record's rid.
+    pub rid: Uuid,
+    /// Its anchor.
+    pub anchor_id: Uuid,
+    /// The hash it was acknowledged (and spooled) with.
+    pub old_hash: RecordHash,
+    /// The hash it has in PostgreSQL.
+    pub new_hash: RecordHash,
+}
+
 /// How durable an acknowledged record is — and so whether its acknowledged hash is final.
 ///
 /// `Committed` and `Volatile` records are stored as acknowledged: their hash (and `ts`,

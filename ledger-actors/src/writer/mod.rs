@@ -171,7 +171,7 @@ pub struct OutageRecords {
 /// another process writing the same anchors re-chain.
 #[derive(Debug, Default)]
 pub struct RechainLog {
-    entries: Vec<crate::recovery::RechainedRecord>,
+    entries: Vec<crate::store::RechainedRecord>,
     by_rid: HashMap<Uuid, usize>,
 }
 
@@ -183,7 +183,7 @@ impl RechainLog {
             Some(&i) => self.entries[i].new_hash = to,
             None => {
                 self.by_rid.insert(rid, self.entries.len());
-                self.entries.push(crate::recovery::RechainedRecord {
+                self.entries.push(crate::store::RechainedRecord {
                     rid,
                     anchor_id,
                     old_hash: from,
@@ -194,12 +194,12 @@ impl RechainLog {
     }
 
     /// The re-chain of `rid`, if it was re-chained.
-    pub fn get(&self, rid: Uuid) -> Option<&crate::recovery::RechainedRecord> {
+    pub fn get(&self, rid: Uuid) -> Option<&crate::store::RechainedRecord> {
         self.by_rid.get(&rid).map(|&i| &self.entries[i])
     }
 
     /// Every entry, in the order first re-chained.
-    pub fn entries(&self) -> &[crate::recovery::RechainedRecord] {
+    pub fn entries(&self) -> &[crate::store::RechainedRecord] {
         &self.entries
     }
 
@@ -226,7 +226,7 @@ impl Message for GetOutageRecords {
 pub struct GetRechain(pub Uuid);
 
 impl Message for GetRechain {
-    type Result = Option<crate::recovery::RechainedRecord>;
+    type Result = Option<crate::store::RechainedRecord>;
 }
 
 /// A drain batch finished (internal).
@@ -1148,6 +1148,7 @@ impl Handler<AwaitDrain> for Writer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
 mod tests {
     use super::RechainLog;
     use ledger_entities::RecordHash;
