@@ -693,14 +693,7 @@ impl ChainActor {
                         replayed: false,
                     })
                 }
-                Err(e) => {
-                    if matches!(e, LedgerError::ForkRefused { .. }) {
-                        // Another writer extended the anchor in the store: reload.
-                        self.epoch += 1;
-                        self.state = State::NeedsReload;
-                    }
-                    Err(e)
-                }
+                Err(e) => Err(self.refused_now(e)),
             });
         }
         let deadline = Instant::now() + self.settings.relink_for;
@@ -817,6 +810,16 @@ impl ChainActor {
             attempt: f.attempt + 1,
             answer: f.answer,
         });
+    }
+
+    /// A unit the driver refused at once: a fork refusal means another writer extended the
+    /// anchor in the store, so the head is reloaded before the next append.
+    pub(crate) fn refused_now(&mut self, e: LedgerError) -> LedgerError {
+        if matches!(e, LedgerError::ForkRefused { .. }) {
+            self.epoch += 1;
+            self.state = State::NeedsReload;
+        }
+        e
     }
 
     /// A record refused because its rid is stored under another hash: another process

@@ -210,13 +210,7 @@ impl ChainActor {
                         replayed: false,
                     })
                 }
-                Err(e) => {
-                    if matches!(e, LedgerError::ForkRefused { .. }) {
-                        self.epoch += 1;
-                        self.state = State::NeedsReload;
-                    }
-                    Err(e)
-                }
+                Err(e) => Err(self.refused_now(e)),
             };
             let _ = tx.send(answer);
             return;
