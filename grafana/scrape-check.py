@@ -28,7 +28,7 @@ SUBST = [
 # PostgreSQL backend (with its writer) produces in normal operation. The drain's series exist
 # from start (registered at 0), so their panels must answer on every pass.
 NEEDS_OUTAGE = r"ledger_(failovers|buffered|spool|records_rechained|records_kept)"
-NEEDS_POSTGRES = r"ledger_(db_|writer_pending)"
+NEEDS_POSTGRES = r"ledger_(db_|writer_pending|partition_on_postgres)"
 # Metrics only a ledger configured `replication: synchronous` (with a standby) produces.
 NEEDS_STANDBY = r"ledger_replication_"
 # Metrics only `ledger serve` emits; scrape-test.sh runs it (and a client) on the postgres

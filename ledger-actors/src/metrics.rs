@@ -589,14 +589,17 @@ pub fn partition_counters(partition: usize) -> Vec<Counter> {
         .collect()
 }
 
-/// A partition's writer state, sampled by the partitioned ledger every second.
-pub fn partition_writer(partition: usize, on_postgres: bool, buffered: u64) {
+/// A partition's writer state, sampled by the partitioned ledger every second
+/// (`on_postgres`: `None` on the memory backend, which exports no such series).
+pub fn partition_writer(partition: usize, on_postgres: Option<bool>, buffered: u64) {
     let p = partition.to_string();
-    metrics::gauge!(PARTITION_ON_POSTGRES, labels::PARTITION => p.clone()).set(if on_postgres {
-        1.0
-    } else {
-        0.0
-    });
+    if let Some(on) = on_postgres {
+        metrics::gauge!(PARTITION_ON_POSTGRES, labels::PARTITION => p.clone()).set(if on {
+            1.0
+        } else {
+            0.0
+        });
+    }
     metrics::gauge!(PARTITION_BUFFERED_RECORDS, labels::PARTITION => p).set(buffered as f64);
 }
 

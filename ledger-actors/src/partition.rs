@@ -337,8 +337,9 @@ pub struct PartitionedLedger {
     dsns: Arc<Vec<Option<String>>>,
     store: Arc<PartitionedStore>,
     sampler: Arc<std::sync::Mutex<Option<actix_rt::task::JoinHandle<()>>>>,
-    /// Per partition, the append counters by durability (empty unpartitioned: the
-    /// partition metrics are a partitioned ledger's).
+    /// Per partition, the append counters by durability (an unpartitioned ledger is
+    /// partition 0, so the dashboard's partition panels have data on every ledger that
+    /// appends; empty when opened read-only).
     counters: Arc<Vec<Vec<metrics::Counter>>>,
 }
 
@@ -413,13 +414,13 @@ impl PartitionedLedger {
             parts,
             dsns: Arc::new(dsns),
             sampler: Arc::new(std::sync::Mutex::new(None)),
-            counters: Arc::new(if partitioned {
-                (0..count).map(crate::metrics::partition_counters).collect()
-            } else {
+            counters: Arc::new(if read_only {
                 Vec::new()
+            } else {
+                (0..count).map(crate::metrics::partition_counters).collect()
             }),
         };
-        if partitioned {
+        if !read_only {
             ledger.start_sampler();
         }
         Ok(ledger)
@@ -667,9 +668,13 @@ fn durability_index(durability: Option<crate::Durability>) -> usize {
 async fn sample(parts: &[Ledger]) {
     let states = futures::future::join_all(parts.iter().map(Ledger::outage_status)).await;
     for (i, s) in states.into_iter().enumerate() {
-        if let Some(s) = s {
-            crate::metrics::partition_writer(i, s.mode == Mode::Primary, s.buffered as u64);
-        }
+        let on_postgres = match &s {
+            Some(s) => Some(s.mode == Mode::Primary),
+            // No writer: a PostgreSQL ledger started on its fallback is off PostgreSQL; a
+            // memory ledger has no PostgreSQL to be on (no series, so no alert).
+            None => (parts[i].config().backend == crate::Backend::Postgres).then_some(false),
+        };
+        crate::metrics::partition_writer(i, on_postgres, s.map_or(0, |s| s.buffered as u64));
     }
 }
 

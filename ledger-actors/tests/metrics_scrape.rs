@@ -100,8 +100,9 @@ enum Expect {
     /// Witness series: one per configured witness, so none here (no witnesses); whatever is
     /// present (the histogram's unlabelled registration, the quorum gauge) is 0.
     NoWitnessZero,
-    /// Only a ledger with a `partitions` list exports it (one series per partition; the
-    /// integration test `partitions` scrapes them): absent here.
+    /// Only a `PartitionedLedger` exports it (what the CLI runs: one series per partition, an
+    /// unpartitioned configuration being partition 0; the integration test `partitions` and
+    /// grafana/scrape-test.sh scrape them): absent from a plain `Ledger`, as here.
     PartitionedOnly,
 }
 
