@@ -84,7 +84,9 @@ async fn three_outages_lose_nothing_and_break_no_chain() {
     let anchors: Arc<Vec<Uuid>> = Arc::new((0..100).map(|_| Uuid::new_v4()).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Acks>> = Arc::default();
-    let errors: Arc<Mutex<Vec<LedgerError>>> = Arc::default();
+    // Each failed append's error and when it was sent.
+    let errors: Arc<Mutex<Vec<(LedgerError, Instant)>>> = Arc::default();
+    let test_start = Instant::now();
     let overloaded = Arc::new(AtomicU64::new(0));
     let max_latency = Arc::new(Mutex::new(Duration::ZERO));
 
@@ -112,7 +114,7 @@ async fn three_outages_lose_nothing_and_break_no_chain() {
                     Err(LedgerError::Overloaded { .. }) => {
                         overloaded.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => errors.lock().unwrap().push(e),
+                    Err(e) => errors.lock().unwrap().push((e, started)),
                 }
                 let mut max = max_latency.lock().unwrap();
                 *max = (*max).max(started.elapsed());
@@ -175,9 +177,17 @@ async fn three_outages_lose_nothing_and_break_no_chain() {
     let errors = errors.lock().unwrap().clone();
     assert!(
         errors.is_empty(),
-        "{} failed appends, first: {:?}",
+        "{} failed appends, first: {:?}; sent at (s from start): {:?}; outages began at {:?}",
         errors.len(),
-        errors.first()
+        errors.first().map(|(e, _)| e),
+        errors
+            .iter()
+            .map(|(_, at)| at.duration_since(test_start).as_secs_f64())
+            .collect::<Vec<_>>(),
+        outages
+            .iter()
+            .map(|at| at.duration_since(test_start).as_secs_f64())
+            .collect::<Vec<_>>()
     );
     assert!(
         status.failovers >= 2,
@@ -231,6 +241,71 @@ async fn three_outages_lose_nothing_and_break_no_chain() {
     assert!(summary.breaks.is_empty(), "{:?}", summary.breaks);
     assert_eq!(summary.records, acked.len() as u64);
     drop(proxy);
+    ctx.teardown().await;
+}
+
+/// A read that waits on a black-holed connection (accepted, never answered) ends when the
+/// writer fails over, with the outage's `Unavailable`, not when its own connect timeout (here
+/// a minute) runs out: a chain actor waiting on such a read (a head load, a client rid's
+/// look-up) would otherwise hold its appends past their timeout.
+#[actix_rt::test]
+async fn a_read_hung_on_a_black_hole_ends_at_failover() {
+    read_waiting_on_a_new_connection_ends_at_failover(Mode::BlackHole, "outage_read_black_hole")
+        .await;
+}
+
+async fn read_waiting_on_a_new_connection_ends_at_failover(mode: Mode, name: &str) {
+    logs();
+    let ctx = TestContext::new(name).await;
+    let proxy = Proxy::start(upstream());
+    let ledger = Ledger::start(LedgerConfig {
+        failover_after: Duration::from_secs(1),
+        timeout: Duration::from_secs(60),
+        ..config(proxied(&ctx, &proxy))
+    })
+    .await
+    .unwrap();
+    let anchor = Uuid::new_v4();
+    let first = ledger.append(rec(anchor, 0)).await.unwrap();
+    assert_eq!(first.durability, Durability::Committed);
+    // Every open connection cut; every new one black-holed or refused.
+    proxy.set(mode);
+    proxy.cut_all();
+    // Reads on the pool's cut connections fail at once (reset); the first one still waiting
+    // after 200 ms is waiting on a new connection.
+    let mut read = None;
+    for _ in 0..20 {
+        let ledger = ledger.clone();
+        let mut r = actix_rt::spawn(async move { ledger.get(Uuid::new_v4()).await });
+        if tokio::time::timeout(Duration::from_millis(200), &mut r)
+            .await
+            .is_err()
+        {
+            read = Some(r);
+            break;
+        }
+    }
+    let read = read.expect("no read waited on a new connection");
+    // Now an append makes the writer find the server gone and fail over.
+    let ack = ledger.append(rec(anchor, 1)).await.unwrap();
+    assert_eq!(ack.durability, Durability::Buffered);
+    let answer = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the read still waits on a new connection after the failover")
+        .unwrap();
+    match answer {
+        Err(LedgerError::Unavailable(why)) => {
+            assert!(why.contains("outage in progress"), "{why}")
+        }
+        other => panic!("expected the outage's Unavailable, got {other:?}"),
+    }
+    proxy.set(Mode::Pass);
+    proxy.cut_all();
+    let status = ledger.await_drain(Duration::from_secs(60)).await.unwrap();
+    assert_eq!((status.mode, status.buffered), (WriterMode::Primary, 0));
+    ledger.shutdown().await.unwrap();
+    let stored = direct_store(&ctx).await.get(ack.record.rid).await.unwrap();
+    assert_eq!(stored.map(|r| r.hash), Some(ack.record.hash));
     ctx.teardown().await;
 }
 

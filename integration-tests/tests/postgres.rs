@@ -679,7 +679,7 @@ async fn group_commit_data_error_spares_innocents_and_poisons_successors() {
         Arc::new(store),
         Arc::new(OutageBuffer::default()),
         Arc::new(std::sync::OnceLock::new()),
-        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        Arc::default(),
     )
     .expect("writer")
     .start();

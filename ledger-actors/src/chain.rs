@@ -356,7 +356,7 @@ pub struct ChainSettings {
     pub max_live_actors: usize,
     /// While set (a PostgreSQL outage), actors do not passivate: a revived actor would need
     /// its head from the unreachable database ([`Driver::suspend_passivation`]).
-    pub suspend_passivation: Arc<std::sync::atomic::AtomicBool>,
+    pub suspend_passivation: Arc<crate::driver::OutageFlag>,
     /// Mailbox depth of every chain actor (the router counts each [`Append`] it sends).
     pub mailboxes: Arc<ChainMailboxes>,
     /// How long an append is re-linked and written again while other writers keep moving its
@@ -608,10 +608,7 @@ impl ChainActor {
     fn maybe_passivate(&mut self, ctx: &mut Context<Self>) {
         if self.state == State::Ready
             && self.busy == 0
-            && !self
-                .settings
-                .suspend_passivation
-                .load(std::sync::atomic::Ordering::Acquire)
+            && !self.settings.suspend_passivation.is_raised()
             && self.last_active.elapsed() >= self.settings.passivate_after
         {
             crate::metrics::anchor_passivated();
@@ -635,10 +632,7 @@ impl ChainActor {
             || self.state != State::Ready
             || self.busy != 0
             || self.unanswered != 0
-            || self
-                .settings
-                .suspend_passivation
-                .load(std::sync::atomic::Ordering::Acquire)
+            || self.settings.suspend_passivation.is_raised()
         {
             return;
         }

@@ -136,7 +136,7 @@ pub enum ActiveBackend {
     Fixed(Backend),
     /// A `postgres` ledger run by its writer: the writer's flag, set while it is not writing to
     /// PostgreSQL (failover or drain), when the memory fallback takes the writes.
-    Writer(Arc<AtomicBool>),
+    Writer(Arc<crate::driver::OutageFlag>),
 }
 
 impl ActiveBackend {
@@ -144,7 +144,7 @@ impl ActiveBackend {
     pub fn get(&self) -> Backend {
         match self {
             ActiveBackend::Fixed(backend) => *backend,
-            ActiveBackend::Writer(degraded) if degraded.load(Ordering::Acquire) => Backend::Memory,
+            ActiveBackend::Writer(degraded) if degraded.is_raised() => Backend::Memory,
             ActiveBackend::Writer(_) => Backend::Postgres,
         }
     }
@@ -300,10 +300,10 @@ mod tests {
     /// changes.
     #[test]
     fn active_backend_follows_the_writer_flag() {
-        let degraded = Arc::new(AtomicBool::new(false));
+        let degraded = Arc::new(crate::driver::OutageFlag::default());
         let active = ActiveBackend::Writer(Arc::clone(&degraded));
         assert_eq!(active.get(), Backend::Postgres);
-        degraded.store(true, Ordering::Release);
+        degraded.set(true);
         assert_eq!(active.get(), Backend::Memory);
         assert_eq!(ActiveBackend::Fixed(Backend::Memory).get(), Backend::Memory);
     }

@@ -148,7 +148,9 @@ async fn serve(
     mode: Arc<AtomicU8>,
     mut gen_rx: watch::Receiver<u64>,
 ) {
-    let start_gen = *gen_rx.borrow();
+    // Marked seen: a clone of the accept loop's receiver still holds every cut made before
+    // this connection, and `changed()` would end a black-holed connection at once.
+    let start_gen = *gen_rx.borrow_and_update();
     match mode_of(&mode) {
         Mode::Refuse => return,
         Mode::BlackHole => {

@@ -1,6 +1,5 @@
 //! [`MemoryDriver`]: the `memory` backend, with or without a spool.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -27,7 +26,7 @@ pub(crate) struct MemoryDriver {
     /// until a restart, which keeps the unreadable tail aside.
     spool: Option<Mutex<Option<Spool>>>,
     /// Never set: the memory store is always there.
-    never: Arc<AtomicBool>,
+    never: Arc<crate::driver::OutageFlag>,
 }
 
 impl MemoryDriver {
@@ -38,7 +37,7 @@ impl MemoryDriver {
             memory,
             store,
             spool: spool.map(|s| Mutex::new(Some(s))),
-            never: Arc::new(AtomicBool::new(false)),
+            never: Arc::default(),
         }
     }
 
@@ -80,7 +79,7 @@ impl Driver for MemoryDriver {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn suspend_passivation(&self) -> Arc<AtomicBool> {
+    fn suspend_passivation(&self) -> Arc<crate::driver::OutageFlag> {
         Arc::clone(&self.never)
     }
 }

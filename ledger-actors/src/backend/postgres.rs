@@ -1,7 +1,6 @@
 //! [`PostgresDriver`]: the `postgres` backend — the [`Writer`] (group commit, failover to
 //! the outage buffer, the drain back) and its reads (PostgreSQL plus the buffer).
 
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, Weak};
 
 use actix::prelude::*;
@@ -10,7 +9,7 @@ use ledger_entities::LedgerRecord;
 
 use crate::config::{Backend, LedgerConfig};
 use crate::driver::handoff::WriterSender;
-use crate::driver::{Driver, Outcome, Persist};
+use crate::driver::{Driver, OutageFlag, Outcome, Persist};
 use crate::error::LedgerError;
 use crate::pg::store::PostgresLedgerStore;
 use crate::router::ChainRouter;
@@ -25,7 +24,7 @@ pub(crate) struct PostgresDriver {
     inbox: WriterSender,
     reads: Arc<dyn LedgerStore>,
     /// Set by the writer while PostgreSQL is not the active backend.
-    degraded: Arc<AtomicBool>,
+    degraded: Arc<OutageFlag>,
     /// Filled once the router exists: the writer tells chain actors to reload re-chained
     /// heads through it.
     router: Arc<OnceLock<Weak<ChainRouter>>>,
@@ -40,7 +39,7 @@ impl PostgresDriver {
     ) -> Result<(Arbiter, Self), LedgerError> {
         let buffer = Arc::new(OutageBuffer::default());
         let router: Arc<OnceLock<Weak<ChainRouter>>> = Arc::new(OnceLock::new());
-        let degraded = Arc::new(AtomicBool::new(false));
+        let degraded: Arc<OutageFlag> = Arc::default();
         let actor = Writer::new(
             config.clone(),
             Arc::clone(&store),
@@ -77,7 +76,7 @@ impl PostgresDriver {
     }
 
     /// Set while the writer is not in `Primary`.
-    pub(crate) fn degraded(&self) -> &Arc<AtomicBool> {
+    pub(crate) fn degraded(&self) -> &Arc<OutageFlag> {
         &self.degraded
     }
 }
@@ -115,7 +114,7 @@ impl Driver for PostgresDriver {
         true
     }
 
-    fn suspend_passivation(&self) -> Arc<AtomicBool> {
+    fn suspend_passivation(&self) -> Arc<OutageFlag> {
         Arc::clone(&self.degraded)
     }
 }

@@ -1,7 +1,6 @@
 //! [`ReadOnlyDriver`]: the driver of a ledger opened with [`crate::Ledger::open_read_only`].
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use futures::future::BoxFuture;
 use ledger_entities::LedgerRecord;
@@ -17,7 +16,7 @@ use crate::store::LedgerStore;
 pub(crate) struct ReadOnlyDriver {
     backend: Backend,
     store: Arc<dyn LedgerStore>,
-    never: Arc<AtomicBool>,
+    never: Arc<crate::driver::OutageFlag>,
 }
 
 impl ReadOnlyDriver {
@@ -26,7 +25,7 @@ impl ReadOnlyDriver {
         Self {
             backend,
             store,
-            never: Arc::new(AtomicBool::new(false)),
+            never: Arc::default(),
         }
     }
 }
@@ -52,7 +51,7 @@ impl Driver for ReadOnlyDriver {
         self.backend == Backend::Postgres
     }
 
-    fn suspend_passivation(&self) -> Arc<AtomicBool> {
+    fn suspend_passivation(&self) -> Arc<crate::driver::OutageFlag> {
         Arc::clone(&self.never)
     }
 }

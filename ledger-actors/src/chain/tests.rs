@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly by design")]
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use actix::Actor;
@@ -71,7 +70,7 @@ impl LedgerStore for BrokenStore {
 struct BrokenReads {
     reads: Arc<dyn LedgerStore>,
     written: Arc<MemoryLedgerStore>,
-    never: Arc<AtomicBool>,
+    never: Arc<crate::driver::OutageFlag>,
 }
 
 impl Driver for BrokenReads {
@@ -91,7 +90,7 @@ impl Driver for BrokenReads {
     fn flush(&self) -> BoxFuture<'static, Result<(), LedgerError>> {
         Box::pin(std::future::ready(Ok(())))
     }
-    fn suspend_passivation(&self) -> Arc<AtomicBool> {
+    fn suspend_passivation(&self) -> Arc<crate::driver::OutageFlag> {
         Arc::clone(&self.never)
     }
 }
@@ -104,7 +103,7 @@ async fn failed_head_load_answers_its_typed_error_and_retires() {
     let driver = BrokenReads {
         reads: Arc::new(BrokenStore),
         written: Arc::clone(&written),
-        never: Arc::new(AtomicBool::new(false)),
+        never: Arc::default(),
     };
     let settings = ChainSettings {
         suspend_passivation: driver.suspend_passivation(),

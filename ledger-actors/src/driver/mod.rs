@@ -17,7 +17,7 @@
 pub mod handoff;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use ledger_entities::LedgerRecord;
@@ -63,7 +63,47 @@ pub trait Driver: Send + Sync + 'static {
         false
     }
 
-    /// Set while the driver cannot load heads (a PostgreSQL outage): chain actors then do
+    /// Raised while the driver cannot load heads (a PostgreSQL outage): chain actors then do
     /// not passivate, since a revived actor would need its head from the unreachable store.
-    fn suspend_passivation(&self) -> Arc<AtomicBool>;
+    fn suspend_passivation(&self) -> Arc<OutageFlag>;
+}
+
+/// Raised by the PostgreSQL writer while it is not writing to PostgreSQL (an outage or a
+/// drain), lowered when it is back in `Primary`. Reads wait on [`OutageFlag::raised`] beside
+/// the database, so a read that hangs on a black-holed connection ends when the writer fails
+/// over, not when its own connect timeout runs out.
+#[derive(Debug, Default)]
+pub struct OutageFlag {
+    on: AtomicBool,
+    raised: tokio::sync::Notify,
+}
+
+impl OutageFlag {
+    /// True while raised.
+    pub fn is_raised(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
+    /// Raises (`true`) or lowers the flag; raising wakes every [`OutageFlag::raised`] waiter.
+    pub(crate) fn set(&self, on: bool) {
+        self.on.store(on, Ordering::Release);
+        if on {
+            self.raised.notify_waiters();
+        }
+    }
+
+    /// Completes once the flag is raised (at once if it is).
+    pub async fn raised(&self) {
+        loop {
+            let notified = self.raised.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check: a `set(true)` between the check and the await
+            // still wakes this waiter.
+            notified.as_mut().enable();
+            if self.is_raised() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }

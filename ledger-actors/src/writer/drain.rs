@@ -194,6 +194,23 @@ pub async fn drain_batch(
     out
 }
 
+/// Notes every record of `written` (the records as stored, in the order of `originals`)
+/// whose hash differs from the one it was buffered with: its successors follow it
+/// (`moved`), and the writer reports it re-chained (`out`).
+fn note_moves(
+    originals: &[Arc<LedgerRecord>],
+    written: impl IntoIterator<Item = Arc<LedgerRecord>>,
+    moved: &mut HashMap<RecordHash, Head>,
+    out: &mut DrainOutcome,
+) {
+    for (o, r) in originals.iter().zip(written) {
+        if r.hash != o.hash {
+            moved.insert(o.hash, Head::of(&r));
+            out.rechained.push((o.hash, r));
+        }
+    }
+}
+
 /// Re-chains `batch` whole onto the current heads of its anchors (one query) — each unit
 /// onto the one before it in its anchor, the first onto the database's head, a unit already
 /// linked to it left as it is — and writes it in one statement, up to
@@ -262,12 +279,7 @@ async fn rechain_batch(
         };
         match written {
             Ok(taken) if taken.is_empty() => {
-                for (o, r) in batch.iter().zip(&linked) {
-                    if r.hash != o.hash {
-                        state.moved.insert(o.hash, Head::of(r));
-                        out.rechained.push((o.hash, Arc::clone(r)));
-                    }
-                }
+                note_moves(batch, linked, &mut state.moved, out);
                 out.settled = batch.len();
                 return true;
             }
@@ -358,12 +370,7 @@ async fn one_by_one(
             .await
             {
                 Ok(taken) if taken.is_empty() => {
-                    for (o, r) in originals.iter().zip(&unit) {
-                        if r.hash != o.hash {
-                            moved.insert(o.hash, Head::of(r));
-                            out.rechained.push((o.hash, Arc::clone(r)));
-                        }
-                    }
+                    note_moves(originals, unit, moved, out);
                     break;
                 }
                 Ok(_) => {
@@ -385,14 +392,7 @@ async fn one_by_one(
                         }
                     }
                     match conflict {
-                        None => {
-                            for (o, stored) in originals.iter().zip(stored_all) {
-                                if stored.hash != o.hash {
-                                    moved.insert(o.hash, Head::of(&stored));
-                                    out.rechained.push((o.hash, stored));
-                                }
-                            }
-                        }
+                        None => note_moves(originals, stored_all, moved, out),
                         Some(rid) => quarantine_unit(
                             originals,
                             LedgerError::Conflict {

@@ -51,7 +51,6 @@ pub mod reads;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -66,6 +65,7 @@ use self::commit::GroupCommit;
 use self::drain::{DrainOutcome, DrainState, drain_batch};
 use crate::chain::Rebase;
 use crate::config::LedgerConfig;
+use crate::driver::OutageFlag;
 use crate::driver::handoff::{
     AckBatch, Durability, Flush, Inbox, Persist, PersistReply, WriterSender,
 };
@@ -348,7 +348,7 @@ pub struct Writer {
     drain_waiters: Vec<oneshot::Sender<OutageStatus>>,
     router: Arc<OnceLock<Weak<ChainRouter>>>,
     /// Set while not in `Primary`: chain actors do not passivate, so they keep their heads.
-    degraded: Arc<AtomicBool>,
+    degraded: Arc<OutageFlag>,
     /// A liveness probe (see [`Writer::check_liveness`]) is running.
     liveness_running: bool,
     /// When the last liveness probe found the server alive while records were slow.
@@ -365,7 +365,7 @@ impl Writer {
         store: Arc<PostgresLedgerStore>,
         buffer: Arc<OutageBuffer>,
         router: Arc<OnceLock<Weak<ChainRouter>>>,
-        degraded: Arc<AtomicBool>,
+        degraded: Arc<OutageFlag>,
     ) -> Result<Self, LedgerError> {
         let spool = match &config.spool_dir {
             Some(dir) => Some(SpoolWriter::open(dir)?),
@@ -539,7 +539,7 @@ impl Writer {
         };
         self.commit.open(options, self.config.timeout);
         self.mode = Mode::Primary;
-        self.degraded.store(false, Ordering::Release);
+        self.degraded.set(false);
         crate::metrics::backend_active(true);
     }
 
@@ -625,7 +625,7 @@ impl Writer {
         }
         tracing::warn!(%reason, pending = self.pending.len(), "PostgreSQL failed: switching to the memory fallback");
         self.mode = Mode::Outage;
-        self.degraded.store(true, Ordering::Release);
+        self.degraded.set(true);
         self.failovers += 1;
         self.outage_started = Some(Instant::now());
         // Its records are moved here; abandon the running batches. Whatever they commit is
@@ -859,8 +859,16 @@ impl Writer {
         }
         acks.finish();
         let mut rebase = Vec::new();
+        if let Some((old, first)) = out.rechained.first() {
+            // One line per batch (an outage with another process on the same anchors can
+            // re-chain every buffered record); each re-chain is in the re-chain log, which
+            // `Ledger::rechained` and `Ledger::outage_records` answer from.
+            tracing::warn!(records = out.rechained.len(), first_rid = %first.rid, first_anchor = %first.anchor_id,
+                first_buffered_hash = %old, first_new_hash = %first.hash,
+                "re-chained buffered records onto the database's heads (another writer extended their anchors)");
+        }
         for (old, new) in &out.rechained {
-            tracing::warn!(rid = %new.rid, anchor = %new.anchor_id, buffered_hash = %old, new_hash = %new.hash,
+            tracing::debug!(rid = %new.rid, anchor = %new.anchor_id, buffered_hash = %old, new_hash = %new.hash,
                 "re-chained a buffered record onto the database's head");
             crate::metrics::rechained();
             self.rechained_count += 1;

@@ -1,8 +1,8 @@
 //! [`WriterReads`]: PostgreSQL plus the outage buffer, the store a PostgreSQL ledger
 //! reads through, so heads and reads include records acknowledged during an outage.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use ledger_entities::{LedgerRecord, RecordHash};
@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::buffer::OutageBuffer;
 use crate::config::Backend;
+use crate::driver::OutageFlag;
 use crate::error::LedgerError;
 use crate::pg::store::PostgresLedgerStore;
 use crate::store::{Head, LedgerStore, RecordRange};
@@ -19,18 +20,25 @@ use crate::store::{Head, LedgerStore, RecordRange};
 pub struct WriterReads {
     postgres: Arc<PostgresLedgerStore>,
     buffer: Arc<OutageBuffer>,
-    /// Set by the writer while PostgreSQL is not the active backend.
-    degraded: Arc<AtomicBool>,
+    /// Raised by the writer while PostgreSQL is not the active backend.
+    degraded: Arc<OutageFlag>,
+}
+
+fn outage() -> LedgerError {
+    LedgerError::Unavailable(
+        "PostgreSQL outage in progress; the ledger is running on its memory fallback".into(),
+    )
 }
 
 impl WriterReads {
-    /// A view over `postgres` and `buffer`; while `degraded` is set, reads that would need
+    /// A view over `postgres` and `buffer`; while `degraded` is raised, reads that would need
     /// PostgreSQL fail at once with [`LedgerError::Unavailable`] instead of waiting on a dead
-    /// (or black-holed) connection for the whole timeout.
-    pub fn new(
+    /// (or black-holed) connection for the whole timeout, and a read already waiting on one
+    /// fails so when the writer fails over.
+    pub(crate) fn new(
         postgres: Arc<PostgresLedgerStore>,
         buffer: Arc<OutageBuffer>,
-        degraded: Arc<AtomicBool>,
+        degraded: Arc<OutageFlag>,
     ) -> Self {
         Self {
             postgres,
@@ -39,15 +47,26 @@ impl WriterReads {
         }
     }
 
-    /// PostgreSQL, unless an outage is in progress.
-    fn postgres(&self) -> Result<&PostgresLedgerStore, LedgerError> {
-        if self.degraded.load(Ordering::Acquire) {
-            Err(LedgerError::Unavailable(
-                "PostgreSQL outage in progress; the ledger is running on its memory fallback"
-                    .into(),
-            ))
-        } else {
-            Ok(&self.postgres)
+    /// `read` on PostgreSQL, unless an outage is in progress or begins while it runs: a read
+    /// waiting on a connection that never answers (a black hole opens new connections that
+    /// hang until the connect timeout) must not outlast the writer's failover, or the chain
+    /// actor waiting on it (a head load, a client rid's look-up) holds its appends past
+    /// their timeout while every other append goes on on the fallback.
+    async fn postgres<'a, T, F>(
+        &'a self,
+        read: impl FnOnce(&'a PostgresLedgerStore) -> F,
+    ) -> Result<T, LedgerError>
+    where
+        F: Future<Output = Result<T, LedgerError>> + 'a,
+    {
+        if self.degraded.is_raised() {
+            return Err(outage());
+        }
+        tokio::select! {
+            // An answer that is already there wins over a failover noticed in the same poll.
+            biased;
+            answer = read(&self.postgres) => answer,
+            () = self.degraded.raised() => Err(outage()),
         }
     }
 
@@ -70,7 +89,7 @@ impl LedgerStore for WriterReads {
     async fn get(&self, rid: Uuid) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
         match self.buffer.get(rid) {
             Some(r) => Ok(Some(r)),
-            None => self.postgres()?.get(rid).await,
+            None => self.postgres(|pg| pg.get(rid)).await,
         }
     }
 
@@ -80,7 +99,7 @@ impl LedgerStore for WriterReads {
     ) -> Result<Option<Arc<LedgerRecord>>, LedgerError> {
         match self.buffer.get_by_hash(hash) {
             Some(r) => Ok(Some(r)),
-            None => self.postgres()?.get_by_hash(hash).await,
+            None => self.postgres(|pg| pg.get_by_hash(hash)).await,
         }
     }
 
@@ -94,7 +113,7 @@ impl LedgerStore for WriterReads {
             }
         }
         if !rest.is_empty() {
-            out.extend(self.postgres()?.get_many(&rest).await?);
+            out.extend(self.postgres(|pg| pg.get_many(&rest)).await?);
         }
         Ok(out)
     }
@@ -105,7 +124,7 @@ impl LedgerStore for WriterReads {
         range: &RecordRange,
     ) -> Result<Vec<Arc<LedgerRecord>>, LedgerError> {
         let buffered = self.buffer.records(anchor_id, range);
-        let mut out = self.postgres()?.records(anchor_id, range).await?;
+        let mut out = self.postgres(|pg| pg.records(anchor_id, range)).await?;
         if !buffered.is_empty() {
             // A record may be in both while a drain batch commits; keep one copy.
             out.retain(|r| !buffered.iter().any(|b| b.rid == r.rid));
@@ -119,12 +138,12 @@ impl LedgerStore for WriterReads {
     async fn head(&self, anchor_id: Uuid) -> Result<Option<Head>, LedgerError> {
         match self.buffer.head(anchor_id) {
             Some(h) => Ok(Some(h)),
-            None => self.postgres()?.head(anchor_id).await,
+            None => self.postgres(|pg| pg.head(anchor_id)).await,
         }
     }
 
     async fn anchors(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, LedgerError> {
-        let mut ids = self.postgres()?.anchors(after, limit).await?;
+        let mut ids = self.postgres(|pg| pg.anchors(after, limit)).await?;
         ids.extend(
             self.buffer
                 .anchors()
@@ -138,11 +157,11 @@ impl LedgerStore for WriterReads {
     }
 
     async fn count(&self) -> Result<u64, LedgerError> {
-        Ok(self.postgres()?.count().await? + self.buffer.len() as u64)
+        Ok(self.postgres(|pg| pg.count()).await? + self.buffer.len() as u64)
     }
 
     async fn count_anchor(&self, anchor_id: Uuid) -> Result<u64, LedgerError> {
-        Ok(self.postgres()?.count_anchor(anchor_id).await?
+        Ok(self.postgres(|pg| pg.count_anchor(anchor_id)).await?
             + self.buffer.anchor_len(anchor_id) as u64)
     }
 
