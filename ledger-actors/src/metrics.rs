@@ -149,6 +149,23 @@ pub const REPLICATION_SYNC_STANDBYS: &str = "ledger_replication_sync_standbys";
 pub const REPLICATION_FLUSH_LAG_SECONDS: &str = "ledger_replication_flush_lag_seconds";
 
 // ---------------------------------------------------------------------------------------------
+// Subscriptions (`Ledger::subscribe`, `ledger tail`)
+// ---------------------------------------------------------------------------------------------
+
+/// Gauge: subscriptions open in this process (their reading task running).
+pub const SUBSCRIPTIONS_OPEN: &str = "ledger_subscriptions_open";
+/// Counter: records handed to this process's subscribers (each delivery counts, so two
+/// subscriptions delivering one record count it twice).
+pub const SUBSCRIPTION_DELIVERED_TOTAL: &str = "ledger_subscription_delivered_total";
+/// Histogram (seconds): per page handed to a subscriber, the time from its last record's
+/// `ts` (when it was sealed) to the hand-over — the live delivery lag while a subscriber is
+/// caught up, how far behind it is while it catches up.
+pub const SUBSCRIPTION_LAG_SECONDS: &str = "ledger_subscription_lag_seconds";
+/// Counter: subscription reads that found the log unreachable and were retried (an outage
+/// never ends a subscription; this shows it waiting).
+pub const SUBSCRIPTION_READ_RETRIES_TOTAL: &str = "ledger_subscription_read_retries_total";
+
+// ---------------------------------------------------------------------------------------------
 // HTTP (`ledger serve`)
 // ---------------------------------------------------------------------------------------------
 
@@ -239,6 +256,10 @@ pub const ALL: &[&str] = &[
     PARTITION_APPENDS_TOTAL,
     PARTITION_ON_POSTGRES,
     PARTITION_BUFFERED_RECORDS,
+    SUBSCRIPTIONS_OPEN,
+    SUBSCRIPTION_DELIVERED_TOTAL,
+    SUBSCRIPTION_LAG_SECONDS,
+    SUBSCRIPTION_READ_RETRIES_TOTAL,
 ];
 
 /// Bucket upper bounds (seconds) for [`APPEND_DURATION_SECONDS`] and
@@ -255,6 +276,13 @@ pub const DRAIN_DURATION_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// Bucket upper bounds (seconds) for [`SUBSCRIPTION_LAG_SECONDS`]: 1 ms (live) to an hour
+/// (a subscriber catching up on old records), with 50 ms (the live-lag objective) as a bound.
+pub const SUBSCRIPTION_LAG_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 3600.0,
+];
+
 /// Every histogram with its bucket bounds; [`builder`] configures each of them so that they
 /// render as Prometheus histograms (`_bucket` series), not summaries.
 pub const HISTOGRAMS: &[(&str, &[f64])] = &[
@@ -265,6 +293,7 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     (DRAIN_BATCH_DURATION_SECONDS, LATENCY_BUCKETS),
     (HTTP_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
     (WITNESS_COSIGN_SECONDS, DRAIN_DURATION_BUCKETS),
+    (SUBSCRIPTION_LAG_SECONDS, SUBSCRIPTION_LAG_BUCKETS),
 ];
 
 /// Label keys and their permitted (bounded) values.
@@ -501,6 +530,8 @@ pub fn register_counters() {
         RECORDS_RELINKED_TOTAL,
         CHAIN_BREAKS_TOTAL,
         CHECKPOINTS_TOTAL,
+        SUBSCRIPTION_DELIVERED_TOTAL,
+        SUBSCRIPTION_READ_RETRIES_TOTAL,
     ] {
         counter!(name).increment(0);
     }
@@ -570,6 +601,7 @@ pub fn register_gauges() {
         INTEGRATION_LAG_SECONDS,
         INTEGRATOR_LEADER,
         LOG_HALTED,
+        SUBSCRIPTIONS_OPEN,
     ] {
         metrics::gauge!(name).set(0.0);
     }
@@ -606,6 +638,26 @@ pub fn partition_writer(partition: usize, on_postgres: Option<bool>, buffered: u
 /// Registers help text and unit for every metric on the current recorder. [`install`] calls it;
 /// it is idempotent.
 pub fn describe() {
+    describe_gauge!(
+        SUBSCRIPTIONS_OPEN,
+        Unit::Count,
+        "Subscriptions open in this process (Ledger::subscribe, ledger tail)."
+    );
+    describe_counter!(
+        SUBSCRIPTION_DELIVERED_TOTAL,
+        Unit::Count,
+        "Records handed to this process's subscribers (each subscription's delivery counts)."
+    );
+    describe_histogram!(
+        SUBSCRIPTION_LAG_SECONDS,
+        Unit::Seconds,
+        "Per page handed to a subscriber: from its last record's ts to the hand-over (live lag when caught up)."
+    );
+    describe_counter!(
+        SUBSCRIPTION_READ_RETRIES_TOTAL,
+        Unit::Count,
+        "Subscription reads retried because the log was unreachable."
+    );
     describe_counter!(
         PARTITION_APPENDS_TOTAL,
         Unit::Count,
@@ -988,6 +1040,28 @@ pub(crate) fn relinked() {
     metrics::counter!(RECORDS_RELINKED_TOTAL).increment(1);
 }
 
+/// A subscription's reading task started (`open`) or ended.
+pub(crate) fn subscription_open(open: bool) {
+    let gauge = metrics::gauge!(SUBSCRIPTIONS_OPEN);
+    if open {
+        gauge.increment(1.0);
+    } else {
+        gauge.decrement(1.0);
+    }
+}
+
+/// A subscription handed over a page of `records` records whose last was sealed `lag`
+/// seconds ago.
+pub(crate) fn subscription_delivered(records: usize, lag: f64) {
+    metrics::counter!(SUBSCRIPTION_DELIVERED_TOTAL).increment(records as u64);
+    metrics::histogram!(SUBSCRIPTION_LAG_SECONDS).record(lag);
+}
+
+/// A subscription read found the log unreachable and will retry.
+pub(crate) fn subscription_read_retried() {
+    metrics::counter!(SUBSCRIPTION_READ_RETRIES_TOTAL).increment(1);
+}
+
 /// Whether the integrator halts on a log that does not extend what the key signed.
 /// Publishes what a replication read found (`replication: synchronous` only).
 pub(crate) fn replication(state: &crate::store::ReplicationState) {
@@ -1092,7 +1166,7 @@ mod tests {
                 "{name} buckets not increasing"
             );
         }
-        assert_eq!(ALL.len(), 42);
+        assert_eq!(ALL.len(), 46);
     }
 
     /// Every gauge is exposed at 0 as soon as the exporter is installed, before any ledger
@@ -1130,6 +1204,7 @@ mod tests {
             INTEGRATION_LAG_SECONDS,
             INTEGRATOR_LEADER,
             LOG_HALTED,
+            SUBSCRIPTIONS_OPEN,
         ] {
             assert!(gauges.contains(&name), "{name} missing:\n{text}");
             let values: Vec<&str> = text
@@ -1143,7 +1218,7 @@ mod tests {
         let all_gauges = ALL
             .iter()
             .filter(|n| text.contains(&format!("# TYPE {n} gauge")));
-        assert_eq!(all_gauges.count(), 15);
+        assert_eq!(all_gauges.count(), 16);
     }
 
     /// Every histogram renders its buckets, at 0, once registered: before any sample (a
@@ -1242,6 +1317,7 @@ mod tests {
             histogram!(HTTP_REQUEST_DURATION_SECONDS, labels::ROUTE => labels::ROUTE_TILE)
                 .record(0.001);
             histogram!(WITNESS_COSIGN_SECONDS, labels::WITNESS => "w.example/w").record(0.7);
+            subscription_delivered(3, 0.004);
             gauge!(BACKEND_ACTIVE, labels::BACKEND => labels::BACKEND_MEMORY).set(1.0);
         });
         let text = handle.render();
@@ -1262,6 +1338,9 @@ mod tests {
             assert_eq!(rendered, buckets.len() + 1, "{name} buckets:\n{text}");
         }
         assert!(text.contains("ledger_append_duration_seconds_bucket{le=\"0.025\"} 1"));
+        assert!(text.contains("ledger_subscription_lag_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("ledger_subscription_delivered_total 3"));
+        assert!(text.contains("ledger_subscription_read_retries_total 0"));
         assert!(text.contains("ledger_appends_total{outcome=\"unavailable\"} 0"));
         assert!(text.contains("ledger_db_errors_total{class=\"data\"} 0"));
         assert!(text.contains("ledger_chain_breaks_total 0"));

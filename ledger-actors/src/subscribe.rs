@@ -28,6 +28,13 @@
 //! ([`LedgerError::Unavailable`]) is retried with back-off for as long as it lasts and
 //! never ends the stream; any other error is delivered once and ends it (a data error is
 //! not an outage). Dropping the [`Subscription`] stops its task.
+//!
+//! # Metrics
+//!
+//! `ledger_subscriptions_open` (reading tasks running), `ledger_subscription_delivered_total`
+//! (records handed over), `ledger_subscription_lag_seconds` (per page handed over, from its
+//! last record's `ts` to the hand-over: the live lag while caught up) and
+//! `ledger_subscription_read_retries_total` (reads that found the log unreachable).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -221,8 +228,26 @@ enum Listen {
     On(Box<dyn LogListener>),
 }
 
+/// Counts an open subscription in [`crate::metrics::SUBSCRIPTIONS_OPEN`] while it lives: the
+/// reading task holds it, so an aborted task (a dropped [`Subscription`]) counts down too.
+struct Open;
+
+impl Open {
+    fn new() -> Self {
+        crate::metrics::subscription_open(true);
+        Self
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        crate::metrics::subscription_open(false);
+    }
+}
+
 impl Feed {
     async fn run(mut self) {
+        let _open = Open::new();
         let end = if self.options.follow {
             None
         } else {
@@ -329,10 +354,16 @@ impl Feed {
                 .map(|(position, record)| Delivered { position, record })
                 .collect();
             // Waits here while the consumer is a page behind: the back-pressure.
-            if !out.is_empty() && self.tx.send(Ok(out)).await.is_err() {
+            let Some(last_ts) = out.last().map(|d| d.record.ts) else {
+                continue;
+            };
+            let records = out.len();
+            if self.tx.send(Ok(out)).await.is_err() {
                 drop_all(&mut ahead);
                 return;
             }
+            let lag = (chrono::Utc::now() - last_ts).to_std().unwrap_or_default();
+            crate::metrics::subscription_delivered(records, lag.as_secs_f64());
         }
     }
 
@@ -411,6 +442,7 @@ impl Feed {
             match read(Arc::clone(&self.log)).await {
                 Err(LedgerError::Unavailable(reason)) => {
                     failures += 1;
+                    crate::metrics::subscription_read_retried();
                     if failures == 1 {
                         tracing::warn!(%reason, position = self.next, "subscription: the log is unreachable; retrying until it returns");
                     }

@@ -22,6 +22,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use futures::future::join_all;
 use ledger_actors::metrics::{self, labels};
 use ledger_actors::{Ledger, LedgerConfig, LedgerError};
@@ -121,7 +122,11 @@ fn expectation(name: &str) -> Expect {
         | metrics::INTEGRATION_LAG_RECORDS
         | metrics::INTEGRATION_LAG_SECONDS
         | metrics::CHECKPOINTS_TOTAL
-        | metrics::INTEGRATOR_LEADER => Expect::Produced,
+        | metrics::INTEGRATOR_LEADER
+        | metrics::SUBSCRIPTIONS_OPEN
+        | metrics::SUBSCRIPTION_DELIVERED_TOTAL
+        | metrics::SUBSCRIPTION_LAG_SECONDS => Expect::Produced,
+        metrics::SUBSCRIPTION_READ_RETRIES_TOTAL => Expect::RegisteredZero,
         metrics::LOG_HALTED => Expect::RegisteredZero,
         metrics::DB_ERRORS_TOTAL
         | metrics::FAILOVERS_TOTAL
@@ -226,6 +231,20 @@ fn exporter_reports_what_the_ledger_did() {
             .await
             .unwrap();
         assert_eq!(covering.map(|c| c.size), Some(ok as u64));
+        // A subscription read to the end, then dropped; another left open for the scrape.
+        let mut whole = ledger.subscribe_with(ledger_actors::SubscribeOptions {
+            follow: false,
+            ..ledger_actors::SubscribeOptions::default()
+        });
+        let mut delivered = 0u64;
+        while let Some(d) = whole.next().await {
+            d.unwrap();
+            delivered += 1;
+        }
+        assert_eq!(delivered, ok as u64);
+        drop(whole);
+        let mut open = ledger.subscribe(Some(ok as u64 - 2));
+        assert_eq!(open.next().await.unwrap().unwrap().position, ok as u64 - 1);
         ledger.sample_metrics();
         let text = scrape(addr);
         let all = parse(&text);
@@ -282,6 +301,14 @@ fn exporter_reports_what_the_ledger_did() {
         ] {
             assert_eq!(outcome(o), 0.0, "outcome {o}");
         }
+        // Every record delivered once to the first subscription, one to the second, which
+        // alone is still open.
+        assert_eq!(value(&all, metrics::SUBSCRIPTION_DELIVERED_TOTAL), ok + 1.0);
+        assert_eq!(value(&all, metrics::SUBSCRIPTIONS_OPEN), 1.0);
+        let lag = metrics::SUBSCRIPTION_LAG_SECONDS;
+        assert!(value(&all, &format!("{lag}_count")) >= 2.0);
+        assert_eq!(value(&all, metrics::SUBSCRIPTION_READ_RETRIES_TOTAL), 0.0);
+        drop(open);
         let hist = metrics::APPEND_DURATION_SECONDS;
         assert_eq!(value(&all, &format!("{hist}_count")), total);
         assert_eq!(value(&all, &format!("{hist}_bucket{{le=\"+Inf\"}}")), total);
