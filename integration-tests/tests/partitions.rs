@@ -23,7 +23,9 @@ use common::TestContext;
 use ledger_actors::log_verify::{LogReport, verify_log};
 use ledger_actors::partition::{partition_config, partition_of};
 use ledger_actors::tlog::open_log;
-use ledger_actors::{Backend, Dsn, Durability, LedgerConfig, LedgerError, PartitionedLedger};
+use ledger_actors::{
+    Backend, Dsn, Durability, Ledger, LedgerConfig, LedgerError, PartitionedLedger,
+};
 use ledger_entities::{LedgerRecord, NewRecord};
 use ledger_tlog::note::{NoteSigner, NoteVerifier};
 use sea_orm::{
@@ -145,6 +147,23 @@ async fn two_partitions_on_two_servers() {
         Err(e) => panic!("shorter list: {e}"),
         Ok(_) => panic!("a shorter partitions list opened"),
     }
+    // A ledger started alone (the library's `Ledger::start`, no list) on a partition's
+    // database is refused too: it would take anchors that live on the other server.
+    let alone = LedgerConfig {
+        partitions: Vec::new(),
+        dsn: Some(config.partitions[1].clone()),
+        checkpoint_key: None,
+        spool_dir: None,
+        ..config.clone()
+    };
+    match Ledger::start(alone).await {
+        Err(LedgerError::PartitionMismatch(m)) => assert!(
+            m.contains("records partition 1 of 2") && m.contains("alone"),
+            "{m}"
+        ),
+        Err(e) => panic!("alone on a partition: {e}"),
+        Ok(_) => panic!("a ledger started alone on a partition's database"),
+    }
 
     // Load: 40 anchors (about half in each partition), one append every 2 ms each.
     let anchors: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
@@ -188,6 +207,28 @@ async fn two_partitions_on_two_servers() {
     assert!(
         during.contains("ledger_partition_on_postgres{partition=\"1\"} 0")
             && during.contains("ledger_partition_on_postgres{partition=\"0\"} 1"),
+        "{during}"
+    );
+    // Each partition's writer records its own series (the `partition` label), so partition
+    // 1's outage does not overwrite partition 0's state, nor the other way round.
+    for needle in [
+        "ledger_backend_active{backend=\"memory\",partition=\"1\"} 1",
+        "ledger_backend_active{backend=\"postgres\",partition=\"1\"} 0",
+        "ledger_backend_active{backend=\"postgres\",partition=\"0\"} 1",
+        "ledger_backend_active{backend=\"memory\",partition=\"0\"} 0",
+    ] {
+        assert!(during.contains(needle), "{needle} missing:\n{during}");
+    }
+    let value = |series: &str| {
+        during
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert!(
+        value("ledger_buffered_records{partition=\"1\"}").is_some_and(|b| b > 0.0)
+            && value("ledger_failovers_total{partition=\"1\"}").is_some_and(|f| f >= 1.0)
+            && value("ledger_failovers_total{partition=\"0\"}").is_none_or(|f| f == 0.0),
         "{during}"
     );
     let restarted = Instant::now();

@@ -645,6 +645,7 @@ async fn persist_all(
                 strict: false,
                 reply: PersistReply::Oneshot(reply),
                 wait_committed: false,
+                accepted: std::time::Instant::now(),
             });
             rx
         })

@@ -488,6 +488,14 @@ fn anchor_moved(e: &LedgerError) -> bool {
 
 /// `record` moved onto `head` (or made the anchor's first record): same rid and content,
 /// new `prev_hash`, a `ts` after `last_ts`, new hash.
+/// When an append whose re-link deadline is `deadline` was first taken: the deadline is
+/// set `relink_for` after it.
+pub(crate) fn accepted_at(deadline: Instant, relink_for: Duration) -> Instant {
+    deadline
+        .checked_sub(relink_for)
+        .unwrap_or_else(Instant::now)
+}
+
 fn relinked(
     record: &LedgerRecord,
     head: Option<RecordHash>,
@@ -734,6 +742,7 @@ impl ChainActor {
             strict: false,
             reply,
             wait_committed,
+            accepted: accepted_at(deadline, self.settings.relink_for),
         };
         self.settings.driver.submit(msg);
         self.head = Some(record.hash);

@@ -541,6 +541,11 @@ pub struct LedgerConfig {
     /// against what each database records). Empty: not partitioned. Env:
     /// `LEDGER_PARTITIONS` (DSNs separated by whitespace).
     pub partitions: Vec<Dsn>,
+    /// Set by [`crate::PartitionedLedger`] on each partition's own configuration (never
+    /// read from YAML or the environment): the partition's index, which its threads add to
+    /// every metric series they record as the label `partition`.
+    #[serde(skip)]
+    pub metrics_partition: Option<usize>,
     /// What `Committed` promises: `local` (default) or `synchronous` (also flushed by a
     /// synchronous standby; see [`Replication`]). Env: `LEDGER_REPLICATION`.
     pub replication: Replication,
@@ -695,6 +700,7 @@ impl Default for LedgerConfig {
             backend: Backend::Memory,
             dsn: None,
             partitions: Vec::new(),
+            metrics_partition: None,
             replication: Replication::Local,
             pool_size: 10,
             timeout: Duration::from_secs(5),

@@ -24,8 +24,11 @@ use std::thread;
 
 use std::sync::OnceLock;
 
+use std::sync::Arc;
+
 use metrics::{
-    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram,
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -425,6 +428,125 @@ fn exporter_error(addr: SocketAddr, reason: impl Into<String>) -> LedgerError {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The partition label
+// ---------------------------------------------------------------------------------------------
+//
+// A partitioned ledger runs one whole ledger per partition, and every one of them records the
+// same metric names (its writer's buffered records, its integrator's log size, ...). So that
+// they do not overwrite each other, each partition's threads (its writer, chain workers,
+// integrator and witness publisher Arbiters: see `arbiter`) record through a thread-local
+// recorder that adds `partition="<index>"` to every series and forwards to the exporter's.
+// Call sites stay unchanged. Series recorded on other threads (an append's own metrics, on
+// the host's thread; the per-append handles cached at install) carry no partition label.
+
+/// The exporter's recorder, as [`install`] made it (absent when another recorder was
+/// installed, e.g. by a host application: then nothing is labelled).
+static PROMETHEUS: OnceLock<Arc<metrics_exporter_prometheus::PrometheusRecorder>> = OnceLock::new();
+
+/// The global recorder: the exporter's, shared with the partition recorders.
+struct Shared(Arc<metrics_exporter_prometheus::PrometheusRecorder>);
+
+/// Implements [`Recorder`] for `$ty` by forwarding every call to its `target()`, each key
+/// registered as `$labelled` (the key, with the labels it adds).
+macro_rules! forward_recorder {
+    ($ty:ty, |$this:ident, $key:ident| $labelled:expr) => {
+        impl Recorder for $ty {
+            fn describe_counter(&self, key: KeyName, unit: Option<Unit>, d: SharedString) {
+                self.target().describe_counter(key, unit, d)
+            }
+            fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, d: SharedString) {
+                self.target().describe_gauge(key, unit, d)
+            }
+            fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, d: SharedString) {
+                self.target().describe_histogram(key, unit, d)
+            }
+            fn register_counter(&self, $key: &Key, metadata: &Metadata<'_>) -> Counter {
+                let $this = self;
+                self.target().register_counter(&$labelled, metadata)
+            }
+            fn register_gauge(&self, $key: &Key, metadata: &Metadata<'_>) -> Gauge {
+                let $this = self;
+                self.target().register_gauge(&$labelled, metadata)
+            }
+            fn register_histogram(&self, $key: &Key, metadata: &Metadata<'_>) -> Histogram {
+                let $this = self;
+                self.target().register_histogram(&$labelled, metadata)
+            }
+        }
+    };
+}
+
+impl Shared {
+    fn target(&self) -> &dyn Recorder {
+        self.0.as_ref()
+    }
+}
+
+forward_recorder!(Shared, |_this, key| key.clone());
+
+/// A recorder that adds `partition="<index>"` to every series and forwards to `target`.
+struct PartitionRecorder {
+    target: Arc<dyn Recorder + Send + Sync>,
+    label: Label,
+}
+
+impl PartitionRecorder {
+    fn new(target: Arc<dyn Recorder + Send + Sync>, partition: usize) -> Self {
+        Self {
+            target,
+            label: Label::new(labels::PARTITION, partition.to_string()),
+        }
+    }
+
+    fn target(&self) -> &dyn Recorder {
+        self.target.as_ref()
+    }
+}
+
+forward_recorder!(PartitionRecorder, |this, key| key
+    .with_extra_labels(vec![this.label.clone()]));
+
+/// The partition recorders made so far, one per index, for the life of the process (a
+/// thread-local recorder is borrowed for as long as it is set, so each is leaked once).
+static PARTITION_RECORDERS: std::sync::Mutex<Vec<&'static PartitionRecorder>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Partition `index`'s recorder, if the exporter is installed.
+fn partition_recorder(index: usize) -> Option<&'static PartitionRecorder> {
+    let target = PROMETHEUS.get()?;
+    let mut made = PARTITION_RECORDERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    while made.len() <= index {
+        let target: Arc<dyn Recorder + Send + Sync> = Arc::clone(target) as _;
+        let next = made.len();
+        made.push(Box::leak(Box::new(PartitionRecorder::new(target, next))));
+    }
+    made.get(index).copied()
+}
+
+/// Runs `f` with partition `partition`'s label on what it records (`None`, or no exporter:
+/// as it is).
+pub(crate) fn in_partition<T>(partition: Option<usize>, f: impl FnOnce() -> T) -> T {
+    match partition.and_then(partition_recorder) {
+        Some(recorder) => metrics::with_local_recorder(recorder, f),
+        None => f(),
+    }
+}
+
+/// A new Arbiter whose thread records with partition `partition`'s label (`None`: a plain
+/// Arbiter). Every Arbiter of a ledger is made here.
+pub(crate) fn arbiter(partition: Option<usize>) -> actix::Arbiter {
+    let arbiter = actix::Arbiter::new();
+    if let Some(recorder) = partition.and_then(partition_recorder) {
+        // Runs on the Arbiter's thread before anything started on it later. The guard is
+        // kept for the thread's life: the recorder is 'static.
+        arbiter.spawn_fn(move || std::mem::forget(metrics::set_default_local_recorder(recorder)));
+    }
+    arbiter
+}
+
 /// Why [`install`] failed when a recorder was already installed.
 pub const ALREADY_INSTALLED: &str = "a metrics recorder is already installed in this process";
 
@@ -489,7 +611,11 @@ pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, LedgerError> {
                 }
             };
             let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
+            let recorder = Arc::new(recorder);
+            // Kept for the partition-labelling recorders (`in_partition`), which forward to
+            // it directly: forwarding through `metrics::with_recorder` would find themselves.
+            let _ = PROMETHEUS.set(Arc::clone(&recorder));
+            if metrics::set_global_recorder(Shared(recorder)).is_err() {
                 let _ = ready_tx.send(Err(exporter_error(addr, ALREADY_INSTALLED)));
                 return;
             }
@@ -1219,6 +1345,53 @@ mod tests {
             .iter()
             .filter(|n| text.contains(&format!("# TYPE {n} gauge")));
         assert_eq!(all_gauges.count(), 16);
+    }
+
+    /// Through a partition's recorder every series carries `partition="<index>"`, so two
+    /// partitions' writers keep separate series of one metric; describing passes through.
+    #[test]
+    fn a_partition_recorder_labels_every_series() {
+        let recorder = Arc::new(
+            builder()
+                .expect("valid exporter configuration")
+                .build_recorder(),
+        );
+        let handle = recorder.handle();
+        let target: Arc<dyn Recorder + Send + Sync> = recorder.clone();
+        let (p0, p3) = (
+            PartitionRecorder::new(Arc::clone(&target), 0),
+            PartitionRecorder::new(target, 3),
+        );
+        metrics::with_local_recorder(&p0, || {
+            describe();
+            buffered(2);
+            backend_active(true);
+        });
+        metrics::with_local_recorder(&p3, || {
+            buffered(7);
+            failover();
+            backend_active(false);
+            drain_finished(1.5);
+        });
+        let text = handle.render();
+        for line in [
+            "ledger_buffered_records{partition=\"0\"} 2",
+            "ledger_buffered_records{partition=\"3\"} 7",
+            "ledger_failovers_total{partition=\"3\"} 1",
+            "ledger_backend_active{backend=\"postgres\",partition=\"0\"} 1",
+            "ledger_backend_active{backend=\"memory\",partition=\"3\"} 1",
+            "ledger_backend_active{backend=\"postgres\",partition=\"3\"} 0",
+            "ledger_drain_duration_seconds_count{partition=\"3\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        assert!(text.contains("# HELP ledger_buffered_records "), "{text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("ledger_buffered_records ")),
+            "an unlabelled series:\n{text}"
+        );
     }
 
     /// Every histogram renders its buckets, at 0, once registered: before any sample (a

@@ -51,6 +51,7 @@ use crate::verify::{ChainReport, VerifySummary};
 use crate::writer::{Mode, OutageRecords, OutageStatus};
 
 pub use crate::config::{KEY_PLACEHOLDER, MAX_PARTITIONS};
+pub use crate::pg::partition_record::{PartitionRecord, read_record};
 
 /// How often the partition gauges are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -100,9 +101,13 @@ pub fn partition_config(config: &LedgerConfig, index: usize) -> Result<LedgerCon
         )));
     }
     if config.partitions.is_empty() {
-        return Ok(config.clone());
+        return Ok(LedgerConfig {
+            metrics_partition: Some(0),
+            ..config.clone()
+        });
     }
     let mut part = config.clone();
+    part.metrics_partition = Some(index);
     part.dsn = Some(config.partitions[index].clone());
     part.partitions = Vec::new();
     part.spool_dir = config
@@ -116,35 +121,6 @@ pub fn partition_config(config: &LedgerConfig, index: usize) -> Result<LedgerCon
     });
     part.workers = (config.worker_count() / count).max(1);
     Ok(part)
-}
-
-/// What a partition's database records about its place (`ledger_partition`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct PartitionRecord {
-    /// Its index in the list.
-    pub index: u32,
-    /// The list's length.
-    pub count: u32,
-}
-
-/// Reads the partition record of the database behind `db` (`None`: the table is empty).
-pub async fn read_record(db: &DatabaseConnection) -> Result<Option<PartitionRecord>, LedgerError> {
-    let row = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT partition_index, partition_count FROM ledger_partition",
-        ))
-        .await
-        .map_err(|e| LedgerError::SchemaMissing(format!("reading ledger_partition: {e}")))?;
-    let Some(row) = row else { return Ok(None) };
-    let get = |col: &str| {
-        row.try_get::<i32>("", col)
-            .map_err(|e| LedgerError::Database(format!("ledger_partition.{col}: {e}")))
-    };
-    Ok(Some(PartitionRecord {
-        index: u32::try_from(get("partition_index")?).unwrap_or(u32::MAX),
-        count: u32::try_from(get("partition_count")?).unwrap_or(u32::MAX),
-    }))
 }
 
 /// What [`check_record`] did on one partition.
@@ -381,7 +357,7 @@ impl PartitionedLedger {
                 if read_only {
                     Ledger::open_read_only(part).await
                 } else {
-                    Ledger::start(part).await
+                    Ledger::start_partition(part).await
                 }
             }
         }))
@@ -441,8 +417,8 @@ impl PartitionedLedger {
     /// Publishes the partition gauges now (the sampler does it every second).
     pub async fn sample_metrics(&self) {
         sample(&self.parts).await;
-        for l in self.parts.iter() {
-            l.sample_metrics();
+        for (i, l) in self.parts.iter().enumerate() {
+            crate::metrics::in_partition(Some(i), || l.sample_metrics());
         }
     }
 

@@ -74,6 +74,7 @@ pub(crate) fn start_integrator(
                 _ => None,
             },
             wake: Some(wake),
+            metrics_partition: config.metrics_partition,
         },
     )?)))
 }

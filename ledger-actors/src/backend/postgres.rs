@@ -48,7 +48,7 @@ impl PostgresDriver {
             Arc::clone(&degraded),
         )?;
         let inbox = actor.sender();
-        let arbiter = Arbiter::new();
+        let arbiter = crate::metrics::arbiter(config.metrics_partition);
         let addr = Writer::start_in_arbiter(&arbiter.handle(), move |_| actor);
         let reads: Arc<dyn LedgerStore> =
             Arc::new(WriterReads::new(store, buffer, Arc::clone(&degraded)));

@@ -245,6 +245,7 @@ impl ChainActor {
             strict: f.expect != Expect::Any,
             reply: PersistReply::Batched(AckTo::new(ctx.address().recipient(), tag)),
             wait_committed: f.wait_committed,
+            accepted: super::accepted_at(f.deadline, self.settings.relink_for),
         };
         self.settings.driver.submit(msg);
         self.head = Some(last.hash);

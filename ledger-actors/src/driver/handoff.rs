@@ -138,6 +138,10 @@ pub struct Persist {
     /// Answer only once the record is committed in PostgreSQL, even during an outage
     /// (`Ledger::append_durable`). A memory driver answers at once regardless.
     pub wait_committed: bool,
+    /// When its chain actor first took the append (before any re-link): a writer that holds
+    /// acknowledgements back (during a drain) counts the hold from here, so an append that
+    /// already spent time being re-linked is not held past its timeout.
+    pub accepted: std::time::Instant,
 }
 
 impl Message for Persist {

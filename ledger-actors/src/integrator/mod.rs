@@ -91,6 +91,9 @@ pub struct Settings {
     pub wake: Option<Arc<tokio::sync::Notify>>,
     /// Witnesses to submit signed checkpoints to (`None`: none configured).
     pub witnesses: Option<witness::WitnessSettings>,
+    /// The partition whose label the integrator's and publisher's metrics carry (see
+    /// `crate::metrics::arbiter`; `None`: no label).
+    pub metrics_partition: Option<usize>,
 }
 
 /// What the integrator has done, observable through [`Integrator::progress`].
@@ -196,13 +199,18 @@ impl Integrator {
                         "witnesses: configured, but there is no checkpoint_key: witnesses cosign only signed checkpoints".into(),
                     ));
                 }
-                Some(witness::start(Arc::clone(&log), w, rx.clone())?)
+                Some(witness::start(
+                    Arc::clone(&log),
+                    w,
+                    rx.clone(),
+                    settings.metrics_partition,
+                )?)
             }
             _ => None,
         };
         let (stop_tx, stop_rx) = oneshot::channel();
         let verifier = signer.as_ref().map(NoteSigner::verifier);
-        let arbiter = Arbiter::new();
+        let arbiter = crate::metrics::arbiter(settings.metrics_partition);
         let coverage = Arc::new(std::sync::Mutex::new(lag_histogram()));
         let runner = Runner {
             log: Arc::clone(&log),

@@ -71,12 +71,13 @@ fn backoff() -> backon::ExponentialBackoff {
         .build()
 }
 
-/// Starts the publisher on its own Arbiter; it follows `progress` until the integrator
-/// (the sender) is gone or the Arbiter is stopped.
+/// Starts the publisher on its own Arbiter (recording with `metrics_partition`'s label); it
+/// follows `progress` until the integrator (the sender) is gone or the Arbiter is stopped.
 pub(crate) fn start(
     log: Arc<dyn LogStore>,
     settings: WitnessSettings,
     progress: watch::Receiver<Progress>,
+    metrics_partition: Option<usize>,
 ) -> Result<Arbiter, LedgerError> {
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
@@ -91,9 +92,11 @@ pub(crate) fn start(
         .iter()
         .map(|w| w.key.name().to_owned())
         .collect();
-    crate::metrics::witnesses_configured(&names);
+    crate::metrics::in_partition(metrics_partition, || {
+        crate::metrics::witnesses_configured(&names)
+    });
     let sizes = Arc::new(Mutex::new(vec![0u64; settings.witnesses.len()]));
-    let arbiter = Arbiter::new();
+    let arbiter = crate::metrics::arbiter(metrics_partition);
     let quorum = settings.quorum;
     arbiter.spawn(async move {
         let loops = settings.witnesses.into_iter().enumerate().map(|(i, w)| {

@@ -101,16 +101,37 @@ pub struct ShutdownReport {
     pub spool: Option<std::path::PathBuf>,
 }
 
+/// Whether a ledger is started alone or as one partition of a partitioned ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member {
+    Alone,
+    Partition,
+}
+
 impl Ledger {
-    /// Starts the ledger described by `config`.
+    /// Starts the ledger described by `config` (one database: a `partitions` list is started
+    /// by [`crate::PartitionedLedger`]). On PostgreSQL, a database migrated as a partition of
+    /// a partitioned ledger (its `ledger_partition` row says partition `i` of `n > 1`) is
+    /// refused with [`LedgerError::PartitionMismatch`]: this ledger would take appends of
+    /// anchors the partition map puts on other servers.
     pub async fn start(config: LedgerConfig) -> Result<Self, LedgerError> {
+        Self::start_as(config, Member::Alone).await
+    }
+
+    /// [`Ledger::start`] for partition `i` of a [`crate::PartitionedLedger`], which checked
+    /// the database's partition record against the whole list before.
+    pub(crate) async fn start_partition(config: LedgerConfig) -> Result<Self, LedgerError> {
+        Self::start_as(config, Member::Partition).await
+    }
+
+    async fn start_as(config: LedgerConfig, member: Member) -> Result<Self, LedgerError> {
         config.check()?;
         match config.backend {
             Backend::Memory => match config.spool_dir.clone() {
                 Some(dir) => Self::start_memory_spooled(config, &dir),
                 None => Self::start_memory(config, Arc::new(MemoryLedgerStore::new())),
             },
-            Backend::Postgres => Self::start_postgres(config).await,
+            Backend::Postgres => Self::start_postgres(config, member).await,
         }
     }
 
@@ -248,12 +269,12 @@ impl Ledger {
     /// With a `spool_dir`, the ledger first takes an exclusive lock on it
     /// ([`spool::SpoolLock`]), held until [`Ledger::shutdown`]: a second process with the same
     /// `spool_dir` fails with [`LedgerError::SpoolLocked`] and touches nothing.
-    async fn start_postgres(config: LedgerConfig) -> Result<Self, LedgerError> {
+    async fn start_postgres(config: LedgerConfig, member: Member) -> Result<Self, LedgerError> {
         let lock = match &config.spool_dir {
             Some(dir) => Some(spool::SpoolLock::acquire(dir)?),
             None => None,
         };
-        let ledger = Self::start_postgres_locked(config).await?;
+        let ledger = Self::start_postgres_locked(config, member).await?;
         *ledger
             .inner
             .spool_lock
@@ -262,7 +283,10 @@ impl Ledger {
         Ok(ledger)
     }
 
-    async fn start_postgres_locked(config: LedgerConfig) -> Result<Self, LedgerError> {
+    async fn start_postgres_locked(
+        config: LedgerConfig,
+        member: Member,
+    ) -> Result<Self, LedgerError> {
         let store = match crate::pg::store::open(&config).await {
             Ok(store) => Arc::new(store),
             Err(LedgerError::Unavailable(reason)) => {
@@ -276,6 +300,11 @@ impl Ledger {
             }
             Err(e) => return Err(e),
         };
+        if member == Member::Alone {
+            // Before the spool is recovered into it or anything is written.
+            crate::pg::partition_record::refuse_partition_alone(&config, store.connection())
+                .await?;
+        }
         let recovery = match &config.spool_dir {
             Some(dir) => {
                 Some(crate::recovery::recover_spool(dir, &store, config.batch_size).await?)
@@ -340,7 +369,9 @@ impl Ledger {
         mut arbiters: Vec<Arbiter>,
         postgres: Option<&Arc<PostgresDriver>>,
     ) -> Self {
-        let workers: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
+        let workers: Vec<Arbiter> = (0..config.worker_count())
+            .map(|_| crate::metrics::arbiter(config.metrics_partition))
+            .collect();
         let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
         arbiters.extend(workers);
         let permits = Arc::new(Semaphore::new(config.max_in_flight));
@@ -350,7 +381,9 @@ impl Ledger {
             Some(p) => ActiveBackend::Writer(Arc::clone(p.degraded())),
             None => {
                 let backend = driver.store().backend();
-                crate::metrics::backend_active(backend == Backend::Postgres);
+                crate::metrics::in_partition(config.metrics_partition, || {
+                    crate::metrics::backend_active(backend == Backend::Postgres)
+                });
                 ActiveBackend::Fixed(backend)
             }
         };

@@ -12,6 +12,7 @@
 //!   anchor, see migration `m20261126_000020_prev_fk`) — the whole statement fails.
 //!
 //! # Layout
+//! - [`partition_record`]: the `ledger_partition` row a partitioned ledger's databases keep.
 //! - [`store`]: connect ([`store::open`], [`store::sqlx_options`]), error classification
 //!   ([`store::classify`], contention retry), [`store::PostgresLedgerStore`] (batched head
 //!   loads, reads).
@@ -39,6 +40,7 @@ use sea_orm::{DbErr, RuntimeErr};
 use uuid::Uuid;
 
 pub mod endpoints;
+pub mod partition_record;
 pub mod replication;
 pub mod store;
 

@@ -272,6 +272,8 @@ struct Pending {
     reply: PersistReply,
     wait_committed: bool,
     sent: Instant,
+    /// See [`Persist::accepted`].
+    accepted: Instant,
 }
 
 impl Pending {
@@ -283,6 +285,7 @@ impl Pending {
             reply: msg.reply,
             wait_committed: msg.wait_committed,
             sent: Instant::now(),
+            accepted: msg.accepted,
         }
     }
 
@@ -322,8 +325,9 @@ pub struct Writer {
     waiters: HashMap<Uuid, PersistReply>,
     /// Acknowledgements of records buffered while draining, held so that appenders cannot
     /// refill the buffer as fast as it drains (the drain would never finish): each is
-    /// answered when the drain ends, or after half the append timeout, whichever is first.
-    /// With the record's rid if it was spooled, and when it was held.
+    /// answered when the drain ends, or half the append timeout after its chain actor first
+    /// took the append ([`Persist::accepted`]), whichever is first. With the record's rid if
+    /// it was spooled, and when its hold ends.
     held: std::collections::VecDeque<(PersistReply, Option<Uuid>, Instant)>,
     drain_state: DrainState,
     drain_running: bool,
@@ -674,6 +678,7 @@ impl Writer {
             rest,
             reply,
             wait_committed,
+            accepted,
             ..
         } = p;
         // Buffered first: a reader must find it once it is acknowledged (the spool thread
@@ -702,7 +707,11 @@ impl Writer {
             if wait_committed {
                 self.waiters.insert(rid, reply);
             } else {
-                self.held.push_back((reply, spooled, Instant::now()));
+                // Never past half the timeout of the append as its appender counts it
+                // (re-links and mailbox waits included), so no appender times out on a long
+                // drain.
+                let release = accepted + self.config.timeout / 2;
+                self.held.push_back((reply, spooled, release));
             }
         } else {
             match &self.spool {
@@ -725,16 +734,28 @@ impl Writer {
         }
     }
 
-    /// Releases held acknowledgements: all of them, or those held longer than half the
-    /// append timeout (so no appender times out on a long drain).
+    /// Releases held acknowledgements: all of them, or those whose hold has ended (see
+    /// [`Writer::held`]: half the append timeout after the append was first taken, so no
+    /// appender times out on a long drain).
     fn release_held(&mut self, all: bool) {
-        let patience = self.config.timeout / 2;
-        while let Some((_, _, since)) = self.held.front() {
-            if !all && since.elapsed() < patience {
-                break;
-            }
-            if let Some((reply, spooled, _)) = self.held.pop_front() {
+        if all {
+            while let Some((reply, spooled, _)) = self.held.pop_front() {
                 self.acknowledge(reply, spooled);
+            }
+            return;
+        }
+        let now = Instant::now();
+        // Holds end in about arrival order, not exactly (a re-linked append ends earlier):
+        // release every one that has ended, wherever it is in the queue.
+        if self.held.iter().all(|(_, _, release)| *release > now) {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        for (reply, spooled, release) in held {
+            if release <= now {
+                self.acknowledge(reply, spooled);
+            } else {
+                self.held.push_back((reply, spooled, release));
             }
         }
     }
