@@ -228,7 +228,9 @@ async fn two_partitions_on_two_servers() {
     assert!(
         value("ledger_buffered_records{partition=\"1\"}").is_some_and(|b| b > 0.0)
             && value("ledger_failovers_total{partition=\"1\"}").is_some_and(|f| f >= 1.0)
-            && value("ledger_failovers_total{partition=\"0\"}").is_none_or(|f| f == 0.0),
+            && value("ledger_failovers_total{partition=\"0\"}").is_none_or(|f| f == 0.0)
+            && value("ledger_anchors_active{partition=\"0\"}").is_some_and(|a| a > 0.0)
+            && value("ledger_anchors_active{partition=\"1\"}").is_some_and(|a| a > 0.0),
         "{during}"
     );
     let restarted = Instant::now();

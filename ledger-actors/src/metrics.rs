@@ -539,12 +539,22 @@ pub(crate) fn in_partition<T>(partition: Option<usize>, f: impl FnOnce() -> T) -
 /// Arbiter). Every Arbiter of a ledger is made here.
 pub(crate) fn arbiter(partition: Option<usize>) -> actix::Arbiter {
     let arbiter = actix::Arbiter::new();
-    if let Some(recorder) = partition.and_then(partition_recorder) {
-        // Runs on the Arbiter's thread before anything started on it later. The guard is
-        // kept for the thread's life: the recorder is 'static.
-        arbiter.spawn_fn(move || std::mem::forget(metrics::set_default_local_recorder(recorder)));
+    if partition.is_some() {
+        // Runs on the Arbiter's thread before anything started on it later.
+        arbiter.spawn_fn(move || label_this_thread(partition));
     }
     arbiter
+}
+
+/// From now on, the calling thread records with partition `partition`'s label (`None`, or
+/// no exporter: nothing changes). For threads a partition owns: its Arbiters ([`arbiter`])
+/// and its spool thread.
+pub(crate) fn label_this_thread(partition: Option<usize>) {
+    if let Some(recorder) = partition.and_then(partition_recorder) {
+        // Kept for the thread's life: the recorder is 'static, and restoring the previous
+        // recorder (the guard's drop) is never wanted.
+        std::mem::forget(metrics::set_default_local_recorder(recorder));
+    }
 }
 
 /// Why [`install`] failed when a recorder was already installed.
@@ -1005,8 +1015,6 @@ struct Handles {
     /// `ledger_appends_total`, indexed like [`labels::OUTCOMES`].
     appends: Vec<Counter>,
     append_duration: Histogram,
-    anchors_active: Gauge,
-    anchors_passivated: Counter,
 }
 
 static HANDLES: OnceLock<Handles> = OnceLock::new();
@@ -1020,30 +1028,23 @@ fn cache_handles() {
             .map(|outcome| counter!(APPENDS_TOTAL, labels::OUTCOME => *outcome))
             .collect(),
         append_duration: metrics::histogram!(APPEND_DURATION_SECONDS),
-        anchors_active: metrics::gauge!(ANCHORS_ACTIVE),
-        anchors_passivated: counter!(ANCHORS_PASSIVATED_TOTAL),
     });
 }
 
+// The chain actors' start, stop and passivation run on their worker threads, which carry a
+// partition's label in a partitioned ledger: they go through the (thread-local aware)
+// macros, not cached handles. They happen per actor, not per append.
+
 pub(crate) fn anchor_started() {
-    match HANDLES.get() {
-        Some(h) => h.anchors_active.increment(1.0),
-        None => metrics::gauge!(ANCHORS_ACTIVE).increment(1.0),
-    }
+    metrics::gauge!(ANCHORS_ACTIVE).increment(1.0);
 }
 
 pub(crate) fn anchor_stopped() {
-    match HANDLES.get() {
-        Some(h) => h.anchors_active.decrement(1.0),
-        None => metrics::gauge!(ANCHORS_ACTIVE).decrement(1.0),
-    }
+    metrics::gauge!(ANCHORS_ACTIVE).decrement(1.0);
 }
 
 pub(crate) fn anchor_passivated() {
-    match HANDLES.get() {
-        Some(h) => h.anchors_passivated.increment(1),
-        None => counter!(ANCHORS_PASSIVATED_TOTAL).increment(1),
-    }
+    counter!(ANCHORS_PASSIVATED_TOTAL).increment(1);
 }
 
 /// One append ended with `outcome` (a value of [`labels::OUTCOMES`]) after `seconds`.

@@ -212,15 +212,21 @@ pub struct SpoolWriter {
 }
 
 impl SpoolWriter {
-    /// Opens (creating if needed) the spool in `dir` and starts its thread.
-    pub fn open(dir: &Path) -> Result<Self, LedgerError> {
+    /// Opens (creating if needed) the spool in `dir` and starts its thread, which records
+    /// its metrics with `metrics_partition`'s label (see `crate::metrics::label_this_thread`).
+    pub fn open(dir: &Path, metrics_partition: Option<usize>) -> Result<Self, LedgerError> {
         let spool = Spool::open(dir)?;
         let path = spool.path.clone();
-        crate::metrics::spool_bytes(spool.bytes());
+        crate::metrics::in_partition(metrics_partition, || {
+            crate::metrics::spool_bytes(spool.bytes())
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("avl-spool".into())
-            .spawn(move || spool_thread(spool, rx))
+            .spawn(move || {
+                crate::metrics::label_this_thread(metrics_partition);
+                spool_thread(spool, rx)
+            })
             .map_err(|e| io_err(&path, "start the spool thread", &e))?;
         Ok(Self {
             path,
@@ -488,7 +494,7 @@ mod tests {
     #[test]
     fn spool_thread_acknowledges_after_the_frames_are_written() {
         let dir = std::env::temp_dir().join(format!("avl-spool-thread-{}", uuid::Uuid::new_v4()));
-        let writer = SpoolWriter::open(&dir).unwrap();
+        let writer = SpoolWriter::open(&dir, None).unwrap();
         let recs: Vec<Arc<LedgerRecord>> = records(3).into_iter().map(Arc::new).collect();
         let mut answers = Vec::new();
         for r in &recs[..2] {

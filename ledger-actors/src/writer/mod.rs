@@ -372,7 +372,7 @@ impl Writer {
         degraded: Arc<OutageFlag>,
     ) -> Result<Self, LedgerError> {
         let spool = match &config.spool_dir {
-            Some(dir) => Some(SpoolWriter::open(dir)?),
+            Some(dir) => Some(SpoolWriter::open(dir, config.metrics_partition)?),
             None => None,
         };
         let pool = store.connection().get_postgres_connection_pool().clone();
