@@ -462,9 +462,9 @@ impl Ledger {
         &self.inner.router
     }
 
-    /// The ledger's health report; see [`crate::health`] for what is checked and the rules
-    /// that make it healthy, degraded or down. Takes at most [`crate::health::PROBE_TIMEOUT`]
-    /// (or the configured timeout, if shorter) per probe.
+    /// The ledger's health report: what is checked and the rules that make it healthy,
+    /// degraded or down are in [`Health`] and docs/OPERATIONS.md ("Health"). Takes at most
+    /// 2 s (or the configured timeout, if shorter) per probe.
     pub async fn health(&self) -> Health {
         let log_halted = match self.integrator() {
             Some(i) => i.progress().borrow().halted.clone(),
@@ -501,10 +501,9 @@ impl Ledger {
         }
     }
 
-    /// Publishes the sampled gauges (in-flight appends, chain and memory-persistence mailbox
-    /// depths) now.
-    /// A sampler does it every [`crate::observe::SAMPLE_EVERY`]; call this to read current
-    /// values from the exporter without waiting for it.
+    /// Publishes the sampled gauges (in-flight appends, chain mailbox depths) now. A sampler
+    /// does it every second; call this to read current values from the exporter without
+    /// waiting for it.
     pub fn sample_metrics(&self) {
         self.observer().publish();
     }
@@ -525,7 +524,7 @@ impl Ledger {
     }
 
     /// Like [`Ledger::append`], but answers only once the record is committed in
-    /// PostgreSQL ([`Durability::Committed`]), waiting through an outage for up to `wait`
+    /// PostgreSQL ([`crate::Durability::Committed`]), waiting through an outage for up to `wait`
     /// ([`LedgerError::Timeout`] after that: the record is buffered, not lost). On the memory
     /// backend it is [`Ledger::append`].
     pub async fn append_durable(
@@ -802,7 +801,7 @@ impl Ledger {
     ///    head in PostgreSQL is the in-memory head, writes any outage spool in
     ///    `target.spool_dir`, starts the [`Writer`] and switches the chain actors, the
     ///    reads, health and the transparency log to PostgreSQL; then releases the appends.
-    ///    From then on appends are acknowledged [`Durability::Committed`] (or buffered
+    ///    From then on appends are acknowledged [`crate::Durability::Committed`] (or buffered
     ///    during an outage, as on any PostgreSQL ledger).
     ///
     /// If it fails before the switch the ledger keeps running on memory; the records already

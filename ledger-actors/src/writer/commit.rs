@@ -13,7 +13,7 @@
 //! writer's Arbiter (one per batch, not per record) that reports back in one
 //! `BatchDone` message; the writer never blocks its thread.
 //!
-//! # Invariants (the chain actor relies on them, see [`crate::chain`])
+//! # Invariants (the chain actor relies on them, see the `chain` module)
 //! - Records are written in arrival order, so one anchor's records reach the database in
 //!   chain order. With two batches in flight, a record whose predecessor is still in a running
 //!   batch waits (with every later record of its anchor) for that batch to settle, so a record
