@@ -300,6 +300,54 @@ impl Pending {
     }
 }
 
+/// When a held acknowledgement of an append first taken at `accepted` is released at the
+/// latest: half the append `timeout` after it, so the hold never runs past the timeout as
+/// its appender counts it (re-links and mailbox waits included).
+fn hold_until(accepted: Instant, timeout: Duration) -> Instant {
+    accepted + timeout / 2
+}
+
+/// Acknowledgements held back during a drain (see [`Writer::held`]): each with the rid it
+/// was spooled under (if any) and when its hold ends.
+#[derive(Default)]
+struct HeldAcks {
+    held: std::collections::VecDeque<(PersistReply, Option<Uuid>, Instant)>,
+}
+
+impl HeldAcks {
+    fn hold(&mut self, reply: PersistReply, spooled: Option<Uuid>, until: Instant) {
+        self.held.push_back((reply, spooled, until));
+    }
+
+    /// Every held acknowledgement, in the order held.
+    fn take_all(&mut self) -> Vec<(PersistReply, Option<Uuid>)> {
+        self.held.drain(..).map(|(r, s, _)| (r, s)).collect()
+    }
+
+    /// Those whose hold ended by `now`, in the order held. Holds end in about the order
+    /// held, not exactly (an append re-linked before it reached the writer ends earlier),
+    /// so every one is looked at.
+    fn take_due(&mut self, now: Instant) -> Vec<(PersistReply, Option<Uuid>)> {
+        if self.held.iter().all(|(_, _, until)| *until > now) {
+            return Vec::new();
+        }
+        let mut due = Vec::new();
+        for (reply, spooled, until) in std::mem::take(&mut self.held) {
+            if until <= now {
+                due.push((reply, spooled));
+            } else {
+                self.held.push_back((reply, spooled, until));
+            }
+        }
+        due
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.held.len()
+    }
+}
+
 /// The writer actor. Start it with [`Writer::new`] on its own Arbiter.
 pub struct Writer {
     config: LedgerConfig,
@@ -328,7 +376,7 @@ pub struct Writer {
     /// answered when the drain ends, or half the append timeout after its chain actor first
     /// took the append ([`Persist::accepted`]), whichever is first. With the record's rid if
     /// it was spooled, and when its hold ends.
-    held: std::collections::VecDeque<(PersistReply, Option<Uuid>, Instant)>,
+    held: HeldAcks,
     drain_state: DrainState,
     drain_running: bool,
     /// Delays between probes of PostgreSQL during an outage.
@@ -394,7 +442,7 @@ impl Writer {
             buffer,
             spool,
             waiters: HashMap::new(),
-            held: std::collections::VecDeque::new(),
+            held: HeldAcks::default(),
             drain_state: DrainState::default(),
             drain_running: false,
             probe: probe_backoff(),
@@ -707,11 +755,8 @@ impl Writer {
             if wait_committed {
                 self.waiters.insert(rid, reply);
             } else {
-                // Never past half the timeout of the append as its appender counts it
-                // (re-links and mailbox waits included), so no appender times out on a long
-                // drain.
-                let release = accepted + self.config.timeout / 2;
-                self.held.push_back((reply, spooled, release));
+                self.held
+                    .hold(reply, spooled, hold_until(accepted, self.config.timeout));
             }
         } else {
             match &self.spool {
@@ -735,28 +780,15 @@ impl Writer {
     }
 
     /// Releases held acknowledgements: all of them, or those whose hold has ended (see
-    /// [`Writer::held`]: half the append timeout after the append was first taken, so no
-    /// appender times out on a long drain).
+    /// [`hold_until`]).
     fn release_held(&mut self, all: bool) {
-        if all {
-            while let Some((reply, spooled, _)) = self.held.pop_front() {
-                self.acknowledge(reply, spooled);
-            }
-            return;
-        }
-        let now = Instant::now();
-        // Holds end in about arrival order, not exactly (a re-linked append ends earlier):
-        // release every one that has ended, wherever it is in the queue.
-        if self.held.iter().all(|(_, _, release)| *release > now) {
-            return;
-        }
-        let held = std::mem::take(&mut self.held);
-        for (reply, spooled, release) in held {
-            if release <= now {
-                self.acknowledge(reply, spooled);
-            } else {
-                self.held.push_back((reply, spooled, release));
-            }
+        let released = if all {
+            self.held.take_all()
+        } else {
+            self.held.take_due(Instant::now())
+        };
+        for (reply, spooled) in released {
+            self.acknowledge(reply, spooled);
         }
     }
 
@@ -1185,6 +1217,53 @@ mod tests {
 
     fn h(n: u8) -> RecordHash {
         RecordHash::from_bytes([n; 32])
+    }
+
+    /// A held acknowledgement is released half the timeout after its append was first
+    /// taken — not after the writer got it — and one whose hold ends first is released
+    /// first even when it was held later (a re-linked append).
+    #[test]
+    fn held_acknowledgements_end_by_the_appends_own_clock() {
+        use super::{HeldAcks, hold_until};
+        use crate::driver::handoff::PersistReply;
+        use std::time::{Duration, Instant};
+
+        let timeout = Duration::from_secs(10);
+        let now = Instant::now();
+        let mut held = HeldAcks::default();
+        let mut answers = Vec::new();
+        let mut reply = || {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            answers.push(rx);
+            PersistReply::Oneshot(tx)
+        };
+        // Taken just now: held until 5 s from now.
+        held.hold(reply(), None, hold_until(now, timeout));
+        // Taken 6 s ago (it was re-linked before it reached the writer): already due.
+        let relinked = Uuid::new_v4();
+        held.hold(
+            reply(),
+            Some(relinked),
+            hold_until(now - Duration::from_secs(6), timeout),
+        );
+        // Taken 4 s ago: due in 1 s.
+        held.hold(
+            reply(),
+            None,
+            hold_until(now - Duration::from_secs(4), timeout),
+        );
+
+        let due = held.take_due(now);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].1, Some(relinked));
+        assert_eq!(held.len(), 2);
+        assert!(held.take_due(now).is_empty());
+        let later = held.take_due(now + Duration::from_millis(1500));
+        assert_eq!(later.len(), 1);
+        assert_eq!(held.len(), 1);
+        assert_eq!(held.take_all().len(), 1);
+        assert_eq!(held.len(), 0);
+        assert_eq!(answers.len(), 3);
     }
 
     /// A record re-chained twice keeps the hash it was acknowledged with and gets its last
